@@ -1,0 +1,221 @@
+"""`conv_view`: the convolution operator as a read-only strided view."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._geometry import (
+    Geometry,
+    IntOrInts,
+    LayoutName,
+    Padding,
+    as_numeric_array,
+    make_geometry,
+)
+from ._layout import (
+    BufferLayout,
+    fill_buffer,
+    operator_view,
+    plan_layout,
+    register_buffer,
+)
+from ._memory import available_memory, check_addressable, format_bytes
+
+__all__ = ["StridedOperator", "canonical_kernel", "conv_view", "plan"]
+
+_QUERY_MEMORY_ABOVE = 64 * 2**20  # bytes
+
+
+def canonical_kernel(kernel: np.ndarray, layout: LayoutName) -> np.ndarray:
+    """The kernel as channels-last ``(*k, C // groups, F)`` (a view, never a copy)."""
+    if layout == "channels_last":
+        return kernel
+    ndim = kernel.ndim - 2
+    return kernel.transpose(*range(2, ndim + 2), 1, 0)
+
+
+@dataclass(frozen=True)
+class StridedOperator:
+    """One filled, read-only buffer with the geometry and layout that read it as an operator."""
+
+    geometry: Geometry
+    layout: BufferLayout
+    buffer: np.ndarray
+
+    @classmethod
+    def build(
+        cls, kernel: np.ndarray, geometry: Geometry, layout: BufferLayout | None = None
+    ) -> StridedOperator:
+        """Lay out the channels-last `kernel` for `geometry`; checks every size first."""
+        itemsize = kernel.dtype.itemsize
+        check_addressable(geometry.view_shape, itemsize, "the operator view")
+        if layout is None:
+            layout = plan_layout(geometry)
+        needed = layout.size * itemsize
+        # Small buffers cannot exhaust memory: ask the system only about large ones.
+        available = available_memory() if needed > _QUERY_MEMORY_ABOVE else None
+        if available is not None and needed > available:
+            raise MemoryError(
+                f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes) but only "
+                f"{format_bytes(available)} are available; the kernel and `input_shape` "
+                f"{geometry.input_shape} are too large for a view on this machine"
+            )
+        buffer = fill_buffer(geometry, layout, kernel)
+        register_buffer(buffer, geometry, layout)
+        return cls(geometry, layout, buffer)
+
+    def view(self, *, adjoint: bool = False) -> np.ndarray:
+        """The read-only operator view (shape ``(*output_shape, *input_shape)``, or reversed)."""
+        return operator_view(self.buffer, self.geometry, self.layout, adjoint=adjoint)
+
+
+def conv_view(
+    kernel: np.typing.ArrayLike,
+    input_shape: IntOrInts,
+    *,
+    padding: Padding = "valid",
+    stride: IntOrInts = 1,
+    dilation: IntOrInts = 1,
+    groups: int = 1,
+    layout: LayoutName = "channels_last",
+) -> np.ndarray:
+    """Return the linear operator of a convolution as a read-only strided view.
+
+    The convolution (a cross-correlation, as in TensorFlow and PyTorch) of an input ``x`` with
+    `kernel` is ``np.tensordot(W, x, x.ndim)``. `W` is not a dense copy: it is a view over one
+    small zero-padded buffer that holds each kernel entry once, so it is built in microseconds
+    and holds about ``F + 1`` input images of memory.
+
+    Parameters
+    ----------
+    kernel : (*k, C // groups, F) or (F, C // groups, *k) array_like
+        The kernel with ``N = kernel.ndim - 2 >= 1`` spatial axes, channels-last (TensorFlow)
+        or channels-first (PyTorch) according to `layout`. Any numeric dtype. It is copied into
+        the buffer: later changes to `kernel` never show in `W`.
+    input_shape : sequence of int
+        Shape of one input, with its channel axis (``(*m, C)`` or ``(C, *m)``) or the `N`
+        spatial sizes alone.
+    padding : {'valid', 'same', 'full', 'circular'}, int, sequence of int or of (int, int)
+        ``'valid'``: none. ``'same'``: output size ``ceil(m / stride)``, the odd padding entry on
+        the high side. ``'full'``: ``ke - 1`` on both sides, where ``ke = (k - 1) * dilation + 1``.
+        ``'circular'``: the geometry of ``'same'`` with the input wrapped around instead of
+        zero-padded (taps of a kernel wider than the input add up). An int pads both sides of
+        every axis; `N` ints one per axis; `N` ``(lo, hi)`` pairs each side separately.
+    stride, dilation : int or sequence of int
+        One value for all spatial axes or one per axis, each ``>= 1``.
+    groups : int
+        Grouped convolution as in PyTorch: `C` and `F` must be divisible by `groups`, and
+        filter ``f`` sees only the input channels of its group (``groups == C`` is depthwise).
+    layout : {'channels_last', 'channels_first'}
+        Axis order of `kernel`, `input_shape` and `W`.
+
+    Returns
+    -------
+    W : (*o, F, *m, C) or (F, *o, C, *m) ndarray
+        A read-only view (``W.flags.writeable`` is False and cannot be set), of the kernel's
+        dtype, whose entries are the kernel's own values and exact zeros.
+
+    Raises
+    ------
+    ValueError
+        If the kernel or a geometry argument is malformed, or the output would be empty.
+    TypeError
+        If the kernel's dtype is not numeric.
+    MemoryError
+        If the buffer does not fit in the available memory, or the view is larger than NumPy
+        can address.
+
+    See Also
+    --------
+    materialize : a writable dense copy of `W`.
+    ConvOperator : the same operator, applied without building it.
+
+    Notes
+    -----
+    Output sizes are ``o = (m + lo + hi - ke) // stride + 1``.
+
+    ==================  =======================  ==========  ===============  ==============
+    layout              kernel                   input       W                tensordot(W, x)
+    ==================  =======================  ==========  ===============  ==============
+    ``channels_last``   ``(*k, C//groups, F)``   ``(*m, C)`` ``(*o, F, *m, C)`` ``(*o, F)``
+    ``channels_first``  ``(F, C//groups, *k)``   ``(C, *m)`` ``(F, *o, C, *m)`` ``(F, *o)``
+    ==================  =======================  ==========  ===============  ==============
+
+    .. warning::
+       Many entries of `W` share one memory location. Never write to it through another
+       strided view; call `materialize` for a dense, writable copy.
+
+    Examples
+    --------
+    A 5x5 input with 3 channels and a 2x2 kernel with 2 filters:
+
+    >>> import numpy as np
+    >>> import stridedop
+    >>> rng = np.random.default_rng(0)
+    >>> A = rng.standard_normal((5, 5, 3))
+    >>> K = rng.standard_normal((2, 2, 3, 2))
+    >>> W = stridedop.conv_view(K, A.shape)
+    >>> W.shape
+    (4, 4, 2, 5, 5, 3)
+    >>> direct = np.array([[[np.sum(A[i:i + 2, j:j + 2] * K[..., f]) for f in range(2)]
+    ...                     for j in range(4)] for i in range(4)])
+    >>> np.allclose(np.tensordot(W, A, 3), direct)
+    True
+    >>> W.flags.writeable
+    False
+    """
+    kernel = as_numeric_array(kernel, "kernel")
+    geometry, buffer_layout = plan(kernel.shape, input_shape, padding, stride, dilation, groups, layout)
+    return StridedOperator.build(canonical_kernel(kernel, geometry.layout), geometry, buffer_layout).view()
+
+
+def _is_plain(value: Any) -> bool:
+    """True for an int, a str, or a tuple of ints or of int tuples: keys that hash by value and type."""
+    kind = type(value)
+    if kind is int or kind is str:
+        return True
+    if kind is not tuple:
+        return False
+    return all(type(v) is int or (type(v) is tuple and all(type(w) is int for w in v)) for v in value)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_plan(*arguments: Any) -> tuple[Geometry, BufferLayout]:
+    return _plan(*arguments)
+
+
+def _plan(
+    kernel_shape: tuple[int, ...],
+    input_shape: Any,
+    padding: Any,
+    stride: Any,
+    dilation: Any,
+    groups: Any,
+    layout: Any,
+) -> tuple[Geometry, BufferLayout]:
+    geometry = make_geometry(
+        kernel_shape,
+        input_shape,
+        padding=padding,
+        stride=stride,
+        dilation=dilation,
+        groups=groups,
+        layout=layout,
+    )
+    return geometry, plan_layout(geometry)
+
+
+def plan(*arguments: Any) -> tuple[Geometry, BufferLayout]:
+    """Check the geometry arguments and lay out the buffer (pure arithmetic, no allocation).
+
+    Both depend only on the arguments, so they are cached when every argument is a plain int,
+    str or tuple of ints: a float or a list that equals a cached int or tuple must still be
+    checked (and refused) on its own, so such arguments bypass the cache.
+    """
+    if all(_is_plain(argument) for argument in arguments):
+        return _cached_plan(*arguments)
+    return _plan(*arguments)

@@ -1,0 +1,285 @@
+"""The buffer layout: where each kernel entry lives, and the strides that read the operator back.
+
+Every view in stridedop is built here. For a `Geometry` this module computes a `BufferLayout`
+(pure integer arithmetic, no allocation), fills one small zero buffer with the kernel, and hands
+out read-only ``as_strided`` views of it whose reach is checked against the buffer first.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import weakref
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._geometry import Geometry
+
+__all__ = [
+    "BufferLayout",
+    "canonical_permutation",
+    "fill_buffer",
+    "lookup_buffer",
+    "operator_view",
+    "plan_layout",
+    "strided_view",
+]
+
+
+class BufferLayout(NamedTuple):
+    """Element offsets and strides of the operator inside its flat buffer.
+
+    The canonical (channels-last) view ``W[o_0, ..., f, x_0, ..., c]`` reads element
+    ``origin + sum(o_i * output_steps[i]) + f * filter_step + sum(x_i * input_steps[i]) + c``.
+    """
+
+    size: int
+    origin: int
+    output_steps: tuple[int, ...]
+    filter_step: int
+    input_steps: tuple[int, ...]
+    kernel_origin: int
+    kernel_steps: tuple[int, ...]  # of the grouped kernel (*k, Cg, groups, F // groups)
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        """Element strides of the canonical view ``(*o, F, *m, C)``."""
+        return (*self.output_steps, self.filter_step, *self.input_steps, 1)
+
+
+def plan_layout(geometry: Geometry) -> BufferLayout:
+    r"""Compute the smallest buffer from which one strided view yields the whole operator.
+
+    The memory trick, along one spatial axis: output ``o`` applies tap ``r`` to input
+    ``x = o*s + r*d - lo``, so ``W[o, x]`` depends only on ``t = x - o*s + lo``. Store the kernel
+    at ``t = r*d`` in a zero row and give the view stride ``+1`` along ``x`` and ``-s`` along ``o``:
+    every ``(o, x)`` then lands on ``row[t]``. Rows of the different axes are laid out in mixed
+    radix, each axis's row width ``w`` just large enough that no window can see a neighbouring
+    kernel row; channels are innermost and filters one (padded) image apart::
+
+        filter 0                              filter 1
+        | margin | k00 k01 0 0 0 | k10 k11 0 0 0 | ... | k00 k01 ...
+        ^ zeros a window may     \__ width w ___/
+          reach before the kernel
+
+    For ``circular`` padding each axis instead holds the folded kernel twice in a row of
+    ``2m - 1`` entries (the circulant trick), so that ``t`` never needs to wrap.
+    """
+    channels = geometry.channels
+    if geometry.circular:
+        widths = [2 * axis.size - 1 for axis in geometry.axes]
+        input_steps = _mixed_radix(widths, channels)
+        filter_step = math.prod(widths) * channels
+        origin = sum((axis.size - 1) * step for axis, step in zip(geometry.axes, input_steps))
+        output_steps = tuple(-axis.stride * step for axis, step in zip(geometry.axes, input_steps))
+        layout = BufferLayout(
+            size=filter_step * geometry.filters,
+            origin=origin,
+            output_steps=output_steps,
+            filter_step=filter_step,
+            input_steps=input_steps,
+            kernel_origin=0,
+            kernel_steps=(),  # the folded kernel is written whole, see `_fill_circular`
+        )
+        return _verified(geometry, layout)
+
+    # Along axis i, t = x - o*s + lo ranges over [first, last] for the views and the kernel sits
+    # at [0, extent). An axis's width is chosen so that no difference t - r*d between a window
+    # position and a kernel tap is a non-zero multiple of it: rows never alias (the outermost
+    # width is not used).
+    axes = geometry.axes
+    firsts = [axis.lo - (axis.output - 1) * axis.stride for axis in axes]
+    widths = [max(axis.size + axis.lo, axis.extent - first) for axis, first in zip(axes, firsts)]
+    input_steps = _mixed_radix(widths, channels)
+    window_low = window_high = kernel_high = 0
+    origin = 0
+    for axis, first, step in zip(axes, firsts, input_steps):
+        window_low += first * step
+        window_high += (axis.size - 1 + axis.lo) * step
+        kernel_high += (axis.extent - 1) * step
+        origin += axis.lo * step
+    window_high += channels - 1
+    kernel_high += channels - 1
+    # Filters are far enough apart that no window of one filter reaches another filter's kernel.
+    filter_step = max(window_high + 1, kernel_high - window_low + 1)
+    low = min(window_low, 0)
+    high = (geometry.filters - 1) * filter_step + max(window_high, kernel_high)
+    # Tap r of filter f = (g, j) and channel c goes to kernel_origin + f * filter_step
+    # + sum(r_i * d_i * input_steps[i]) + g * Cg + c.
+    kernel_steps = (
+        *[axis.dilation * step for axis, step in zip(axes, input_steps)],
+        1,
+        geometry.group_filters * filter_step + geometry.group_channels,
+        filter_step,
+    )
+    return _verified(
+        geometry,
+        BufferLayout(
+            size=high - low + 1,
+            origin=origin - low,
+            output_steps=tuple([-axis.stride * step for axis, step in zip(axes, input_steps)]),
+            filter_step=filter_step,
+            input_steps=input_steps,
+            kernel_origin=-low,
+            kernel_steps=kernel_steps,
+        ),
+    )
+
+
+def _verified(geometry: Geometry, layout: BufferLayout) -> BufferLayout:
+    """Check once, when it is planned, that every view of `layout` stays inside its buffer."""
+    shape = (*geometry.spatial_output, geometry.filters, *geometry.spatial_input, geometry.channels)
+    _check_reach(layout.size, layout.origin, shape, layout.steps)
+    if layout.kernel_steps:
+        kernel_shape = (
+            *geometry.spatial_kernel,
+            geometry.group_channels,
+            geometry.groups,
+            geometry.group_filters,
+        )
+        _check_reach(layout.size, layout.kernel_origin, kernel_shape, layout.kernel_steps)
+    return layout
+
+
+def _mixed_radix(widths: list[int], innermost: int) -> tuple[int, ...]:
+    """Element steps of a C-ordered array of shape ``(*widths, innermost)`` (the last axis unit)."""
+    steps = []
+    step = innermost
+    for width in reversed(widths):
+        steps.append(step)
+        step *= width
+    return tuple(reversed(steps))
+
+
+def fill_buffer(geometry: Geometry, layout: BufferLayout, kernel: np.ndarray) -> np.ndarray:
+    """Allocate the buffer, write the channels-last `kernel` ``(*k, C//groups, F)``, freeze it.
+
+    The returned array reads its memory through a read-only memoryview, so neither it nor any
+    view of it can ever be made writable again (NumPy refuses ``setflags(write=True)``).
+    """
+    storage = bytearray(layout.size * kernel.dtype.itemsize)  # zero-filled
+    buffer = np.frombuffer(storage, dtype=kernel.dtype)
+    # The kernel (*k, Cg, F) seen as (*k, Cg, groups, F // groups).
+    grouped = kernel.reshape(*kernel.shape[:-1], geometry.groups, geometry.group_filters)
+    if geometry.circular:
+        _fill_circular(geometry, grouped, buffer)
+    else:
+        _view(buffer, layout.kernel_origin, grouped.shape, layout.kernel_steps)[...] = grouped
+    return np.frombuffer(memoryview(storage).toreadonly(), dtype=kernel.dtype)
+
+
+def _fill_circular(geometry: Geometry, grouped: np.ndarray, buffer: np.ndarray) -> None:
+    """Fold each axis's taps modulo its size (taps that coincide add up), then lay it out twice."""
+    groups, group_filters = geometry.groups, geometry.group_filters
+    group_channels, n = geometry.group_channels, geometry.ndim
+    sizes = geometry.spatial_input
+    folded = np.zeros((groups, group_filters, *sizes, geometry.channels), dtype=buffer.dtype)
+    # Index arrays broadcasting over the grouped kernel's axes (*k, Cg, groups, Fg).
+    group = np.arange(groups).reshape((1,) * (n + 1) + (groups, 1))
+    index = [group, np.arange(group_filters).reshape((1,) * (n + 2) + (group_filters,))]
+    for i, axis in enumerate(geometry.axes):
+        position = (np.arange(axis.kernel) * axis.dilation - axis.lo) % axis.size
+        index.append(position.reshape((1,) * i + (-1,) + (1,) * (n + 2 - i)))
+    index.append(group * group_channels + np.arange(group_channels).reshape((1,) * n + (-1, 1, 1)))
+    np.add.at(folded, tuple(index), grouped)
+    # Entry j of an axis's doubled row holds the residue (j - (m - 1)) mod m.
+    doubled = folded
+    for i, size in enumerate(sizes):
+        doubled = doubled.take((np.arange(2 * size - 1) - (size - 1)) % size, axis=2 + i)
+    buffer[...] = doubled.reshape(-1)
+
+
+def _check_reach(size: int, offset: int, shape: tuple[int, ...], steps: tuple[int, ...]) -> None:
+    """Raise if a strided view of `shape` would reach outside a buffer of `size` elements."""
+    low = high = offset
+    for n, step in zip(shape, steps):
+        if n == 0:
+            return
+        if step < 0:
+            low += (n - 1) * step
+        else:
+            high += (n - 1) * step
+    if low < 0 or high >= size:
+        raise RuntimeError(
+            f"stridedop internal error: a view of shape {shape} would reach elements "
+            f"[{low}, {high}] of a buffer of {size}; please report this geometry"
+        )
+
+
+def _view(buffer: np.ndarray, offset: int, shape: tuple[int, ...], steps: tuple[int, ...]) -> np.ndarray:
+    itemsize = buffer.itemsize
+    strides = tuple([step * itemsize for step in steps])
+    return np.ndarray(shape, buffer.dtype, buffer=buffer, offset=offset * itemsize, strides=strides)
+
+
+def strided_view(
+    buffer: np.ndarray, offset: int, shape: tuple[int, ...], steps: tuple[int, ...]
+) -> np.ndarray:
+    """Strided view of the 1-D `buffer` with element `steps`, checked to stay inside it.
+
+    The view is what ``numpy.lib.stride_tricks.as_strided(buffer[offset:], shape, strides)``
+    returns, made with the ndarray constructor, which is several times faster, checks the bounds
+    once more and keeps `buffer` as the view's base. It is read-only exactly when `buffer` is.
+    """
+    _check_reach(buffer.size, offset, shape, steps)
+    return _view(buffer, offset, shape, steps)
+
+
+def canonical_permutation(geometry: Geometry, *, adjoint: bool = False) -> tuple[int, ...]:
+    """Axis order that turns the canonical ``(*o, F, *m, C)`` view into the public one."""
+    n = geometry.ndim
+    out_spatial, filters = list(range(n)), [n]
+    in_spatial, channels = list(range(n + 1, 2 * n + 1)), [2 * n + 1]
+    if geometry.layout == "channels_last":
+        output_axes, input_axes = out_spatial + filters, in_spatial + channels
+    else:
+        output_axes, input_axes = filters + out_spatial, channels + in_spatial
+    if adjoint:
+        return tuple(input_axes + output_axes)
+    return tuple(output_axes + input_axes)
+
+
+def operator_view(
+    buffer: np.ndarray, geometry: Geometry, layout: BufferLayout, *, adjoint: bool = False
+) -> np.ndarray:
+    """The operator view of a filled buffer, in the public axis order of `geometry`."""
+    shape = (*geometry.spatial_output, geometry.filters, *geometry.spatial_input, geometry.channels)
+    steps = layout.steps
+    if geometry.layout != "channels_last" or adjoint:
+        order = canonical_permutation(geometry, adjoint=adjoint)
+        shape = tuple([shape[axis] for axis in order])
+        steps = tuple([steps[axis] for axis in order])
+    return _view(buffer, layout.origin, shape, steps)  # reach checked by `plan_layout`
+
+
+# Buffers made by `fill_buffer`, so that `materialize` can recognise their views and write only
+# the kernel entries. The registry holds no reference to the buffer itself.
+_REGISTRY: dict[int, tuple[Callable[[], Any], Geometry, BufferLayout]] = {}
+
+
+def register_buffer(buffer: np.ndarray, geometry: Geometry, layout: BufferLayout) -> None:
+    """Remember `buffer`'s geometry and layout for as long as the buffer lives."""
+    key = id(buffer)
+
+    def forget(_: weakref.ref) -> None:
+        _REGISTRY.pop(key, None)
+
+    _REGISTRY[key] = (weakref.ref(buffer, forget), geometry, layout)
+
+
+def lookup_buffer(array: np.ndarray) -> tuple[np.ndarray, Geometry, BufferLayout] | None:
+    """The stridedop buffer under `array` with its geometry and layout, or None."""
+    base: Any = array
+    while getattr(base, "base", None) is not None:
+        base = base.base
+        entry = _REGISTRY.get(id(base))
+        if entry is not None and entry[0]() is base:  # the id was not reused by another object
+            return base, entry[1], entry[2]
+    return None
+
+
+def kernel_taps(geometry: Geometry) -> itertools.product:
+    """Every spatial kernel tap as a tuple of indices, in C order."""
+    return itertools.product(*(range(axis.kernel) for axis in geometry.axes))

@@ -1,0 +1,212 @@
+"""`materialize`: the one public path that copies an operator into a dense, writable array."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._geometry import Geometry, positions_in_range
+from ._layout import (
+    BufferLayout,
+    kernel_taps,
+    lookup_buffer,
+    strided_view,
+)
+from ._memory import available_memory, format_bytes
+
+__all__ = ["check_allocation", "fill_dense", "materialize"]
+
+
+def check_allocation(shape: tuple[int, ...], dtype: np.dtype, max_bytes: Any) -> None:
+    """Raise MemoryError, before allocating, if a dense `shape` array exceeds the limit."""
+    needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if max_bytes is None:
+        limit = available_memory()
+        if limit is None:
+            return
+        what = f"the {format_bytes(limit)} ({limit} bytes) of memory available"
+    else:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)):
+            raise ValueError(f"`max_bytes` must be a non-negative int or None, got {max_bytes!r}")
+        limit = int(max_bytes)
+        if limit < 0:
+            raise ValueError(f"`max_bytes` must be a non-negative int or None, got {max_bytes!r}")
+        what = f"`max_bytes` = {format_bytes(limit)} ({limit} bytes)"
+    if needed > limit:
+        raise MemoryError(
+            f"the dense array of shape {shape} and dtype {dtype} needs {format_bytes(needed)} "
+            f"({needed} bytes), more than {what}. Alternatives: pass `out=` a memory map "
+            "(numpy.lib.format.open_memmap), apply the operator without building it (`op @ x`, "
+            "`op.T @ y`), or export it with `op.to_sparse()`"
+        )
+
+
+def materialize(a: Any, *, out: np.ndarray | None = None, max_bytes: int | None = None) -> np.ndarray:
+    """Return a dense, writable, C-contiguous copy of an operator view or any array.
+
+    This is the only function in stridedop that copies the dense operator. For a view made by
+    this package (or a transpose of one) it allocates zeros and writes only the kernel entries,
+    which is much faster than reading every entry through the strided view.
+
+    Parameters
+    ----------
+    a : ndarray, array_like or ConvOperator
+        A view from `conv_view`, `ConvOperator.view` or the structured matrices, a slice of
+        one, any array, or a `ConvOperator` (its `view` is materialized).
+    out : ndarray, optional
+        Array (for instance a `numpy.memmap`) of the same shape and dtype to fill and return
+        instead of allocating one. It must be writable.
+    max_bytes : int, optional
+        Largest allocation allowed; default: the memory available on this machine. Not used
+        with `out`.
+
+    Returns
+    -------
+    dense : ndarray
+        ``out`` if given, else a new C-contiguous array that owns its memory, of `a`'s shape and
+        dtype, equal to `a`.
+
+    Raises
+    ------
+    MemoryError
+        Before allocating anything, if the array needs more than `max_bytes`; the message gives
+        both sizes and the alternatives.
+    ValueError
+        If `out` has the wrong shape or is not writable, or `max_bytes` is not a
+        non-negative int.
+    TypeError
+        If `out` is not an ndarray or has the wrong dtype.
+
+    See Also
+    --------
+    conv_view, ConvOperator.to_matrix
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import stridedop
+    >>> W = stridedop.conv_view(np.ones((2, 1, 1)), (4, 1))
+    >>> D = stridedop.materialize(W)
+    >>> D.flags.writeable, D.flags.c_contiguous, D.flags.owndata
+    (True, True, True)
+    >>> np.array_equal(D, W)
+    True
+    """
+    from ._operator import ConvOperator  # a ConvOperator uses this module, so import late
+
+    if isinstance(a, ConvOperator):
+        a = a.view
+    array = np.asarray(a)
+    if out is None:
+        check_allocation(array.shape, array.dtype, max_bytes)
+        return fill_dense(array)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"`out` must be a numpy.ndarray or numpy.memmap, got {type(out).__name__}")
+    if out.shape != array.shape:
+        raise ValueError(f"`out` has shape {out.shape}, but the array to materialize has {array.shape}")
+    if out.dtype != array.dtype:
+        raise TypeError(f"`out` has dtype {out.dtype}, but the array to materialize has {array.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("`out` is read-only; pass a writable array or memory map")
+    return fill_dense(array, out)
+
+
+def fill_dense(
+    array: np.ndarray,
+    out: np.ndarray | None = None,
+    *,
+    zeroed: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Copy `array` into `out` (allocated C-contiguous when None) and return `out`.
+
+    If `array` is a stridedop view, only the kernel entries are written, into an `out` that is
+    zeroed first (unless `zeroed` says it already is); `progress(done, total)` is then called
+    after each kernel tap.
+    """
+    found = lookup_buffer(array)
+    permutation = None if found is None else _view_permutation(array, *found)
+    if permutation is None or (out is not None and not out.flags.c_contiguous):
+        if out is None:
+            return np.array(array, order="C", copy=True)
+        out[...] = array
+        if progress is not None:
+            progress(1, 1)
+        return out
+    buffer, geometry, layout = found  # type: ignore[misc]
+    if out is None:
+        out = np.zeros(array.shape, dtype=array.dtype)
+    elif not zeroed:
+        out[...] = 0
+    # Axes of `out` in the canonical (*o, F, *m, C) order: invert the permutation.
+    canonical_out = out.transpose(np.argsort(permutation))
+    _write_kernel_entries(canonical_out, out, buffer, geometry, layout, progress)
+    return out
+
+
+def _view_permutation(
+    array: np.ndarray, buffer: np.ndarray, geometry: Geometry, layout: BufferLayout
+) -> tuple[int, ...] | None:
+    """If `array` is the operator view of `buffer` with its axes permuted, that permutation."""
+    if geometry.circular:
+        return None  # folded taps: copy through the view instead
+    shape = (*geometry.spatial_output, geometry.filters, *geometry.spatial_input, geometry.channels)
+    canonical = strided_view(buffer, layout.origin, shape, layout.steps)
+    if array.ndim != canonical.ndim:
+        return None
+    if array.__array_interface__["data"][0] != canonical.__array_interface__["data"][0]:
+        return None
+    unused = list(range(canonical.ndim))
+    permutation = []
+    for size, stride in zip(array.shape, array.strides):
+        for axis in unused:
+            if canonical.shape[axis] == size and canonical.strides[axis] == stride:
+                permutation.append(axis)
+                unused.remove(axis)
+                break
+        else:
+            return None
+    return tuple(permutation)
+
+
+def _write_kernel_entries(
+    canonical_out: np.ndarray,
+    out: np.ndarray,
+    buffer: np.ndarray,
+    geometry: Geometry,
+    layout: BufferLayout,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Write every kernel entry into its places in the zeroed dense operator, one tap at a time.
+
+    For tap ``r``, output ``o`` reads input ``x = o*s + r*d - lo``: along ``o`` the target steps
+    by ``out_o + s * out_x``, so one strided assignment writes the tap for all outputs, filters
+    and channels at once (the output range is cut where ``x`` would fall in the padding).
+    """
+    itemsize = out.itemsize
+    steps = [stride // itemsize for stride in canonical_out.strides]
+    n = geometry.ndim
+    out_o, out_f, out_x, out_c = steps[:n], steps[n], steps[n + 1 : 2 * n + 1], steps[2 * n + 1]
+    groups, group_filters = geometry.groups, geometry.group_filters
+    group_channels = geometry.group_channels
+    kernel_shape = (*geometry.spatial_kernel, group_channels, groups, group_filters)
+    kernel = strided_view(buffer, layout.kernel_origin, kernel_shape, layout.kernel_steps)
+    flat = out.reshape(-1)  # a view: `out` is C-contiguous
+    along_o = [o + axis.stride * x for o, x, axis in zip(out_o, out_x, geometry.axes)]
+    filter_steps = (group_filters * out_f + group_channels * out_c, out_f, out_c)
+    total = geometry.taps
+    for done, tap in enumerate(kernel_taps(geometry), start=1):
+        ranges = [positions_in_range(axis, r) for axis, r in zip(geometry.axes, tap)]
+        if all(stop > first for first, stop in ranges):
+            offset = sum(
+                first * step_o + (r * axis.dilation - axis.lo) * step_x
+                for (first, _), step_o, r, axis, step_x in zip(ranges, along_o, tap, geometry.axes, out_x)
+            )
+            counts = tuple(stop - first for first, stop in ranges)
+            shape = (*counts, groups, group_filters, group_channels)
+            target = strided_view(flat, offset, shape, (*along_o, *filter_steps))
+            target[...] = kernel[tap].transpose(1, 2, 0)  # (groups, F // groups, Cg)
+        if progress is not None:
+            progress(done, total)

@@ -1,0 +1,106 @@
+"""The operator as a ``scipy.sparse`` array, built straight from the geometry."""
+
+from __future__ import annotations
+
+import importlib
+import math
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ._geometry import Geometry
+
+__all__ = ["require_scipy", "sparse_matrix"]
+
+
+def require_scipy(feature: str) -> ModuleType:
+    """Import ``scipy.sparse`` (and its linalg) lazily, with a clear message when it is missing."""
+    try:
+        importlib.import_module("scipy.sparse.linalg")
+        return importlib.import_module("scipy.sparse")
+    except ImportError as error:
+        raise ImportError(
+            f"{feature} needs SciPy, an optional dependency of stridedop; "
+            "install it with `pip install scipy` (or `pip install stridedop[scipy]`)"
+        ) from error
+
+
+def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -> Any:
+    """CSR array of the operator, ``(prod(output_shape), prod(input_shape))``, then `format`.
+
+    Every row ``(o, f)`` holds the taps that land inside the input, each with the channels of
+    its group; the column of a tap follows from the output position alone, so the index array
+    is one broadcast sum of a small per-(output, tap) part and a small per-channel part.
+    """
+    sparse = require_scipy("`to_sparse`")
+    n = geometry.ndim
+    groups, fg, cg = geometry.groups, geometry.group_filters, geometry.group_channels
+    channels_last = geometry.layout == "channels_last"
+    sizes = geometry.spatial_input
+    # Column steps of each spatial axis and of the channel axis in the input's flat order.
+    spatial_steps = [math.prod(sizes[i + 1 :]) for i in range(n)]
+    if channels_last:
+        spatial_steps = [step * geometry.channels for step in spatial_steps]
+        channel_step = 1
+    else:
+        channel_step = math.prod(sizes)
+    index_dtype = np.int32 if max(geometry.input_size, geometry.nonzero_count) < 2**31 else np.int64
+
+    # Part that depends on (output position, tap): arrays of shape (*o, *k).
+    spatial_part = np.zeros(geometry.spatial_output + geometry.spatial_kernel, dtype=index_dtype)
+    inside = np.ones(spatial_part.shape, dtype=bool)
+    for i, (axis, step) in enumerate(zip(geometry.axes, spatial_steps)):
+        shape = [1] * (2 * n)
+        shape[i], shape[n + i] = axis.output, axis.kernel
+        position = (
+            np.arange(axis.output)[:, None] * axis.stride
+            + np.arange(axis.kernel)[None, :] * axis.dilation
+            - axis.lo
+        ).reshape(shape)
+        if geometry.circular:
+            position = position % axis.size
+        else:
+            inside = inside & (position >= 0) & (position < axis.size)
+        spatial_part = spatial_part + (position * step).astype(index_dtype)
+    channel_part = (np.arange(groups)[:, None] * cg + np.arange(cg)[None, :]) * channel_step
+    channel_part = channel_part.astype(index_dtype)  # (G, Cg)
+
+    # Full index arrays in row-major row order, entries within a row in increasing column
+    # order: channels-last (*o, G, Fg, *k, Cg), channels-first (G, Fg, *o, Cg, *k).
+    out_shape, kernel_shape = geometry.spatial_output, geometry.spatial_kernel
+    ones = (1,) * n
+    arranged = np.moveaxis(kernel.reshape(*kernel_shape, cg, groups, fg), (n + 1, n + 2), (0, 1))
+    if channels_last:
+        spatial_shape = (*out_shape, 1, 1, *kernel_shape, 1)
+        channel_shape = (*ones, groups, 1, *ones, cg)
+        values = arranged.reshape(*ones, groups, fg, *kernel_shape, cg)
+    else:
+        spatial_shape = (1, 1, *out_shape, 1, *kernel_shape)
+        channel_shape = (groups, 1, *ones, cg, *ones)
+        values = np.moveaxis(arranged, -1, 2).reshape(groups, fg, *ones, cg, *kernel_shape)
+    columns = spatial_part.reshape(spatial_shape) + channel_part.reshape(channel_shape)
+    full_shape = np.broadcast_shapes(columns.shape, values.shape)
+    columns = np.broadcast_to(columns, full_shape)
+    values = np.broadcast_to(values, full_shape)
+    if inside.all():
+        indices = np.array(columns, copy=True).reshape(-1)  # writable: scipy sorts in place
+        data = np.array(values, copy=True).reshape(-1)
+    else:
+        keep = np.broadcast_to(inside.reshape(spatial_shape), full_shape)
+        indices = columns[keep]
+        data = values[keep]
+
+    # Entries per row: taps inside the input times the channels of a group.
+    per_output = inside.reshape(*out_shape, -1).sum(axis=-1).ravel() * cg
+    counts = (
+        np.tile(per_output, geometry.filters)
+        if not channels_last
+        else np.repeat(per_output, geometry.filters)
+    )
+    indptr = np.zeros(counts.size + 1, dtype=index_dtype)
+    np.cumsum(counts, out=indptr[1:])
+    matrix = sparse.csr_array((data, indices, indptr), shape=(geometry.output_size, geometry.input_size))
+    if geometry.circular:
+        matrix.sum_duplicates()  # folded taps share a column
+    return matrix.asformat(format)

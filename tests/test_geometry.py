@@ -1,0 +1,221 @@
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from numpy.lib.array_utils import byte_bounds
+from oracles import direct_convolution, loop_operator, pads_for
+
+import stridedop
+
+
+def owner(view):
+    base = view
+    while isinstance(base.base, np.ndarray):
+        base = base.base
+    return base
+
+
+def to_channels_first_kernel(kernel):
+    n = kernel.ndim - 2
+    return kernel.transpose(n + 1, n, *range(n))
+
+
+def to_channels_first_operator(W, n):
+    return W.transpose(n, *range(n), 2 * n + 1, *range(n + 1, 2 * n + 1))
+
+
+def footprint_bound(itemsize, m, pads, channels, filters, circular):
+    sizes = [2 * v for v in m] if circular else [v + lo + hi for v, (lo, hi) in zip(m, pads)]
+    return itemsize * channels * (filters + 1) * math.prod(sizes)
+
+
+@st.composite
+def geometries(draw):
+    n = draw(st.integers(1, 3))
+    k = draw(st.lists(st.integers(1, 3), min_size=n, max_size=n))
+    m = draw(st.lists(st.integers(1, 6), min_size=n, max_size=n))
+    stride = draw(st.lists(st.integers(1, 3), min_size=n, max_size=n))
+    dilation = draw(st.lists(st.integers(1, 2), min_size=n, max_size=n))
+    groups = draw(st.integers(1, 3))
+    group_channels = draw(st.integers(1, 2))
+    filters = groups * draw(st.integers(1, 2))
+    kind = draw(st.sampled_from(["valid", "same", "full", "circular", "int", "ints", "pairs"]))
+    if kind == "int":
+        padding = draw(st.integers(0, 2))
+    elif kind == "ints":
+        padding = draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
+    elif kind == "pairs":
+        padding = [tuple(draw(st.lists(st.integers(0, 2), min_size=2, max_size=2))) for _ in range(n)]
+    else:
+        padding = kind
+    layout = draw(st.sampled_from(["channels_last", "channels_first"]))
+    return k, m, stride, dilation, groups, group_channels, filters, padding, layout
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(geometries())
+def test_fuzzed_geometry_matches_loop_oracle_and_footprint(geometry):
+    k, m, stride, dilation, groups, group_channels, filters, padding, layout = geometry
+    n = len(k)
+    pads = pads_for(padding, m, k, stride, dilation)
+    extents = [(k[i] - 1) * dilation[i] + 1 for i in range(n)]
+    if padding != "circular":
+        assume(all(extents[i] <= m[i] + pads[i][0] + pads[i][1] for i in range(n)))
+    kernel = (
+        np.random.default_rng(sum(k) + sum(m))
+        .integers(1, 100, (*k, group_channels, filters))
+        .astype(np.float64)
+    )
+    expected = loop_operator(kernel, m, padding=padding, stride=stride, dilation=dilation, groups=groups)
+    channels = group_channels * groups
+    if layout == "channels_last":
+        W = stridedop.conv_view(
+            kernel, (*m, channels), padding=padding, stride=stride, dilation=dilation, groups=groups
+        )
+    else:
+        W = stridedop.conv_view(
+            to_channels_first_kernel(kernel),
+            (channels, *m),
+            padding=padding,
+            stride=stride,
+            dilation=dilation,
+            groups=groups,
+            layout=layout,
+        )
+        expected = to_channels_first_operator(expected, n)
+    assert W.shape == expected.shape
+    np.testing.assert_array_equal(W, expected)
+    assert not W.flags.writeable
+    # Inside its buffer, and within the footprint bound.
+    low, high = byte_bounds(W)
+    buffer_low, buffer_high = byte_bounds(owner(W))
+    assert buffer_low <= low and high <= buffer_high
+    bound = footprint_bound(8, m, pads, channels, filters, padding == "circular")
+    assert high - low <= bound
+    assert owner(W).nbytes <= bound
+
+
+@pytest.mark.parametrize(
+    ("m", "k", "stride", "dilation", "padding", "expected"),
+    [
+        # 'same': ceil(m / stride) whatever the kernel
+        (10, 3, 1, 1, "same", 10),
+        (10, 3, 2, 1, "same", 5),
+        (11, 3, 2, 1, "same", 6),
+        (7, 4, 3, 1, "same", 3),
+        (7, 3, 3, 2, "same", 3),
+        (1, 5, 1, 1, "same", 1),
+        (5, 8, 2, 1, "circular", 3),
+        # 'full': m + ke - 1 at stride 1
+        (5, 3, 1, 1, "full", 7),
+        (5, 3, 1, 2, "full", 9),
+        (5, 3, 2, 1, "full", 4),
+        # explicit pairs and ints: (m + lo + hi - ke) // s + 1
+        (5, 3, 1, 1, [(1, 0)], 4),
+        (5, 3, 2, 1, [(0, 2)], 3),
+        (5, 3, 1, 1, 2, 7),
+        (6, 2, 4, 1, "valid", 2),
+    ],
+)
+def test_output_size_table(m, k, stride, dilation, padding, expected):
+    W = stridedop.conv_view(np.ones((k, 1, 1)), (m, 1), padding=padding, stride=stride, dilation=dilation)
+    assert W.shape[0] == expected
+
+
+def test_same_puts_the_odd_padding_entry_on_the_high_side():
+    # m = 4, k = 2: total padding 1, lo = 0 and hi = 1, so output 0 sees inputs 0 and 1.
+    W = stridedop.conv_view(np.array([1.0, 2.0]).reshape(2, 1, 1), (4, 1), padding="same")
+    np.testing.assert_array_equal(W[0, 0, :, 0], [1, 2, 0, 0])
+    np.testing.assert_array_equal(W[3, 0, :, 0], [0, 0, 0, 1])
+
+
+def test_circular_folds_a_kernel_wider_than_the_input():
+    # A 5-tap kernel on 2 inputs: taps land on positions that coincide and add up.
+    kernel = np.array([1.0, 10.0, 100.0, 1000.0, 10000.0]).reshape(5, 1, 1)
+    W = stridedop.conv_view(kernel, (2, 1), padding="circular")
+    x = np.array([3.0, 7.0])
+    xp = np.pad(x, pads_for("circular", (2,), (5,), [1], [1])[0], mode="wrap")
+    expected = [sum(kernel[r, 0, 0] * xp[o + r] for r in range(5)) for o in range(2)]
+    np.testing.assert_allclose(np.tensordot(W, x[:, None], 2)[:, 0], expected)
+
+
+def test_padding_adds_only_exact_zeros():
+    kernel = np.arange(1, 7, dtype=float).reshape(3, 2, 1)
+    W = np.array(stridedop.conv_view(kernel, (4, 2), padding=3, dilation=2))
+    values = set(np.unique(W).tolist())
+    assert values <= {0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0}
+
+
+def test_grouped_filters_see_only_their_channels():
+    kernel = np.ones((1, 2, 6))  # groups=3: C = 6, each filter sees 2 channels
+    W = stridedop.conv_view(kernel, (3, 6), groups=3)
+    for f in range(6):
+        group = f // 2
+        seen = np.nonzero(W[0, f, 0])[0]
+        np.testing.assert_array_equal(seen, [2 * group, 2 * group + 1])
+
+
+def test_depthwise_convolution():
+    rng = np.random.default_rng(5)
+    kernel = rng.standard_normal((3, 3, 1, 4))
+    x = rng.standard_normal((6, 5, 4))
+    W = stridedop.conv_view(kernel, x.shape, groups=4, padding="same")
+    np.testing.assert_allclose(np.tensordot(W, x, 3), direct_convolution(x, kernel, padding="same", groups=4))
+
+
+# -- PyTorch as an oracle -------------------------------------------------------------------------
+
+TORCH_CASES = [
+    (n, padding, stride, dilation, groups, layout)
+    for n in (1, 2, 3)
+    for padding in ("valid", "same", "full", "circular", 1, "pairs")
+    for stride, dilation in ((1, 1), (2, 1), (1, 2), (2, 3))
+    for groups in (1, 2)
+    for layout in ("channels_last", "channels_first")
+    if not (n == 3 and (stride, dilation) == (2, 3))
+]
+
+
+@pytest.mark.parametrize(("n", "padding", "stride", "dilation", "groups", "layout"), TORCH_CASES)
+def test_tensordot_matches_torch(n, padding, stride, dilation, groups, layout):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(hash((n, str(padding), stride, dilation, groups, layout)) % 2**32)
+    m = [7, 6, 5][:n]
+    k = [3, 2, 2][:n]
+    if padding == "pairs":
+        padding = [(1, 0), (0, 2), (2, 1)][:n]
+    group_channels, filters = 2, 2 * groups
+    kernel = rng.standard_normal((*k, group_channels, filters))
+    x = rng.standard_normal((*m, group_channels * groups))
+    pads = pads_for(padding, m, k, [stride] * n, [dilation] * n)
+    mode = "wrap" if padding == "circular" else "constant"
+    xp = np.pad(x, [*pads, (0, 0)], mode=mode)
+    conv = getattr(torch.nn.functional, f"conv{n}d")
+    expected = conv(
+        torch.from_numpy(np.moveaxis(xp, -1, 0)[None]),
+        torch.from_numpy(np.ascontiguousarray(to_channels_first_kernel(kernel))),
+        stride=stride,
+        dilation=dilation,
+        groups=groups,
+    ).numpy()[0]  # (F, *o)
+    if layout == "channels_last":
+        W = stridedop.conv_view(
+            kernel, x.shape, padding=padding, stride=stride, dilation=dilation, groups=groups
+        )
+        got = np.moveaxis(np.tensordot(W, x, n + 1), -1, 0)
+    else:
+        x_cf = np.moveaxis(x, -1, 0)
+        W = stridedop.conv_view(
+            to_channels_first_kernel(kernel),
+            x_cf.shape,
+            padding=padding,
+            stride=stride,
+            dilation=dilation,
+            groups=groups,
+            layout=layout,
+        )
+        got = np.tensordot(W, x_cf, n + 1)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
