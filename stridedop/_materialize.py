@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -179,11 +182,14 @@ def _write_kernel_entries(
     layout: BufferLayout,
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    """Write every kernel entry into its places in the zeroed dense operator, one tap at a time.
+    """Write every kernel entry into its places in the zeroed dense operator.
 
-    For tap ``r``, output ``o`` reads input ``x = o*s + r*d - lo``: along ``o`` the target steps
-    by ``out_o + s * out_x``, so one strided assignment writes the tap for all outputs, filters
-    and channels at once (the output range is cut where ``x`` would fall in the padding).
+    Output ``o`` applies tap ``r`` to input ``x = o*s + r*d - lo``: along ``o`` the target steps by
+    ``out_o + s * out_x`` and along ``r`` by ``d * out_x``, so one strided assignment writes many
+    outputs, filters, taps and channels at once. The output positions are cut into boxes: in the
+    interior, where every tap lands inside the input, one assignment writes all taps (each block
+    of the output is visited once, in memory order); near the borders, where some taps fall in the
+    padding, each tap is written over the outputs where it lands inside.
     """
     itemsize = out.itemsize
     steps = [stride // itemsize for stride in canonical_out.strides]
@@ -193,20 +199,90 @@ def _write_kernel_entries(
     group_channels = geometry.group_channels
     kernel_shape = (*geometry.spatial_kernel, group_channels, groups, group_filters)
     kernel = strided_view(buffer, layout.kernel_origin, kernel_shape, layout.kernel_steps)
+    all_taps = kernel.transpose(n + 1, n + 2, *range(n), n)  # (groups, F // groups, *k, Cg)
     flat = out.reshape(-1)  # a view: `out` is C-contiguous
-    along_o = [o + axis.stride * x for o, x, axis in zip(out_o, out_x, geometry.axes)]
-    filter_steps = (group_filters * out_f + group_channels * out_c, out_f, out_c)
-    total = geometry.taps
-    for done, tap in enumerate(kernel_taps(geometry), start=1):
-        ranges = [positions_in_range(axis, r) for axis, r in zip(geometry.axes, tap)]
-        if all(stop > first for first, stop in ranges):
+    axes = geometry.axes
+    along_o = [o + axis.stride * x for o, x, axis in zip(out_o, out_x, axes)]
+    along_r = [axis.dilation * x for axis, x in zip(axes, out_x)]
+    filter_steps = (group_filters * out_f + group_channels * out_c, out_f)
+    workers = _worker_count(out.nbytes)
+    chunk_bytes = min(_CHUNK_BYTES, max(_CHUNK_BYTES // 16, out.nbytes // (8 * workers)))
+    rows_per_chunk = max(1, chunk_bytes * axes[0].output // max(1, out.nbytes))
+
+    def write(job: tuple[list[tuple[int, int]], bool]) -> None:
+        box, interior = job
+        if interior:
+            offset = sum(
+                first * step_o - axis.lo * step_x
+                for (first, _), step_o, axis, step_x in zip(box, along_o, axes, out_x)
+            )
+            counts = tuple(stop - first for first, stop in box)
+            shape = (*counts, groups, group_filters, *geometry.spatial_kernel, group_channels)
+            strided_view(flat, offset, shape, (*along_o, *filter_steps, *along_r, out_c))[...] = all_taps
+            return
+        for tap in kernel_taps(geometry):
+            ranges = []
+            for (first, stop), axis, r in zip(box, axes, tap):
+                inside_first, inside_stop = positions_in_range(axis, r)
+                ranges.append((max(first, inside_first), min(stop, inside_stop)))
+            if any(stop <= first for first, stop in ranges):
+                continue
             offset = sum(
                 first * step_o + (r * axis.dilation - axis.lo) * step_x
-                for (first, _), step_o, r, axis, step_x in zip(ranges, along_o, tap, geometry.axes, out_x)
+                for (first, _), step_o, r, axis, step_x in zip(ranges, along_o, tap, axes, out_x)
             )
             counts = tuple(stop - first for first, stop in ranges)
             shape = (*counts, groups, group_filters, group_channels)
-            target = strided_view(flat, offset, shape, (*along_o, *filter_steps))
+            target = strided_view(flat, offset, shape, (*along_o, *filter_steps, out_c))
             target[...] = kernel[tap].transpose(1, 2, 0)  # (groups, F // groups, Cg)
-        if progress is not None:
-            progress(done, total)
+
+    # Boxes write disjoint entries, so they can go to several threads: NumPy releases the GIL
+    # while it copies, and the first-touch page faults of a large output then run on every core.
+    boxes = list(_output_boxes(geometry, rows_per_chunk))
+    if workers == 1:
+        done_boxes: Iterator[None] = map(write, boxes)
+        for done, _ in enumerate(done_boxes, start=1):
+            if progress is not None:
+                progress(done, len(boxes))
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done, _ in enumerate(pool.map(write, boxes), start=1):
+            if progress is not None:
+                progress(done, len(boxes))
+
+
+def _worker_count(nbytes: int) -> int:
+    """Threads for writing an output of `nbytes`: one for small outputs, else the usable cores."""
+    if nbytes < _PARALLEL_ABOVE:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+_PARALLEL_ABOVE = 32 * 2**20  # bytes
+_CHUNK_BYTES = 64 * 2**20  # dense bytes written per interior assignment (progress granularity)
+
+
+def _output_boxes(geometry: Geometry, rows_per_chunk: int) -> Iterator[tuple[list[tuple[int, int]], bool]]:
+    """Boxes of output positions that tile the output, each flagged interior or border.
+
+    Along each axis the interior is where every tap lands inside the input; the interior of the
+    first axis is further cut into chunks of `rows_per_chunk` positions.
+    """
+    segments = []
+    for i, axis in enumerate(geometry.axes):
+        ranges = [positions_in_range(axis, r) for r in range(axis.kernel)]
+        first, stop = max(r[0] for r in ranges), min(r[1] for r in ranges)
+        if first >= stop:
+            segments.append([((0, axis.output), False)])
+            continue
+        pieces = [((0, first), False)]
+        step = rows_per_chunk if i == 0 else stop - first
+        pieces += [((start, min(start + step, stop)), True) for start in range(first, stop, step)]
+        pieces.append(((stop, axis.output), False))
+        segments.append([piece for piece in pieces if piece[0][1] > piece[0][0]])
+    for combination in itertools.product(*segments):
+        yield [bounds for bounds, _ in combination], all(inside for _, inside in combination)

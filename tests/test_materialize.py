@@ -136,3 +136,20 @@ def test_bad_max_bytes_is_refused(max_bytes):
     W = stridedop.conv_view(np.ones((2, 1, 1)), (4, 1))
     with pytest.raises(ValueError, match="`max_bytes` must be a non-negative int or None"):
         stridedop.materialize(W, max_bytes=max_bytes)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"padding": "same", "stride": 2}, {"padding": [(3, 0), (0, 2)], "dilation": 2, "groups": 2}],
+)
+def test_threaded_writing_gives_the_same_array(monkeypatch, kwargs):
+    # Force the thread pool and small chunks on a small operator.
+    monkeypatch.setattr("stridedop._materialize._PARALLEL_ABOVE", 0)
+    monkeypatch.setattr("stridedop._materialize._CHUNK_BYTES", 4096)
+    kernel = np.random.default_rng(1).standard_normal((3, 2, 2, 4))
+    channels = 2 * kwargs.get("groups", 1)
+    W = stridedop.conv_view(kernel, (16, 9, channels), **kwargs)
+    expected = loop_operator(kernel, (16, 9), **kwargs)
+    np.testing.assert_array_equal(stridedop.materialize(W), expected)
+    out = np.full(W.shape, np.nan)
+    np.testing.assert_array_equal(stridedop.materialize(W, out=out), expected)
