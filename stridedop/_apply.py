@@ -1,18 +1,23 @@
 """Applying the operator and its adjoint to data without ever building the dense operator.
 
-All functions here work in the canonical channels-last order: inputs ``(B, *m, C)``, outputs
-``(B, *o, F)`` and kernels ``(*k, C // groups, F)``; `ConvOperator` moves the axes of the
-channels-first layout before and after. Two strategies compute the convolution:
+Inputs are batches ``(B, *m, C)`` (channels-last) or ``(B, C, *m)`` (channels-first), kernels are
+always channels-last ``(*k, C // groups, F)``. The strategies, chosen per geometry:
 
-* *tap GEMM*: one matrix product of every (padded) input pixel with all taps of the kernel,
-  ``(pixels, C) @ (C, taps * F)``, followed by one strided slice-add per tap. No input copy,
-  and large GEMMs; it computes ``stride ** N`` times more products than needed.
-* *im2col*: copy the receptive field of every output pixel into a row (a strided window view
-  made contiguous) and do one product ``(outputs, taps * C) @ (taps * C, F)``. Best for strides
-  and for few input channels, where the tap GEMM's products are too thin.
+* *flat im2col* (stride 1): pad the input and flatten its batch and spatial axes into one pixel
+  axis. Output pixel ``q`` (on the padded grid) reads the window of pixels ``q + shift(tap)``,
+  where ``shift`` is the tap's offset in the flattened grid, so the im2col matrix is one
+  strided view of the flat input (rows overlap in memory). It is copied block by block into a
+  small buffer that stays in cache and multiplied by the kernel matrix ``(taps * C, F)``: one
+  large GEMM per block. Output pixels that fall off the real output grid are computed (a few
+  percent) and dropped. Channels-first runs the transposed product, with the same windows, so
+  that every copy is contiguous and the result comes out channels-first.
+* *strided im2col* (stride > 1): the windows of the output grid itself, from
+  ``sliding_window_view``, copied once and multiplied by the kernel matrix.
+* *tap GEMM* (the adjoint at stride > 1): one product of every output pixel with all taps,
+  then a strided slice-add of each tap into the padded input.
 
-The adjoint (transposed convolution) is the tap GEMM read backwards: one product per pixel of
-``y`` with all taps, then a strided slice-add of each tap into the padded input.
+The adjoint at stride 1 is a correlation of the zero-padded ``y`` with the flipped kernel whose
+channel axes are swapped, so it uses the flat im2col too.
 """
 
 from __future__ import annotations
@@ -20,37 +25,42 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
-from ._geometry import Geometry
+from ._geometry import Axis, Geometry
 from ._layout import kernel_taps
 
 __all__ = ["convolve", "convolve_adjoint"]
 
-
-def _tap_slices(geometry: Geometry, tap: tuple[int, ...]) -> tuple[slice, ...]:
-    """For one tap, the slice of the padded input that each output position reads."""
-    return tuple(
-        slice(r * axis.dilation, r * axis.dilation + (axis.output - 1) * axis.stride + 1, axis.stride)
-        for r, axis in zip(tap, geometry.axes)
-    )
+_BLOCK_BYTES = 2**20  # size of one block of the im2col matrix: stays in the L2/L3 cache
 
 
-def _pad(x: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """Pad the spatial axes of ``(B, *m, C)`` (zeros, or wrap-around for circular)."""
-    pads = [(0, 0), *geometry.pads, (0, 0)]
-    if not any(lo or hi for lo, hi in geometry.pads):
-        return x
+def _prefer_transposed(group_channels: int, group_filters: int) -> bool:
+    """For channels-last, whether ``(F, rows) @ (rows, q)`` beats ``(q, rows) @ (rows, F)``.
+
+    The transposed product suits few filters but copies its columns with a stride of C, which
+    only pays off for few channels (measured by benchmarks/operator_figures.py).
+    """
+    return group_channels <= 4 and group_filters <= 16
+
+
+def _pad(x: np.ndarray, geometry: Geometry, channels_first: bool) -> np.ndarray:
+    """Pad the spatial axes of a batch (zeros, or wrap-around for circular)."""
+    spatial = list(geometry.pads)
+    pads = [(0, 0), (0, 0), *spatial] if channels_first else [(0, 0), *spatial, (0, 0)]
+    if not any(lo or hi for lo, hi in spatial):
+        return np.ascontiguousarray(x)
     return np.pad(x, pads, mode="wrap" if geometry.circular else "constant")
 
 
-def _unpad(xp: np.ndarray, geometry: Geometry) -> np.ndarray:
+def _unpad(xp: np.ndarray, geometry: Geometry, channels_first: bool) -> np.ndarray:
     """Adjoint of `_pad`: crop the zero padding, or fold wrapped entries back onto the input."""
+    first = 2 if channels_first else 1
     if not geometry.circular:
         crop = tuple(slice(axis.lo, axis.lo + axis.size) for axis in geometry.axes)
-        index = (slice(None), *crop)
+        index = (slice(None),) * first + crop
         return xp[index]
-    for i, axis in enumerate(geometry.axes, start=1):
+    for i, axis in enumerate(geometry.axes, start=first):
         size, padded = axis.size, xp.shape[i]
         blocks = -(-padded // size)
         widths = [(0, 0)] * xp.ndim
@@ -61,51 +71,101 @@ def _unpad(xp: np.ndarray, geometry: Geometry) -> np.ndarray:
     return xp
 
 
-def _use_im2col(geometry: Geometry) -> bool:
-    if any(axis.stride > 1 for axis in geometry.axes):
-        return True
-    return geometry.group_channels * geometry.taps <= 64 and geometry.group_channels < 8
-
-
-def convolve(kernel: np.ndarray, geometry: Geometry, x: np.ndarray) -> np.ndarray:
-    """Convolve a batch ``x`` of shape ``(B, *m, C)``; returns ``(B, *o, F)``."""
+def convolve(kernel: np.ndarray, geometry: Geometry, x: np.ndarray, channels_first: bool) -> np.ndarray:
+    """Convolve a batch ``x``; returns ``(B, *o, F)`` or ``(B, F, *o)``."""
     dtype = np.result_type(kernel.dtype, x.dtype)
-    xp = _pad(x.astype(dtype, copy=False), geometry)
     kernel = kernel.astype(dtype, copy=False)
-    if _use_im2col(geometry):
-        return _convolve_im2col(kernel, geometry, xp)
-    return _convolve_tap_gemm(kernel, geometry, xp)
+    xp = _pad(x.astype(dtype, copy=False), geometry, channels_first)
+    if all(axis.stride == 1 for axis in geometry.axes):
+        return _flat_im2col(kernel, geometry.axes, geometry.groups, xp, channels_first)
+    if channels_first:
+        xp = np.moveaxis(xp, 1, -1)
+        return np.ascontiguousarray(np.moveaxis(_strided_im2col(kernel, geometry, xp), -1, 1))
+    return _strided_im2col(kernel, geometry, xp)
 
 
-def _convolve_tap_gemm(kernel: np.ndarray, geometry: Geometry, xp: np.ndarray) -> np.ndarray:
-    groups, cg, fg, taps = geometry.groups, geometry.group_channels, geometry.group_filters, geometry.taps
-    batch, padded = xp.shape[0], xp.shape[1:-1]
-    pixels = batch * math.prod(padded)
-    # (G, pixels, Cg) @ (G, Cg, taps * Fg): every pixel times every tap of every filter.
-    columns = xp.reshape(pixels, groups, cg).transpose(1, 0, 2)
-    weights = kernel.reshape(geometry.taps, cg, groups, fg).transpose(2, 1, 0, 3)
-    products = np.matmul(columns, weights.reshape(groups, cg, taps * fg))
-    products = products.reshape(groups, batch, *padded, taps, fg)
-    out = np.empty((batch, *geometry.spatial_output, groups, fg), dtype=xp.dtype)
-    for t, tap in enumerate(kernel_taps(geometry)):
-        index = (slice(None), slice(None), *_tap_slices(geometry, tap), t)
-        part = np.moveaxis(products[index], 0, -2)
-        if t == 0:
-            out[...] = part
-        else:
-            out += part
-    return out.reshape(batch, *geometry.spatial_output, geometry.filters)
+def _flat_im2col(
+    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray, channels_first: bool
+) -> np.ndarray:
+    """Stride-1 correlation of the padded batch `xp` by blocked im2col over the flat pixel grid."""
+    n = len(axes)
+    *taps_shape, group_channels, filters = kernel.shape
+    group_filters = filters // groups
+    rows = math.prod(taps_shape) * group_channels
+    batch = xp.shape[0]
+    padded = xp.shape[2:] if channels_first else xp.shape[1:-1]
+    pixels = math.prod(padded)
+    grid_steps = [math.prod(padded[i + 1 :]) for i in range(n)]  # pixel strides of the padded grid
+    shifts = [axis.dilation * step for axis, step in zip(axes, grid_steps)]
+    reach = sum((axis.extent - 1) * step for axis, step in zip(axes, grid_steps))
+    channels = groups * group_channels
+    item, dtype = xp.itemsize, xp.dtype
+    block = max(64, _BLOCK_BYTES // (groups * rows * item))
+    # Which side of the product holds the pixels: a narrow output favours (F, rows) @ (rows, q).
+    transposed = channels_first or _prefer_transposed(group_channels, group_filters)
+    weights = kernel.reshape(*taps_shape, group_channels, groups, group_filters)
+    weights = np.moveaxis(weights, n + 1, 0)  # (G, *k, Cg, Fg)
+    if transposed:
+        weights = np.ascontiguousarray(np.moveaxis(weights, -1, 1)).reshape(groups, group_filters, rows)
+        buffer = np.empty((groups, *taps_shape, group_channels, block), dtype=dtype)
+    else:
+        weights = np.ascontiguousarray(weights).reshape(groups, rows, group_filters)
+        buffer = np.empty((groups, block, *taps_shape, group_channels), dtype=dtype)
+
+    if channels_first:  # one image at a time: (C, pixels), the pixels contiguous
+        out = np.empty((batch, groups, group_filters, pixels), dtype=dtype)
+        images = [(xp[b].reshape(channels, pixels), pixels, 1, pixels, out[b]) for b in range(batch)]
+    else:  # the whole batch as one flat grid: (B * pixels, C)
+        out = np.empty((batch * pixels, groups, group_filters), dtype=dtype)
+        flat = xp.reshape(batch * pixels, channels)
+        images = [(flat, 1, channels, batch * pixels, out.transpose(1, 2, 0))]
+    for image, channel_step, pixel_step, count, target in images:
+        length = count - reach  # the pixels q whose windows fit inside the image
+        # windows[g, *r, c, q] = pixel q + shift(r), channel g * Cg + c
+        windows = as_strided(
+            image,
+            shape=(groups, *taps_shape, group_channels, length),
+            strides=(
+                group_channels * channel_step * item,
+                *(shift * pixel_step * item for shift in shifts),
+                channel_step * item,
+                pixel_step * item,
+            ),
+            writeable=False,
+        )
+        for start in range(0, length, block):
+            stop = min(start + block, length)
+            if transposed:
+                columns = buffer[..., : stop - start]
+                np.copyto(columns, windows[..., start:stop])
+                products = columns.reshape(groups, rows, stop - start)
+                np.matmul(weights, products, out=target[..., start:stop])
+            else:
+                columns = buffer[:, : stop - start]
+                np.copyto(columns, np.moveaxis(windows[..., start:stop], -1, 1))
+                products = columns.reshape(groups, stop - start, rows)
+                np.matmul(products, weights, out=np.swapaxes(target[..., start:stop], 1, 2))
+    crop = tuple(slice(0, axis.output) for axis in axes)
+    if channels_first:
+        index = (slice(None), slice(None), *crop)
+        return np.ascontiguousarray(out.reshape(batch, filters, *padded)[index])
+    index = (slice(None), *crop)
+    return np.ascontiguousarray(out.reshape(batch, *padded, filters)[index])
 
 
-def _convolve_im2col(kernel: np.ndarray, geometry: Geometry, xp: np.ndarray) -> np.ndarray:
+def _strided_im2col(kernel: np.ndarray, geometry: Geometry, xp: np.ndarray) -> np.ndarray:
+    """Correlation with strides of the padded channels-last batch `xp` by one im2col copy."""
     groups, cg, fg, n = geometry.groups, geometry.group_channels, geometry.group_filters, geometry.ndim
     batch = xp.shape[0]
     extents = tuple(axis.extent for axis in geometry.axes)
     windows = sliding_window_view(xp, extents, axis=tuple(range(1, n + 1)))  # (B, *w, C, *ke)
-    windows = windows[
-        (slice(None), *(slice(None, None, axis.stride) for axis in geometry.axes), slice(None))
-        + tuple(slice(None, None, axis.dilation) for axis in geometry.axes)
-    ]
+    index = (
+        slice(None),
+        *(slice(None, None, axis.stride) for axis in geometry.axes),
+        slice(None),
+        *(slice(None, None, axis.dilation) for axis in geometry.axes),
+    )
+    windows = windows[index]
     # (B, *o, C, *k) -> rows (G, B * outputs, taps * Cg) in the kernel's (tap, channel) order;
     # the one copy of the input happens here.
     outputs = batch * math.prod(geometry.spatial_output)
@@ -118,14 +178,52 @@ def _convolve_im2col(kernel: np.ndarray, geometry: Geometry, xp: np.ndarray) -> 
     return out.reshape(batch, *geometry.spatial_output, geometry.filters)
 
 
-def convolve_adjoint(kernel: np.ndarray, geometry: Geometry, y: np.ndarray) -> np.ndarray:
-    """Apply the adjoint (transposed convolution) to ``y`` of shape ``(B, *o, F)``.
+def convolve_adjoint(
+    kernel: np.ndarray, geometry: Geometry, y: np.ndarray, channels_first: bool
+) -> np.ndarray:
+    """Apply the adjoint (transposed convolution) to a batch ``y`` of outputs.
 
-    `kernel` must already be conjugated for a complex adjoint. Returns ``(B, *m, C)``.
+    `kernel` must already be conjugated for a complex adjoint. Returns ``(B, *m, C)`` or
+    ``(B, C, *m)``.
     """
     dtype = np.result_type(kernel.dtype, y.dtype)
     y = y.astype(dtype, copy=False)
     kernel = kernel.astype(dtype, copy=False)
+    if all(axis.stride == 1 for axis in geometry.axes):
+        xp = _adjoint_by_correlation(kernel, geometry, y, channels_first)
+    else:
+        if channels_first:
+            y = np.moveaxis(y, 1, -1)
+        xp = _adjoint_tap_gemm(kernel, geometry, y)
+        if channels_first:
+            xp = np.moveaxis(xp, -1, 1)
+    return np.ascontiguousarray(_unpad(xp, geometry, channels_first))
+
+
+def _adjoint_by_correlation(
+    kernel: np.ndarray, geometry: Geometry, y: np.ndarray, channels_first: bool
+) -> np.ndarray:
+    """Stride-1 adjoint into the padded input: ``xp[p] = sum_r y[p - r*d] K[r]^T``.
+
+    That is a correlation of ``y`` zero-padded by ``extent - 1`` on both sides with the kernel
+    flipped along its taps, its channel axes swapped group by group.
+    """
+    n, groups = geometry.ndim, geometry.groups
+    cg, fg = geometry.group_channels, geometry.group_filters
+    flipped = kernel[(slice(None, None, -1),) * n]
+    # (*k, Cg, G * Fg) -> (*k, Fg, G * Cg): within each group, inputs and outputs trade places.
+    swapped = flipped.reshape(*geometry.spatial_kernel, cg, groups, fg)
+    swapped = swapped.transpose(*range(n), n + 2, n + 1, n).reshape(*geometry.spatial_kernel, fg, groups * cg)
+    spatial = [(axis.extent - 1, axis.extent - 1) for axis in geometry.axes]
+    pads = [(0, 0), (0, 0), *spatial] if channels_first else [(0, 0), *spatial, (0, 0)]
+    axes = tuple(
+        Axis(axis.output + 2 * (axis.extent - 1), axis.kernel, 1, axis.dilation) for axis in geometry.axes
+    )
+    return _flat_im2col(swapped, axes, groups, np.pad(y, pads), channels_first)
+
+
+def _adjoint_tap_gemm(kernel: np.ndarray, geometry: Geometry, y: np.ndarray) -> np.ndarray:
+    """Adjoint into the padded channels-last input: one GEMM, then a slice-add per tap."""
     groups, cg, fg, taps = geometry.groups, geometry.group_channels, geometry.group_filters, geometry.taps
     batch = y.shape[0]
     outputs = batch * math.prod(geometry.spatial_output)
@@ -134,10 +232,13 @@ def convolve_adjoint(kernel: np.ndarray, geometry: Geometry, y: np.ndarray) -> n
     weights = kernel.reshape(taps, cg, groups, fg).transpose(2, 3, 0, 1).reshape(groups, fg, taps * cg)
     products = np.matmul(rows, weights).reshape(groups, batch, *geometry.spatial_output, taps, cg)
     padded = tuple(axis.size + axis.lo + axis.hi for axis in geometry.axes)
-    xp = np.zeros((batch, *padded, groups, cg), dtype=dtype)
+    xp = np.zeros((batch, *padded, groups, cg), dtype=y.dtype)
     for t, tap in enumerate(kernel_taps(geometry)):
-        index = (slice(None), *_tap_slices(geometry, tap))
+        window = tuple(
+            slice(r * axis.dilation, r * axis.dilation + (axis.output - 1) * axis.stride + 1, axis.stride)
+            for r, axis in zip(tap, geometry.axes)
+        )
+        index = (slice(None), *window)
         target = xp[index]
         target += np.moveaxis(products[..., t, :], 0, -2)
-    xp = xp.reshape(batch, *padded, geometry.channels)
-    return np.ascontiguousarray(_unpad(xp, geometry))
+    return xp.reshape(batch, *padded, geometry.channels)

@@ -190,20 +190,12 @@ class ConvOperator:
         batch = x.shape[: x.ndim - n]
         return x.reshape(math.prod(batch), *expected), batch
 
-    def _to_canonical(self, array: np.ndarray) -> np.ndarray:
-        """``(B, C, *m)`` -> ``(B, *m, C)`` for the channels-first layout."""
-        return array if self._geometry.layout == "channels_last" else np.moveaxis(array, 1, -1)
-
-    def _from_canonical(self, array: np.ndarray) -> np.ndarray:
-        if self._geometry.layout == "channels_last":
-            return array
-        return np.ascontiguousarray(np.moveaxis(array, -1, 1))
-
     def _convolve(self, x: Any, name: str) -> np.ndarray:
         geometry = self._geometry
         batched, batch = self._batched(x, geometry.input_shape, name)
-        result = convolve(self._canonical_kernel, geometry, self._to_canonical(batched))
-        return self._from_canonical(result).reshape(*batch, *geometry.output_shape)
+        channels_first = geometry.layout == "channels_first"
+        result = convolve(self._canonical_kernel, geometry, batched, channels_first)
+        return result.reshape(*batch, *geometry.output_shape)
 
     def _convolve_adjoint(self, y: Any, name: str) -> np.ndarray:
         geometry = self._geometry
@@ -211,8 +203,9 @@ class ConvOperator:
         kernel = self._canonical_kernel
         if kernel.dtype.kind == "c":
             kernel = kernel.conj()
-        result = convolve_adjoint(kernel, geometry, self._to_canonical(batched))
-        return self._from_canonical(result).reshape(*batch, *geometry.input_shape)
+        channels_first = geometry.layout == "channels_first"
+        result = convolve_adjoint(kernel, geometry, batched, channels_first)
+        return result.reshape(*batch, *geometry.input_shape)
 
     def apply(self, x: np.typing.ArrayLike) -> np.ndarray:
         """Apply the operator to `x` of shape `input_shape` or ``(*batch, *input_shape)``.

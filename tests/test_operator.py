@@ -94,6 +94,27 @@ def test_batched_equals_looped(kwargs):
         np.testing.assert_allclose(adjoint[i], op.T @ ys[i], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("kwargs", [{}, {"padding": "same", "dilation": 2}, {"groups": 2, "padding": "full"}])
+def test_many_filters_per_group(kwargs, layout):
+    # More than 16 filters per group: the channels-last product puts the pixels on its long side.
+    rng = np.random.default_rng(12)
+    kernel = rng.standard_normal((3, 3, 2, 40))
+    channels = 2 * kwargs.get("groups", 1)
+    if layout == "channels_first":
+        op = stridedop.ConvOperator(kernel.transpose(3, 2, 0, 1), (channels, 9, 8), layout=layout, **kwargs)
+    else:
+        op = stridedop.ConvOperator(kernel, (9, 8, channels), **kwargs)
+    x = rng.standard_normal((2, *op.input_shape))
+    y = rng.standard_normal((2, *op.output_shape))
+    k = len(op.input_shape)
+    np.testing.assert_allclose(
+        op @ x, np.stack([np.tensordot(op.view, v, k) for v in x]), rtol=1e-12, atol=1e-12
+    )
+    adjoint = np.stack([np.tensordot(op.view, v, (tuple(range(k)), tuple(range(k)))) for v in y])
+    np.testing.assert_allclose(op.T @ y, adjoint, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("kwargs", GEOMETRIES)
 def test_apply_matches_direct_convolution(kwargs):
     rng = np.random.default_rng(7)

@@ -1,0 +1,144 @@
+"""ConvOperator figures, measured in one run: apply and adjoint against PyTorch, against tensordot on
+the materialized operator, and the sparse export against converting the dense operator.
+
+Run with ``python benchmarks/operator_figures.py`` (``--quick`` for fewer repeats). Both sides of
+every comparison run on one thread: NumPy's BLAS through threadpoolctl, PyTorch through
+``torch.set_num_threads(1)``. Figures are ratios of best times measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import time
+import tracemalloc
+from collections.abc import Callable
+
+import numpy as np
+
+import stridedop
+
+
+def best_time(function: Callable[[], object], repeat: int) -> float:
+    function()  # warm up
+    start = time.perf_counter()
+    function()
+    single = time.perf_counter() - start
+    number = max(1, int(0.1 / max(single, 1e-9)))
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            function()
+        times.append((time.perf_counter() - start) / number)
+    return min(times)
+
+
+APPLY_SHAPES = [
+    # (batch, m, C, F, k)
+    (1, 32, 16, 16, 3),
+    (8, 32, 16, 16, 3),
+    (4, 64, 32, 32, 3),
+    (1, 128, 3, 16, 7),
+]
+
+
+def apply_table(repeat: int) -> None:
+    try:
+        import torch
+    except ImportError:
+        print("PyTorch is not installed: skipping the comparison with torch.nn.functional.conv2d\n")
+        return
+    torch.set_num_threads(1)
+    print("## apply / adjoint vs torch.nn.functional.conv2d (one thread each, 'valid')\n")
+    print("| batch, input -> F (kernel) | dtype | layout | torch conv2d | op @ x | op.T @ y | torch conv_transpose2d | apply / torch | adjoint / torch |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for batch, m, channels, filters, k in APPLY_SHAPES:
+        for dtype in (np.float32, np.float64):
+            kernel_cf = rng.standard_normal((filters, channels, k, k)).astype(dtype)
+            x_cf = rng.standard_normal((batch, channels, m, m)).astype(dtype)
+            kt, xt = torch.from_numpy(kernel_cf), torch.from_numpy(x_cf)
+            torch_time = best_time(lambda: torch.nn.functional.conv2d(xt, kt), repeat)
+            y_cf = torch.nn.functional.conv2d(xt, kt).numpy()
+            yt = torch.from_numpy(y_cf)
+            torch_adjoint = best_time(lambda: torch.nn.functional.conv_transpose2d(yt, kt), repeat)
+            for layout in ("channels_first", "channels_last"):
+                if layout == "channels_first":
+                    op = stridedop.ConvOperator(kernel_cf, x_cf.shape[1:], layout=layout)
+                    x, y = x_cf, y_cf
+                else:
+                    op = stridedop.ConvOperator(kernel_cf.transpose(2, 3, 1, 0), (m, m, channels))
+                    x, y = np.ascontiguousarray(np.moveaxis(x_cf, 1, -1)), np.ascontiguousarray(np.moveaxis(y_cf, 1, -1))
+                ours = best_time(lambda: op @ x, repeat)
+                ours_adjoint = best_time(lambda: op.T @ y, repeat)
+                worst = max(worst, ours / torch_time, ours_adjoint / torch_adjoint)
+                print(
+                    f"| {batch} x {m}x{m}x{channels} -> {filters} ({k}x{k}) | {np.dtype(dtype).name} | {layout} "
+                    f"| {torch_time * 1e3:.3f} ms | {ours * 1e3:.3f} ms | {ours_adjoint * 1e3:.3f} ms "
+                    f"| {torch_adjoint * 1e3:.3f} ms | {ours / torch_time:.2f} | {ours_adjoint / torch_adjoint:.2f} |"
+                )
+    print(f"\nworst ratio to torch: {worst:.2f}\n")
+
+
+def dense_table(repeat: int) -> None:
+    print("## apply vs np.tensordot on the materialized operator (32x32x16 -> 16, 3x3, float64)\n")
+    rng = np.random.default_rng(1)
+    op = stridedop.ConvOperator(rng.standard_normal((3, 3, 16, 16)), (32, 32, 16))
+    x = rng.standard_normal(op.input_shape)
+    dense = stridedop.materialize(op)
+    tensordot = best_time(lambda: np.tensordot(dense, x, 3), max(2, repeat // 3))
+    apply = best_time(lambda: op @ x, repeat)
+    del dense
+    gc.collect()
+    print("| tensordot(materialized, x) | op @ x | ratio |")
+    print("|---|---|---|")
+    print(f"| {tensordot * 1e3:.2f} ms | {apply * 1e3:.3f} ms | {tensordot / apply:.0f}x |\n")
+
+
+def sparse_table(repeat: int) -> None:
+    try:
+        import scipy.sparse
+    except ImportError:
+        print("SciPy is not installed: skipping the sparse figures\n")
+        return
+    print("## to_sparse vs converting the materialized operator (3x3x8x8 on 32x32x8, float64)\n")
+    print("| geometry | nnz | csr_array(dense) | op.to_sparse() | ratio | peak bytes / nnz |")
+    print("|---|---|---|---|---|---|")
+    rng = np.random.default_rng(2)
+    for kwargs in ({}, {"padding": "same"}):
+        op = stridedop.ConvOperator(rng.standard_normal((3, 3, 8, 8)), (32, 32, 8), **kwargs)
+        dense = op.to_matrix()
+        convert = best_time(lambda: scipy.sparse.csr_array(dense), max(2, repeat // 3))
+        del dense
+        gc.collect()
+        build = best_time(lambda: op.to_sparse(), repeat)
+        tracemalloc.start()
+        sparse = op.to_sparse()
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        print(
+            f"| {kwargs or 'valid'} | {sparse.nnz} | {convert * 1e3:.1f} ms | {build * 1e3:.2f} ms "
+            f"| {convert / build:.0f}x | {peak / sparse.nnz:.1f} |"
+        )
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    args = parser.parse_args()
+    repeat = 3 if args.quick else 7
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        print(f"numpy {np.__version__}, stridedop {stridedop.__version__}, {os.cpu_count()} cores, BLAS on 1 thread\n")
+        apply_table(repeat)
+        dense_table(repeat)
+        sparse_table(repeat)
+
+
+if __name__ == "__main__":
+    main()
