@@ -8,11 +8,22 @@ materialize
     A dense, writable copy of such a view, guarded against running out of memory.
 ConvOperator
     The operator as an object: apply, adjoint, dense, sparse and LinearOperator exports.
+toeplitz, hankel, circulant, convolution_matrix
+    SciPy's structured matrices as read-only views.
 """
 
 from ._conv import conv_view
 from ._materialize import materialize
 from ._operator import ConvOperator
+from ._structured import circulant, convolution_matrix, hankel, toeplitz
 
-__all__ = ["ConvOperator", "conv_view", "materialize"]
+__all__ = [
+    "ConvOperator",
+    "circulant",
+    "conv_view",
+    "convolution_matrix",
+    "hankel",
+    "materialize",
+    "toeplitz",
+]
 __version__ = "0.1.0"

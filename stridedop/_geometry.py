@@ -32,6 +32,7 @@ __all__ = [
     "LayoutName",
     "Padding",
     "PaddingMode",
+    "as_int",
     "as_numeric_array",
     "make_geometry",
     "positions_in_range",
@@ -50,7 +51,7 @@ def as_numeric_array(value: Any, name: str) -> np.ndarray:
     return array
 
 
-def _as_int(value: Any, name: str) -> int:
+def as_int(value: Any, name: str) -> int:
     """Return `value` as a Python int, refusing bools, floats and strings with a clear message."""
     if type(value) is int:
         return value
@@ -72,9 +73,9 @@ def _as_int_tuple(value: Any, name: str, length: int | None = None) -> tuple[int
     if isinstance(value, (str, bytes)):
         raise ValueError(f"`{name}` must be an integer or a sequence of integers, got the string {value!r}")
     if not isinstance(value, (tuple, list)) and np.ndim(value) == 0:
-        number = _as_int(value, name)
+        number = as_int(value, name)
         return (number,) * (1 if length is None else length)
-    items = tuple([_as_int(item, name) for item in value])
+    items = tuple([as_int(item, name) for item in value])
     if length is not None and len(items) != length:
         raise ValueError(
             f"`{name}` must be one integer or {length} integers (one per spatial axis), "
@@ -262,7 +263,7 @@ def _parse_padding(padding: Any, ndim: int) -> Any:
     if isinstance(padding, bytes) or padding is None:
         raise ValueError(f"`padding` must be a string, an int or a sequence, got {padding!r}")
     if not isinstance(padding, (tuple, list)) and np.ndim(padding) == 0:
-        value = _as_int(padding, "padding")
+        value = as_int(padding, "padding")
         pairs = ((value, value),) * ndim
     else:
         items = list(padding)
@@ -275,10 +276,10 @@ def _parse_padding(padding: Any, ndim: int) -> Any:
             if isinstance(item, (str, bytes)):
                 raise ValueError(f"`padding` entries must be ints or (lo, hi) pairs, got {item!r}")
             if not isinstance(item, (tuple, list)) and np.ndim(item) == 0:
-                value = _as_int(item, "padding")
+                value = as_int(item, "padding")
                 pairs_list.append((value, value))
             else:
-                pair = tuple(_as_int(v, "padding") for v in item)
+                pair = tuple(as_int(v, "padding") for v in item)
                 if len(pair) != 2:
                     raise ValueError(f"`padding` pairs must have two entries (lo, hi), got {item!r}")
                 pairs_list.append(pair)
@@ -323,7 +324,7 @@ def make_geometry(
     else:
         filters, group_channels, *spatial_kernel = kernel_shape
 
-    groups = _as_int(groups, "groups")
+    groups = as_int(groups, "groups")
     if groups < 1:
         raise ValueError(f"`groups` must be >= 1, got {groups}")
     channels = group_channels * groups
@@ -336,7 +337,7 @@ def make_geometry(
         raise ValueError(f"`input_shape` must be a sequence of integers, got the string {input_shape!r}")
     if not isinstance(input_shape, (tuple, list)) and np.ndim(input_shape) == 0:
         input_shape = (input_shape,)
-    sizes = tuple([_as_int(v, "input_shape") for v in input_shape])
+    sizes = tuple([as_int(v, "input_shape") for v in input_shape])
     if len(sizes) == ndim + 1:
         given_channels = sizes[-1] if layout == "channels_last" else sizes[0]
         spatial_input = sizes[:-1] if layout == "channels_last" else sizes[1:]
