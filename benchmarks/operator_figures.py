@@ -52,7 +52,9 @@ def apply_table(repeat: int) -> None:
         return
     torch.set_num_threads(1)
     print("## apply / adjoint vs torch.nn.functional.conv2d (one thread each, 'valid')\n")
-    print("| batch, input -> F (kernel) | dtype | layout | torch conv2d | op @ x | op.T @ y | torch conv_transpose2d | apply / torch | adjoint / torch |")
+    print(
+        "| batch, input -> F (kernel) | dtype | layout | torch conv2d | op @ x | op.T @ y | torch conv_transpose2d | apply / torch | adjoint / torch |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     worst = 0.0
@@ -71,7 +73,10 @@ def apply_table(repeat: int) -> None:
                     x, y = x_cf, y_cf
                 else:
                     op = stridedop.ConvOperator(kernel_cf.transpose(2, 3, 1, 0), (m, m, channels))
-                    x, y = np.ascontiguousarray(np.moveaxis(x_cf, 1, -1)), np.ascontiguousarray(np.moveaxis(y_cf, 1, -1))
+                    x, y = (
+                        np.ascontiguousarray(np.moveaxis(x_cf, 1, -1)),
+                        np.ascontiguousarray(np.moveaxis(y_cf, 1, -1)),
+                    )
                 ours = best_time(lambda: op @ x, repeat)
                 ours_adjoint = best_time(lambda: op.T @ y, repeat)
                 worst = max(worst, ours / torch_time, ours_adjoint / torch_adjoint)
@@ -91,7 +96,7 @@ def dense_table(repeat: int) -> None:
     dense = stridedop.materialize(op)
     tensordot = best_time(lambda: np.tensordot(dense, x, 3), max(2, repeat // 3))
     apply = best_time(lambda: op @ x, repeat)
-    del dense
+    dense = None  # release the dense operator
     gc.collect()
     print("| tensordot(materialized, x) | op @ x | ratio |")
     print("|---|---|---|")
@@ -112,7 +117,7 @@ def sparse_table(repeat: int) -> None:
         op = stridedop.ConvOperator(rng.standard_normal((3, 3, 8, 8)), (32, 32, 8), **kwargs)
         dense = op.to_matrix()
         convert = best_time(lambda: scipy.sparse.csr_array(dense), max(2, repeat // 3))
-        del dense
+        dense = None  # release the dense operator
         gc.collect()
         build = best_time(lambda: op.to_sparse(), repeat)
         tracemalloc.start()
@@ -134,7 +139,9 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
-        print(f"numpy {np.__version__}, stridedop {stridedop.__version__}, {os.cpu_count()} cores, BLAS on 1 thread\n")
+        print(
+            f"numpy {np.__version__}, stridedop {stridedop.__version__}, {os.cpu_count()} cores, BLAS on 1 thread\n"
+        )
         apply_table(repeat)
         dense_table(repeat)
         sparse_table(repeat)

@@ -1,0 +1,1 @@
+"""asv benchmarks for stridedop (one module per feature) and the figure scripts (run directly)."""
