@@ -175,11 +175,11 @@ def _progress_bar(total_bytes: int) -> tuple[Callable[[int, int], None], Callabl
             percent = 100 * done // total
             if percent != state["last"]:
                 state["last"] = percent
-                print(f"\rwriting kernel taps: {percent:3d}%", end="", file=sys.stderr, flush=True)
+                print(f"\rwriting the operator: {percent:3d}%", end="", file=sys.stderr, flush=True)
 
         return report, lambda: print(file=sys.stderr)
 
-    bar = tqdm(total=None, unit="tap", desc=f"writing {format_bytes(total_bytes)}")
+    bar = tqdm(total=None, unit="block", desc=f"writing {format_bytes(total_bytes)}")
 
     def update(done: int, total: int) -> None:
         bar.total = total
