@@ -4,7 +4,7 @@ import numpy as np
 
 import stridedop
 
-from .baselines import advanced_index, loop_fill
+from .common import advanced_index, loop_fill
 
 
 class Materialize:

@@ -8,7 +8,7 @@ from numpy.lib.array_utils import byte_bounds
 import stridedop
 from stridedop._conv import _cached_plan
 
-from .baselines import advanced_index, loop_fill
+from .common import advanced_index, loop_fill
 
 CASES = {
     "2x2x3x2 on 5x5x3": ((2, 2, 3, 2), (5, 5, 3), {}),

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from baselines import advanced_index, loop_fill  # noqa: E402
+from common import advanced_index, best_time, loop_fill  # noqa: E402
 
 import stridedop  # noqa: E402
 
@@ -62,16 +62,6 @@ def measure(build: Callable[[], Any]) -> tuple[Any, float, int]:
     _, traced = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return result, seconds, max(traced, _rss_field("VmHWM") - before)
-
-
-def best_time(function: Callable[[], Any], repeat: int = 5) -> float:
-    function()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def mib(count: int) -> str:

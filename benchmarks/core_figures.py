@@ -24,27 +24,10 @@ from numpy.lib.array_utils import byte_bounds
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from baselines import advanced_index, loop_fill, touch_pages  # noqa: E402
+from common import advanced_index, best_time, loop_fill, touch_pages  # noqa: E402
 
 import stridedop  # noqa: E402
 from stridedop._conv import _cached_plan  # noqa: E402
-
-
-def best_time(function: Callable[[], object], repeat: int, budget: float = 2.0) -> float:
-    """Best time of one call over `repeat` rounds (each round loops enough calls to be timed)."""
-    start = time.perf_counter()
-    function()
-    single = time.perf_counter() - start
-    number = max(1, int(0.05 / max(single, 1e-9)))
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(number):
-            function()
-        times.append((time.perf_counter() - start) / number)
-        if sum(times) * number > budget and len(times) >= 3:
-            break
-    return min(times)
 
 
 def once(function: Callable[[], np.ndarray], touch: bool) -> float:

@@ -11,29 +11,16 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import time
+import sys
 import tracemalloc
-from collections.abc import Callable
 
 import numpy as np
 
-import stridedop
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from common import best_time  # noqa: E402
 
-def best_time(function: Callable[[], object], repeat: int) -> float:
-    function()  # warm up
-    start = time.perf_counter()
-    function()
-    single = time.perf_counter() - start
-    number = max(1, int(0.1 / max(single, 1e-9)))
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(number):
-            function()
-        times.append((time.perf_counter() - start) / number)
-    return min(times)
-
+import stridedop  # noqa: E402
 
 APPLY_SHAPES = [
     # (batch, m, C, F, k)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,7 +22,7 @@ from ._layout import (
     plan_layout,
     register_buffer,
 )
-from ._memory import available_memory, check_addressable, format_bytes
+from ._memory import INTP_MAX, available_memory, check_addressable, format_bytes
 
 __all__ = ["StridedOperator", "canonical_kernel", "conv_view", "plan"]
 
@@ -38,8 +37,7 @@ def canonical_kernel(kernel: np.ndarray, layout: LayoutName) -> np.ndarray:
     return kernel.transpose(*range(2, ndim + 2), 1, 0)
 
 
-@dataclass(frozen=True)
-class StridedOperator:
+class StridedOperator(NamedTuple):
     """One filled, read-only buffer with the geometry and layout that read it as an operator."""
 
     geometry: Geometry
@@ -52,7 +50,8 @@ class StridedOperator:
     ) -> StridedOperator:
         """Lay out the channels-last `kernel` for `geometry`; checks every size first."""
         itemsize = kernel.dtype.itemsize
-        check_addressable(geometry.view_shape, itemsize, "the operator view")
+        if geometry.dense_size * itemsize > INTP_MAX:
+            check_addressable(geometry.view_shape, itemsize, "the operator view")
         if layout is None:
             layout = plan_layout(geometry)
         needed = layout.size * itemsize
@@ -180,7 +179,10 @@ def _is_plain(value: Any) -> bool:
         return True
     if kind is not tuple:
         return False
-    return all(type(v) is int or (type(v) is tuple and all(type(w) is int for w in v)) for v in value)
+    for item in value:
+        if type(item) is not int and not (type(item) is tuple and all(type(w) is int for w in item)):
+            return False
+    return True
 
 
 @functools.lru_cache(maxsize=256)
@@ -209,13 +211,15 @@ def _plan(
     return geometry, plan_layout(geometry)
 
 
-def plan(*arguments: Any) -> tuple[Geometry, BufferLayout]:
+def plan(kernel_shape: tuple[int, ...], *arguments: Any) -> tuple[Geometry, BufferLayout]:
     """Check the geometry arguments and lay out the buffer (pure arithmetic, no allocation).
 
     Both depend only on the arguments, so they are cached when every argument is a plain int,
     str or tuple of ints: a float or a list that equals a cached int or tuple must still be
-    checked (and refused) on its own, so such arguments bypass the cache.
+    checked (and refused) on its own, so such arguments bypass the cache. (`kernel_shape` is an
+    ndarray's shape: always a tuple of ints.)
     """
-    if all(_is_plain(argument) for argument in arguments):
-        return _cached_plan(*arguments)
-    return _plan(*arguments)
+    for argument in arguments:
+        if not _is_plain(argument):
+            return _plan(kernel_shape, *arguments)
+    return _cached_plan(kernel_shape, *arguments)

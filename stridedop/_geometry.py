@@ -149,6 +149,14 @@ class Geometry:
         self.spatial_input = tuple(axis.size for axis in axes)
         self.spatial_output = tuple(axis.output for axis in axes)
         self.spatial_kernel = tuple(axis.kernel for axis in axes)
+        if layout == "channels_last":
+            self.input_shape = (*self.spatial_input, channels)
+            self.output_shape = (*self.spatial_output, filters)
+        else:
+            self.input_shape = (channels, *self.spatial_input)
+            self.output_shape = (filters, *self.spatial_output)
+        self.view_shape = (*self.output_shape, *self.input_shape)
+        self.dense_size = math.prod(self.view_shape)  # entries of the dense operator
 
     @property
     def stride(self) -> tuple[int, ...]:
@@ -168,27 +176,11 @@ class Geometry:
         return math.prod(self.spatial_kernel)
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        if self.layout == "channels_last":
-            return (*self.spatial_input, self.channels)
-        return (self.channels, *self.spatial_input)
-
-    @property
-    def output_shape(self) -> tuple[int, ...]:
-        if self.layout == "channels_last":
-            return (*self.spatial_output, self.filters)
-        return (self.filters, *self.spatial_output)
-
-    @property
     def kernel_shape(self) -> tuple[int, ...]:
         """Shape of the kernel in this geometry's layout."""
         if self.layout == "channels_last":
             return (*self.spatial_kernel, self.group_channels, self.filters)
         return (self.filters, self.group_channels, *self.spatial_kernel)
-
-    @property
-    def view_shape(self) -> tuple[int, ...]:
-        return (*self.output_shape, *self.input_shape)
 
     @property
     def input_size(self) -> int:
@@ -197,11 +189,6 @@ class Geometry:
     @property
     def output_size(self) -> int:
         return math.prod(self.output_shape)
-
-    @property
-    def dense_size(self) -> int:
-        """Number of entries of the dense operator."""
-        return self.output_size * self.input_size
 
     @property
     def nonzero_count(self) -> int:

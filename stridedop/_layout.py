@@ -42,6 +42,7 @@ class BufferLayout(NamedTuple):
     input_steps: tuple[int, ...]
     kernel_origin: int
     kernel_steps: tuple[int, ...]  # of the grouped kernel (*k, Cg, groups, F // groups)
+    view_steps: tuple[int, ...]  # of the public view, shape `Geometry.view_shape`
 
     @property
     def steps(self) -> tuple[int, ...]:
@@ -82,6 +83,7 @@ def plan_layout(geometry: Geometry) -> BufferLayout:
             input_steps=input_steps,
             kernel_origin=0,
             kernel_steps=(),  # the folded kernel is written whole, see `_fill_circular`
+            view_steps=(),
         )
         return _verified(geometry, layout)
 
@@ -124,14 +126,17 @@ def plan_layout(geometry: Geometry) -> BufferLayout:
             input_steps=input_steps,
             kernel_origin=-low,
             kernel_steps=kernel_steps,
+            view_steps=(),
         ),
     )
 
 
 def _verified(geometry: Geometry, layout: BufferLayout) -> BufferLayout:
-    """Check once, when it is planned, that every view of `layout` stays inside its buffer."""
+    """Add the public view's steps and check once that every view stays inside the buffer."""
     shape = (*geometry.spatial_output, geometry.filters, *geometry.spatial_input, geometry.channels)
     _check_reach(layout.size, layout.origin, shape, layout.steps)
+    steps = layout.steps
+    layout = layout._replace(view_steps=tuple([steps[axis] for axis in canonical_permutation(geometry)]))
     if layout.kernel_steps:
         kernel_shape = (
             *geometry.spatial_kernel,
@@ -245,12 +250,12 @@ def operator_view(
     buffer: np.ndarray, geometry: Geometry, layout: BufferLayout, *, adjoint: bool = False
 ) -> np.ndarray:
     """The operator view of a filled buffer, in the public axis order of `geometry`."""
+    if not adjoint:
+        return _view(buffer, layout.origin, geometry.view_shape, layout.view_steps)  # reach checked
     shape = (*geometry.spatial_output, geometry.filters, *geometry.spatial_input, geometry.channels)
-    steps = layout.steps
-    if geometry.layout != "channels_last" or adjoint:
-        order = canonical_permutation(geometry, adjoint=adjoint)
-        shape = tuple([shape[axis] for axis in order])
-        steps = tuple([steps[axis] for axis in order])
+    order = canonical_permutation(geometry, adjoint=True)
+    shape = tuple([shape[axis] for axis in order])
+    steps = tuple([layout.steps[axis] for axis in order])
     return _view(buffer, layout.origin, shape, steps)  # reach checked by `plan_layout`
 
 

@@ -7,9 +7,9 @@ import os
 
 import numpy as np
 
-__all__ = ["available_memory", "check_addressable", "format_bytes"]
+__all__ = ["INTP_MAX", "available_memory", "check_addressable", "format_bytes"]
 
-_INTP_MAX = int(np.iinfo(np.intp).max)
+INTP_MAX = int(np.iinfo(np.intp).max)
 
 
 def available_memory() -> int | None:
@@ -46,7 +46,7 @@ def format_bytes(count: int) -> str:
 def check_addressable(shape: tuple[int, ...], itemsize: int, what: str) -> None:
     """Raise MemoryError if an array of `shape` cannot even be described by NumPy."""
     size = math.prod(shape)
-    limit = _INTP_MAX
+    limit = INTP_MAX
     if size * itemsize > limit:
         raise MemoryError(
             f"{what} of shape {shape} would span {size * itemsize} bytes, more than NumPy can "

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from ._apply import convolve, convolve_adjoint
-from ._conv import StridedOperator, canonical_kernel
-from ._geometry import Geometry, IntOrInts, LayoutName, Padding, as_numeric_array, make_geometry
+from ._conv import StridedOperator, canonical_kernel, plan
+from ._geometry import Geometry, IntOrInts, LayoutName, Padding, as_numeric_array
+from ._layout import BufferLayout
 from ._materialize import check_allocation, materialize
 from ._memory import format_bytes
 from ._sparse import require_scipy, sparse_matrix
@@ -84,20 +85,12 @@ class ConvOperator:
         layout: LayoutName = "channels_last",
     ) -> None:
         kernel = as_numeric_array(kernel, "kernel")
-        geometry = make_geometry(
-            kernel.shape,
-            input_shape,
-            padding=padding,
-            stride=stride,
-            dilation=dilation,
-            groups=groups,
-            layout=layout,
-        )
-        self._setup(kernel, geometry, adjoint=False)
+        geometry, layout_plan = plan(kernel.shape, input_shape, padding, stride, dilation, groups, layout)
+        self._setup(kernel, geometry, layout_plan, adjoint=False)
 
-    def _setup(self, kernel: np.ndarray, geometry: Geometry, *, adjoint: bool) -> None:
+    def _setup(self, kernel: np.ndarray, geometry: Geometry, layout: BufferLayout, *, adjoint: bool) -> None:
         # Build the view first: it checks every size before anything is copied.
-        strided = StridedOperator.build(canonical_kernel(kernel, geometry.layout), geometry)
+        strided = StridedOperator.build(canonical_kernel(kernel, geometry.layout), geometry, layout)
         self._kernel = np.array(kernel, copy=True, order="C")
         self._kernel.flags.writeable = False
         self._geometry = geometry
@@ -116,7 +109,9 @@ class ConvOperator:
         if not self._adjoint or self.dtype.kind != "c":
             return self._forward_strided
         if self._conjugate_strided is None:
-            self._conjugate_strided = StridedOperator.build(self._canonical_kernel.conj(), self._geometry)
+            conjugate = self._canonical_kernel.conj()
+            layout = self._forward_strided.layout
+            self._conjugate_strided = StridedOperator.build(conjugate, self._geometry, layout)
         return self._conjugate_strided
 
     def _geometry_arguments(self) -> dict[str, Any]:
@@ -290,10 +285,10 @@ class ConvOperator:
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        kernel, adjoint = state.pop("kernel"), state.pop("adjoint")
-        geometry = make_geometry(kernel.shape, state.pop("input_shape"), **state)
-        self._setup(kernel, geometry, adjoint=adjoint)
+        kernel, adjoint = state["kernel"], state["adjoint"]
+        arguments = [state[name] for name in ("padding", "stride", "dilation", "groups", "layout")]
+        geometry, layout = plan(kernel.shape, state["input_shape"], *arguments)
+        self._setup(kernel, geometry, layout, adjoint=adjoint)
 
     def _summary(self) -> tuple[str, str]:
         geometry = self._geometry

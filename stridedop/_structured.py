@@ -46,6 +46,18 @@ def _as_vectors(value: Any, name: str) -> np.ndarray:
     return np.atleast_1d(as_numeric_array(value, name))
 
 
+def _values(c: np.ndarray, r: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, tuple[int, ...], int, int]:
+    """``concatenate((first, r[..., 1:]))`` over the broadcast batch, with the batch and sizes.
+
+    `first` is `c` or its reverse (a view of it); the batch axes of `c` and `r` broadcast.
+    """
+    batch = np.broadcast_shapes(c.shape[:-1], r.shape[:-1])
+    rows, columns = c.shape[-1], r.shape[-1]
+    first = np.broadcast_to(first, (*batch, rows))
+    r = np.broadcast_to(r, (*batch, columns))
+    return np.concatenate((first, r[..., 1:]), axis=-1), batch, rows, columns
+
+
 def toeplitz(c: np.typing.ArrayLike, r: np.typing.ArrayLike | None = None) -> np.ndarray:
     """Toeplitz matrix as a read-only view, equal to ``scipy.linalg.toeplitz(c, r)``.
 
@@ -84,11 +96,7 @@ def toeplitz(c: np.typing.ArrayLike, r: np.typing.ArrayLike | None = None) -> np
     """
     c = _as_vectors(c, "c")
     r = c.conjugate() if r is None else _as_vectors(r, "r")
-    batch = np.broadcast_shapes(c.shape[:-1], r.shape[:-1])
-    rows, columns = c.shape[-1], r.shape[-1]
-    c = np.broadcast_to(c, (*batch, rows))
-    r = np.broadcast_to(r, (*batch, columns))
-    values = np.concatenate((c[..., ::-1], r[..., 1:]), axis=-1)  # (..., M + N - 1)
+    values, batch, rows, columns = _values(c, r, c[..., ::-1])  # (..., M + N - 1)
     if 0 in (rows, columns) or math.prod(batch) == 0:
         return _empty((*batch, rows, columns), values.dtype)
     # T[i, j] = values[(M - 1) + j - i]: a correlation padded by M - 1 on both sides.
@@ -131,11 +139,7 @@ def hankel(c: np.typing.ArrayLike, r: np.typing.ArrayLike | None = None) -> np.n
     """
     c = _as_vectors(c, "c")
     r = np.zeros_like(c) if r is None else _as_vectors(r, "r")
-    batch = np.broadcast_shapes(c.shape[:-1], r.shape[:-1])
-    rows, columns = c.shape[-1], r.shape[-1]
-    c = np.broadcast_to(c, (*batch, rows))
-    r = np.broadcast_to(r, (*batch, columns))
-    values = np.concatenate((c, r[..., 1:]), axis=-1)  # H[i, j] = values[i + j]
+    values, batch, rows, columns = _values(c, r, c)  # H[i, j] = values[i + j]
     if 0 in (rows, columns) or math.prod(batch) == 0:
         return _empty((*batch, rows, columns), values.dtype)
     # With its columns reversed, a Hankel matrix is the Toeplitz matrix of the reversed values.

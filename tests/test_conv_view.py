@@ -2,28 +2,11 @@ import math
 
 import numpy as np
 import pytest
+from helpers import owner, to_channels_first_kernel, to_channels_first_operator
 from numpy.lib.array_utils import byte_bounds
 from oracles import direct_convolution, index_operator, loop_operator
 
 import stridedop
-
-
-def owner(view):
-    base = view
-    while isinstance(base.base, np.ndarray):
-        base = base.base
-    return base
-
-
-def to_channels_first(kernel):
-    n = kernel.ndim - 2
-    return kernel.transpose(n + 1, n, *range(n))
-
-
-def operator_to_channels_first(W, n):
-    # (*o, F, *m, C) -> (F, *o, C, *m)
-    return W.transpose(n, *range(n), 2 * n + 1, *range(n + 1, 2 * n + 1))
-
 
 # Sizes include 1 and sizes that differ on every axis, so that swapped axes cannot hide.
 SHAPES = [
@@ -48,8 +31,8 @@ def test_view_equals_loop_oracle(k, m, channels, filters, layout):
     if layout == "channels_last":
         W = stridedop.conv_view(kernel, (*m, channels))
     else:
-        W = stridedop.conv_view(to_channels_first(kernel), (channels, *m), layout="channels_first")
-        expected = operator_to_channels_first(expected, len(k))
+        W = stridedop.conv_view(to_channels_first_kernel(kernel), (channels, *m), layout="channels_first")
+        expected = to_channels_first_operator(expected, len(k))
     assert W.shape == expected.shape
     np.testing.assert_array_equal(W, expected)
 
@@ -177,7 +160,7 @@ def test_non_contiguous_kernels(make):
 def test_input_shape_may_omit_the_channels():
     kernel = np.ones((2, 3, 4, 5))
     np.testing.assert_array_equal(stridedop.conv_view(kernel, (6, 7)), stridedop.conv_view(kernel, (6, 7, 4)))
-    cf = to_channels_first(kernel)
+    cf = to_channels_first_kernel(kernel)
     assert stridedop.conv_view(cf, (6, 7), layout="channels_first").shape == (5, 5, 5, 4, 6, 7)
 
 

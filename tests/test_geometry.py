@@ -2,28 +2,13 @@ import math
 
 import numpy as np
 import pytest
+from helpers import owner, to_channels_first_kernel, to_channels_first_operator
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from numpy.lib.array_utils import byte_bounds
 from oracles import direct_convolution, loop_operator, pads_for
 
 import stridedop
-
-
-def owner(view):
-    base = view
-    while isinstance(base.base, np.ndarray):
-        base = base.base
-    return base
-
-
-def to_channels_first_kernel(kernel):
-    n = kernel.ndim - 2
-    return kernel.transpose(n + 1, n, *range(n))
-
-
-def to_channels_first_operator(W, n):
-    return W.transpose(n, *range(n), 2 * n + 1, *range(n + 1, 2 * n + 1))
 
 
 def footprint_bound(itemsize, m, pads, channels, filters, circular):

@@ -1,6 +1,10 @@
-"""The constructions people use today, as baselines for the benchmarks (channels-last, 'valid', 2-D)."""
+"""Shared by the benchmarks: the constructions people use today (channels-last, 'valid', 2-D) and timing."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -33,3 +37,24 @@ def touch_pages(array: np.ndarray) -> None:
     flat = array.reshape(-1)
     step = max(1, 4096 // array.itemsize)
     flat[::step] = flat[::step].copy()  # a copy: NumPy skips assigning an array to itself
+
+
+def best_time(function: Callable[[], Any], repeat: int = 5, budget: float = 2.0) -> float:
+    """Best time of one call over `repeat` rounds, each looping enough calls to last about 0.05 s.
+
+    One warm-up call first; stops early once the rounds have taken `budget` seconds (at least 3).
+    """
+    function()
+    start = time.perf_counter()
+    function()
+    single = time.perf_counter() - start
+    number = max(1, int(0.05 / max(single, 1e-9)))
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            function()
+        times.append((time.perf_counter() - start) / number)
+        if sum(times) * number > budget and len(times) >= 3:
+            break
+    return min(times)

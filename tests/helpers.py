@@ -1,0 +1,22 @@
+"""Small helpers shared by the tests (axis moves between layouts, the buffer under a view)."""
+
+import numpy as np
+
+
+def owner(view):
+    """The array that owns the memory under `view` (its last ndarray base)."""
+    base = view
+    while isinstance(base.base, np.ndarray):
+        base = base.base
+    return base
+
+
+def to_channels_first_kernel(kernel):
+    """(*k, C, F) -> (F, C, *k)."""
+    n = kernel.ndim - 2
+    return kernel.transpose(n + 1, n, *range(n))
+
+
+def to_channels_first_operator(W, n):
+    """(*o, F, *m, C) -> (F, *o, C, *m)."""
+    return W.transpose(n, *range(n), 2 * n + 1, *range(n + 1, 2 * n + 1))
