@@ -21,6 +21,21 @@ def loop_fill(kernel: np.ndarray, input_shape: tuple[int, int, int]) -> np.ndarr
     return W
 
 
+def loop_fill_entries(kernel: np.ndarray, input_shape: tuple[int, int, int]) -> np.ndarray:
+    """Zeros, then a Python loop that places every kernel entry one at a time."""
+    k1, k2, channels, filters = kernel.shape
+    m1, m2, _ = input_shape
+    W = np.zeros((m1 - k1 + 1, m2 - k2 + 1, filters, m1, m2, channels), dtype=kernel.dtype)
+    for i in range(m1 - k1 + 1):
+        for j in range(m2 - k2 + 1):
+            for f in range(filters):
+                for r in range(k1):
+                    for s in range(k2):
+                        for c in range(channels):
+                            W[i, j, f, i + r, j + s, c] = kernel[r, s, c, f]
+    return W
+
+
 def advanced_index(kernel: np.ndarray, input_shape: tuple[int, int, int]) -> np.ndarray:
     """Zeros, then one advanced-index assignment of every kernel entry."""
     k1, k2, channels, filters = kernel.shape

@@ -24,7 +24,7 @@ from numpy.lib.array_utils import byte_bounds
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import advanced_index, best_time, loop_fill, touch_pages  # noqa: E402
+from common import advanced_index, best_time, loop_fill, loop_fill_entries, touch_pages  # noqa: E402
 
 import stridedop  # noqa: E402
 from stridedop._conv import _cached_plan  # noqa: E402
@@ -48,6 +48,7 @@ def build_table(quick: bool) -> None:
         "| kernel, input | view (warm) | view (cold) | Python loop | zeros + advanced index | loop / view | index / view |"
     )
     print("|---|---|---|---|---|---|---|")
+    notes = []
     for kernel_shape, input_shape in (((2, 2, 3, 2), (5, 5, 3)), ((3, 3, 16, 16), (32, 32, 16))):
         kernel = np.random.default_rng(0).standard_normal(kernel_shape)
         big = math.prod(input_shape) > 1000
@@ -67,12 +68,22 @@ def build_table(quick: bool) -> None:
         else:
             loop_time = best_time(lambda: loop_fill(kernel, input_shape), repeat)
             index_time = best_time(lambda: advanced_index(kernel, input_shape), repeat)
+        if not big:
+            entries_time = best_time(lambda: loop_fill_entries(kernel, input_shape), repeat)
+            notes.append(
+                f"5x5 example: a loop placing each entry takes {entries_time * 1e6:.0f} us, "
+                f"{entries_time / warm_time:.0f}x the warm view build and {entries_time / cold_time:.0f}x the cold one."
+            )
         print(
             f"| {'x'.join(map(str, kernel_shape))}, {'x'.join(map(str, input_shape))} "
             f"| {warm_time * 1e6:.1f} us | {cold_time * 1e6:.1f} us | {loop_time * 1e6:.1f} us "
             f"| {index_time * 1e6:.1f} us | {loop_time / warm_time:.1f}x (cold {loop_time / cold_time:.1f}x) "
             f"| {index_time / warm_time:.0f}x (cold {index_time / cold_time:.0f}x) |"
         )
+    print()
+    print("(warm: geometry and layout cached from an earlier call with the same arguments; cold: computed)")
+    for note in notes:
+        print(note)
     print()
 
 

@@ -176,13 +176,6 @@ class Geometry:
         return math.prod(self.spatial_kernel)
 
     @property
-    def kernel_shape(self) -> tuple[int, ...]:
-        """Shape of the kernel in this geometry's layout."""
-        if self.layout == "channels_last":
-            return (*self.spatial_kernel, self.group_channels, self.filters)
-        return (self.filters, self.group_channels, *self.spatial_kernel)
-
-    @property
     def input_size(self) -> int:
         return math.prod(self.input_shape)
 
