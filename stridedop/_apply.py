@@ -33,6 +33,7 @@ from ._layout import kernel_taps
 __all__ = ["convolve", "convolve_adjoint"]
 
 _BLOCK_BYTES = 2**20  # size of one block of the im2col matrix: stays in the L2/L3 cache
+_FEW_CHANNELS = 4  # input channels per group up to which the stride-1 adjoint scatters
 
 
 def _prefer_transposed(group_channels: int, group_filters: int) -> bool:
@@ -190,7 +191,14 @@ def convolve_adjoint(
     y = y.astype(dtype, copy=False)
     kernel = kernel.astype(dtype, copy=False)
     if all(axis.stride == 1 for axis in geometry.axes):
-        xp = _adjoint_by_correlation(kernel, geometry, y, channels_first)
+        if geometry.group_channels <= _FEW_CHANNELS:
+            # Channels-first rows are contiguous: move the (small) arrays there and back.
+            if channels_first:
+                xp = _adjoint_by_scatter(kernel, geometry, y)
+            else:
+                xp = np.moveaxis(_adjoint_by_scatter(kernel, geometry, np.moveaxis(y, -1, 1)), 1, -1)
+        else:
+            xp = _adjoint_by_correlation(kernel, geometry, y, channels_first)
     else:
         if channels_first:
             y = np.moveaxis(y, 1, -1)
@@ -220,6 +228,41 @@ def _adjoint_by_correlation(
         Axis(axis.output + 2 * (axis.extent - 1), axis.kernel, 1, axis.dilation) for axis in geometry.axes
     )
     return _flat_im2col(swapped, axes, groups, np.pad(y, pads), channels_first)
+
+
+def _adjoint_by_scatter(kernel: np.ndarray, geometry: Geometry, y: np.ndarray) -> np.ndarray:
+    """Stride-1 adjoint of a channels-first batch ``y`` into the padded input, for few channels.
+
+    ``xp[q + shift(r)] += K[r]^T y[q]``: `y` is placed on the flat padded grid (zeros elsewhere),
+    one GEMM per image gives every tap of every pixel, and each tap is added back with one
+    contiguous slice-add per channel row. With few input channels this beats the correlation,
+    whose GEMM would have only C output rows.
+    """
+    n, groups = geometry.ndim, geometry.groups
+    cg, fg, taps = geometry.group_channels, geometry.group_filters, geometry.taps
+    batch, dtype = y.shape[0], y.dtype
+    padded = tuple(axis.size + axis.lo + axis.hi for axis in geometry.axes)
+    pixels = math.prod(padded)
+    grid_steps = [math.prod(padded[i + 1 :]) for i in range(n)]
+    reach = sum((axis.extent - 1) * step for axis, step in zip(geometry.axes, grid_steps))
+    shifts = [
+        sum(r * axis.dilation * step for r, axis, step in zip(tap, geometry.axes, grid_steps))
+        for tap in kernel_taps(geometry)
+    ]
+    grid = np.zeros((batch, groups, fg, *padded), dtype=dtype)
+    index = (slice(None), slice(None), slice(None), *(slice(0, axis.output) for axis in geometry.axes))
+    grid[index] = y.reshape(batch, groups, fg, *geometry.spatial_output)
+    grid = grid.reshape(batch, groups, fg, pixels)
+    length = pixels - reach
+    # (*k, Cg, G * Fg) -> (G, taps * Cg, Fg)
+    grouped = np.moveaxis(kernel.reshape(taps, cg, groups, fg), 2, 0)
+    weights = np.ascontiguousarray(grouped).reshape(groups, taps * cg, fg)
+    xp = np.zeros((batch, groups, cg, pixels), dtype=dtype)
+    for b in range(batch):
+        products = np.matmul(weights, grid[b, :, :, :length]).reshape(groups, taps, cg, length)
+        for t, shift in enumerate(shifts):
+            xp[b, :, :, shift : shift + length] += products[:, t]
+    return xp.reshape(batch, groups * cg, *padded)
 
 
 def _adjoint_tap_gemm(kernel: np.ndarray, geometry: Geometry, y: np.ndarray) -> np.ndarray:

@@ -96,11 +96,12 @@ def test_batched_equals_looped(kwargs):
 
 @pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("kwargs", [{}, {"padding": "same", "dilation": 2}, {"groups": 2, "padding": "full"}])
-def test_many_filters_per_group(kwargs, layout):
-    # More than 16 filters per group: the channels-last product puts the pixels on its long side.
+def test_many_channels_and_filters_per_group(kwargs, layout):
+    # More than 16 filters per group: the channels-last product puts the pixels on its long side;
+    # more than 4 channels per group: the adjoint is a correlation rather than a scatter.
     rng = np.random.default_rng(12)
-    kernel = rng.standard_normal((3, 3, 2, 40))
-    channels = 2 * kwargs.get("groups", 1)
+    kernel = rng.standard_normal((3, 3, 6, 40))
+    channels = 6 * kwargs.get("groups", 1)
     if layout == "channels_first":
         op = stridedop.ConvOperator(kernel.transpose(3, 2, 0, 1), (channels, 9, 8), layout=layout, **kwargs)
     else:
