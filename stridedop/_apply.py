@@ -10,14 +10,17 @@ always channels-last ``(*k, C // groups, F)``. The strategies, chosen per geomet
   small buffer that stays in cache and multiplied by the kernel matrix ``(taps * C, F)``: one
   large GEMM per block. Output pixels that fall off the real output grid are computed (a few
   percent) and dropped. Channels-first runs the transposed product, with the same windows, so
-  that every copy is contiguous and the result comes out channels-first.
+  that every copy is contiguous and the result comes out channels-first; channels-last inputs
+  with few channels are moved to channels-first for it, since their windows are too thin.
 * *strided im2col* (stride > 1): the windows of the output grid itself, from
   ``sliding_window_view``, copied once and multiplied by the kernel matrix.
 * *tap GEMM* (the adjoint at stride > 1): one product of every output pixel with all taps,
   then a strided slice-add of each tap into the padded input.
 
 The adjoint at stride 1 is a correlation of the zero-padded ``y`` with the flipped kernel whose
-channel axes are swapped, so it uses the flat im2col too.
+channel axes are swapped, so it uses the flat im2col too; with few input channels (few rows for
+that product) it is a *scatter* instead: one GEMM for every tap of every pixel of ``y``, then one
+contiguous slice-add per tap on the flat padded input.
 """
 
 from __future__ import annotations
@@ -33,16 +36,7 @@ from ._layout import kernel_taps
 __all__ = ["convolve", "convolve_adjoint"]
 
 _BLOCK_BYTES = 2**20  # size of one block of the im2col matrix: stays in the L2/L3 cache
-_FEW_CHANNELS = 4  # input channels per group up to which the stride-1 adjoint scatters
-
-
-def _prefer_transposed(group_channels: int, group_filters: int) -> bool:
-    """For channels-last, whether ``(F, rows) @ (rows, q)`` beats ``(q, rows) @ (rows, F)``.
-
-    The transposed product suits few filters but copies its columns with a stride of C, which
-    only pays off for few channels (measured by benchmarks/operator_figures.py).
-    """
-    return group_channels <= 4 and group_filters <= 16
+_FEW_CHANNELS = 4  # input channels per group up to which stride-1 products go channels-first
 
 
 def _pad(x: np.ndarray, geometry: Geometry, channels_first: bool) -> np.ndarray:
@@ -76,13 +70,20 @@ def convolve(kernel: np.ndarray, geometry: Geometry, x: np.ndarray, channels_fir
     """Convolve a batch ``x``; returns ``(B, *o, F)`` or ``(B, F, *o)``."""
     dtype = np.result_type(kernel.dtype, x.dtype)
     kernel = kernel.astype(dtype, copy=False)
-    xp = _pad(x.astype(dtype, copy=False), geometry, channels_first)
+    x = x.astype(dtype, copy=False)
     if all(axis.stride == 1 for axis in geometry.axes):
-        return _flat_im2col(kernel, geometry.axes, geometry.groups, xp, channels_first)
+        if channels_first:
+            return _flat_im2col(kernel, geometry.axes, geometry.groups, _pad(x, geometry, True), True)
+        if geometry.group_channels <= _FEW_CHANNELS:
+            # Few channels: the channels-first product copies whole rows; move the arrays there.
+            xp = _pad(np.moveaxis(x, -1, 1), geometry, True)
+            result = _flat_im2col(kernel, geometry.axes, geometry.groups, xp, True)
+            return np.ascontiguousarray(np.moveaxis(result, 1, -1))
+        return _flat_im2col(kernel, geometry.axes, geometry.groups, _pad(x, geometry, False), False)
     if channels_first:
-        xp = np.moveaxis(xp, 1, -1)
+        xp = _pad(np.moveaxis(x, 1, -1), geometry, False)
         return np.ascontiguousarray(np.moveaxis(_strided_im2col(kernel, geometry, xp), -1, 1))
-    return _strided_im2col(kernel, geometry, xp)
+    return _strided_im2col(kernel, geometry, _pad(x, geometry, False))
 
 
 def _flat_im2col(
@@ -102,11 +103,11 @@ def _flat_im2col(
     channels = groups * group_channels
     item, dtype = xp.itemsize, xp.dtype
     block = max(64, _BLOCK_BYTES // (groups * rows * item))
-    # Which side of the product holds the pixels: a narrow output favours (F, rows) @ (rows, q).
-    transposed = channels_first or _prefer_transposed(group_channels, group_filters)
+    # Channels-first: (F, rows) @ (rows, pixels), each im2col row a contiguous copy.
+    # Channels-last: (pixels, rows) @ (rows, F), each im2col row a window of taps * C entries.
     weights = kernel.reshape(*taps_shape, group_channels, groups, group_filters)
     weights = np.moveaxis(weights, n + 1, 0)  # (G, *k, Cg, Fg)
-    if transposed:
+    if channels_first:
         weights = np.ascontiguousarray(np.moveaxis(weights, -1, 1)).reshape(groups, group_filters, rows)
         buffer = np.empty((groups, *taps_shape, group_channels, block), dtype=dtype)
     else:
@@ -136,7 +137,7 @@ def _flat_im2col(
         )
         for start in range(0, length, block):
             stop = min(start + block, length)
-            if transposed:
+            if channels_first:
                 columns = buffer[..., : stop - start]
                 np.copyto(columns, windows[..., start:stop])
                 products = columns.reshape(groups, rows, stop - start)
