@@ -2,6 +2,13 @@
 
 import numpy as np
 
+try:
+    from numpy.lib.array_utils import byte_bounds  # NumPy >= 2.0
+except ImportError:  # NumPy 1.26
+    from numpy import byte_bounds
+
+__all__ = ["byte_bounds", "owner", "to_channels_first_kernel", "to_channels_first_operator"]
+
 
 def owner(view):
     """The array that owns the memory under `view` (its last ndarray base)."""

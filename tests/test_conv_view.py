@@ -2,8 +2,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import owner, to_channels_first_kernel, to_channels_first_operator
-from numpy.lib.array_utils import byte_bounds
+from helpers import byte_bounds, owner, to_channels_first_kernel, to_channels_first_operator
 from oracles import direct_convolution, index_operator, loop_operator
 
 import stridedop

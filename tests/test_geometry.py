@@ -2,10 +2,9 @@ import math
 
 import numpy as np
 import pytest
-from helpers import owner, to_channels_first_kernel, to_channels_first_operator
+from helpers import byte_bounds, owner, to_channels_first_kernel, to_channels_first_operator
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from numpy.lib.array_utils import byte_bounds
 from oracles import direct_convolution, loop_operator, pads_for
 
 import stridedop
