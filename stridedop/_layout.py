@@ -215,7 +215,9 @@ def _check_reach(size: int, offset: int, shape: tuple[int, ...], steps: tuple[in
 
 def _view(buffer: np.ndarray, offset: int, shape: tuple[int, ...], steps: tuple[int, ...]) -> np.ndarray:
     itemsize = buffer.itemsize
-    strides = tuple([step * itemsize for step in steps])
+    # A length-1 axis never moves, so its stride is 0: an unused step (a huge stride, say) must not
+    # overflow the C integers NumPy keeps strides in.
+    strides = tuple([step * itemsize if n > 1 else 0 for n, step in zip(shape, steps)])
     return np.ndarray(shape, buffer.dtype, buffer=buffer, offset=offset * itemsize, strides=strides)
 
 

@@ -306,6 +306,13 @@ def test_non_numeric_kernels_raise_type_error(kernel):
         stridedop.conv_view(kernel, (3, 1))
 
 
+@pytest.mark.parametrize("kwargs", [{"stride": 10**20}, {"stride": (10**20,), "padding": "same"}])
+def test_huge_strides_on_a_single_output_are_fine(kwargs):
+    W = stridedop.conv_view(np.arange(1.0, 3.0).reshape(2, 1, 1), (5, 1), **kwargs)
+    assert W.shape[0] == 1
+    np.testing.assert_array_equal(W, loop_operator(np.arange(1.0, 3.0).reshape(2, 1, 1), (5,), **kwargs))
+
+
 def test_huge_geometry_raises_memory_error_before_allocating():
     kernel = np.broadcast_to(np.float64(1.0), (3, 3, 65536, 65536))
     with pytest.raises(MemoryError, match="more than NumPy can address"):
