@@ -153,8 +153,6 @@ def _view_permutation(
     array: np.ndarray, buffer: np.ndarray, geometry: Geometry, layout: BufferLayout
 ) -> tuple[int, ...] | None:
     """If `array` is the operator view of `buffer` with its axes permuted, that permutation."""
-    if geometry.circular:
-        return None  # folded taps: copy through the view instead
     shape = (*geometry.spatial_output, geometry.filters, *geometry.spatial_input, geometry.channels)
     canonical = strided_view(buffer, layout.origin, shape, layout.steps)
     if array.ndim != canonical.ndim:
@@ -189,7 +187,8 @@ def _write_kernel_entries(
     outputs, filters, taps and channels at once. The output positions are cut into boxes: in the
     interior, where every tap lands inside the input, one assignment writes all taps (each block
     of the output is visited once, in memory order); near the borders, where some taps fall in the
-    padding, each tap is written over the outputs where it lands inside.
+    padding, each tap is written over the outputs where it lands inside. Circular padding writes
+    the folded kernel held in the buffer instead, see `_circular_placements`.
     """
     itemsize = out.itemsize
     steps = [stride // itemsize for stride in canonical_out.strides]
@@ -197,9 +196,10 @@ def _write_kernel_entries(
     out_o, out_f, out_x, out_c = steps[:n], steps[n], steps[n + 1 : 2 * n + 1], steps[2 * n + 1]
     groups, group_filters = geometry.groups, geometry.group_filters
     group_channels = geometry.group_channels
-    kernel_shape = (*geometry.spatial_kernel, group_channels, groups, group_filters)
-    kernel = strided_view(buffer, layout.kernel_origin, kernel_shape, layout.kernel_steps)
-    all_taps = kernel.transpose(n + 1, n + 2, *range(n), n)  # (groups, F // groups, *k, Cg)
+    if not geometry.circular:  # the circular buffer holds the folded kernel, read further down
+        kernel_shape = (*geometry.spatial_kernel, group_channels, groups, group_filters)
+        kernel = strided_view(buffer, layout.kernel_origin, kernel_shape, layout.kernel_steps)
+        all_taps = kernel.transpose(n + 1, n + 2, *range(n), n)  # (groups, F // groups, *k, Cg)
     flat = out.reshape(-1)  # a view: `out` is C-contiguous
     axes = geometry.axes
     along_o = [o + axis.stride * x for o, x, axis in zip(out_o, out_x, axes)]
@@ -236,19 +236,43 @@ def _write_kernel_entries(
             target = strided_view(flat, offset, shape, (*along_o, *filter_steps, out_c))
             target[...] = kernel[tap].transpose(1, 2, 0)  # (groups, F // groups, Cg)
 
-    # Boxes write disjoint entries, so they can go to several threads: NumPy releases the GIL
+    filter_steps_in_buffer = (group_filters * layout.filter_step + group_channels, layout.filter_step)
+
+    def write_folded(job: tuple[list[tuple[int, int]], list[int], tuple[int, ...]]) -> None:
+        ranges, shifts, residues = job
+        offset = sum(
+            first * step_o + shift * step_x
+            for (first, _), step_o, shift, step_x in zip(ranges, along_o, shifts, out_x)
+        )
+        counts = tuple(stop - first for first, stop in ranges)
+        target = strided_view(
+            flat, offset, (*counts, groups, group_filters, group_channels), (*along_o, *filter_steps, out_c)
+        )
+        target[...] = folded[residues].transpose(1, 2, 0)  # (groups, F // groups, Cg)
+
+    # Jobs write disjoint entries, so they can go to several threads: NumPy releases the GIL
     # while it copies, and the first-touch page faults of a large output then run on every core.
-    boxes = list(_output_boxes(geometry, rows_per_chunk))
+    if geometry.circular:
+        folded_shape = (*geometry.spatial_input, group_channels, groups, group_filters)
+        # The folded kernel (*m, Cg, groups, F // groups); residue p of an axis sits at row entry
+        # p + m - 1, and the view's origin is every axis's entry m - 1.
+        folded_steps = (*layout.input_steps, 1, filter_steps_in_buffer[0], filter_steps_in_buffer[1])
+        folded = strided_view(buffer, layout.origin, folded_shape, folded_steps)
+        jobs: list[Any] = list(_circular_placements(geometry))
+        write_job: Callable[[Any], None] = write_folded
+    else:
+        jobs = list(_output_boxes(geometry, rows_per_chunk))
+        write_job = write
     if workers == 1:
-        done_boxes: Iterator[None] = map(write, boxes)
-        for done, _ in enumerate(done_boxes, start=1):
+        for done, job in enumerate(jobs, start=1):
+            write_job(job)
             if progress is not None:
-                progress(done, len(boxes))
+                progress(done, len(jobs))
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for done, _ in enumerate(pool.map(write, boxes), start=1):
+        for done, _ in enumerate(pool.map(write_job, jobs), start=1):
             if progress is not None:
-                progress(done, len(boxes))
+                progress(done, len(jobs))
 
 
 def _worker_count(nbytes: int) -> int:
@@ -286,3 +310,34 @@ def _output_boxes(geometry: Geometry, rows_per_chunk: int) -> Iterator[tuple[lis
         segments.append([piece for piece in pieces if piece[0][1] > piece[0][0]])
     for combination in itertools.product(*segments):
         yield [bounds for bounds, _ in combination], all(inside for _, inside in combination)
+
+
+def _circular_placements(
+    geometry: Geometry,
+) -> Iterator[tuple[list[tuple[int, int]], list[int], tuple[int, ...]]]:
+    """Where each folded tap of a circular operator lands: boxes of outputs with a fixed shift.
+
+    Along an axis the buffer holds, for each residue ``p`` that some tap ``r*d - lo`` reaches
+    modulo ``m``, the sum of those taps; output ``o`` places it at ``x = (o*s + p) mod m``. Cut at
+    the wrap-arounds, each piece is a range of ``o`` with ``x = o*s + shift``. Distinct residues
+    land on distinct ``x``, so the boxes of all combinations write disjoint entries.
+    """
+    per_axis = []
+    for axis in geometry.axes:
+        size, stride = axis.size, axis.stride
+        residues = sorted({(r * axis.dilation - axis.lo) % size for r in range(axis.kernel)})
+        pieces = []
+        for residue in residues:
+            for wrap in range(((axis.output - 1) * stride + residue) // size + 1):
+                shift = residue - wrap * size  # x = o * s + shift on this piece
+                first = max(0, -((shift) // stride))  # smallest o with o*s + shift >= 0
+                stop = min(axis.output, (size - 1 - shift) // stride + 1)
+                if stop > first:
+                    pieces.append(((first, stop), shift, residue))
+        per_axis.append(pieces)
+    for combination in itertools.product(*per_axis):
+        yield (
+            [bounds for bounds, _, _ in combination],
+            [shift for _, shift, _ in combination],
+            tuple(residue for _, _, residue in combination),
+        )

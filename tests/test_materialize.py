@@ -140,7 +140,12 @@ def test_bad_max_bytes_is_refused(max_bytes):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{}, {"padding": "same", "stride": 2}, {"padding": [(3, 0), (0, 2)], "dilation": 2, "groups": 2}],
+    [
+        {},
+        {"padding": "same", "stride": 2},
+        {"padding": [(3, 0), (0, 2)], "dilation": 2, "groups": 2},
+        {"padding": "circular", "stride": (1, 2), "dilation": (3, 1), "groups": 2},
+    ],
 )
 def test_threaded_writing_gives_the_same_array(monkeypatch, kwargs):
     # Force the thread pool and small chunks on a small operator.
