@@ -24,7 +24,7 @@ from numpy.lib.array_utils import byte_bounds
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import advanced_index, best_time, loop_fill, loop_fill_entries, touch_pages  # noqa: E402
+from common import advanced_index, best_times, loop_fill, loop_fill_entries, touch_pages  # noqa: E402
 
 import stridedop  # noqa: E402
 from stridedop._conv import _cached_plan  # noqa: E402
@@ -43,7 +43,7 @@ def once(function: Callable[[], np.ndarray], touch: bool) -> float:
 
 
 def build_table(quick: bool) -> None:
-    print("## View build vs dense constructions (best time of one build)\n")
+    print("## View build vs dense constructions (best time of one build, candidates interleaved)\n")
     print(
         "| kernel, input | view (warm) | view (cold) | Python loop | zeros + advanced index | loop / view | index / view |"
     )
@@ -58,22 +58,31 @@ def build_table(quick: bool) -> None:
             _cached_plan.cache_clear()  # recompute the geometry and layout every time
             return stridedop.conv_view(kernel, input_shape)
 
-        warm_time = best_time(lambda: stridedop.conv_view(kernel, input_shape), 7 if quick else 30)
-        cold_time = best_time(cold, 7 if quick else 30)
+        def warm() -> np.ndarray:
+            return stridedop.conv_view(kernel, input_shape)
+
         if big:
+            times = best_times({"warm": warm, "cold": cold}, 7 if quick else 30)
             loop_time = min(once(lambda: loop_fill(kernel, input_shape), touch=False) for _ in range(repeat))
             index_time = min(
                 once(lambda: advanced_index(kernel, input_shape), touch=False) for _ in range(repeat)
             )
         else:
-            loop_time = best_time(lambda: loop_fill(kernel, input_shape), repeat)
-            index_time = best_time(lambda: advanced_index(kernel, input_shape), repeat)
-        if not big:
-            entries_time = best_time(lambda: loop_fill_entries(kernel, input_shape), repeat)
+            candidates = {
+                "warm": warm,
+                "cold": cold,
+                "loop": lambda: loop_fill(kernel, input_shape),
+                "index": lambda: advanced_index(kernel, input_shape),
+                "entries": lambda: loop_fill_entries(kernel, input_shape),
+            }
+            times = best_times(candidates, 7 if quick else 30)
+            loop_time, index_time = times["loop"], times["index"]
             notes.append(
-                f"5x5 example: a loop placing each entry takes {entries_time * 1e6:.0f} us, "
-                f"{entries_time / warm_time:.0f}x the warm view build and {entries_time / cold_time:.0f}x the cold one."
+                f"5x5 example: a loop placing each entry takes {times['entries'] * 1e6:.0f} us, "
+                f"{times['entries'] / times['warm']:.0f}x the warm view build and "
+                f"{times['entries'] / times['cold']:.0f}x the cold one."
             )
+        warm_time, cold_time = times["warm"], times["cold"]
         print(
             f"| {'x'.join(map(str, kernel_shape))}, {'x'.join(map(str, input_shape))} "
             f"| {warm_time * 1e6:.1f} us | {cold_time * 1e6:.1f} us | {loop_time * 1e6:.1f} us "
