@@ -337,3 +337,15 @@ def test_repr_names_class_geometry_and_byte_counts():
     assert repr(op.T).startswith("<ConvOperator.T (32, 32, 16) -> (32, 32, 16)")
     html = op._repr_html_()
     assert "<table>" in html and "dense operator" in html
+
+
+def test_missing_scipy_gives_a_clear_message(monkeypatch):
+    def no_scipy(name):
+        raise ImportError(f"No module named {name!r}")
+
+    monkeypatch.setattr("stridedop._sparse.importlib.import_module", no_scipy)
+    op = make_operator({})
+    message = r"needs SciPy, an optional dependency of stridedop; install it with `pip install scipy`"
+    for export in (op.to_sparse, op.aslinearoperator):
+        with pytest.raises(ImportError, match=message):
+            export()
