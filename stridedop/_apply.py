@@ -90,6 +90,9 @@ def _flat_im2col(
     kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray, channels_first: bool
 ) -> np.ndarray:
     """Stride-1 correlation of the padded batch `xp` by blocked im2col over the flat pixel grid."""
+    # The windows below are strides into C-ordered memory; np.pad, for one, keeps the memory order
+    # of its input, and a reshape that merges no axes keeps any strides.
+    xp = np.ascontiguousarray(xp)
     n = len(axes)
     *taps_shape, group_channels, filters = kernel.shape
     group_filters = filters // groups

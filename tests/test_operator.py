@@ -79,6 +79,38 @@ def test_dot_test(kwargs, layout, dtype):
     assert abs(left - right) <= tolerance * max(abs(left), 1.0)
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("padding", ["valid", "same", "circular"])
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("batch", [(), (1,), (2,)])
+@pytest.mark.parametrize(
+    "arrange",
+    [
+        np.asfortranarray,
+        lambda a: a[..., ::-1][..., ::-1],
+        lambda a: np.moveaxis(np.moveaxis(a, -1, 0).copy(), 0, -1),
+    ],
+    ids=["fortran", "negative-strides", "moved-axes"],
+)
+def test_inputs_in_any_memory_order(arrange, batch, n, padding, layout):
+    rng = np.random.default_rng(13)
+    kernel = rng.standard_normal((*[3, 2, 2][:n], 2, 3))
+    if layout == "channels_first":
+        kernel = kernel.transpose(n + 1, n, *range(n))
+        op = stridedop.ConvOperator(kernel, (2, *[5, 4, 3][:n]), padding=padding, layout=layout)
+    else:
+        op = stridedop.ConvOperator(kernel, (*[5, 4, 3][:n], 2), padding=padding)
+    x = rng.standard_normal((*batch, *op.input_shape))
+    y = rng.standard_normal((*batch, *op.output_shape))
+    k = len(op.input_shape)
+    np.testing.assert_allclose(op @ arrange(x), op @ np.ascontiguousarray(x), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(op.T @ arrange(y), op.T @ np.ascontiguousarray(y), rtol=1e-12, atol=1e-12)
+    expected = np.tensordot(
+        x, op.view, (tuple(range(x.ndim - k, x.ndim)), tuple(range(op.ndim - k, op.ndim)))
+    )
+    np.testing.assert_allclose(op @ arrange(x), expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("kwargs", GEOMETRIES)
 def test_batched_equals_looped(kwargs):
     op = make_operator(kwargs)
