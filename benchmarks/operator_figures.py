@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import best_time  # noqa: E402
+from common import best_time, best_times  # noqa: E402
 
 import stridedop  # noqa: E402
 
@@ -38,7 +38,7 @@ def apply_table(repeat: int) -> None:
         print("PyTorch is not installed: skipping the comparison with torch.nn.functional.conv2d\n")
         return
     torch.set_num_threads(1)
-    print("## apply / adjoint vs torch.nn.functional.conv2d (one thread each, 'valid')\n")
+    print("## apply / adjoint vs torch.nn.functional.conv2d (one thread each, 'valid', timed interleaved)\n")
     print(
         "| batch, input -> F (kernel) | dtype | layout | torch conv2d | op @ x | op.T @ y | torch conv_transpose2d | apply / torch | adjoint / torch |"
     )
@@ -50,22 +50,31 @@ def apply_table(repeat: int) -> None:
             kernel_cf = rng.standard_normal((filters, channels, k, k)).astype(dtype)
             x_cf = rng.standard_normal((batch, channels, m, m)).astype(dtype)
             kt, xt = torch.from_numpy(kernel_cf), torch.from_numpy(x_cf)
-            torch_time = best_time(lambda: torch.nn.functional.conv2d(xt, kt), repeat)
             y_cf = torch.nn.functional.conv2d(xt, kt).numpy()
             yt = torch.from_numpy(y_cf)
-            torch_adjoint = best_time(lambda: torch.nn.functional.conv_transpose2d(yt, kt), repeat)
-            for layout in ("channels_first", "channels_last"):
-                if layout == "channels_first":
-                    op = stridedop.ConvOperator(kernel_cf, x_cf.shape[1:], layout=layout)
-                    x, y = x_cf, y_cf
-                else:
-                    op = stridedop.ConvOperator(kernel_cf.transpose(2, 3, 1, 0), (m, m, channels))
-                    x, y = (
-                        np.ascontiguousarray(np.moveaxis(x_cf, 1, -1)),
-                        np.ascontiguousarray(np.moveaxis(y_cf, 1, -1)),
-                    )
-                ours = best_time(lambda: op @ x, repeat)
-                ours_adjoint = best_time(lambda: op.T @ y, repeat)
+            operators = {
+                "channels_first": stridedop.ConvOperator(kernel_cf, x_cf.shape[1:], layout="channels_first"),
+                "channels_last": stridedop.ConvOperator(kernel_cf.transpose(2, 3, 1, 0), (m, m, channels)),
+            }
+            inputs = {
+                "channels_first": (x_cf, y_cf),
+                "channels_last": (
+                    np.ascontiguousarray(np.moveaxis(x_cf, 1, -1)),
+                    np.ascontiguousarray(np.moveaxis(y_cf, 1, -1)),
+                ),
+            }
+            candidates = {
+                "torch": lambda: torch.nn.functional.conv2d(xt, kt),
+                "torch adjoint": lambda: torch.nn.functional.conv_transpose2d(yt, kt),
+            }
+            for layout, op in operators.items():
+                x, y = inputs[layout]
+                candidates[layout] = lambda op=op, x=x: op @ x
+                candidates[layout + " adjoint"] = lambda op=op, y=y: op.T @ y
+            times = best_times(candidates, repeat)
+            torch_time, torch_adjoint = times["torch"], times["torch adjoint"]
+            for layout in operators:
+                ours, ours_adjoint = times[layout], times[layout + " adjoint"]
                 worst_apply = max(worst_apply, ours / torch_time)
                 worst_adjoint = max(worst_adjoint, ours_adjoint / torch_adjoint)
                 print(
