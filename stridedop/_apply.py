@@ -39,6 +39,12 @@ _BLOCK_BYTES = 2**20  # size of one block of the im2col matrix: stays in the L2/
 _FEW_CHANNELS = 4  # input channels per group up to which stride-1 products go channels-first
 
 
+def _flat_grid(padded: tuple[int, ...], axes: tuple[Axis, ...]) -> tuple[list[int], int]:
+    """Pixel steps of the flattened padded grid, and how far past a pixel its window reaches."""
+    steps = [math.prod(padded[i + 1 :]) for i in range(len(padded))]
+    return steps, sum((axis.extent - 1) * step for axis, step in zip(axes, steps))
+
+
 def _pad(x: np.ndarray, geometry: Geometry, channels_first: bool) -> np.ndarray:
     """Pad the spatial axes of a batch (zeros, or wrap-around for circular)."""
     spatial = list(geometry.pads)
@@ -100,9 +106,8 @@ def _flat_im2col(
     batch = xp.shape[0]
     padded = xp.shape[2:] if channels_first else xp.shape[1:-1]
     pixels = math.prod(padded)
-    grid_steps = [math.prod(padded[i + 1 :]) for i in range(n)]  # pixel strides of the padded grid
+    grid_steps, reach = _flat_grid(padded, axes)
     shifts = [axis.dilation * step for axis, step in zip(axes, grid_steps)]
-    reach = sum((axis.extent - 1) * step for axis, step in zip(axes, grid_steps))
     channels = groups * group_channels
     item, dtype = xp.itemsize, xp.dtype
     block = max(64, _BLOCK_BYTES // (groups * rows * item))
@@ -242,13 +247,12 @@ def _adjoint_by_scatter(kernel: np.ndarray, geometry: Geometry, y: np.ndarray) -
     contiguous slice-add per channel row. With few input channels this beats the correlation,
     whose GEMM would have only C output rows.
     """
-    n, groups = geometry.ndim, geometry.groups
+    groups = geometry.groups
     cg, fg, taps = geometry.group_channels, geometry.group_filters, geometry.taps
     batch, dtype = y.shape[0], y.dtype
     padded = tuple(axis.size + axis.lo + axis.hi for axis in geometry.axes)
     pixels = math.prod(padded)
-    grid_steps = [math.prod(padded[i + 1 :]) for i in range(n)]
-    reach = sum((axis.extent - 1) * step for axis, step in zip(geometry.axes, grid_steps))
+    grid_steps, reach = _flat_grid(padded, geometry.axes)
     shifts = [
         sum(r * axis.dilation * step for r, axis, step in zip(tap, geometry.axes, grid_steps))
         for tap in kernel_taps(geometry)

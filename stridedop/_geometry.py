@@ -35,6 +35,7 @@ __all__ = [
     "as_int",
     "as_numeric_array",
     "make_geometry",
+    "outputs_inside",
     "positions_in_range",
 ]
 
@@ -156,6 +157,8 @@ class Geometry:
             self.input_shape = (channels, *self.spatial_input)
             self.output_shape = (filters, *self.spatial_output)
         self.view_shape = (*self.output_shape, *self.input_shape)
+        # The operator's axes in the buffer's own order, whatever the layout: (*o, F, *m, C).
+        self.canonical_shape = (*self.spatial_output, filters, *self.spatial_input, channels)
         self.dense_size = math.prod(self.view_shape)  # entries of the dense operator
 
     @property
@@ -215,16 +218,20 @@ class Geometry:
         return ", ".join(parts)
 
 
+def outputs_inside(axis: Axis, shift: int) -> tuple[int, int]:
+    """Half-open range ``[first, stop)`` of outputs ``o`` with ``0 <= o * stride + shift < size``."""
+    first = max(0, -(shift // axis.stride))  # ceil(-shift / stride)
+    stop = min(axis.output, (axis.size - 1 - shift) // axis.stride + 1)
+    return first, max(first, stop)
+
+
 def positions_in_range(axis: Axis, tap: int) -> tuple[int, int]:
     """Half-open range ``[first, stop)`` of output positions whose `tap` reads a real input entry.
 
     Output ``o`` reads input position ``o * stride + tap * dilation - lo``; positions outside
     ``[0, size)`` are padding.
     """
-    shift = tap * axis.dilation - axis.lo
-    first = max(0, -(shift // axis.stride))  # ceil(-shift / stride)
-    stop = min(axis.output, (axis.size - 1 - shift) // axis.stride + 1)
-    return first, max(first, stop)
+    return outputs_inside(axis, tap * axis.dilation - axis.lo)
 
 
 def _ceil_div(a: int, b: int) -> int:

@@ -133,8 +133,7 @@ def plan_layout(geometry: Geometry) -> BufferLayout:
 
 def _verified(geometry: Geometry, layout: BufferLayout) -> BufferLayout:
     """Add the public view's steps and check once that every view stays inside the buffer."""
-    shape = (*geometry.spatial_output, geometry.filters, *geometry.spatial_input, geometry.channels)
-    _check_reach(layout.size, layout.origin, shape, layout.steps)
+    _check_reach(layout.size, layout.origin, geometry.canonical_shape, layout.steps)
     steps = layout.steps
     layout = layout._replace(view_steps=tuple([steps[axis] for axis in canonical_permutation(geometry)]))
     if layout.kernel_steps:
@@ -254,9 +253,8 @@ def operator_view(
     """The operator view of a filled buffer, in the public axis order of `geometry`."""
     if not adjoint:
         return _view(buffer, layout.origin, geometry.view_shape, layout.view_steps)  # reach checked
-    shape = (*geometry.spatial_output, geometry.filters, *geometry.spatial_input, geometry.channels)
     order = canonical_permutation(geometry, adjoint=True)
-    shape = tuple([shape[axis] for axis in order])
+    shape = tuple([geometry.canonical_shape[axis] for axis in order])
     steps = tuple([layout.steps[axis] for axis in order])
     return _view(buffer, layout.origin, shape, steps)  # reach checked by `plan_layout`
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ._geometry import Geometry, positions_in_range
+from ._geometry import Geometry, outputs_inside, positions_in_range
 from ._layout import (
     BufferLayout,
     kernel_taps,
@@ -153,8 +153,7 @@ def _view_permutation(
     array: np.ndarray, buffer: np.ndarray, geometry: Geometry, layout: BufferLayout
 ) -> tuple[int, ...] | None:
     """If `array` is the operator view of `buffer` with its axes permuted, that permutation."""
-    shape = (*geometry.spatial_output, geometry.filters, *geometry.spatial_input, geometry.channels)
-    canonical = strided_view(buffer, layout.origin, shape, layout.steps)
+    canonical = strided_view(buffer, layout.origin, geometry.canonical_shape, layout.steps)
     if array.ndim != canonical.ndim:
         return None
     if array.__array_interface__["data"][0] != canonical.__array_interface__["data"][0]:
@@ -330,8 +329,7 @@ def _circular_placements(
         for residue in residues:
             for wrap in range(((axis.output - 1) * stride + residue) // size + 1):
                 shift = residue - wrap * size  # x = o * s + shift on this piece
-                first = max(0, -((shift) // stride))  # smallest o with o*s + shift >= 0
-                stop = min(axis.output, (size - 1 - shift) // stride + 1)
+                first, stop = outputs_inside(axis, shift)
                 if stop > first:
                     pieces.append(((first, stop), shift, residue))
         per_axis.append(pieces)

@@ -12,7 +12,7 @@ from ._apply import convolve, convolve_adjoint
 from ._conv import StridedOperator, canonical_kernel, plan
 from ._geometry import Geometry, IntOrInts, LayoutName, Padding, as_numeric_array
 from ._layout import BufferLayout
-from ._materialize import check_allocation, materialize
+from ._materialize import materialize
 from ._memory import format_bytes
 from ._sparse import require_scipy, sparse_matrix
 
@@ -229,8 +229,7 @@ class ConvOperator:
     def to_matrix(self, max_bytes: int | None = None) -> np.ndarray:
         """Dense writable matrix ``(prod(output_shape), prod(input_shape))`` (a copy)."""
         rows, columns = math.prod(self.output_shape), math.prod(self.input_shape)
-        check_allocation((rows, columns), self.dtype, max_bytes)
-        return self.materialize(max_bytes=max_bytes).reshape(rows, columns)
+        return self.materialize(max_bytes=max_bytes).reshape(rows, columns)  # guarded there
 
     def to_sparse(self, format: str = "csr") -> Any:
         """``scipy.sparse`` array of `to_matrix` with exactly the structural non-zeros.
