@@ -22,7 +22,7 @@ from ._layout import (
     plan_layout,
     register_buffer,
 )
-from ._memory import INTP_MAX, available_memory, check_addressable, format_bytes
+from ._memory import INTP_MAX, available_memory, check_addressable, format_bytes, refused_allocation
 
 __all__ = ["StridedOperator", "canonical_kernel", "conv_view", "plan"]
 
@@ -63,7 +63,12 @@ class StridedOperator(NamedTuple):
                 f"{format_bytes(available)} are available; the kernel and `input_shape` "
                 f"{geometry.input_shape} are too large for a view on this machine"
             )
-        buffer = fill_buffer(geometry, layout, kernel)
+        with refused_allocation(
+            lambda: f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes), more than "
+            f"this process may allocate; the kernel and `input_shape` {geometry.input_shape} are too "
+            "large for a view here"
+        ):
+            buffer = fill_buffer(geometry, layout, kernel)
         register_buffer(buffer, geometry, layout)
         return cls(geometry, layout, buffer)
 

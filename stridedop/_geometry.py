@@ -41,7 +41,16 @@ __all__ = [
 
 
 def as_numeric_array(value: Any, name: str) -> np.ndarray:
-    """Return `value` as an ndarray (no copy when possible) with a numeric or bool dtype."""
+    """Return `value` as an ndarray (no copy when possible) with a numeric or bool dtype.
+
+    A masked array with masked entries is refused: `np.asarray` would silently drop its mask.
+    """
+    masked = np.ma.count_masked(value) if isinstance(value, np.ma.MaskedArray) else 0
+    if masked:
+        raise ValueError(
+            f"`{name}` is a masked array with {masked} masked entries; "
+            f"fill them first (`{name}.filled(0)`) or pass `{name}.data` to use the values under the mask"
+        )
     array = np.asarray(value)
     kind = array.dtype.kind
     if kind not in "biufc":
@@ -189,19 +198,12 @@ class Geometry:
     @property
     def nonzero_count(self) -> int:
         """Number of structural non-zeros (kernel taps that land inside the input)."""
-        # Along one axis, count the (output, tap) pairs whose input position is in range; the
-        # axes are independent, so the total is the product times the channel pairs.
+        # The axes are independent: the total is the product of per-axis counts of (output, tap)
+        # pairs that land inside the input, times the channel pairs. Each count is closed-form, so
+        # this costs nothing proportional to the kernel or the input.
         total = self.filters * self.group_channels
         for axis in self.axes:
-            if self.circular:
-                # Folded taps share an input position: count the distinct positions.
-                total *= axis.output * len({tap * axis.dilation % axis.size for tap in range(axis.kernel)})
-                continue
-            count = 0
-            for tap in range(axis.kernel):
-                first, stop = positions_in_range(axis, tap)
-                count += stop - first
-            total *= count
+            total *= axis.output * _distinct_residues(axis) if self.circular else _pairs_inside(axis)
         return total
 
     def describe(self) -> str:
@@ -232,6 +234,56 @@ def positions_in_range(axis: Axis, tap: int) -> tuple[int, int]:
     ``[0, size)`` are padding.
     """
     return outputs_inside(axis, tap * axis.dilation - axis.lo)
+
+
+def _floor_sum(count: int, divisor: int, slope: int, offset: int) -> int:
+    """``sum((slope * i + offset) // divisor for i in range(count))`` in O(log) steps.
+
+    For non-negative `slope` and `offset` and a positive `divisor` (the classic Euclid-like
+    reduction: take out the whole multiples, then swap the roles of the axes).
+    """
+    total = 0
+    while count > 0:
+        if slope >= divisor:
+            total += (count - 1) * count // 2 * (slope // divisor)
+            slope %= divisor
+        if offset >= divisor:
+            total += count * (offset // divisor)
+            offset %= divisor
+        last = slope * count + offset
+        if last < divisor:
+            break
+        count, offset = last // divisor, last % divisor
+        divisor, slope = slope, divisor
+    return total
+
+
+def _outputs_reaching(axis: Axis, top: int) -> int:
+    """``sum(#{o < output : o * stride <= top - r * dilation} for r in range(kernel))``."""
+    output, stride, dilation = axis.output, axis.stride, axis.dilation
+    # Taps r <= full reach every output, taps r >= empty reach none; in between, tap r reaches
+    # (top - r * dilation) // stride + 1 outputs, summed below with r counted down from the top.
+    full = min(axis.kernel, max(0, (top - (output - 1) * stride) // dilation + 1))
+    empty = min(axis.kernel, max(full, top // dilation + 1)) if top >= 0 else full
+    between = empty - full
+    if between <= 0:
+        return full * output
+    base = top - (empty - 1) * dilation  # >= 0: the value at the last partial tap
+    return full * output + between + _floor_sum(between, stride, dilation, base)
+
+
+def _pairs_inside(axis: Axis) -> int:
+    """Pairs (output, tap) of one zero-padded axis whose input ``o*s + r*d - lo`` is in ``[0, m)``."""
+    return _outputs_reaching(axis, axis.size - 1 + axis.lo) - _outputs_reaching(axis, axis.lo - 1)
+
+
+def _distinct_residues(axis: Axis) -> int:
+    """Distinct input positions ``(r * d - lo) mod m`` of a circular axis's taps.
+
+    ``r * d mod m`` runs through the multiples of ``g = gcd(d, m)`` with period ``m / g``, all
+    distinct within a period.
+    """
+    return min(axis.kernel, axis.size // math.gcd(axis.dilation, axis.size))
 
 
 def _ceil_div(a: int, b: int) -> int:

@@ -17,33 +17,43 @@ from ._layout import (
     lookup_buffer,
     strided_view,
 )
-from ._memory import available_memory, format_bytes
+from ._memory import available_memory, format_bytes, refused_allocation
 
 __all__ = ["check_allocation", "fill_dense", "materialize"]
+
+
+def _max_bytes(max_bytes: Any) -> int | None:
+    """`max_bytes` as a Python int (None stays None), refusing anything else."""
+    if max_bytes is None:
+        return None
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 0:
+        raise ValueError(f"`max_bytes` must be a non-negative int or None, got {max_bytes!r}")
+    return int(max_bytes)
+
+
+def _refusal(shape: tuple[int, ...], dtype: np.dtype, what: str) -> str:
+    needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    return (
+        f"the dense array of shape {shape} and dtype {dtype} needs {format_bytes(needed)} "
+        f"({needed} bytes), more than {what}. Alternatives: pass `out=` a memory map "
+        "(numpy.lib.format.open_memmap), apply the operator without building it (`op @ x`, "
+        "`op.T @ y`), or export it with `op.to_sparse()`"
+    )
 
 
 def check_allocation(shape: tuple[int, ...], dtype: np.dtype, max_bytes: Any) -> None:
     """Raise MemoryError, before allocating, if a dense `shape` array exceeds the limit."""
     needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    if max_bytes is None:
+    limit = _max_bytes(max_bytes)
+    if limit is None:
         limit = available_memory()
         if limit is None:
             return
         what = f"the {format_bytes(limit)} ({limit} bytes) of memory available"
     else:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)):
-            raise ValueError(f"`max_bytes` must be a non-negative int or None, got {max_bytes!r}")
-        limit = int(max_bytes)
-        if limit < 0:
-            raise ValueError(f"`max_bytes` must be a non-negative int or None, got {max_bytes!r}")
         what = f"`max_bytes` = {format_bytes(limit)} ({limit} bytes)"
     if needed > limit:
-        raise MemoryError(
-            f"the dense array of shape {shape} and dtype {dtype} needs {format_bytes(needed)} "
-            f"({needed} bytes), more than {what}. Alternatives: pass `out=` a memory map "
-            "(numpy.lib.format.open_memmap), apply the operator without building it (`op @ x`, "
-            "`op.T @ y`), or export it with `op.to_sparse()`"
-        )
+        raise MemoryError(_refusal(shape, dtype, what))
 
 
 def materialize(a: Any, *, out: np.ndarray | None = None, max_bytes: int | None = None) -> np.ndarray:
@@ -62,8 +72,9 @@ def materialize(a: Any, *, out: np.ndarray | None = None, max_bytes: int | None 
         Array (for instance a `numpy.memmap`) of the same shape and dtype to fill and return
         instead of allocating one. It must be writable.
     max_bytes : int, optional
-        Largest allocation allowed; default: the memory available on this machine. Not used
-        with `out`.
+        Largest allocation allowed; default: the memory available to this process (the least
+        of the system's available memory, the control group's and the address-space limit's
+        headroom). Not used with `out`, but checked all the same.
 
     Returns
     -------
@@ -104,7 +115,10 @@ def materialize(a: Any, *, out: np.ndarray | None = None, max_bytes: int | None 
     array = np.asarray(a)
     if out is None:
         check_allocation(array.shape, array.dtype, max_bytes)
-        return fill_dense(array)
+        what = "the memory this process may use"
+        with refused_allocation(lambda: _refusal(array.shape, array.dtype, what)):
+            return fill_dense(array)
+    _max_bytes(max_bytes)  # unused with `out`, but still checked
     if not isinstance(out, np.ndarray):
         raise TypeError(f"`out` must be a numpy.ndarray or numpy.memmap, got {type(out).__name__}")
     if out.shape != array.shape:

@@ -1,4 +1,5 @@
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from hypothesis import strategies as st
 from oracles import direct_convolution, loop_operator, pads_for
 
 import stridedop
+from stridedop._geometry import make_geometry
 
 
 def footprint_bound(itemsize, m, pads, channels, filters, circular):
@@ -203,3 +205,51 @@ def test_tensordot_matches_torch(n, padding, stride, dilation, groups, layout):
         got = np.tensordot(W, x_cf, n + 1)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    m=st.integers(1, 40),
+    k=st.integers(1, 9),
+    stride=st.integers(1, 6),
+    dilation=st.integers(1, 7),
+    pads=st.tuples(st.integers(0, 30), st.integers(0, 30)),
+    circular=st.booleans(),
+)
+def test_nonzero_count_is_the_count_of_taps_landing_inside(m, k, stride, dilation, pads, circular):
+    # Issue 10, item 12: the count is closed-form now; compare it with counting by loops.
+    padding = "circular" if circular else [pads]
+    extent = (k - 1) * dilation + 1
+    assume(circular or extent <= m + sum(pads))
+    geometry = make_geometry((k, 2, 3), (m,), padding=padding, stride=stride, dilation=dilation)
+    (axis,) = geometry.axes
+    places = [
+        {(o * stride + r * dilation - axis.lo) % m for r in range(k)}
+        if circular
+        else {r for r in range(k) if 0 <= o * stride + r * dilation - axis.lo < m}
+        for o in range(axis.output)
+    ]
+    assert geometry.nonzero_count == 2 * 3 * sum(len(p) for p in places)
+
+
+@pytest.mark.parametrize("padding", ["valid", "same", "full", "circular"])
+def test_nonzero_count_costs_nothing_proportional_to_the_kernel(padding):
+    # Issue 10, item 12: a 10^8-tap axis (and 10^15 for circular folding) is counted without any
+    # allocation or loop over the taps.
+    tracemalloc.start()
+    try:
+        for size in (10**8, 10**15):
+            dilation = 3 if padding == "circular" else 1
+            geometry = make_geometry((size, 1, 1), (size,), padding=padding, dilation=dilation)
+            count = geometry.nonzero_count
+            _, peak = tracemalloc.get_traced_memory()
+            assert peak < 2**20
+            # gcd(3, 10**k) == 1: every circular tap reaches its own position; 'valid' has one
+            # output; 'same' loses lo(lo+1)/2 pairs below the input and hi(hi+1)/2 above it.
+            lo = (size - 1) // 2
+            hi = size - 1 - lo
+            expected = {"valid": size, "same": size * size - lo * (lo + 1) // 2 - hi * (hi + 1) // 2}
+            expected |= {"full": size * size, "circular": size * size}
+            assert count == expected[padding]
+    finally:
+        tracemalloc.stop()
