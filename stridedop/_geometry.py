@@ -23,6 +23,7 @@ Padding = PaddingMode | int | Sequence[int] | Sequence[tuple[int, int]]
 IntOrInts = int | Sequence[int]
 
 LAYOUTS = ("channels_last", "channels_first")
+MAX_SPATIAL_AXES = 31  # the operator view (*o, F, *m, C) has 2N + 2 axes; NumPy allows 64
 PADDING_MODES = ("valid", "same", "full", "circular")
 
 __all__ = [
@@ -358,6 +359,12 @@ def make_geometry(
     if 0 in kernel_shape:
         raise ValueError(f"`kernel` must not be empty, got shape {kernel_shape}")
     ndim = len(kernel_shape) - 2
+    if ndim > MAX_SPATIAL_AXES:
+        raise ValueError(
+            f"`kernel` has {ndim} spatial axes (shape {kernel_shape}); at most {MAX_SPATIAL_AXES} are "
+            f"supported: the operator has 2N + 2 axes and NumPy arrays at most {2 * MAX_SPATIAL_AXES + 2}. "
+            "Merge spatial axes of size 1 into their neighbours"
+        )
     if layout == "channels_last":
         *spatial_kernel, group_channels, filters = kernel_shape
     else:

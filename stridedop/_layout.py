@@ -179,17 +179,27 @@ def _fill_circular(geometry: Geometry, grouped: np.ndarray, buffer: np.ndarray) 
     groups, group_filters = geometry.groups, geometry.group_filters
     group_channels, n = geometry.group_channels, geometry.ndim
     sizes = geometry.spatial_input
-    folded = np.zeros((groups, group_filters, *sizes, geometry.channels), dtype=buffer.dtype)
-    # Index arrays broadcasting over the grouped kernel's axes (*k, Cg, groups, Fg).
-    group = np.arange(groups).reshape((1,) * (n + 1) + (groups, 1))
-    index = [group, np.arange(group_filters).reshape((1,) * (n + 2) + (group_filters,))]
+    # Fold one axis at a time, in the kernel's dtype, into (*m, Cg, groups, F // groups); each
+    # step on 3-D reshapes (`np.add.at` crashes on arrays of more than 32 axes).
+    folded = grouped
     for i, axis in enumerate(geometry.axes):
-        position = (np.arange(axis.kernel) * axis.dilation - axis.lo) % axis.size
-        index.append(position.reshape((1,) * i + (-1,) + (1,) * (n + 2 - i)))
-    index.append(group * group_channels + np.arange(group_channels).reshape((1,) * n + (-1, 1, 1)))
-    np.add.at(folded, tuple(index), grouped)
+        step, shift, size = axis.dilation % axis.size, axis.lo % axis.size, axis.size
+        if axis.kernel * size < 2**62:
+            position = (np.arange(axis.kernel, dtype=np.int64) * step - shift) % size
+        else:  # Python ints, which cannot overflow
+            position = np.array([(r * step - shift) % size for r in range(axis.kernel)], dtype=np.intp)
+        before, after = math.prod(folded.shape[:i]), math.prod(folded.shape[i + 1 :])
+        target = np.zeros((before, size, after), dtype=buffer.dtype)
+        np.add.at(target, (slice(None), position), folded.reshape(before, axis.kernel, after))
+        folded = target.reshape(*folded.shape[:i], size, *folded.shape[i + 1 :])
+    # Each group's channels at their place among all C: (groups, F // groups, *m, C).
+    placed = np.zeros((groups, group_filters, *sizes, geometry.channels), dtype=buffer.dtype)
+    group = np.arange(groups)[:, None]
+    placed[group, ..., group * group_channels + np.arange(group_channels)] = folded.transpose(
+        n + 1, n, n + 2, *range(n)
+    )  # (groups, Cg, F // groups, *m), the order of the indexed axes first
     # Entry j of an axis's doubled row holds the residue (j - (m - 1)) mod m.
-    doubled = folded
+    doubled = placed
     for i, size in enumerate(sizes):
         doubled = doubled.take((np.arange(2 * size - 1) - (size - 1)) % size, axis=2 + i)
     buffer[...] = doubled.reshape(-1)
@@ -277,7 +287,9 @@ def register_buffer(buffer: np.ndarray, geometry: Geometry, layout: BufferLayout
 def lookup_buffer(array: np.ndarray) -> tuple[np.ndarray, Geometry, BufferLayout] | None:
     """The stridedop buffer under `array` with its geometry and layout, or None."""
     base: Any = array
-    while getattr(base, "base", None) is not None:
+    # Only ndarray bases: their chain cannot be cyclic, while any object exposing an array
+    # (whose `.base` may be anything, itself included) ends the walk.
+    while isinstance(base, np.ndarray) and base.base is not None:
         base = base.base
         entry = _REGISTRY.get(id(base))
         if entry is not None and entry[0]() is base:  # the id was not reused by another object

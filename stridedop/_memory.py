@@ -196,4 +196,5 @@ def refused_allocation(message: Callable[[], str]) -> Iterator[None]:
     try:
         yield
     except MemoryError as error:
-        raise MemoryError(f"{message()} (the allocation was refused: {error})") from None
+        detail = f": {error}" if str(error) else ""
+        raise MemoryError(f"{message()} (the allocation was refused{detail})") from None

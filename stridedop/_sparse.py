@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ._geometry import Geometry
+from ._geometry import Axis, Geometry
 
 __all__ = ["require_scipy", "sparse_matrix"]
 
@@ -24,6 +24,27 @@ def require_scipy(feature: str) -> ModuleType:
             f"{feature} needs SciPy, an optional dependency of stridedop; "
             "install it with `pip install scipy` (or `pip install stridedop[scipy]`)"
         ) from error
+
+
+def _positions(axis: Axis, circular: bool) -> np.ndarray:
+    """Input positions ``o*s + r*d - lo`` of one axis's (output, tap) pairs, ``(O, k)`` int64.
+
+    Circular positions are reduced modulo the size; the others are clipped to ``[-1, size]``,
+    which keeps whether they fall inside. Huge strides, dilations or padding are reduced or
+    computed in Python ints first, so nothing overflows.
+    """
+    size, stride, dilation, lo = axis.size, axis.stride, axis.dilation, axis.lo
+    if circular:
+        stride, dilation, lo = stride % size, dilation % size, lo % size
+    largest = max(axis.output * stride, axis.kernel * dilation, lo)
+    dtype = np.int64 if largest < 2**62 else object
+    position = (
+        np.arange(axis.output, dtype=dtype)[:, None] * stride
+        + np.arange(axis.kernel, dtype=dtype)[None, :] * dilation
+        - lo
+    )
+    position = position % size if circular else np.clip(position, -1, size)
+    return position.astype(np.int64)
 
 
 def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -> Any:
@@ -53,14 +74,8 @@ def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -
     for i, (axis, step) in enumerate(zip(geometry.axes, spatial_steps)):
         shape = [1] * (2 * n)
         shape[i], shape[n + i] = axis.output, axis.kernel
-        position = (
-            np.arange(axis.output)[:, None] * axis.stride
-            + np.arange(axis.kernel)[None, :] * axis.dilation
-            - axis.lo
-        ).reshape(shape)
-        if geometry.circular:
-            position = position % axis.size
-        else:
+        position = _positions(axis, geometry.circular).reshape(shape)
+        if not geometry.circular:
             inside = inside & (position >= 0) & (position < axis.size)
         spatial_part = spatial_part + (position * step).astype(index_dtype)
     channel_part = (np.arange(groups)[:, None] * cg + np.arange(cg)[None, :]) * channel_step
@@ -68,19 +83,22 @@ def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -
 
     # Full index arrays in row-major row order, entries within a row in increasing column
     # order: channels-last (*o, G, Fg, *k, Cg), channels-first (G, Fg, *o, Cg, *k).
+    # The output positions are one axis here (o, below): with N of them the arrays would have
+    # 2N + 3 axes, beyond NumPy's 64 for N = 31.
     out_shape, kernel_shape = geometry.spatial_output, geometry.spatial_kernel
-    ones = (1,) * n
+    outputs, ones = math.prod(out_shape), (1,) * n
     arranged = np.moveaxis(kernel.reshape(*kernel_shape, cg, groups, fg), (n + 1, n + 2), (0, 1))
     if channels_last:
-        spatial_shape = (*out_shape, 1, 1, *kernel_shape, 1)
-        channel_shape = (*ones, groups, 1, *ones, cg)
-        values = arranged.reshape(*ones, groups, fg, *kernel_shape, cg)
+        spatial_shape = (outputs, 1, 1, *kernel_shape, 1)
+        channel_shape = (1, groups, 1, *ones, cg)
+        values = arranged.reshape(1, groups, fg, *kernel_shape, cg)
     else:
-        spatial_shape = (1, 1, *out_shape, 1, *kernel_shape)
-        channel_shape = (groups, 1, *ones, cg, *ones)
-        values = np.moveaxis(arranged, -1, 2).reshape(groups, fg, *ones, cg, *kernel_shape)
+        spatial_shape = (1, 1, outputs, 1, *kernel_shape)
+        channel_shape = (groups, 1, 1, cg, *ones)
+        values = np.moveaxis(arranged, -1, 2).reshape(groups, fg, 1, cg, *kernel_shape)
     columns = spatial_part.reshape(spatial_shape) + channel_part.reshape(channel_shape)
-    full_shape = np.broadcast_shapes(columns.shape, values.shape)
+    # (np.broadcast_shapes handles at most 32 axes)
+    full_shape = tuple([max(a, b) for a, b in zip(columns.shape, values.shape)])
     columns = np.broadcast_to(columns, full_shape)
     values = np.broadcast_to(values, full_shape)
     if inside.all():

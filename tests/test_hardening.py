@@ -1,0 +1,99 @@
+"""Regression tests for issue 10 (hardening) outside the command line and the memory guard."""
+
+import numpy as np
+import pytest
+from oracles import loop_operator
+
+import stridedop
+
+# -- item 10: masked kernels, max_bytes with out=, empty structured views, N >= 32, huge
+#    circular dilations, cyclic .base chains ----------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [stridedop.conv_view, stridedop.ConvOperator])
+def test_masked_kernel_with_masked_entries_is_refused(make):
+    kernel = np.ma.array(np.ones((2, 1, 1)), mask=[[[True]], [[False]]])
+    with pytest.raises(ValueError, match=r"`kernel` is a masked array with 1 masked entries; fill them"):
+        make(kernel, (4,))
+
+
+def test_masked_kernel_without_masked_entries_is_its_data():
+    kernel = np.ma.array(np.arange(1.0, 3.0).reshape(2, 1, 1), mask=False)
+    np.testing.assert_array_equal(stridedop.conv_view(kernel, (4,)), loop_operator(kernel.data, (4,)))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: stridedop.toeplitz([]),
+        lambda: stridedop.toeplitz([1, 2], []),
+        lambda: stridedop.toeplitz(np.zeros((0, 3))),
+        lambda: stridedop.hankel([]),
+        lambda: stridedop.circulant([]),
+        lambda: stridedop.circulant(np.zeros((2, 0), complex)),
+    ],
+)
+def test_empty_structured_matrices_cannot_be_made_writable(make):
+    A = make()
+    assert A.size == 0 and not A.flags.writeable
+    with pytest.raises(ValueError, match="WRITEABLE"):
+        A.setflags(write=True)
+
+
+@pytest.mark.parametrize("n", [32, 40, 62])
+def test_more_than_31_spatial_axes_get_a_clear_message(n):
+    kernel = np.ones((1,) * n + (1, 1))
+    for make in (stridedop.conv_view, stridedop.ConvOperator):
+        with pytest.raises(ValueError, match=rf"`kernel` has {n} spatial axes .*at most 31 are supported"):
+            make(kernel, (1,) * n)
+
+
+@pytest.mark.parametrize("padding", ["valid", "full", "circular"])
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+def test_31_spatial_axes_work_on_every_path(padding, layout):
+    # 31 axes: the view has 64, NumPy's limit. The circular fold crashed the interpreter
+    # (np.add.at on more than 32 axes), to_sparse and materialize raised NumPy errors.
+    n = 31
+    kernel = np.arange(1.0, 5.0).reshape((1,) * (n - 1) + (2, 1, 2))
+    spatial = (1,) * (n - 1) + (3,)
+    W = loop_operator(kernel, spatial, padding=padding)  # channels-last (*o, F, *m, C)
+    x = np.arange(3.0).reshape((*spatial, 1))
+    if layout == "channels_first":
+        kernel = np.moveaxis(kernel, (-1, -2), (0, 1))
+        x = np.moveaxis(x, -1, 0)
+        W = np.moveaxis(np.moveaxis(W, n, 0), -1, n + 1)
+    op = stridedop.ConvOperator(kernel, x.shape, padding=padding, layout=layout)
+    np.testing.assert_array_equal(op.view, W)
+    np.testing.assert_array_equal(op.to_matrix().reshape(W.shape), W)
+    np.testing.assert_array_equal(op.to_sparse().toarray().reshape(W.shape), W)
+    np.testing.assert_allclose(op @ x, np.tensordot(W, x, n + 1))
+
+
+@pytest.mark.parametrize("dilation", [10**8, 2**62 + 1, 2**63 + 5, 10**30])
+@pytest.mark.parametrize("stride", [1, 10**30 + 1])
+def test_huge_circular_dilations_and_strides(dilation, stride):
+    # The fold and the sparse export computed tap positions in int64: OverflowError, or wrong
+    # entries, beyond 2**63.
+    pytest.importorskip("scipy")
+    kernel = np.arange(1.0, 4.0).reshape(3, 1, 1)
+    kwargs = {"padding": "circular", "dilation": dilation, "stride": stride}
+    expected = loop_operator(kernel, (5,), **kwargs)
+    op = stridedop.ConvOperator(kernel, (5, 1), **kwargs)
+    np.testing.assert_array_equal(op.view, expected)
+    np.testing.assert_array_equal(stridedop.materialize(op.view), expected)
+    np.testing.assert_array_equal(op.to_sparse().toarray().reshape(expected.shape), expected)
+
+
+def test_materialize_ends_on_a_cyclic_base_chain():
+    class Cyclic:
+        """An object exposing an array, whose `.base` is itself."""
+
+        def __init__(self):
+            self._data = np.arange(3.0)
+            self.__array_interface__ = self._data.__array_interface__
+
+        @property
+        def base(self):
+            return self
+
+    np.testing.assert_array_equal(stridedop.materialize(Cyclic()), np.arange(3.0))
