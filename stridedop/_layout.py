@@ -190,7 +190,7 @@ def _fill_circular(geometry: Geometry, grouped: np.ndarray, buffer: np.ndarray) 
             position = np.array([(r * step - shift) % size for r in range(axis.kernel)], dtype=np.intp)
         before, after = math.prod(folded.shape[:i]), math.prod(folded.shape[i + 1 :])
         target = np.zeros((before, size, after), dtype=buffer.dtype)
-        np.add.at(target, (slice(None), position), folded.reshape(before, axis.kernel, after))
+        np.add.at(target, (slice(None), position), folded.reshape(before, axis.kernel, after))  # type: ignore[arg-type]
         folded = target.reshape(*folded.shape[:i], size, *folded.shape[i + 1 :])
     # Each group's channels at their place among all C: (groups, F // groups, *m, C).
     placed = np.zeros((groups, group_filters, *sizes, geometry.channels), dtype=buffer.dtype)
