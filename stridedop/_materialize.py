@@ -167,6 +167,8 @@ def _view_permutation(
     array: np.ndarray, buffer: np.ndarray, geometry: Geometry, layout: BufferLayout
 ) -> tuple[int, ...] | None:
     """If `array` is the operator view of `buffer` with its axes permuted, that permutation."""
+    if array.dtype != buffer.dtype:  # a reinterpretation (`W.view(np.int64)`, byte-swapped): bits, not values
+        return None
     canonical = strided_view(buffer, layout.origin, geometry.canonical_shape, layout.steps)
     if array.ndim != canonical.ndim:
         return None

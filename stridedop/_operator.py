@@ -235,7 +235,9 @@ class ConvOperator:
         """``scipy.sparse`` array of `to_matrix` with exactly the structural non-zeros.
 
         The structural non-zeros are the places where a kernel tap lands inside the input,
-        whatever the tap's value. Built from the geometry, never through the dense form.
+        whatever the tap's value. Built from the geometry, never through the dense form. The
+        dtype is the operator's, in native byte order, and float32 for float16 (which
+        `scipy.sparse` does not support; the values are exact).
         """
         if not isinstance(format, str):
             raise ValueError(f"`format` must be a scipy.sparse format name such as 'csr', got {format!r}")

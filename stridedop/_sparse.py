@@ -11,7 +11,7 @@ import numpy as np
 
 from ._geometry import Axis, Geometry
 
-__all__ = ["require_scipy", "sparse_matrix"]
+__all__ = ["require_scipy", "sparse_dtype", "sparse_matrix"]
 
 
 def require_scipy(feature: str) -> ModuleType:
@@ -24,6 +24,16 @@ def require_scipy(feature: str) -> ModuleType:
             f"{feature} needs SciPy, an optional dependency of stridedop; "
             "install it with `pip install scipy` (or `pip install stridedop[scipy]`)"
         ) from error
+
+
+def sparse_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype `scipy.sparse` holds `dtype`'s values in: native byte order, float16 as float32.
+
+    SciPy's sparse arrays support neither byte-swapped dtypes nor float16; both conversions are
+    exact.
+    """
+    dtype = dtype.newbyteorder("=")
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
 
 
 def _positions(axis: Axis, circular: bool) -> np.ndarray:
@@ -55,6 +65,7 @@ def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -
     is one broadcast sum of a small per-(output, tap) part and a small per-channel part.
     """
     sparse = require_scipy("`to_sparse`")
+    kernel = kernel.astype(sparse_dtype(kernel.dtype), copy=False)
     n = geometry.ndim
     groups, fg, cg = geometry.groups, geometry.group_filters, geometry.group_channels
     channels_last = geometry.layout == "channels_last"

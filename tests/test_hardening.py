@@ -97,3 +97,35 @@ def test_materialize_ends_on_a_cyclic_base_chain():
             return self
 
     np.testing.assert_array_equal(stridedop.materialize(Cyclic()), np.arange(3.0))
+
+
+# -- item 5: materialize of a reinterpreted view copies bits --------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64, ">f8", np.uint8, np.complex64])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_materialize_of_a_reinterpreted_view_copies_its_bits(dtype, transpose):
+    W = stridedop.conv_view(np.arange(1.0, 9.0).reshape(2, 2, 2), (4, 2), padding="same")
+    W = W.T if transpose else W
+    if np.dtype(dtype).itemsize != W.itemsize:
+        W = W[..., :1]  # another item size needs a last axis of length 1 (or contiguous)
+    v = W.view(dtype)
+    dense = stridedop.materialize(v)
+    assert dense.dtype == v.dtype and dense.shape == v.shape
+    assert dense.tobytes() == np.array(v).tobytes()
+
+
+# -- item 6: to_sparse for byte-swapped and float16 kernels ---------------------------------------
+
+
+@pytest.mark.parametrize("format", ["csr", "csc", "coo", "bsr", "dia", "dok", "lil"])
+@pytest.mark.parametrize(("dtype", "held_as"), [(">f8", "<f8"), (">i2", "<i2"), (">c8", "<c8"), ("f2", "f4")])
+@pytest.mark.parametrize("padding", ["valid", "circular"])
+def test_to_sparse_of_byte_swapped_and_float16_kernels(format, dtype, held_as, padding):
+    pytest.importorskip("scipy")
+    kernel = (np.arange(1, 9) * (1 - 1j if dtype == ">c8" else 1)).reshape(2, 2, 2).astype(dtype)
+    op = stridedop.ConvOperator(kernel, (5, 2), padding=padding)
+    for operator in (op, op.T):
+        S = operator.to_sparse(format)
+        assert S.dtype == np.dtype(held_as).newbyteorder("=")
+        np.testing.assert_array_equal(S.toarray(), operator.to_matrix())
