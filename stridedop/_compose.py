@@ -35,9 +35,7 @@ def compose_convolutions(
         return None
     if first_geometry.layout != second_geometry.layout:
         return None
-    both_valid = all(
-        axis.lo == axis.hi == 0 for axis in (*first_geometry.axes, *second_geometry.axes)
-    )
+    both_valid = all(axis.lo == axis.hi == 0 for axis in (*first_geometry.axes, *second_geometry.axes))
     both_circular = (
         first_geometry.circular
         and second_geometry.circular

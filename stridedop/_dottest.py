@@ -65,8 +65,10 @@ def dottest(operator: Any, *, rtol: float | None = None, seed: int = 0) -> bool:
     y = _random(rng, tuple(operator.output_shape), dtype)
     forward = np.asarray(operator @ x)
     adjoint = np.asarray(operator.H @ y)
+    left: complex
+    right: complex
     if dtype.kind in "biu":
-        left, right = np.vdot(forward, y), np.vdot(x, adjoint)
+        left, right = int(np.vdot(forward, y)), int(np.vdot(x, adjoint))  # bools as 0 and 1
         scale = 0.0
         tolerance = 0.0 if rtol is None else rtol
     else:
