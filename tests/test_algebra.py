@@ -33,7 +33,8 @@ def test_h_is_the_conjugate_transpose_and_t_the_plain_one(dtype):
     if dtype is np.float64:
         assert op.T is op.H  # no warning: real kernels mean the same in 0.1 and 0.2
     else:
-        assert repr(op.transpose()).startswith("<ConvOperator.T ") and repr(op.H).startswith("<ConvOperator.H ")
+        assert repr(op.transpose()).startswith("<ConvOperator.T ")
+        assert repr(op.H).startswith("<ConvOperator.H ")
 
 
 def test_t_of_a_complex_operator_warns_during_0_2():
