@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import math
 import os
 import shutil
 import signal
@@ -16,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ._conv import StridedOperator, canonical_kernel, conv_view
+from ._buffer import plan_buffer
+from ._conv import conv_view
+from ._dense import fill_dense
 from ._geometry import as_numeric_array, make_geometry
-from ._layout import plan_layout
-from ._materialize import fill_dense
 from ._memory import format_bytes
 from ._operator import ConvOperator
 
@@ -71,7 +72,14 @@ def _add_geometry(parser: argparse.ArgumentParser) -> None:
         "--padding",
         type=_padding,
         default="valid",
-        help="valid (default), same, full, circular, P, P1,P2 or LO:HI,LO:HI",
+        help="valid (default), same, full, circular (same, wrapped), P, P1,P2 or LO:HI,LO:HI",
+    )
+    group.add_argument(
+        "--padding-mode",
+        choices=("zeros", "circular", "reflect", "replicate"),
+        type=str.lower,
+        default="zeros",
+        help="what the padding holds (default zeros)",
     )
     group.add_argument("--stride", type=_ints, default=1, help="S or S1,S2,... (default 1)")
     group.add_argument("--dilation", type=_ints, default=1, help="D or D1,D2,... (default 1)")
@@ -87,6 +95,7 @@ def _add_geometry(parser: argparse.ArgumentParser) -> None:
 def _geometry_arguments(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "padding": args.padding,
+        "padding_mode": args.padding_mode,
         "stride": args.stride,
         "dilation": args.dilation,
         "groups": args.groups,
@@ -166,10 +175,10 @@ def _numeric_dtype(text: str) -> np.dtype:
 def info(args: argparse.Namespace) -> int:
     dtype = _numeric_dtype(args.dtype)
     geometry = make_geometry(args.kernel, args.input, **_geometry_arguments(args))
-    layout = plan_layout(geometry)  # integer arithmetic only: nothing is allocated
     itemsize = dtype.itemsize
     dense = geometry.dense_size * itemsize
-    buffer = layout.size * itemsize
+    # Integer arithmetic only: nothing is allocated. The modes without a view hold no buffer.
+    buffer = plan_buffer(geometry).size * itemsize if geometry.mode.has_view else 0
     nonzeros = geometry.nonzero_count
     print(f"kernel        {args.kernel} {dtype}")
     print(f"input_shape   {geometry.input_shape}")
@@ -177,7 +186,10 @@ def info(args: argparse.Namespace) -> int:
     print(f"geometry      {geometry.describe()}")
     print(f"view shape    {geometry.view_shape}")
     print(f"dense bytes   {dense} ({format_bytes(dense)})")
-    print(f"buffer bytes  {buffer} ({format_bytes(buffer)}); dense / buffer = {dense / buffer:.4g}")
+    if buffer:
+        print(f"buffer bytes  {buffer} ({format_bytes(buffer)}); dense / buffer = {dense / buffer:.4g}")
+    else:
+        print(f"buffer bytes  none: padding_mode={geometry.mode.name!r} has no strided view")
     print(f"non-zeros     {nonzeros} ({nonzeros / geometry.dense_size:.3%} of the dense entries)")
     return 0
 
@@ -258,9 +270,12 @@ def _reserve(file: Any, nbytes: int, directory: str) -> None:
     file.flush()
 
 
-def _write_npy(path: str, view: np.ndarray, progress: Callable[[int, int], None]) -> None:
-    """Write `view` densely to the new ``.npy`` file `path`: header, reserved space, then a map."""
-    header = {"descr": np.lib.format.dtype_to_descr(view.dtype), "fortran_order": False, "shape": view.shape}
+def _write_npy(path: str, shape: tuple[int, ...], dtype: np.dtype, fill: Callable[[np.ndarray], Any]) -> None:
+    """Create the ``.npy`` file `path`: header, reserved space, then `fill` writes through a map.
+
+    The map starts as zeros (the reserved space reads as zeros).
+    """
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
     with open(path, "r+b") as file:
         try:
             np.lib.format.write_array_header_1_0(file, header)
@@ -268,10 +283,10 @@ def _write_npy(path: str, view: np.ndarray, progress: Callable[[int, int], None]
             file.seek(0)
             np.lib.format.write_array_header_2_0(file, header)
         offset = file.tell()
-        _reserve(file, offset + view.nbytes, os.path.dirname(path))
-        out = np.memmap(file, dtype=view.dtype, mode="r+", offset=offset, shape=view.shape)
+        _reserve(file, offset + math.prod(shape) * dtype.itemsize, os.path.dirname(path))
+        out = np.memmap(file, dtype=dtype, mode="r+", offset=offset, shape=shape)
         try:
-            fill_dense(view, out, zeroed=True, progress=progress)  # reserved space reads as zeros
+            fill(out)
             out.flush()
         finally:
             del out
@@ -292,8 +307,14 @@ def materialize_command(args: argparse.Namespace) -> int:
             f"the dense operator needs {format_bytes(needed)} ({needed} bytes) but {directory} has "
             f"only {format_bytes(free)} free; use `stridedop info` to size it, or apply it with ConvOperator"
         )
-    strided = StridedOperator.build(canonical_kernel(kernel, geometry.layout), geometry)
-    view = strided.view()
+    operator = ConvOperator(kernel, geometry.input_shape, **_geometry_arguments(args))
+
+    def fill(out: np.ndarray) -> None:
+        if geometry.mode.has_view:  # only the kernel entries: the new file reads as zeros
+            fill_dense(operator.view, out, zeroed=True, progress=update)
+        else:
+            operator.materialize(out=out)
+
     # Write a hidden temporary file next to the output and rename it only once complete: an error
     # or a signal (Ctrl-C, SIGTERM) never leaves a partial file that `np.load` would accept.
     temporary = None
@@ -304,7 +325,7 @@ def materialize_command(args: argparse.Namespace) -> int:
         os.close(descriptor)
         update, close = _progress_bar(needed)
         try:
-            _write_npy(temporary, view, update)
+            _write_npy(temporary, operator.shape, operator.dtype, fill)
         finally:
             close()
         umask = os.umask(0)
@@ -316,7 +337,7 @@ def materialize_command(args: argparse.Namespace) -> int:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
         raise
-    print(f"wrote {output}: shape {view.shape}, {view.dtype}, {format_bytes(needed)}")
+    print(f"wrote {output}: shape {operator.shape}, {kernel.dtype}, {format_bytes(needed)}")
     return 0
 
 

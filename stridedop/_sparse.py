@@ -36,25 +36,19 @@ def sparse_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype == np.float16 else dtype
 
 
-def _positions(axis: Axis, circular: bool) -> np.ndarray:
-    """Input positions ``o*s + r*d - lo`` of one axis's (output, tap) pairs, ``(O, k)`` int64.
+def _offsets(axis: Axis) -> np.ndarray:
+    """Offsets ``o*s + r*d - lo`` from the input's start of one axis's (output, tap) pairs, ``(O, k)``.
 
-    Circular positions are reduced modulo the size; the others are clipped to ``[-1, size]``,
-    which keeps whether they fall inside. Huge strides, dilations or padding are reduced or
-    computed in Python ints first, so nothing overflows.
+    In int64, or in Python ints (an object array) where huge strides, dilations or padding
+    could overflow it; a padding mode's `source` maps either to an input index.
     """
-    size, stride, dilation, lo = axis.size, axis.stride, axis.dilation, axis.lo
-    if circular:
-        stride, dilation, lo = stride % size, dilation % size, lo % size
-    largest = max(axis.output * stride, axis.kernel * dilation, lo)
+    largest = max(axis.output * axis.stride, axis.kernel * axis.dilation, axis.lo)
     dtype = np.int64 if largest < 2**62 else object
-    position = (
-        np.arange(axis.output, dtype=dtype)[:, None] * stride
-        + np.arange(axis.kernel, dtype=dtype)[None, :] * dilation
-        - lo
+    return (
+        np.arange(axis.output, dtype=dtype)[:, None] * axis.stride
+        + np.arange(axis.kernel, dtype=dtype)[None, :] * axis.dilation
+        - axis.lo
     )
-    position = position % size if circular else np.clip(position, -1, size)
-    return position.astype(np.int64)
 
 
 def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -> Any:
@@ -85,10 +79,10 @@ def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -
     for i, (axis, step) in enumerate(zip(geometry.axes, spatial_steps)):
         shape = [1] * (2 * n)
         shape[i], shape[n + i] = axis.output, axis.kernel
-        position = _positions(axis, geometry.circular).reshape(shape)
-        if not geometry.circular:
-            inside = inside & (position >= 0) & (position < axis.size)
-        spatial_part = spatial_part + (position * step).astype(index_dtype)
+        position = _offsets(axis).reshape(shape)
+        source = geometry.mode.source(position, axis.size).astype(np.int64)  # -1 where a tap reads a zero
+        inside = inside & (source >= 0)
+        spatial_part = spatial_part + (np.maximum(source, 0) * step).astype(index_dtype)
     channel_part = (np.arange(groups)[:, None] * cg + np.arange(cg)[None, :]) * channel_step
     channel_part = channel_part.astype(index_dtype)  # (G, Cg)
 
@@ -130,6 +124,6 @@ def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -
     indptr = np.zeros(counts.size + 1, dtype=index_dtype)
     np.cumsum(counts, out=indptr[1:])
     matrix = sparse.csr_array((data, indices, indptr), shape=(geometry.output_size, geometry.input_size))
-    if geometry.circular:
-        matrix.sum_duplicates()  # folded taps share a column
+    if geometry.mode.folds:
+        matrix.sum_duplicates()  # taps that read the same input entry share a column
     return matrix.asformat(format)

@@ -125,7 +125,7 @@ def test_to_sparse_of_byte_swapped_and_float16_kernels(format, dtype, held_as, p
     pytest.importorskip("scipy")
     kernel = (np.arange(1, 9) * (1 - 1j if dtype == ">c8" else 1)).reshape(2, 2, 2).astype(dtype)
     op = stridedop.ConvOperator(kernel, (5, 2), padding=padding)
-    for operator in (op, op.T):
+    for operator in (op, op.H, op.transpose()):
         S = operator.to_sparse(format)
         assert S.dtype == np.dtype(held_as).newbyteorder("=")
         np.testing.assert_array_equal(S.toarray(), operator.to_matrix())
