@@ -15,12 +15,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._geometry import Geometry
+from ._geometry import Axis, Geometry, distinct_residues
 
 __all__ = [
     "BufferPlan",
     "canonical_permutation",
     "fill_buffer",
+    "fold_coinciding_taps",
     "lookup_buffer",
     "operator_view",
     "plan_buffer",
@@ -164,8 +165,10 @@ def _mixed_radix(widths: list[int], innermost: int) -> tuple[int, ...]:
 def fill_buffer(geometry: Geometry, plan: BufferPlan, kernel: np.ndarray) -> np.ndarray:
     """Allocate the buffer, write the channels-last `kernel` ``(*k, C//groups, F)``, freeze it.
 
-    The returned array reads its memory through a read-only memoryview, so neither it nor any
-    view of it can ever be made writable again (NumPy refuses ``setflags(write=True)``).
+    The buffer is filled in a scratch `bytearray`, then copied into an immutable `bytes` object
+    that the returned array reads: nothing reachable from it or from any view of it (``.base``,
+    a memoryview's ``.obj``) can be written, made writable or released, so no view can ever
+    change or outlive its memory. The copy doubles the buffer's memory while it is built.
     """
     storage = bytearray(plan.size * kernel.dtype.itemsize)  # zero-filled
     buffer = np.frombuffer(storage, dtype=kernel.dtype)
@@ -175,7 +178,46 @@ def fill_buffer(geometry: Geometry, plan: BufferPlan, kernel: np.ndarray) -> np.
         _fill_circular(geometry, grouped, buffer)
     else:
         _view(buffer, plan.kernel_origin, grouped.shape, plan.kernel_steps)[...] = grouped
-    return np.frombuffer(memoryview(storage).toreadonly(), dtype=kernel.dtype)
+    del buffer  # releases its export of `storage`
+    return np.frombuffer(bytes(storage), dtype=kernel.dtype)
+
+
+def _fold_axis(array: np.ndarray, index: int, axis: Axis) -> np.ndarray:
+    """Sum the taps along axis `index` of `array` that read one input entry of a circular `axis`.
+
+    Tap ``r`` reads residue ``(r * d - lo) mod m``; the result has `m` entries along that axis,
+    entry ``p`` the sum (in `array`'s dtype, wrapping as NumPy does) of the taps that read ``p``.
+    Works on 3-D reshapes: `np.add.at` crashes on arrays of more than 32 axes.
+    """
+    step, shift, size = axis.dilation % axis.size, axis.lo % axis.size, axis.size
+    if axis.kernel * size < 2**62:
+        position = (np.arange(axis.kernel, dtype=np.int64) * step - shift) % size
+    else:  # Python ints, which cannot overflow
+        position = np.array([(r * step - shift) % size for r in range(axis.kernel)], dtype=np.intp)
+    before, after = math.prod(array.shape[:index]), math.prod(array.shape[index + 1 :])
+    target = np.zeros((before, size, after), dtype=array.dtype)
+    np.add.at(target, (slice(None), position), array.reshape(before, axis.kernel, after))  # type: ignore[arg-type]
+    return target.reshape(*array.shape[:index], size, *array.shape[index + 1 :])
+
+
+def fold_coinciding_taps(kernel: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Geometry]:
+    """The circular operator with the taps that read one input entry summed into one tap.
+
+    The same operator, entry for entry in the kernel's dtype, as the view shows it (uint8
+    ``200 + 100`` is 44, bool ``True + True`` is True). Along each axis where taps coincide, the
+    channels-last `kernel` gets ``m`` taps at dilation 1, tap ``p`` reading ``(o * s + p) mod m``
+    (padding ``(0, (o - 1) * s)``); the other axes are kept. Returns the kernel and geometry
+    unchanged when no taps coincide.
+    """
+    axes = list(geometry.axes)
+    for i, axis in enumerate(geometry.axes):
+        if distinct_residues(axis) < axis.kernel:
+            kernel = _fold_axis(kernel, i, axis)
+            last = (axis.output - 1) * axis.stride
+            axes[i] = Axis(axis.size, axis.size, axis.stride, 1, 0, last)
+    if axes == list(geometry.axes):
+        return kernel, geometry
+    return kernel, geometry.replace(axes=tuple(axes), padding=[(axis.lo, axis.hi) for axis in axes])
 
 
 def _fill_circular(geometry: Geometry, grouped: np.ndarray, buffer: np.ndarray) -> None:
@@ -183,19 +225,10 @@ def _fill_circular(geometry: Geometry, grouped: np.ndarray, buffer: np.ndarray) 
     groups, group_filters = geometry.groups, geometry.group_filters
     group_channels, n = geometry.group_channels, geometry.ndim
     sizes = geometry.spatial_input
-    # Fold one axis at a time, in the kernel's dtype, into (*m, Cg, groups, F // groups); each
-    # step on 3-D reshapes (`np.add.at` crashes on arrays of more than 32 axes).
+    # Fold one axis at a time, in the kernel's dtype, into (*m, Cg, groups, F // groups).
     folded = grouped
     for i, axis in enumerate(geometry.axes):
-        step, shift, size = axis.dilation % axis.size, axis.lo % axis.size, axis.size
-        if axis.kernel * size < 2**62:
-            position = (np.arange(axis.kernel, dtype=np.int64) * step - shift) % size
-        else:  # Python ints, which cannot overflow
-            position = np.array([(r * step - shift) % size for r in range(axis.kernel)], dtype=np.intp)
-        before, after = math.prod(folded.shape[:i]), math.prod(folded.shape[i + 1 :])
-        target = np.zeros((before, size, after), dtype=buffer.dtype)
-        np.add.at(target, (slice(None), position), folded.reshape(before, axis.kernel, after))  # type: ignore[arg-type]
-        folded = target.reshape(*folded.shape[:i], size, *folded.shape[i + 1 :])
+        folded = _fold_axis(folded, i, axis)
     # Each group's channels at their place among all C: (groups, F // groups, *m, C).
     placed = np.zeros((groups, group_filters, *sizes, geometry.channels), dtype=buffer.dtype)
     group = np.arange(groups)[:, None]

@@ -41,6 +41,7 @@ __all__ = [
     "as_int",
     "as_numeric_array",
     "brief",
+    "distinct_residues",
     "make_geometry",
     "outputs_inside",
     "positions_in_range",
@@ -264,7 +265,7 @@ class Geometry:
             if not self.mode.folds:
                 total *= _pairs_inside(axis)
             elif self.circular:
-                total *= axis.output * _distinct_residues(axis)
+                total *= axis.output * distinct_residues(axis)
             else:
                 total *= _axis_nonzeros(axis, self.mode)
         return total
@@ -350,7 +351,7 @@ def _pairs_inside(axis: Axis) -> int:
     return _outputs_reaching(axis, axis.size - 1 + axis.lo) - _outputs_reaching(axis, axis.lo - 1)
 
 
-def _distinct_residues(axis: Axis) -> int:
+def distinct_residues(axis: Axis) -> int:
     """Distinct input positions ``(r * d - lo) mod m`` of a circular axis's taps.
 
     ``r * d mod m`` runs through the multiples of ``g = gcd(d, m)`` with period ``m / g``, all

@@ -12,13 +12,14 @@ import html
 import math
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
 
 from ._algebra import BaseOperator, check_sparse_format
 from ._apply import convolve, convolve_adjoint
-from ._buffer import plan_buffer
+from ._buffer import fold_coinciding_taps, plan_buffer
 from ._compose import compose_convolutions
 from ._conv import StridedOperator, canonical_kernel, plan, require_view
 from ._dense import check_allocation, check_out, fill_dense
@@ -57,6 +58,22 @@ class _Convolution:
         """The channels-last kernel, conjugated for a conjugated direction of a complex kernel."""
         kernel = self.canonical_kernel
         return kernel.conj() if conjugated and kernel.dtype.kind == "c" else kernel
+
+    def applied(self, conjugated: bool) -> tuple[np.ndarray, Geometry]:
+        """The channels-last kernel and the geometry that `@` computes with.
+
+        Circular taps that read one input entry are summed first, in the kernel's dtype, for
+        bool and integer kernels: the operator's entries are those sums (uint8 ``200 + 100`` is
+        44, as the view shows), whatever the dtype of the input it is applied to.
+        """
+        kernel = self.oriented_kernel(conjugated)
+        if self.geometry.circular and kernel.dtype.kind in "biu":
+            return self._folded  # never complex: the same in every direction
+        return kernel, self.geometry
+
+    @cached_property
+    def _folded(self) -> tuple[np.ndarray, Geometry]:
+        return fold_coinciding_taps(self.canonical_kernel, self.geometry)
 
     def buffer(self, conjugated: bool) -> StridedOperator:
         """The filled buffer of the views (of the conjugated kernel if asked), built once."""
@@ -280,8 +297,7 @@ class ConvOperator(BaseOperator):
 
     # -- applying -----------------------------------------------------------------------------
     def _product(self, batch: np.ndarray) -> np.ndarray:
-        geometry = self._geometry
-        kernel = self._state.oriented_kernel(self._conjugated)
+        kernel, geometry = self._state.applied(self._conjugated)
         channels_first = geometry.layout == "channels_first"
         if self._transposed:
             return convolve_adjoint(kernel, geometry, batch, channels_first)

@@ -129,3 +129,93 @@ def test_to_sparse_of_byte_swapped_and_float16_kernels(format, dtype, held_as, p
         S = operator.to_sparse(format)
         assert S.dtype == np.dtype(held_as).newbyteorder("=")
         np.testing.assert_array_equal(S.toarray(), operator.to_matrix())
+
+
+# -- item 1: nothing reachable from a view can write or free its memory ---------------------------
+
+
+def _reachable(array):
+    """Every object reachable from `array` through `.base` and memoryview `.obj` links."""
+    seen, stack = [], [array]
+    while stack:
+        item = stack.pop()
+        if any(item is other for other in seen):
+            continue
+        seen.append(item)
+        for name in ("base", "obj"):
+            linked = getattr(item, name, None)
+            if linked is not None:
+                stack.append(linked)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: stridedop.conv_view(np.arange(1.0, 9.0).reshape(2, 2, 2), (5, 2), padding="same"),
+        lambda: stridedop.conv_view(np.arange(1.0, 9.0).reshape(2, 2, 2), (3, 2), padding="circular"),
+        lambda: stridedop.ConvOperator(np.arange(8).reshape(2, 2, 2), (5, 2)).H.view,
+        lambda: stridedop.toeplitz([1.0, 2.0, 3.0], [1.0, 4.0]),
+        lambda: stridedop.toeplitz([]),
+    ],
+)
+def test_no_object_reachable_from_a_view_gives_write_access_or_can_be_released(make):
+    W = make()
+    expected = np.array(W)
+    for item in _reachable(W):
+        if isinstance(item, np.ndarray):
+            with pytest.raises(ValueError, match="WRITEABLE"):
+                item.setflags(write=True)
+            continue
+        if isinstance(item, memoryview):
+            with pytest.raises(BufferError):  # exported to NumPy: cannot be released
+                item.release()
+        try:
+            exposed = memoryview(item)
+        except TypeError:
+            continue
+        assert exposed.readonly
+        with pytest.raises(ValueError, match="read-only"):
+            np.frombuffer(item, np.uint8)[:] = 7
+    # The issue's two attacks, spelled out: the view is unchanged and still readable.
+    owner = W
+    while isinstance(owner, np.ndarray) and owner.base is not None:
+        owner = owner.base
+    assert not hasattr(owner, "release") and not hasattr(owner, "obj")
+    np.testing.assert_array_equal(W, expected)
+
+
+# -- item 4: every path agrees with the view, in values and dtype, when circular taps fold ---------
+
+
+@pytest.mark.parametrize(
+    ("kernel", "folded"),
+    [
+        (np.array([200, 100], np.uint8), 44),
+        (np.array([100, 100], np.int8), -56),
+        (np.array([60000, 6000], np.uint16), 464),
+        (np.array([True, True]), True),
+        (np.array([2**63, 2**63], np.uint64), 0),
+    ],
+)
+@pytest.mark.parametrize("input_dtype", [None, np.float64, np.int64, np.complex128])
+def test_folded_circular_taps_sum_in_the_kernel_dtype_on_every_path(kernel, folded, input_dtype):
+    op = stridedop.ConvOperator(kernel.reshape(2, 1, 1), (1, 1), padding="circular")
+    W = np.array(op.view)
+    assert W.dtype == kernel.dtype and W[0, 0, 0, 0] == folded
+    dtype = kernel.dtype if input_dtype is None else np.dtype(input_dtype)
+    x = np.full((3, 1, 1), 3, dtype=dtype)
+    expected = np.stack([np.tensordot(W, item, 2) for item in x])
+    for name, result in [
+        ("@", op @ x),
+        (".H @", op.H @ x),
+        (".T @", op.T @ x),
+        ("tensordot", np.stack([np.tensordot(op.view, item, 2) for item in x])),
+    ]:
+        assert result.dtype == expected.dtype, name
+        np.testing.assert_array_equal(result, expected, err_msg=name)
+    for name, dense in [("materialize", stridedop.materialize(op)), ("to_matrix", op.to_matrix())]:
+        assert dense.dtype == kernel.dtype
+        np.testing.assert_array_equal(dense.reshape(W.shape), W, err_msg=name)
+    sparse = op.to_sparse().toarray()
+    np.testing.assert_array_equal(sparse.reshape(W.shape), W)

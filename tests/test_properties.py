@@ -41,9 +41,17 @@ DTYPES = [
 ]
 
 
-def small_values(rng, shape, dtype):
-    """Values whose sums of products stay exact and in range for every dtype, even int8."""
+def small_values(rng, shape, dtype, wide=False):
+    """Values whose sums of products stay exact and in range for every dtype, even int8.
+
+    `wide` integers take their dtype's whole range instead: sums wrap around, and every path must
+    wrap exactly as NumPy does (circular folding included: uint8 200 + 100 is 44).
+    """
     dtype = np.dtype(dtype)
+    if wide and dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        native = dtype.newbyteorder("=")
+        return rng.integers(info.min, info.max, shape, endpoint=True, dtype=native).astype(dtype)
     if dtype.kind == "b":
         return rng.integers(0, 2, shape).astype(dtype)
     low = 0 if dtype.kind == "u" else -1
@@ -67,19 +75,27 @@ def cases(draw):
     layout = draw(st.sampled_from(["channels_last", "channels_first"]))
     batch = draw(st.sampled_from([(), (2,), (1, 2)]))
     dtype = draw(st.sampled_from(DTYPES))
+    wide = draw(st.booleans())
+    input_dtype = draw(st.sampled_from([dtype, np.float64, np.int64]))  # mixed dtypes promote
     seed = draw(st.integers(0, 2**16))
-    return k, m, stride, dilation, groups, group_channels, filters, padding, layout, batch, dtype, seed
+    geometry = (k, m, stride, dilation, groups, group_channels, filters, padding, layout)
+    return geometry, batch, (dtype, input_dtype), wide, seed
 
 
 def _build(case):
     """The operator, its oracle (public layout), an input and an output batch."""
-    k, m, stride, dilation, groups, group_channels, filters, padding, layout, batch, dtype, seed = case
+    geometry, batch, (dtype, input_dtype), wide, seed = case
+    # Wide inputs only in the kernel's own dtype, and no 64-bit integers beyond 2**53 promoted to
+    # float64: those would compare only to rounding.
+    same = np.dtype(input_dtype) == np.dtype(dtype)
+    wide_kernel = wide and (np.dtype(dtype).itemsize < 8 or same)
+    k, m, stride, dilation, groups, group_channels, filters, padding, layout = geometry
     n = len(k)
     pads = pads_for(padding, m, k, stride, dilation)
     if padding != "circular":
         assume(all((k[i] - 1) * dilation[i] + 1 <= m[i] + sum(pads[i]) for i in range(n)))
     rng = np.random.default_rng(seed)
-    kernel = small_values(rng, (*k, group_channels, filters), dtype)
+    kernel = small_values(rng, (*k, group_channels, filters), dtype, wide_kernel)
     W = loop_operator(kernel, m, padding=padding, stride=stride, dilation=dilation, groups=groups)
     channels = group_channels * groups
     input_shape = (*m, channels)
@@ -90,8 +106,8 @@ def _build(case):
     op = stridedop.ConvOperator(
         kernel, input_shape, padding=padding, stride=stride, dilation=dilation, groups=groups, layout=layout
     )
-    x = small_values(rng, (*batch, *op.input_shape), dtype)
-    y = small_values(rng, (*batch, *op.output_shape), dtype)
+    x = small_values(rng, (*batch, *op.input_shape), input_dtype, wide and same)
+    y = small_values(rng, (*batch, *op.output_shape), input_dtype, wide and same)
     return op, W, x, y
 
 
@@ -123,40 +139,44 @@ _SETTINGS = settings(
 @_SETTINGS
 @given(cases())
 def test_apply_equals_the_oracle(case):
-    op, W, x, _ = _build(case)
-    assert_same(op @ x, batched_tensordot(W, x, len(op.input_shape)))
+    with np.errstate(over="ignore"):  # wide integers wrap, as in NumPy
+        op, W, x, _ = _build(case)
+        assert_same(op @ x, batched_tensordot(W, x, len(op.input_shape)))
 
 
 @_SETTINGS
 @given(cases())
 def test_adjoint_equals_the_oracle(case):
-    op, W, _, y = _build(case)
-    n_out = len(op.output_shape)
-    assert_same(op.H @ y, batched_tensordot(adjoint_oracle(W, n_out), y, n_out))
+    with np.errstate(over="ignore"):  # wide integers wrap, as in NumPy
+        op, W, _, y = _build(case)
+        n_out = len(op.output_shape)
+        assert_same(op.H @ y, batched_tensordot(adjoint_oracle(W, n_out), y, n_out))
 
 
 @_SETTINGS
 @given(cases())
 def test_materialize_and_to_matrix_equal_the_oracle(case):
-    op, W, _, _ = _build(case)
-    assert_same(stridedop.materialize(op.view), W)
-    assert_same(stridedop.materialize(op.H.view), adjoint_oracle(W, len(op.output_shape)))
-    rows = int(np.prod(op.output_shape))
-    assert_same(op.to_matrix(), W.reshape(rows, -1))
+    with np.errstate(over="ignore"):  # wide integers wrap, as in NumPy
+        op, W, _, _ = _build(case)
+        assert_same(stridedop.materialize(op.view), W)
+        assert_same(stridedop.materialize(op.H.view), adjoint_oracle(W, len(op.output_shape)))
+        rows = int(np.prod(op.output_shape))
+        assert_same(op.to_matrix(), W.reshape(rows, -1))
 
 
 @_SETTINGS
 @given(cases())
 def test_to_sparse_equals_the_oracle(case):
-    pytest.importorskip("scipy")
-    op, W, _, _ = _build(case)
-    matrix = W.reshape(int(np.prod(op.output_shape)), -1)
-    held = np.dtype(np.float32) if W.dtype == np.float16 else W.dtype.newbyteorder("=")
-    sparse = op.to_sparse()
-    assert sparse.dtype == held
-    np.testing.assert_array_equal(sparse.toarray(), matrix)
-    adjoint = op.H.to_sparse("csc")
-    np.testing.assert_array_equal(adjoint.toarray(), matrix.conj().T if W.dtype.kind == "c" else matrix.T)
+    with np.errstate(over="ignore"):  # wide integers wrap, as in NumPy
+        pytest.importorskip("scipy")
+        op, W, _, _ = _build(case)
+        matrix = W.reshape(int(np.prod(op.output_shape)), -1)
+        held = np.dtype(np.float32) if W.dtype == np.float16 else W.dtype.newbyteorder("=")
+        sparse = op.to_sparse()
+        assert sparse.dtype == held
+        np.testing.assert_array_equal(sparse.toarray(), matrix)
+        adjoint = op.H.to_sparse("csc")
+        np.testing.assert_array_equal(adjoint.toarray(), matrix.conj().T if W.dtype.kind == "c" else matrix.T)
 
 
 THREAD_GEOMETRIES = [
