@@ -23,7 +23,7 @@ from ._buffer import fold_coinciding_taps, plan_buffer
 from ._compose import compose_convolutions
 from ._conv import StridedOperator, canonical_kernel, plan, require_view
 from ._dense import check_allocation, check_out, fill_dense
-from ._geometry import Geometry, IntOrInts, LayoutName, Padding, PaddingModeName, as_numeric_array
+from ._geometry import Geometry, IntOrInts, LayoutName, Padding, PaddingModeName, as_numeric_array, brief
 from ._memory import format_bytes
 from ._modes import pad_adjoint
 from ._sparse import sparse_matrix
@@ -401,13 +401,15 @@ class ConvOperator(BaseOperator):
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # A pickle is untrusted input: checked as strictly as the arguments of __init__.
+        state = _checked_state(state)
         kernel = as_numeric_array(state["kernel"], "kernel")
         names = ("padding", "padding_mode", "stride", "dilation", "groups", "layout")
         geometry, _ = plan(kernel.shape, state["input_shape"], *[state[name] for name in names])
         self._become(
             _new_state(kernel, geometry, _check_method(state["method"])),
-            transposed=bool(state["transposed"]),
-            conjugated=bool(state["conjugated"]),
+            transposed=state["transposed"],
+            conjugated=state["conjugated"],
         )
 
     def _direction_name(self) -> str:
@@ -441,6 +443,39 @@ class ConvOperator(BaseOperator):
             for name, value in self._rows()
         )
         return f"<table><caption>ConvOperator{self._direction_name()}</caption>{body}</table>"
+
+
+_STATE_KEYS = frozenset(
+    ("kernel", "input_shape", "padding", "padding_mode", "stride", "dilation", "groups", "layout")
+    + ("method", "transposed", "conjugated")
+)
+
+
+def _checked_state(state: Any) -> dict[str, Any]:
+    """A pickled operator's state, refused with TypeError or ValueError unless well formed.
+
+    The state must be a dict with exactly the keys `__getstate__` writes, an ndarray kernel and
+    bool directions; the geometry is then checked by `plan` as for `__init__`.
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"a pickled ConvOperator's state must be a dict, got {type(state).__name__}")
+    missing, unexpected = sorted(_STATE_KEYS - state.keys()), sorted(map(str, state.keys() - _STATE_KEYS))
+    if missing or unexpected:
+        raise ValueError(
+            f"a pickled ConvOperator's state must have the keys {sorted(_STATE_KEYS)}; "
+            f"missing {missing}, unexpected {unexpected}"
+        )
+    if not isinstance(state["kernel"], np.ndarray):
+        raise TypeError(
+            f"a pickled ConvOperator's `kernel` must be a numpy.ndarray, got {type(state['kernel']).__name__}"
+        )
+    for name in ("transposed", "conjugated"):
+        if not isinstance(state[name], (bool, np.bool_)):
+            raise TypeError(
+                f"a pickled ConvOperator's `{name}` must be a bool, got {brief(state[name])} "
+                f"of type {type(state[name]).__name__}"
+            )
+    return {**state, "transposed": bool(state["transposed"]), "conjugated": bool(state["conjugated"])}
 
 
 def _new_state(kernel: np.ndarray, geometry: Geometry, method: str) -> _Convolution:

@@ -1,5 +1,7 @@
 """Regression tests for issue 10 (hardening) outside the command line and the memory guard."""
 
+import pickle
+
 import numpy as np
 import pytest
 from oracles import loop_operator
@@ -219,3 +221,60 @@ def test_folded_circular_taps_sum_in_the_kernel_dtype_on_every_path(kernel, fold
         np.testing.assert_array_equal(dense.reshape(W.shape), W, err_msg=name)
     sparse = op.to_sparse().toarray()
     np.testing.assert_array_equal(sparse.reshape(W.shape), W)
+
+
+# -- item 9: tampered pickles are checked like the arguments of __init__ ---------------------------
+
+
+def _tampered_pickles():
+    op = stridedop.ConvOperator(np.ones((2, 1, 1)), (4, 1))
+    state = op.__getstate__()
+    cases = {f"missing {key}": {k: v for k, v in state.items() if k != key} for key in state}
+    kernels = {
+        "list": [[[1.0]], [[2.0]]],
+        "None": None,
+        "datetime": np.array(["2020-01-01", "2020-01-02"], "datetime64[D]").reshape(2, 1, 1),
+        "structured": np.zeros((2, 1, 1), "i4,f4"),
+        "string": "abc",
+        "object": np.array([1, None], object).reshape(2, 1, 1),
+        "0-d": np.array(1.0),
+        "2-d": np.ones((2, 2)),
+        "empty": np.ones((0, 1, 1)),
+        "too many channels": np.ones((2, 3, 1)),
+    }
+    cases |= {f"kernel {name}": {**state, "kernel": kernel} for name, kernel in kernels.items()}
+    cases |= {
+        "not a dict": [("kernel", state["kernel"])],
+        "extra key": {**state, "evil": 1},
+        "input_shape string": {**state, "input_shape": "abc"},
+        "input_shape too short": {**state, "input_shape": ()},
+        "input_shape too small": {**state, "input_shape": (1, 1)},
+        "transposed string": {**state, "transposed": "yes"},
+        "conjugated array": {**state, "conjugated": np.array([1, 2])},
+        "method": {**state, "method": 3},
+        "padding": {**state, "padding": object()},
+        "padding_mode": {**state, "padding_mode": "mirror"},
+        "stride": {**state, "stride": (-1,)},
+        "dilation": {**state, "dilation": (0,)},
+        "groups": {**state, "groups": 2},
+        "layout": {**state, "layout": "NHWC"},
+    }
+    return cases
+
+
+@pytest.mark.parametrize(("name", "state"), list(_tampered_pickles().items()), ids=list(_tampered_pickles()))
+def test_tampered_pickles_are_refused_with_a_clear_error(name, state):
+    op = stridedop.ConvOperator(np.ones((2, 1, 1)), (4, 1))
+    op.__getstate__ = lambda: state  # what a tampered payload would carry
+    payload = pickle.dumps(op)
+    with pytest.raises((ValueError, TypeError), match="`|pickled"):
+        pickle.loads(payload)
+
+
+def test_an_untampered_pickle_loads_every_direction():
+    op = stridedop.ConvOperator(np.arange(1, 5).reshape(2, 1, 2) * (1 + 1j), (4, 1), padding="circular")
+    for direction in (op, op.H, op.transpose()):
+        loaded = pickle.loads(pickle.dumps(direction))
+        assert repr(loaded) == repr(direction)
+        x = np.arange(1.0, 1.0 + np.prod(direction.input_shape)).reshape(direction.input_shape)
+        np.testing.assert_array_equal(loaded @ x, direction @ x)
