@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._dense import check_allocation
+from ._dense import check_allocation, dense_allocation
 from ._geometry import as_numeric_array, brief
 from ._sparse import require_scipy
 
@@ -287,9 +287,10 @@ class SumOperator(BaseOperator):
 
     def to_matrix(self, max_bytes: int | None = None) -> np.ndarray:
         check_allocation(self.matrix_shape, self.dtype, max_bytes)
-        out = np.zeros(self.matrix_shape, dtype=self.dtype)
-        for coefficient, part in self.terms:
-            out += coefficient * part.to_matrix(max_bytes)
+        with dense_allocation(self.matrix_shape, self.dtype):
+            out = np.zeros(self.matrix_shape, dtype=self.dtype)
+            for coefficient, part in self.terms:
+                out += coefficient * part.to_matrix(max_bytes)
         return out
 
     def to_sparse(self, format: str = "csr") -> Any:
@@ -329,10 +330,11 @@ class ProductOperator(BaseOperator):
 
     def to_matrix(self, max_bytes: int | None = None) -> np.ndarray:
         check_allocation(self.matrix_shape, self.dtype, max_bytes)
-        result = self.factors[-1].to_matrix(max_bytes)
-        for factor in reversed(self.factors[:-1]):
-            result = factor.to_matrix(max_bytes) @ result
-        return np.ascontiguousarray(result, dtype=self.dtype)
+        with dense_allocation(self.matrix_shape, self.dtype):
+            result = self.factors[-1].to_matrix(max_bytes)
+            for factor in reversed(self.factors[:-1]):
+                result = factor.to_matrix(max_bytes) @ result
+            return np.ascontiguousarray(result, dtype=self.dtype)
 
     def to_sparse(self, format: str = "csr") -> Any:
         format = check_sparse_format(format)

@@ -23,7 +23,14 @@ from ._geometry import (
     as_numeric_array,
     make_geometry,
 )
-from ._memory import INTP_MAX, available_memory, check_addressable, format_bytes, refused_allocation
+from ._memory import (
+    INTP_MAX,
+    DescribedMemoryError,
+    available_memory,
+    check_addressable,
+    format_bytes,
+    refused_allocation,
+)
 
 __all__ = ["StridedOperator", "canonical_kernel", "conv_view", "plan", "require_view"]
 
@@ -58,9 +65,11 @@ class StridedOperator(NamedTuple):
         needed = plan.size * itemsize
         # Small buffers cannot exhaust memory: ask the system only about large ones.
         available = available_memory() if needed > _QUERY_MEMORY_ABOVE else None
-        if available is not None and needed > available:
-            raise MemoryError(
-                f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes) but only "
+        # It is filled in scratch memory, then frozen into an immutable copy: twice, briefly.
+        if available is not None and 2 * needed > available:
+            raise DescribedMemoryError(
+                f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes, twice that while "
+                f"it is built) but only "
                 f"{format_bytes(available)} are available; the kernel and `input_shape` "
                 f"{geometry.input_shape} are too large for a view on this machine"
             )

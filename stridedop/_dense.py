@@ -22,7 +22,7 @@ from ._buffer import (
     strided_view,
 )
 from ._geometry import Geometry, outputs_inside, positions_in_range
-from ._memory import available_memory, format_bytes, refused_allocation
+from ._memory import DescribedMemoryError, available_memory, format_bytes, refused_allocation
 
 __all__ = ["check_allocation", "check_out", "dense_allocation", "fill_dense"]
 
@@ -54,7 +54,7 @@ def check_allocation(shape: tuple[int, ...], dtype: np.dtype, max_bytes: Any) ->
             raise ValueError(f"`max_bytes` must be a non-negative int or None, got {max_bytes!r}")
         what = f"`max_bytes` = {format_bytes(limit)} ({limit} bytes)"
     if needed > limit:
-        raise MemoryError(_refusal(shape, dtype, what))
+        raise DescribedMemoryError(_refusal(shape, dtype, what))
 
 
 def dense_allocation(shape: tuple[int, ...], dtype: np.dtype) -> contextlib.AbstractContextManager[None]:

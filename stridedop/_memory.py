@@ -11,6 +11,7 @@ import numpy as np
 
 __all__ = [
     "INTP_MAX",
+    "DescribedMemoryError",
     "available_memory",
     "check_addressable",
     "format_bytes",
@@ -179,10 +180,14 @@ def check_addressable(shape: tuple[int, ...], itemsize: int, what: str) -> None:
     size = math.prod(shape)
     limit = INTP_MAX
     if size * itemsize > limit:
-        raise MemoryError(
+        raise DescribedMemoryError(
             f"{what} of shape {shape} would span {size * itemsize} bytes, more than NumPy can "
             f"address ({limit}); use `ConvOperator(...) @ x` or `.to_sparse()` instead"
         )
+
+
+class DescribedMemoryError(MemoryError):
+    """A `MemoryError` whose message already gives the sizes and the alternatives."""
 
 
 @contextlib.contextmanager
@@ -195,6 +200,8 @@ def refused_allocation(message: Callable[[], str]) -> Iterator[None]:
     """
     try:
         yield
+    except DescribedMemoryError:
+        raise
     except MemoryError as error:
         detail = f": {error}" if str(error) else ""
-        raise MemoryError(f"{message()} (the allocation was refused{detail})") from None
+        raise DescribedMemoryError(f"{message()} (the allocation was refused{detail})") from None

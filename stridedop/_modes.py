@@ -22,6 +22,7 @@ mode           ``np.pad`` mode  padded position p reads       folds  view
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -130,11 +131,13 @@ def pad_adjoint(xp: np.ndarray, pads: list[tuple[int, int]], mode: PaddingMode) 
         else:
             offsets = np.concatenate((np.arange(-lo, 0), np.arange(size, size + hi)))
             flank = np.concatenate((np.arange(lo), np.arange(lo + size, lo + size + hi)))
-            folded = np.array(xp[inner], copy=True)
+            folded = np.array(xp[inner], copy=True, order="C")
+            # On 3-D reshapes (before, axis, after): `np.add.at` crashes on more than 32 axes.
+            before, after = math.prod(folded.shape[:axis]), math.prod(folded.shape[axis + 1 :])
             np.add.at(
-                np.moveaxis(folded, axis, 0),
-                mode.source(offsets, size),
-                np.moveaxis(xp.take(flank, axis=axis), axis, 0),
+                folded.reshape(before, size, after),
+                (slice(None), mode.source(offsets, size)),  # type: ignore[arg-type]
+                xp.take(flank, axis=axis).reshape(before, len(flank), after),
             )
             xp = folded
     return xp

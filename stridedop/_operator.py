@@ -22,7 +22,7 @@ from ._apply import convolve, convolve_adjoint
 from ._buffer import fold_coinciding_taps, plan_buffer
 from ._compose import compose_convolutions
 from ._conv import StridedOperator, canonical_kernel, plan, require_view
-from ._dense import check_allocation, check_out, fill_dense
+from ._dense import check_allocation, check_out, dense_allocation, fill_dense
 from ._geometry import Geometry, IntOrInts, LayoutName, Padding, PaddingModeName, as_numeric_array, brief
 from ._memory import format_bytes
 from ._modes import pad_adjoint
@@ -358,14 +358,15 @@ class ConvOperator(BaseOperator):
             out = check_out(out, self.shape, self.dtype, max_bytes)
         else:
             check_allocation(self.shape, self.dtype, max_bytes)
-        dense = valid.materialize(max_bytes=max_bytes)  # the padded grid: a little larger
-        spatial = list(geometry.pads)
-        input_pads = [(0, 0), *spatial] if geometry.layout == "channels_first" else [*spatial, (0, 0)]
-        output_axes = [(0, 0)] * len(self._geometry.output_shape)
-        pads = input_pads + output_axes if self._transposed else output_axes + input_pads
-        folded = pad_adjoint(dense, pads, geometry.mode)
-        if out is None:
-            return np.ascontiguousarray(folded)
+        with dense_allocation(self.shape, self.dtype):
+            dense = valid.materialize(max_bytes=max_bytes)  # the padded grid: a little larger
+            spatial = list(geometry.pads)
+            input_pads = [(0, 0), *spatial] if geometry.layout == "channels_first" else [*spatial, (0, 0)]
+            output_axes = [(0, 0)] * len(self._geometry.output_shape)
+            pads = input_pads + output_axes if self._transposed else output_axes + input_pads
+            folded = pad_adjoint(dense, pads, geometry.mode)
+            if out is None:
+                return np.ascontiguousarray(folded)
         out[...] = folded
         return out
 

@@ -71,6 +71,21 @@ def test_31_spatial_axes_work_on_every_path(padding, layout):
     np.testing.assert_allclose(op @ x, np.tensordot(W, x, n + 1))
 
 
+@pytest.mark.parametrize("padding_mode", ["reflect", "replicate"])
+def test_31_spatial_axes_without_a_view(padding_mode):
+    # The adjoint's fold of the padding crashed the interpreter (np.add.at on 33 axes).
+    n = 31
+    kernel = np.arange(1.0, 5.0).reshape((1,) * (n - 1) + (2, 1, 2))
+    x = np.arange(3.0).reshape((1,) * (n - 1) + (3, 1))
+    pads = [(0, 0)] * (n - 1) + [(1, 1)]
+    op = stridedop.ConvOperator(kernel, x.shape, padding=pads, padding_mode=padding_mode)
+    M = op.to_matrix()
+    y = op @ x
+    np.testing.assert_array_equal(op.to_sparse().toarray(), M)
+    np.testing.assert_allclose(y.reshape(-1), M @ x.reshape(-1))
+    np.testing.assert_allclose((op.H @ y).reshape(-1), M.T @ y.reshape(-1))
+
+
 @pytest.mark.parametrize("dilation", [10**8, 2**62 + 1, 2**63 + 5, 10**30])
 @pytest.mark.parametrize("stride", [1, 10**30 + 1])
 def test_huge_circular_dilations_and_strides(dilation, stride):

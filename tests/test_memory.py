@@ -125,8 +125,10 @@ def test_an_allocation_refused_by_the_system_gets_the_descriptive_message():
         """
         _memory.memory_limits = lambda: {}
         W = stridedop.conv_view(np.ones((3, 3, 4, 4)), (64, 64, 4))
+        reflect = stridedop.ConvOperator(np.ones((3, 1, 1)), (8000, 1), padding=1, padding_mode="reflect")
         for attempt in (lambda: stridedop.materialize(W, max_bytes=2**40),
-                        lambda: stridedop.conv_view(np.ones((1, 1, 1)), (60 * 2**20,), padding="circular")):
+                        lambda: stridedop.conv_view(np.ones((1, 1, 1)), (60 * 2**20,), padding="circular"),
+                        lambda: reflect.to_matrix(max_bytes=2**40)):
             try:
                 attempt()
             except MemoryError as error:
@@ -135,6 +137,7 @@ def test_an_allocation_refused_by_the_system_gets_the_descriptive_message():
         300 * 2**20,
     )
     assert result.returncode == 0, result.stderr
-    first, second = result.stdout.splitlines()
+    first, second, third = result.stdout.splitlines()
     assert "needs 1.88 GiB" in first and "Alternatives" in first and "the allocation was refused" in first
     assert "the operator's buffer needs" in second and "the allocation was refused" in second
+    assert "needs 488 MiB" in third and "Alternatives" in third and "the allocation was refused" in third
