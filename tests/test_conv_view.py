@@ -2,7 +2,13 @@ import math
 
 import numpy as np
 import pytest
-from helpers import byte_bounds, owner, to_channels_first_kernel, to_channels_first_operator
+from helpers import (
+    NUMERIC_DTYPES,
+    byte_bounds,
+    owner,
+    to_channels_first_kernel,
+    to_channels_first_operator,
+)
 from oracles import direct_convolution, index_operator, loop_operator
 
 import stridedop
@@ -96,24 +102,7 @@ def test_later_changes_to_the_kernel_do_not_show():
     np.testing.assert_array_equal(W, before)
 
 
-DTYPES = [
-    np.bool_,
-    np.int8,
-    np.int16,
-    np.int32,
-    np.int64,
-    np.uint8,
-    np.uint16,
-    np.uint32,
-    np.uint64,
-    np.float16,
-    np.float32,
-    np.float64,
-    np.longdouble,
-    np.complex64,
-    np.complex128,
-    np.clongdouble,
-]
+DTYPES = NUMERIC_DTYPES
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

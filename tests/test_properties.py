@@ -12,33 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from helpers import NUMERIC_DTYPES
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from oracles import loop_operator, pads_for
 
 import stridedop
 
-DTYPES = [
-    np.bool_,
-    np.int8,
-    np.uint8,
-    np.int16,
-    np.uint16,
-    np.int32,
-    np.uint32,
-    np.int64,
-    np.uint64,
-    np.float16,
-    np.float32,
-    np.float64,
-    np.longdouble,
-    np.complex64,
-    np.complex128,
-    np.clongdouble,
-    ">i4",
-    ">f8",
-    ">c16",
-]
+DTYPES = [*NUMERIC_DTYPES, ">i4", ">f8", ">c16"]  # and some big-endian ones
 
 
 def small_values(rng, shape, dtype, wide=False):
