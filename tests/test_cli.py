@@ -313,3 +313,14 @@ def test_info_costs_nothing_proportional_to_the_kernel(padding, capsys):
     assert peak < 2**20
     nonzeros = 10**8 if padding == "valid" else 10**16
     assert f"non-zeros     {nonzeros} " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("padding_mode", ["reflect", "replicate", "circular"])
+def test_materialize_writes_every_padding_mode_atomically(tmp_path, capsys, padding_mode):
+    kernel = np.arange(1.0, 10.0).reshape(3, 1, 3)
+    np.save(tmp_path / "kernel.npy", kernel)
+    argv = _materialize_argv(tmp_path / "kernel.npy", tmp_path / "W.npy", "6x1")
+    assert main([*argv, "--padding", "same", "--padding-mode", padding_mode]) == 0
+    op = stridedop.ConvOperator(kernel, (6, 1), padding="same", padding_mode=padding_mode)
+    np.testing.assert_array_equal(np.load(tmp_path / "W.npy"), op.materialize())
+    assert _entries(tmp_path) == ["W.npy", "kernel.npy"]
