@@ -298,10 +298,27 @@ class ConvOperator(BaseOperator):
     # -- applying -----------------------------------------------------------------------------
     def _product(self, batch: np.ndarray) -> np.ndarray:
         kernel, geometry = self._state.applied(self._conjugated)
+        dtype = np.result_type(kernel.dtype, batch.dtype)
+        mode = geometry.mode
+        if mode.folds and not mode.has_view and kernel.dtype.kind in "biu" and dtype != kernel.dtype:
+            # Reflect and replicate padding sum the taps that read one entry where they do, in the
+            # kernel's dtype (uint8 200 + 100 is 44): no kernel folds once for all outputs, so a
+            # promoted product goes through the matrix, whose entries are those sums.
+            return self._product_by_matrix(batch, dtype)
         channels_first = geometry.layout == "channels_first"
         if self._transposed:
             return convolve_adjoint(kernel, geometry, batch, channels_first)
         return convolve(kernel, geometry, batch, channels_first)
+
+    def _product_by_matrix(self, batch: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """``matrix @ x`` for a batch, with the sparse matrix if SciPy is there, else the dense one."""
+        try:
+            matrix = self.to_sparse("csr")
+        except ImportError:
+            matrix = self.to_matrix()
+        columns = batch.reshape(batch.shape[0], -1).T
+        result = np.asarray(matrix @ columns).T.astype(dtype, copy=False)
+        return result.reshape(batch.shape[0], *self.output_shape)
 
     # -- the algebra: results that are one convolution again -----------------------------------
     def _forward_kernel(self) -> np.ndarray:

@@ -293,3 +293,20 @@ def test_an_untampered_pickle_loads_every_direction():
         assert repr(loaded) == repr(direction)
         x = np.arange(1.0, 1.0 + np.prod(direction.input_shape)).reshape(direction.input_shape)
         np.testing.assert_array_equal(loaded @ x, direction @ x)
+
+
+@pytest.mark.parametrize("padding_mode", ["reflect", "replicate"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.bool_, np.uint16])
+@pytest.mark.parametrize("input_dtype", [np.float64, np.int64, np.complex64])
+def test_padding_modes_without_a_view_apply_their_matrix(padding_mode, dtype, input_dtype):
+    # Reflect and replicate padding fold taps only near the borders; the matrix holds those sums
+    # in the kernel's dtype (uint8 200 + 100 + 250 wraps), and @ and .H @ must agree with it.
+    kernel = np.array([200, 100, 250, 7, 99, 180]).astype(dtype).reshape(3, 1, 2)
+    op = stridedop.ConvOperator(kernel, (3, 1), padding=[(2, 2)], padding_mode=padding_mode)
+    M = op.to_matrix()
+    x = np.arange(1, 7).reshape(2, 3, 1).astype(input_dtype)
+    y = np.arange(1, 1 + 2 * M.shape[0]).reshape(2, *op.output_shape).astype(input_dtype)
+    forward, adjoint = op @ x, op.H @ y
+    assert forward.dtype == adjoint.dtype == np.result_type(kernel, x)
+    np.testing.assert_array_equal(forward.reshape(2, -1), x.reshape(2, -1) @ M.T)
+    np.testing.assert_array_equal(adjoint.reshape(2, -1), y.reshape(2, -1) @ M)
