@@ -297,6 +297,8 @@ def materialize_command(args: argparse.Namespace) -> int:
     output = args.output
     if _same_file(args.kernel_file, output):
         raise ValueError(f"`--output` {output!r} is the kernel file itself; choose another file name")
+    if os.path.isdir(output):
+        raise ValueError(f"`--output` {output!r} is a directory; give the name of the .npy file to write")
     kernel = _load_kernel(args.kernel_file)
     geometry = make_geometry(kernel.shape, args.input, **_geometry_arguments(args))
     needed = geometry.dense_size * kernel.itemsize

@@ -180,6 +180,13 @@ def test_materialize_refuses_to_overwrite_the_kernel_file(tmp_path, capsys, monk
     np.testing.assert_array_equal(np.load(tmp_path / "kernel.npy"), kernel)
 
 
+def test_materialize_refuses_a_directory_as_output(tmp_path, capsys):
+    np.save(tmp_path / "kernel.npy", np.ones((3, 3, 2, 2)))
+    assert main(_materialize_argv(tmp_path / "kernel.npy", tmp_path)) == 1
+    assert "is a directory; give the name of the .npy file" in capsys.readouterr().err
+    assert _entries(tmp_path) == ["kernel.npy"]
+
+
 @pytest.mark.parametrize("dtype", ["V0", "S0", "object", "U3", "M8[s]", "V8", "[("])
 def test_info_refuses_non_numeric_dtypes(dtype, capsys):
     assert main(["info", "--dtype", dtype]) == 1
