@@ -166,6 +166,12 @@ class BaseOperator:
     def _composed_with(self, first: BaseOperator) -> BaseOperator:
         return ProductOperator([self, first])
 
+    def _repr_html_(self) -> str:
+        """A table of shapes and parts (and for convolutions a picture of the matrix)."""
+        from ._display import operator_html
+
+        return operator_html(self)
+
     # -- exports ----------------------------------------------------------------------------------
     def adjoint(self) -> BaseOperator:
         """The adjoint operator, `H` (as SciPy's ``LinearOperator.adjoint()``)."""
