@@ -14,6 +14,7 @@ import numpy as np
 from ._algebra import BaseOperator, check_sparse_format
 from ._conv import StridedOperator
 from ._memory import format_bytes
+from ._modes import pad, pad_adjoint
 from ._operator import ConvOperator
 from ._view import OperatorView, make_view
 
@@ -82,7 +83,10 @@ class MatrixOperator(BaseOperator):
     def _product(self, batch: np.ndarray) -> np.ndarray:
         if self.reverse_input:
             batch = batch[:, ::-1]
-        result = self.convolution.apply(batch[..., None])[..., 0]
+        if np.result_type(self.dtype, batch.dtype).kind in "fc":
+            result = _fft_product(self.convolution, batch)
+        else:  # integers and booleans: exact products
+            result = self.convolution.apply(batch[..., None])[..., 0]
         return result[:, ::-1] if self.reverse_output else result
 
     def to_matrix(self, max_bytes: int | None = None) -> np.ndarray:
@@ -110,6 +114,45 @@ class MatrixOperator(BaseOperator):
             f"convolution{''.join(f', reversed {name}' for name in flips)}; "
             f"{format_bytes(self.nbytes)} dense, {format_bytes(self.buffer_nbytes)} held>"
         )
+
+
+def _fft_size(length: int) -> int:
+    """The smallest ``2**a * 3**b >= length``: a fast FFT length."""
+    best = 1 << max(0, (length - 1).bit_length())
+    power3 = 1
+    while power3 < best:
+        size = power3 << max(0, (-(-length // power3) - 1).bit_length())
+        best = min(best, size)
+        power3 *= 3
+    return best
+
+
+def _fft_convolve(a: np.ndarray, b: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Full linear convolution of the rows of `a` with the vector `b`, by FFT."""
+    length = a.shape[-1] + b.shape[-1] - 1
+    size = _fft_size(length)
+    if dtype.kind == "c":
+        product = np.fft.fft(a, size) * np.fft.fft(b, size)
+        return np.fft.ifft(product)[..., :length].astype(dtype, copy=False)
+    product = np.fft.rfft(a, size) * np.fft.rfft(b, size)
+    return np.fft.irfft(product, size)[..., :length].astype(dtype, copy=False)
+
+
+def _fft_product(convolution: ConvOperator, batch: np.ndarray) -> np.ndarray:
+    """A one-channel 1-D convolution (either direction) of a batch ``(B, n)``, by FFT.
+
+    A structured matrix's kernel is as long as its rows and columns together, so the direct
+    products cost ``rows * columns`` operations where the FFT needs ``(rows + columns) log``.
+    """
+    geometry = convolution._geometry
+    taps = convolution._state.oriented_kernel(convolution._conjugated)[:, 0, 0]
+    dtype = np.result_type(taps.dtype, batch.dtype)
+    pads = [(0, 0), *geometry.pads]
+    if not convolution._transposed:  # correlate the padded input: convolve with reversed taps
+        padded = pad(batch, pads, geometry.mode)
+        full = _fft_convolve(padded, taps[::-1], dtype)
+        return full[:, taps.size - 1 : padded.shape[1]]
+    return pad_adjoint(_fft_convolve(batch, taps, dtype), pads, geometry.mode)
 
 
 def matrix_operator(strided: StridedOperator, reverse_input: bool) -> MatrixOperator:
