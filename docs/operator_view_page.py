@@ -1,8 +1,8 @@
 """Write the HTML page whose screenshot is docs/operator-view.png (the notebook display).
 
-    python docs/operator_view_page.py /tmp/views.html
-    chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=900,925 \
-        --screenshot=docs/operator-view.png file:///tmp/views.html
+Run ``python docs/operator_view_page.py /tmp/views.html``, then ``chromium --headless --no-sandbox
+--disable-gpu --hide-scrollbars --window-size=900,925 --screenshot=docs/operator-view.png
+file:///tmp/views.html``.
 """
 
 import sys
@@ -25,6 +25,7 @@ sections = [
     ('A = stridedop.convolution_matrix(a, 60, mode="same")', A),
 ]
 body = "".join(f"<h3>{title}</h3>{shown._repr_html_()}" for title, shown in sections)
-page = f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>{body}</body></html>"
+head = f"<head><meta charset='utf-8'><style>{style}</style></head>"
+page = f"<!doctype html><html>{head}<body>{body}</body></html>"
 with open(sys.argv[1], "w", encoding="utf-8") as file:
     file.write(page)

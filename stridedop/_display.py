@@ -196,7 +196,8 @@ def structure_svg(pattern: Any, size: int = 260) -> str:
     caption = f"{rows} x {cols} matrix, {nonzeros} structural non-zeros ({share:.2g} of the entries)"
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width + 2}" height="{height + 2}" '
-        f'viewBox="-1 -1 {width + 2} {height + 2}" shape-rendering="crispEdges" role="img" aria-label="{html.escape(caption)}">'
+        f'viewBox="-1 -1 {width + 2} {height + 2}" shape-rendering="crispEdges" role="img" '
+        f'aria-label="{html.escape(caption)}">'
         f"<title>{html.escape(caption)}</title>"
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="white" stroke="#888" stroke-width="1"/>'
         f"{''.join(cells)}</svg>"
