@@ -7,6 +7,7 @@ reversed), so its operator is that `ConvOperator` seen on flat vectors: input ``
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -83,9 +84,11 @@ class MatrixOperator(BaseOperator):
     def _product(self, batch: np.ndarray) -> np.ndarray:
         if self.reverse_input:
             batch = batch[:, ::-1]
-        if np.result_type(self.dtype, batch.dtype).kind in "fc":
-            result = _fft_product(self.convolution, batch)
-        else:  # integers and booleans: exact products
+        convolution = self.convolution
+        work = math.prod(convolution.output_shape) * convolution._kernel.size  # direct products per vector
+        if np.result_type(self.dtype, batch.dtype).kind in "fc" and work > _FFT_ABOVE:
+            result = _fft_product(convolution, batch)
+        else:  # small matrices, integers and booleans: the direct products
             result = self.convolution.apply(batch[..., None])[..., 0]
         return result[:, ::-1] if self.reverse_output else result
 
@@ -114,6 +117,9 @@ class MatrixOperator(BaseOperator):
             f"convolution{''.join(f', reversed {name}' for name in flips)}; "
             f"{format_bytes(self.nbytes)} dense, {format_bytes(self.buffer_nbytes)} held>"
         )
+
+
+_FFT_ABOVE = 2**18  # direct products per vector above which the FFT is used (floats only)
 
 
 def _fft_size(length: int) -> int:

@@ -95,8 +95,9 @@ class OperatorView(np.ndarray):
     _origin: Any  # the operator, or a recipe ``(factory, *arguments)`` that builds it; None: an orphan
 
     def __array_finalize__(self, obj: Any) -> None:
-        if obj is not None:  # derived through a path that kept the type: no operator
-            self._origin = None
+        # Built here (the origin is set next) or derived through a path that kept the type:
+        # the array has no operator until one is given.
+        self._origin = None
 
     # -- the operator ---------------------------------------------------------------------------
     @property

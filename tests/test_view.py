@@ -266,6 +266,19 @@ def test_derived_arrays_are_plain_ndarrays(name):
     np.testing.assert_array_equal(result, derived(np.array(W))[name])
 
 
+def test_an_orphan_operator_view_behaves_as_a_plain_array():
+    W = stridedop.conv_view(np.ones((2, 1, 1)), (3, 1))
+    for orphan in (W.view(stridedop.OperatorView), stridedop.OperatorView((2, 3))):
+        with pytest.raises(AttributeError, match="no operator"):
+            orphan.operator  # noqa: B018
+        assert repr(orphan) == repr(np.asarray(orphan))
+        assert orphan._repr_html_() is None
+        assert type(pickle.loads(pickle.dumps(orphan))) is np.ndarray
+    orphan = W.view(stridedop.OperatorView)
+    ones = np.ones((3, 1))
+    np.testing.assert_array_equal(np.tensordot(orphan, ones, 2), np.tensordot(np.array(W), ones, 2))
+
+
 # -- pickling ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("direction", ["", "H", "T"])
 @pytest.mark.parametrize("dtype", [np.float32, np.complex128])
@@ -423,6 +436,10 @@ STRUCTURED = [
     lambda: stridedop.convolution_matrix(np.arange(1.0, 4.0), 6, mode="full"),
     lambda: stridedop.convolution_matrix(np.arange(1.0, 9.0), 5, mode="same"),
     lambda: stridedop.convolution_matrix(np.arange(1, 4), 7, mode="valid"),
+    # large enough for the FFT products
+    lambda: stridedop.hankel(np.linspace(-1, 1, 600) + 0.5j, np.cos(np.arange(500.0))),
+    lambda: stridedop.circulant(np.sin(np.arange(700.0))),
+    lambda: stridedop.convolution_matrix(np.cos(np.arange(300.0)), 900, mode="same"),
 ]
 
 
@@ -491,3 +508,33 @@ def test_the_tour_notebook_runs(tmp_path, monkeypatch):
     shown = [output for cell in notebook.cells for output in cell.get("outputs", [])]
     assert any("image/svg" in output.get("data", {}).get("text/html", "") or "<svg" in
                output.get("data", {}).get("text/html", "") for output in shown)
+
+
+# -- a property over random geometry -------------------------------------------------------------
+hypothesis = pytest.importorskip("hypothesis")
+strategies = hypothesis.strategies
+
+
+@hypothesis.settings(max_examples=40, deadline=None)
+@hypothesis.given(
+    data=strategies.data(),
+    ndim=strategies.integers(1, 2),
+    groups=strategies.sampled_from([1, 2]),
+    padding=strategies.sampled_from(["valid", "same", "full", "circular", 1]),
+    layout=strategies.sampled_from(["channels_last", "channels_first"]),
+    complex_=strategies.booleans(),
+)
+def test_tensordot_equals_numpy_dense_on_random_geometry(data, ndim, groups, padding, layout, complex_):
+    sizes = data.draw(strategies.lists(strategies.integers(1, 6), min_size=ndim, max_size=ndim))
+    kernel = [data.draw(strategies.integers(1, size + (padding != "valid") * 2)) for size in sizes]
+    if padding == "valid":
+        kernel = [min(k, m) for k, m in zip(kernel, sizes)]
+    stride = data.draw(strategies.integers(1, 2))
+    geometry = {"padding": padding, "groups": groups, "stride": stride}
+    dtype = np.complex128 if complex_ else np.float64
+    op = make_operator(tuple(kernel), tuple(sizes), 2 * groups, 2 * groups, geometry, layout, dtype)
+    W, dense = op.view, np.array(op.view)
+    x = random_like((*op.input_shape, 2), W.dtype)
+    y = random_like((2, *op.output_shape), W.dtype)
+    assert_same_result(np.tensordot(W, x, ndim + 1), np.tensordot(dense, x, ndim + 1))
+    assert_same_result(np.tensordot(y, W, ndim + 1), np.tensordot(y, dense, ndim + 1))
