@@ -276,9 +276,7 @@ def operator_view(
         steps = tuple([plan.steps[axis] for axis in order])
     itemsize = buffer.itemsize
     strides = tuple([step * itemsize if n > 1 else 0 for n, step in zip(shape, steps)])
-    view = np.ndarray.__new__(
-        OperatorView, shape, buffer.dtype, buffer=buffer, offset=plan.origin * itemsize, strides=strides
-    )
+    view = np.ndarray.__new__(OperatorView, shape, buffer.dtype, buffer, plan.origin * itemsize, strides)
     view._origin = origin
     return view  # type: ignore[no-any-return]
 

@@ -90,9 +90,10 @@ class ConvOperator(BaseOperator):
 
     Attributes
     ----------
-    view : ndarray
-        The read-only operator view, shape ``(*output_shape, *input_shape)``; built on first
-        use. Raises ValueError for the padding modes that have none.
+    view : OperatorView
+        The read-only operator view, shape ``(*output_shape, *input_shape)``, whose
+        ``view.operator`` is this operator; its buffer is built on first use. Raises ValueError
+        for the padding modes that have none.
     shape, ndim, dtype : tuple of int, int, numpy.dtype
         Those of the dense operator (and of `view`).
     input_shape, output_shape : tuple of int

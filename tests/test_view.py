@@ -325,6 +325,14 @@ def test_repr_and_str_are_short_for_any_size(make):
         assert "operator=" in text and str(W.dtype) in text
 
 
+def test_repr_of_each_direction_names_its_own_shapes():
+    op = stridedop.ConvOperator(np.ones((3, 3, 2, 4)) + 1j, (8, 7, 2))
+    for oriented in (op, op.T, op.H):
+        assert f"{oriented.input_shape} -> {oriented.output_shape}" in repr(oriented)
+        assert f"{oriented.input_shape} -> {oriented.output_shape}" in repr(oriented.view)
+    assert "ConvOperator.T " in repr(op.T) and "ConvOperator.H " in repr(op.H)
+
+
 class TagChecker(html.parser.HTMLParser):
     """Collects tags and checks that every opened tag is closed in order."""
 
