@@ -178,7 +178,7 @@ class BaseOperator:
         return self.H
 
     def transpose(self) -> BaseOperator:
-        """The plain transpose, `T`."""
+        """The plain transpose, `T` (never warns; see `ConvOperator.T`)."""
         return self.T
 
     def aslinearoperator(self) -> Any:
@@ -280,7 +280,7 @@ class SumOperator(BaseOperator):
 
     @property
     def T(self) -> BaseOperator:  # noqa: N802
-        return SumOperator([(c, part.T) for c, part in self.terms])
+        return SumOperator([(c, part.transpose()) for c, part in self.terms])
 
     def _product(self, batch: np.ndarray) -> np.ndarray:
         out = np.zeros((batch.shape[0], *self.output_shape), dtype=np.result_type(self.dtype, batch.dtype))
@@ -326,7 +326,7 @@ class ProductOperator(BaseOperator):
 
     @property
     def T(self) -> BaseOperator:  # noqa: N802
-        return ProductOperator([factor.T for factor in reversed(self.factors)])
+        return ProductOperator([factor.transpose() for factor in reversed(self.factors)])
 
     def _product(self, batch: np.ndarray) -> np.ndarray:
         for factor in reversed(self.factors):

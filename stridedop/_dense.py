@@ -42,7 +42,7 @@ def check_allocation(shape: tuple[int, ...], dtype: np.dtype, max_bytes: Any) ->
             f"the dense array of shape {shape} and dtype {dtype} needs {format_bytes(needed)} "
             f"({needed} bytes), more than {what}. Alternatives: pass `out=` a memory map "
             "(numpy.lib.format.open_memmap), apply the operator without building it (`op @ x`, "
-            "`op.T @ y`), or export it with `op.to_sparse()`"
+            "`op.H @ y`), or export it with `op.to_sparse()`"
         )
 
 

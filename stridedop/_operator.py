@@ -257,7 +257,24 @@ class ConvOperator(BaseOperator):
 
     @property
     def T(self) -> ConvOperator:  # noqa: N802 (NumPy's name for the transpose)
-        """The plain transpose, as in NumPy and SciPy (equal to `H` for real kernels)."""
+        """The plain transpose, as in NumPy and SciPy (equal to `H` for real kernels).
+
+        .. versionchanged:: 0.2
+           0.1's ``op.T`` was the conjugate adjoint, now `H`. For complex kernels, where the two
+           differ, ``op.T`` warns (`FutureWarning`) during 0.2; ``op.transpose()`` is the same
+           operator without the warning.
+        """
+        if self.dtype.kind == "c":
+            warnings.warn(
+                "`op.T` is the plain transpose since stridedop 0.2; 0.1's `op.T` (the conjugate "
+                "adjoint) is `op.H`. Write `op.transpose()` to get the transpose without this warning",
+                FutureWarning,
+                stacklevel=2,
+            )
+        return self.transpose()
+
+    def transpose(self) -> ConvOperator:
+        """The plain transpose, `T`, without 0.2's `FutureWarning` for complex kernels."""
         return self._direction(not self._transposed, self._conjugated)
 
     def adjoint(self, y: np.typing.ArrayLike | None = None) -> Any:  # type: ignore[override]
