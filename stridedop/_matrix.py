@@ -70,7 +70,7 @@ class MatrixOperator(BaseOperator):
 
     @property
     def T(self) -> MatrixOperator:  # noqa: N802
-        return MatrixOperator(self.convolution.T, self.reverse_output, self.reverse_input)
+        return MatrixOperator(self.convolution.transpose(), self.reverse_output, self.reverse_input)
 
     @property
     def view(self) -> OperatorView:

@@ -280,7 +280,7 @@ def _contract(view: Any, view_axes: Any, other: Any, other_axes: Any, view_first
     if contracted == list(range(rows, view.ndim)):
         applied = operator
     elif contracted == list(range(rows)):
-        applied = operator.T
+        applied = operator.transpose()  # the plain transpose (no FutureWarning of 0.2)
     else:
         return NotImplemented
     taken = [b for _, b in pairs]
