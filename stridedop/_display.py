@@ -23,7 +23,7 @@ __all__ = ["operator_html", "view_html", "view_text"]
 
 MAX_TEXT = 2000  # characters of repr(W), whatever its size
 _GRID = 24  # cells along the longer side of the picture
-_MAX_WORK = 2 * 10**7  # entries of an axis's pattern beyond which no picture is drawn
+_MAX_WORK = 4 * 10**6  # entries of an axis's pattern beyond which no picture is drawn (about 1 s)
 _INDENT = "  "
 
 
@@ -216,7 +216,7 @@ def _table(caption: str, rows: list[tuple[str, Any]]) -> str:
 
 def _with_picture(table: str, operator: Any) -> str:
     pattern = _pattern_of(operator)
-    if pattern is None:
+    if pattern is None or pattern.rows * pattern.cols >= 2**62:  # counted in int64
         return table
     picture = structure_svg(pattern)
     return (
