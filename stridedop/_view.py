@@ -159,8 +159,10 @@ class OperatorView(np.ndarray):
         return self.__reduce__()
 
     def __deepcopy__(self, memo: Any) -> Any:
-        rebuild, arguments = self.__reduce__()[:2]
-        return rebuild(*copy.deepcopy(arguments, memo))
+        operator = self._operator_or_none()
+        if operator is None:
+            return copy.deepcopy(plain(self), memo)
+        return _operator_view(copy.deepcopy(operator, memo))
 
     # -- display --------------------------------------------------------------------------------
     def __repr__(self) -> str:

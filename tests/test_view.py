@@ -274,6 +274,8 @@ def test_an_orphan_operator_view_behaves_as_a_plain_array():
         assert repr(orphan) == repr(np.asarray(orphan))
         assert orphan._repr_html_() is None
         assert type(pickle.loads(pickle.dumps(orphan))) is np.ndarray
+        assert type(copy.deepcopy(orphan)) is np.ndarray
+        np.testing.assert_array_equal(copy.deepcopy(orphan), orphan)
     orphan = W.view(stridedop.OperatorView)
     ones = np.ones((3, 1))
     np.testing.assert_array_equal(np.tensordot(orphan, ones, 2), np.tensordot(np.array(W), ones, 2))
