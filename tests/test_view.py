@@ -95,6 +95,11 @@ def test_op_views_know_the_operator_of_their_direction(direction):
     assert type(W) is stridedop.OperatorView
     assert W.operator is oriented
     assert W.shape == (*oriented.output_shape, *oriented.input_shape)
+    dense, n_in, n_out = np.array(W), len(oriented.input_shape), len(oriented.output_shape)
+    x = random_like((*oriented.input_shape, 2), W.dtype)
+    y = random_like((2, *oriented.output_shape), W.dtype)
+    assert_same_result(np.tensordot(W, x, n_in), np.tensordot(dense, x, n_in))
+    assert_same_result(np.tensordot(y, W, n_out), np.tensordot(y, dense, n_out))
 
 
 @pytest.mark.parametrize(("k", "m", "channels", "filters", "kwargs"), GEOMETRIES, ids=IDS)
