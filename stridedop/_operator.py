@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _spectral
 from ._apply import convolve, convolve_adjoint
 from ._conv import StridedOperator, canonical_kernel, plan
 from ._geometry import Geometry, IntOrInts, LayoutName, Padding, as_numeric_array
@@ -273,6 +274,165 @@ class ConvOperator:
         return LinearOperator(
             (rows, columns), matvec=matvec, rmatvec=rmatvec, matmat=matmat, rmatmat=rmatmat, dtype=self.dtype
         )
+
+    # -- singular values and norms ------------------------------------------------------------
+    def _linear_map(self) -> _spectral.LinearMap:
+        """This operator for `_spectral`: its two products, dense form and the layer behind it."""
+        forward = _spectral.LinearMap(
+            forward=lambda x: self @ x,
+            adjoint=lambda y: self.T @ y,
+            input_shape=self.input_shape,
+            output_shape=self.output_shape,
+            dtype=self.dtype,
+            dense=lambda max_bytes: self.to_matrix(max_bytes=max_bytes),
+            layer=_spectral.Layer(
+                self._canonical_kernel, self._geometry, _spectral.mode_of(self._geometry)
+            ),
+            transposed=self._adjoint,
+        )
+        return forward
+
+    def svdvals(self, k: int | None = None) -> np.ndarray:
+        """Singular values of the operator's matrix, descending (float64).
+
+        Parameters
+        ----------
+        k : int, optional
+            Return only the `k` largest. By default all ``min(rows, columns)`` of them.
+
+        Returns
+        -------
+        (min(rows, columns),) or (k,) ndarray of float64
+
+        Raises
+        ------
+        ValueError
+            If `k` is not an int between 1 and ``min(rows, columns)``.
+        MemoryError
+            Non-circular padding with ``k=None`` when the dense matrix does not fit in memory
+            (pass `k` to use the matrix-free Lanczos iteration).
+
+        Notes
+        -----
+        Circular padding: exact, from the DFT of the kernel (any number of axes, stride, dilation,
+        groups; real kernels use half the frequencies); the dense matrix is never formed. Every
+        other mode: the dense SVD of `to_matrix` when all values are asked for or the matrix is
+        small (guarded like `materialize`), else Golub-Kahan-Lanczos bidiagonalization on ``op @ x``
+        and the adjoint, converged to relative 1e-10.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import stridedop
+        >>> kernel = np.random.default_rng(0).standard_normal((3, 3, 2, 4))
+        >>> op = stridedop.ConvOperator(kernel, (8, 6, 2), padding="circular", stride=2)
+        >>> s = op.svdvals()
+        >>> bool(np.allclose(s, np.linalg.svd(op.to_matrix(), compute_uv=False)))
+        True
+        """
+        return _spectral.svdvals(self._linear_map(), k)
+
+    def svds(self, k: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The `k` largest singular triplets ``(u, s, vh)``.
+
+        Returns
+        -------
+        u : (k, *output_shape) ndarray
+        s : (k,) ndarray of float64, descending
+        vh : (k, *input_shape) ndarray
+            Unit vectors with ``op @ vh[i] == s[i] * u[i]`` (for a complex operator, ``vh[i]`` is
+            the right singular vector itself, the conjugate of a row of NumPy's ``vh``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import stridedop
+        >>> op = stridedop.ConvOperator(np.ones((3, 1, 1)), (10, 1), padding="same")
+        >>> u, s, vh = op.svds(2)
+        >>> u.shape, s.shape, vh.shape
+        ((2, 10, 1), (2,), (2, 10, 1))
+        >>> bool(np.allclose(op @ vh[0], s[0] * u[0]))
+        True
+        """
+        return _spectral.svds(self._linear_map(), k)
+
+    def norm(self, ord: int | str = 2) -> float:
+        """Spectral (``ord=2``) or Frobenius (``ord="fro"``) norm of the operator's matrix.
+
+        ``ord=2`` is exact for circular padding (DFT of the kernel) and converged to relative
+        1e-10 otherwise (see `svdvals`); ``"fro"`` is exact from the kernel and geometry, with no
+        product at all (taps that fold onto one input entry are summed first).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import stridedop
+        >>> op = stridedop.ConvOperator(np.arange(24.0).reshape(2, 3, 4), (7, 3), padding="same")
+        >>> bool(np.isclose(op.norm("fro"), np.linalg.norm(op.to_matrix())))
+        True
+        >>> bool(np.isclose(op.norm(), np.linalg.norm(op.to_matrix(), 2)))
+        True
+        """
+        return _spectral.norm(self._linear_map(), ord)
+
+    def norm_bounds(self) -> tuple[float, float]:
+        """Cheap ``(lower, upper)`` with ``lower <= op.norm(2) <= upper``, without the dense matrix.
+
+        Why each bound holds:
+
+        * ``lower = norm(op @ v) / norm(v)`` for an explicit vector ``v`` (the Ritz vector of a few
+          Lanczos steps): the spectral norm is the maximum of that ratio.
+        * circular padding: ``upper`` is the exact norm (the largest singular value of the DFT
+          blocks, see `svdvals`).
+        * zero padding: along each axis, embed the input at offset ``lo`` in a grid of length ``L``
+          (a multiple of the stride with ``L >= lo + m``, ``L >= (o - 1) * stride + ke - lo`` and
+          ``L >= o * stride``). Every tap of every output then reads either the same input entry
+          as the zero-padded operator or a wrapped position below ``lo``, which holds zero. So the
+          operator is ``R C E``: the circulant ``C`` of the kernel on that grid with an isometric
+          embedding ``E`` and a row selection ``R``, and ``||op|| <= ||C||``, which is exact from
+          the DFT.
+        * reflect / replicate: ``op = V P`` with the padding map ``P`` (a Kronecker product of 0/1
+          matrices with one 1 per row, so ``||P||`` is the product over axes of the square root of
+          the largest number of padded positions reading one input entry) and the 'valid'
+          convolution ``V`` on the padded grid, bounded as for zero padding; ``||op|| <= ||V|| ||P||``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import stridedop
+        >>> op = stridedop.ConvOperator(np.random.default_rng(1).standard_normal((3, 3, 2, 2)), (6, 5, 2),
+        ...                            padding="same")
+        >>> lower, upper = op.norm_bounds()
+        >>> bool(lower <= op.norm() <= upper)
+        True
+        """
+        return _spectral.norm_bounds(self._linear_map())
+
+    def norm_grad(self) -> np.ndarray:
+        """Gradient of ``op.norm(2)`` with respect to the kernel, in the kernel's shape and layout.
+
+        The correlation of the top singular vectors ``u``, ``v`` (``d sigma = Re(u^H dA v)``); for a
+        complex kernel the complex gradient ``d/dRe + i d/dIm``. Defined where the largest
+        singular value is simple.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import stridedop
+        >>> kernel = np.random.default_rng(2).standard_normal((3, 2, 2))
+        >>> op = stridedop.ConvOperator(kernel, (9, 2), padding="same")
+        >>> step = np.zeros_like(kernel)
+        >>> step[1, 0, 1] = 1e-6
+        >>> plus = stridedop.ConvOperator(kernel + step, (9, 2), padding="same").norm()
+        >>> minus = stridedop.ConvOperator(kernel - step, (9, 2), padding="same").norm()
+        >>> bool(np.isclose(op.norm_grad()[1, 0, 1], (plus - minus) / 2e-6))
+        True
+        """
+        gradient = _spectral.norm_grad(self._linear_map())
+        if self._geometry.layout == "channels_first":
+            n = gradient.ndim - 2
+            gradient = gradient.transpose(n + 1, n, *range(n))
+        return gradient
 
     # -- pickling and display -----------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:

@@ -1,0 +1,588 @@
+"""Singular values and norms of convolution operators.
+
+Everything here works on plain inputs: the channels-last kernel ``(*k, C // groups, F)`` with its
+`Geometry` and padding mode (a `Layer`), and/or the operator as a pair of matrix-free callables
+(a `LinearMap`). `ConvOperator` and the composed operators only wrap these functions.
+
+Circular padding is block-diagonalised by the discrete Fourier transform. Along an axis where the
+stride ``s`` divides the size ``m`` the polyphase decomposition splits the input into ``s`` phases
+of length ``n = m / s``; tap ``r`` reads phase ``p = (r * d - lo) mod s`` shifted by
+``q = (r * d - lo - p) / s``, so at frequency ``b`` (of ``n``) the operator is the small matrix
+
+    M_b[f, (p, c)] = sum over taps r with phase p of K[r, c, f] * exp(2 pi i b q / n)
+
+(taps that fold onto one position just add up). Along an axis where ``s`` does not divide ``m``
+the rows do not form a subgroup, and the axis is kept as an explicit ``(o, m)`` 0/1 matrix per tap
+instead. Groups are independent blocks. The singular values of the operator are those of all the
+blocks (the DFT is unitary), plus zeros up to ``min(rows, columns)``::
+
+    operator  =  F_out^H  diag(M_0, M_1, ..., M_{B-1})  F_in       (F unitary, B blocks)
+
+For a real kernel ``M_{-b} = conj(M_b)``: only half of the frequencies along one axis are
+computed, each counted twice unless it is its own conjugate (``b = 0`` or ``b = n / 2``).
+
+Every other mode uses the dense SVD when the matrix is small enough, else Golub-Kahan-Lanczos
+bidiagonalization with full reorthogonalization on the two matrix-free products.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._geometry import Axis, Geometry
+from ._materialize import check_allocation
+
+__all__ = [
+    "MODES",
+    "Layer",
+    "LinearMap",
+    "circular_svdvals",
+    "frobenius_norm",
+    "lanczos_svds",
+    "norm",
+    "norm_bounds",
+    "norm_grad",
+    "padding_sources",
+    "padding_norm",
+    "svds",
+    "svdvals",
+]
+
+MODES = ("zeros", "circular", "reflect", "replicate")
+_NP_PAD = {"zeros": "constant", "circular": "wrap", "reflect": "reflect", "replicate": "edge"}
+_DENSE_MAX_SIDE = 512  # below this min(rows, columns) the dense SVD is the fastest route
+_LANCZOS_BYTES = 256 * 2**20  # memory for the Krylov bases before Lanczos restarts
+TOLERANCE = 1e-10
+_ROUNDING = 1e-12  # relative margin that makes floating-point bounds safe against rounding
+
+
+def mode_of(geometry: Geometry) -> str:
+    """The padding mode's name: ``geometry.mode.name`` where there is one, else circular or zeros."""
+    mode = getattr(geometry, "mode", None)
+    if mode is not None:
+        return str(getattr(mode, "name", mode))
+    return "circular" if geometry.circular else "zeros"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One convolution: channels-last kernel ``(*k, C // groups, F)``, its geometry and padding mode."""
+
+    kernel: np.ndarray
+    geometry: Geometry
+    mode: str
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"`mode` must be one of {', '.join(map(repr, MODES))}, got {self.mode!r}")
+
+
+@dataclass(frozen=True)
+class LinearMap:
+    """An operator given by its two products on arrays of `input_shape` and `output_shape`.
+
+    `forward` and `adjoint` accept a batch ``(B, *shape)`` too. `dense` (optional) returns the
+    dense matrix ``(prod(output_shape), prod(input_shape))`` given ``max_bytes``; `layer` is the
+    convolution behind the map when it is one (the map is then the layer's operator, or its adjoint
+    when `transposed`); `upper` (optional) returns a proven upper bound of the spectral norm.
+    """
+
+    forward: Callable[[np.ndarray], np.ndarray]
+    adjoint: Callable[[np.ndarray], np.ndarray]
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    dtype: np.dtype
+    dense: Callable[[Any], np.ndarray] | None = None
+    layer: Layer | None = None
+    transposed: bool = False
+    upper: Callable[[], float] | None = field(default=None, compare=False)
+
+    @property
+    def rows(self) -> int:
+        return math.prod(self.output_shape)
+
+    @property
+    def columns(self) -> int:
+        return math.prod(self.input_shape)
+
+    def swapped(self) -> LinearMap:
+        """The adjoint map (same singular values, singular vectors exchanged)."""
+        dense = self.dense
+        return LinearMap(
+            forward=self.adjoint,
+            adjoint=self.forward,
+            input_shape=self.output_shape,
+            output_shape=self.input_shape,
+            dtype=self.dtype,
+            dense=None if dense is None else (lambda max_bytes: dense(max_bytes).conj().T),
+            layer=self.layer,
+            transposed=not self.transposed,
+            upper=self.upper,
+        )
+
+
+# -- padding maps -------------------------------------------------------------------------------------
+def padding_sources(axis: Axis, mode: str) -> np.ndarray:
+    """Input index read at each padded position of `axis` (``-1`` where the padding is zero).
+
+    Length ``lo + size + hi``; this is the 1-D padding map ``P`` of the mode as an index array
+    (``np.pad`` of ``arange(size)`` with the mode's rule).
+    """
+    positions = np.arange(axis.size)
+    if mode == "zeros":
+        return np.pad(positions, (axis.lo, axis.hi), mode="constant", constant_values=-1)
+    return np.pad(positions, (axis.lo, axis.hi), mode=_NP_PAD[mode])  # type: ignore[call-overload]
+
+
+def padding_norm(geometry: Geometry, mode: str) -> float:
+    """Exact spectral norm of the padding map ``P`` (identity on channels).
+
+    ``P`` is the Kronecker product of the per-axis 0/1 matrices ``P_a`` (one 1 per padded row), so
+    ``P_a^T P_a`` is diagonal with the number of padded positions reading each input index, and
+    ``||P||_2 = prod_a ||P_a||_2 = prod_a sqrt(max count)``.
+    """
+    result = 1.0
+    for axis in geometry.axes:
+        sources = padding_sources(axis, mode)
+        result *= math.sqrt(int(np.bincount(sources[sources >= 0], minlength=axis.size).max()))
+    return result
+
+
+# -- Frobenius norm ------------------------------------------------------------------------------------
+def _tap_overlaps(axis: Axis, mode: str) -> np.ndarray:
+    """``G[r, r']``: output positions where taps ``r`` and ``r'`` read the same real input entry.
+
+    With the 0/1 landing matrices ``L_r[o, i]`` of one axis, ``G = [sum_{o,i} L_r L_r']``; it is
+    diagonal (the in-range count) unless taps fold (circular, reflect, replicate).
+    """
+    sources = padding_sources(axis, mode)
+    outputs = np.arange(axis.output) * axis.stride
+    taps = np.arange(axis.kernel) * axis.dilation
+    read = sources[outputs[:, None] + taps[None, :]]  # (o, r): input index or -1
+    same = (read[:, :, None] == read[:, None, :]) & (read[:, :, None] >= 0)
+    return same.sum(axis=0).astype(np.float64)
+
+
+def frobenius_norm(layer: Layer) -> float:
+    """Exact Frobenius norm from the kernel and geometry, without any product.
+
+    The operator's entry at row ``(o, f)``, column ``(i, c)`` is ``sum_r K[r, c, f] prod_a L_a[r_a,
+    o_a, i_a]``, so its squared norm is ``sum_{r, r'} <K[r], K[r']> prod_a G_a[r_a, r'_a]`` with
+    the per-axis overlap matrices ``G_a`` of `_tap_overlaps`.
+    """
+    kernel = np.asarray(layer.kernel)
+    geometry = layer.geometry
+    n = geometry.ndim
+    flat = kernel.reshape(*kernel.shape[:n], -1).astype(np.complex128 if kernel.dtype.kind == "c" else np.float64)
+    # Gram of taps over channel pairs, contracted one axis at a time with that axis's overlaps.
+    gram = np.tensordot(flat, flat.conj(), axes=([n], [n]))  # (*k, *k)
+    for a, axis in enumerate(geometry.axes):
+        overlaps = _tap_overlaps(axis, layer.mode)
+        # contract axis a of the first copy and axis a of the second copy (now at position n - a)
+        gram = np.tensordot(gram, overlaps, axes=([0, n - a], [0, 1]))
+    return math.sqrt(max(float(np.real(gram)), 0.0))
+
+
+# -- circular padding: exact through the DFT --------------------------------------------------------
+def _axis_factors(
+    axis: Axis, half: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-tap factors ``T[r, b, R, Q]`` of one axis, and the frequency weights when `half`.
+
+    Polyphase axis (``s`` divides ``m``): ``b`` frequency, ``R = 1``, ``Q = s`` phases. Otherwise
+    ``b = 1`` block, ``R`` outputs and ``Q = m`` inputs (a 0/1 matrix per tap, folded taps add).
+    """
+    m, s = axis.size, axis.stride
+    shifts = np.arange(axis.kernel) * axis.dilation - axis.lo
+    if m % s == 0:
+        n = m // s
+        phases = shifts % s
+        q = (shifts - phases) // s
+        count = n // 2 + 1 if half else n
+        b = np.arange(count)
+        angle = 2 * np.pi * ((b[None, :] * q[:, None]) % n) / n  # (r, b), exact integer reduction
+        factors = np.zeros((axis.kernel, count, 1, s), dtype=np.complex128)
+        factors[np.arange(axis.kernel), :, 0, phases] = np.exp(1j * angle)
+        weights = None
+        if half:
+            weights = np.full(count, 2.0)
+            weights[0] = 1.0
+            if n % 2 == 0:
+                weights[-1] = 1.0
+        return factors, weights
+    outputs = axis.output
+    factors = np.zeros((axis.kernel, 1, outputs, m), dtype=np.complex128)
+    o = np.arange(outputs)
+    for r in range(axis.kernel):
+        np.add.at(factors[r, 0], (o, (o * s + shifts[r]) % m), 1.0)
+    return factors, None
+
+
+def circular_blocks(kernel: np.ndarray, axes: Sequence[Axis], groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """The blocks ``M`` (``(B, rows, cols)`` complex) of a circular operator and their multiplicities.
+
+    `axes` read the input at ``(o * stride + r * dilation - lo) mod size``. The operator's
+    singular values are those of the blocks, each repeated by its weight, plus zeros.
+    """
+    kernel = np.asarray(kernel)
+    n = len(axes)
+    real = kernel.dtype.kind != "c"
+    polyphase = [axis.size % axis.stride == 0 for axis in axes]
+    # Halve the longest polyphase axis for a real kernel (the conjugate frequencies repeat).
+    half_axis = -1
+    if real and any(polyphase):
+        half_axis = max((i for i in range(n) if polyphase[i]), key=lambda i: axes[i].size // axes[i].stride)
+    *taps, group_channels, filters = kernel.shape
+    group_filters = filters // groups
+    # (groups, *k, C/g, F/g)
+    work = kernel.reshape(*taps, group_channels, groups, group_filters).astype(np.complex128)
+    work = np.moveaxis(work, n + 1, 0)
+    weights = np.ones(1)
+    for a, axis in enumerate(axes):
+        factors, axis_weights = _axis_factors(axis, a == half_axis)
+        # tap axis a sits at position 1 + 3 * a after earlier contractions put (b, R, Q) first
+        position = 1 + 3 * a
+        work = np.tensordot(work, factors, axes=([position], [0]))  # (..., b, R, Q) at the end
+        work = np.moveaxis(work, (-3, -2, -1), (position, position + 1, position + 2))
+        if axis_weights is not None:
+            weights = np.multiply.outer(weights, axis_weights).reshape(-1)
+        else:
+            weights = np.repeat(weights, factors.shape[1])
+    # work: (g, [b, R, Q] * n, cg, fg) -> (g, b..., R..., fg, Q..., cg)
+    b_axes = [1 + 3 * a for a in range(n)]
+    r_axes = [2 + 3 * a for a in range(n)]
+    q_axes = [3 + 3 * a for a in range(n)]
+    order = [0, *b_axes, *r_axes, 3 * n + 2, *q_axes, 3 * n + 1]
+    blocks_count = groups * math.prod(work.shape[i] for i in b_axes)
+    rows = math.prod(work.shape[i] for i in r_axes) * group_filters
+    columns = math.prod(work.shape[i] for i in q_axes) * group_channels
+    blocks = work.transpose(order).reshape(blocks_count, rows, columns)
+    if real and not any(polyphase):
+        blocks = blocks.real  # only 0/1 tap matrices: the blocks are real
+    return blocks, np.tile(weights, groups)
+
+
+def _circular_parts(layer: Layer) -> tuple[np.ndarray, np.ndarray, int]:
+    geometry = layer.geometry
+    blocks, weights = circular_blocks(layer.kernel, geometry.axes, geometry.groups)
+    total = min(geometry.input_size, geometry.output_size)
+    return blocks, weights, total
+
+
+def circular_svdvals(layer: Layer, k: int | None = None) -> np.ndarray:
+    """All (or the `k` largest) singular values of a circular layer, descending, from its DFT blocks."""
+    blocks, weights, total = _circular_parts(layer)
+    values = np.linalg.svd(blocks, compute_uv=False)  # (B, min(rows, cols))
+    counts = np.repeat(np.rint(weights).astype(np.intp), values.shape[1])
+    values = np.repeat(values.reshape(-1), counts)
+    values = np.sort(values)[::-1]
+    if values.size < total:
+        values = np.concatenate([values, np.zeros(total - values.size)])
+    return values[: total if k is None else k]
+
+
+def circular_norm(layer: Layer) -> float:
+    """Exact spectral norm of a circular layer: the largest singular value over the DFT blocks."""
+    blocks, _, _ = _circular_parts(layer)
+    return float(np.linalg.svd(blocks, compute_uv=False)[:, 0].max())
+
+
+# -- matrix-free: Golub-Kahan-Lanczos -----------------------------------------------------------------
+def _work_dtype(dtype: np.dtype) -> type:
+    return np.complex128 if np.dtype(dtype).kind == "c" else np.float64
+
+
+def lanczos_svds(
+    linear_map: LinearMap,
+    k: int = 1,
+    *,
+    tol: float = TOLERANCE,
+    start: np.ndarray | None = None,
+    max_steps: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Largest `k` singular triplets by Golub-Kahan-Lanczos bidiagonalization.
+
+    Full reorthogonalization (classical Gram-Schmidt, twice) keeps both Krylov bases orthonormal.
+    After ``j`` steps ``A V_j = U_j B_j`` and ``A^H U_j = V_j B_j^H + beta_j v_{j+1} e_j^T`` with
+    ``B_j`` upper bidiagonal, so the Ritz triplet ``(U_j p, sigma, V_j q)`` of ``B_j = P S Q^H``
+    has residual ``|beta_j p_j|``: some singular value of ``A`` lies within it of ``sigma``. The
+    iteration stops when that is at most ``tol * sigma`` for the `k` largest. When the bases reach
+    their memory budget it restarts from the combination of the current `k` Ritz vectors.
+
+    Returns ``(u, s, v, converged)``: ``u`` ``(k, rows)``, ``v`` ``(k, columns)`` flat, with
+    ``A v[i] = s[i] u[i]``.
+    """
+    rows, columns = linear_map.rows, linear_map.columns
+    dtype = _work_dtype(linear_map.dtype)
+    dimension = min(rows, columns)
+    budget = max(2 * k + 20, _LANCZOS_BYTES // (16 * (rows + columns)))
+    capacity = min(dimension, budget if max_steps is None else max(max_steps, k))
+
+    def forward(v: np.ndarray) -> np.ndarray:
+        return np.asarray(linear_map.forward(v.reshape(linear_map.input_shape)), dtype=dtype).reshape(rows)
+
+    def adjoint(u: np.ndarray) -> np.ndarray:
+        return np.asarray(linear_map.adjoint(u.reshape(linear_map.output_shape)), dtype=dtype).reshape(columns)
+
+    def orthogonalize(w: np.ndarray, basis: np.ndarray) -> np.ndarray:
+        for _ in range(2):
+            w = w - basis.T @ (basis.conj() @ w)
+        return w
+
+    rng = np.random.default_rng(seed)
+
+    def random_vector(size: int) -> np.ndarray:
+        w = rng.standard_normal(size)
+        if dtype is np.complex128:
+            w = w + 1j * rng.standard_normal(size)
+        return w.astype(dtype)
+
+    v = random_vector(columns) if start is None else np.asarray(start, dtype=dtype).reshape(columns).copy()
+    total_steps = 0
+    limit = 40 * capacity if max_steps is None else max_steps
+    while True:
+        V = np.zeros((capacity + 1, columns), dtype=dtype)
+        U = np.zeros((capacity, rows), dtype=dtype)
+        alphas = np.zeros(capacity)
+        betas = np.zeros(capacity)
+        norm_v = np.linalg.norm(v)
+        if norm_v == 0:
+            v = random_vector(columns)
+            norm_v = np.linalg.norm(v)
+        V[0] = v / norm_v
+        steps = 0
+        converged = False
+        for j in range(capacity):
+            u = forward(V[j])
+            if j:
+                u = u - betas[j - 1] * U[j - 1]
+            u = orthogonalize(u, U[:j])
+            alphas[j] = np.linalg.norm(u)
+            if alphas[j] > 0:
+                U[j] = u / alphas[j]
+            w = adjoint(U[j]) - alphas[j] * V[j]
+            w = orthogonalize(w, V[: j + 1])
+            betas[j] = np.linalg.norm(w)
+            steps = j + 1
+            total_steps += 1
+            scale = max(alphas[: j + 1].max(), betas[: j + 1].max(), np.finfo(float).tiny)
+            if betas[j] <= 1e-14 * scale and j + 1 < capacity:
+                # Invariant subspace: continue with a fresh direction orthogonal to V.
+                betas[j] = 0.0
+                w = orthogonalize(random_vector(columns), V[: j + 1])
+                V[j + 1] = w / np.linalg.norm(w)
+            else:
+                V[j + 1] = w / betas[j] if betas[j] > 0 else 0
+            if j + 1 < k and j + 1 < capacity:
+                continue
+            if j + 1 < capacity and (j + 1) % 4 and j + 1 < dimension:
+                continue
+            B = np.diag(alphas[:steps]) + np.diag(betas[: steps - 1], 1)
+            P, S, Qh = np.linalg.svd(B)
+            top = min(k, steps)
+            residuals = np.abs(betas[steps - 1] * P[steps - 1, :top])
+            if steps >= dimension or np.all(residuals <= tol * np.maximum(S[:top], np.finfo(float).tiny)):
+                converged = True
+                break
+        B = np.diag(alphas[:steps]) + np.diag(betas[: steps - 1], 1)
+        P, S, Qh = np.linalg.svd(B)
+        top = min(k, steps)
+        u_vectors = P[:, :top].T @ U[:steps]
+        v_vectors = Qh[:top].conj() @ V[:steps]
+        if converged or total_steps >= limit or top < k:
+            s = S[:top]
+            return u_vectors, s, v_vectors, converged
+        v = v_vectors.sum(axis=0)  # explicit restart from the Ritz vectors found so far
+
+
+# -- dense ---------------------------------------------------------------------------------------------
+def _dense_matrix(linear_map: LinearMap, max_bytes: Any = None) -> np.ndarray:
+    """The dense matrix, guarded like `materialize` (MemoryError before allocating)."""
+    dtype = np.dtype(_work_dtype(linear_map.dtype))
+    check_allocation((linear_map.rows, linear_map.columns), dtype, max_bytes)
+    if linear_map.dense is not None:
+        return np.asarray(linear_map.dense(max_bytes), dtype=dtype)
+    # Columns are the images of the unit vectors: one batched product.
+    identity = np.eye(linear_map.columns, dtype=dtype).reshape(linear_map.columns, *linear_map.input_shape)
+    images = np.asarray(linear_map.forward(identity), dtype=dtype)
+    return images.reshape(linear_map.columns, linear_map.rows).T
+
+
+def _use_dense(linear_map: LinearMap, k: int | None) -> bool:
+    side = min(linear_map.rows, linear_map.columns)
+    return k is None or side <= _DENSE_MAX_SIDE or 2 * k >= side
+
+
+def _check_k(k: Any, linear_map: LinearMap, allow_none: bool) -> int | None:
+    if k is None and allow_none:
+        return None
+    side = min(linear_map.rows, linear_map.columns)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= side:
+        allowed = "None or an int" if allow_none else "an int"
+        raise ValueError(f"`k` must be {allowed} between 1 and min(rows, columns) = {side}, got {k!r}")
+    return int(k)
+
+
+# -- public entry points -------------------------------------------------------------------------------
+def svdvals(linear_map: LinearMap, k: Any = None, *, method: str = "auto") -> np.ndarray:
+    """Singular values, descending: all (`k` None) or the `k` largest. See `ConvOperator.svdvals`."""
+    k = _check_k(k, linear_map, allow_none=True)
+    layer = linear_map.layer
+    if method == "auto" and layer is not None and layer.mode == "circular":
+        return circular_svdvals(layer, k)
+    if method == "dense" or (method == "auto" and _use_dense(linear_map, k)):
+        try:
+            values = np.linalg.svd(_dense_matrix(linear_map), compute_uv=False)
+        except MemoryError as error:
+            if k is None:
+                raise MemoryError(
+                    f"{error}. For the largest singular values only, pass `k` (matrix-free Lanczos)"
+                ) from None
+        else:
+            return values if k is None else values[:k]
+    assert k is not None
+    _, s, _, converged = lanczos_svds(linear_map, k)
+    return s
+
+
+def svds(linear_map: LinearMap, k: Any = 1, *, method: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(u, s, vh)`` with ``u`` ``(k, *output_shape)``, ``vh`` ``(k, *input_shape)``, ``op @ vh[i] == s[i] * u[i]``."""
+    k = _check_k(k, linear_map, allow_none=False)
+    assert k is not None
+    if method == "dense" or (method == "auto" and _use_dense(linear_map, k)):
+        try:
+            matrix = _dense_matrix(linear_map)
+        except MemoryError:
+            pass
+        else:
+            U, S, Vh = np.linalg.svd(matrix, full_matrices=False)
+            u, s, v = U[:, :k].T, S[:k], Vh[:k].conj()
+            return _shaped(linear_map, u, s, v)
+    u, s, v, _ = lanczos_svds(linear_map, k)
+    return _shaped(linear_map, u, s, v)
+
+
+def _shaped(linear_map: LinearMap, u: np.ndarray, s: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, ...]:
+    k = len(s)
+    return u.reshape(k, *linear_map.output_shape), s, v.reshape(k, *linear_map.input_shape)
+
+
+def norm(linear_map: LinearMap, ord: Any = 2) -> float:
+    """Spectral (``ord=2``) or Frobenius (``ord="fro"``) norm. See `ConvOperator.norm`."""
+    if isinstance(ord, str) and ord == "fro":
+        if linear_map.layer is not None:
+            return frobenius_norm(linear_map.layer)
+        raise ValueError("`ord`='fro' needs a single convolution; this operator is composed")
+    if isinstance(ord, bool) or ord != 2:
+        raise ValueError(f"`ord` must be 2 (spectral norm) or 'fro' (Frobenius norm), got {ord!r}")
+    layer = linear_map.layer
+    if layer is not None and layer.mode == "circular":
+        return circular_norm(layer)
+    return float(svdvals(linear_map, 1)[0])
+
+
+def _bound_axis(axis: Axis) -> Axis:
+    """The axis of a circulant that the zero-padded `axis` is a restriction of (see `upper_bound`)."""
+    m, s, lo = axis.size, axis.stride, axis.lo
+    needed = max(lo + m, (axis.output - 1) * s + axis.extent - lo, axis.output * s)
+    length = -(-needed // s) * s
+    return Axis(length, axis.kernel, s, axis.dilation, 0, axis.extent - 1)  # length / s outputs
+
+
+def upper_bound(layer: Layer) -> float:
+    """A proven upper bound of the layer's spectral norm (see `norm_bounds` for the proofs)."""
+    geometry = layer.geometry
+    if layer.mode == "circular":
+        return circular_norm(layer)
+    axes = geometry.axes
+    if layer.mode in ("reflect", "replicate"):
+        # valid convolution on the padded grid, after the padding map P
+        padded = tuple(Axis(a.size + a.lo + a.hi, a.kernel, a.stride, a.dilation) for a in axes)
+        factor = padding_norm(geometry, layer.mode)
+    else:
+        padded, factor = axes, 1.0
+    bound_axes = [_bound_axis(axis) for axis in padded]
+    blocks, _ = circular_blocks(layer.kernel, bound_axes, geometry.groups)
+    return factor * float(np.linalg.svd(blocks, compute_uv=False)[:, 0].max())
+
+
+def lower_bound(linear_map: LinearMap, steps: int = 12) -> float:
+    """``norm(A v) / norm(v)`` for the Ritz vector of a few Lanczos steps (an explicit vector)."""
+    _, _, v, _ = lanczos_svds(linear_map, 1, max_steps=min(steps, linear_map.columns, linear_map.rows))
+    vector = v[0].reshape(linear_map.input_shape)
+    image = np.asarray(linear_map.forward(vector))
+    return float(np.linalg.norm(image) / np.linalg.norm(vector))
+
+
+def norm_bounds(linear_map: LinearMap) -> tuple[float, float]:
+    """``(lower, upper)`` with ``lower <= norm(2) <= upper``. See `ConvOperator.norm_bounds`."""
+    if linear_map.layer is not None:
+        upper = upper_bound(linear_map.layer)
+    elif linear_map.upper is not None:
+        upper = linear_map.upper()
+    else:
+        raise ValueError("no proven upper bound is known for this operator")
+    upper *= 1 + _ROUNDING
+    lower = lower_bound(linear_map) * (1 - _ROUNDING)
+    return min(lower, upper), upper
+
+
+def _canonical_vector(vector: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Move a channels-first ``(C, *m)`` vector to channels-last ``(*m, C)``."""
+    if geometry.layout == "channels_first":
+        return np.moveaxis(vector, 0, -1)
+    return vector
+
+
+def kernel_gradient(layer: Layer, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``G[r, c, f] = sum_o conj(u[o, f]) * P(v)[o * s + r * d, c]``: the correlation of ``u`` and ``v``.
+
+    `u` ``(*o, F)`` and `v` ``(*m, C)`` channels-last; ``Re(sum K * G) = Re(u^H A v)``.
+    """
+    geometry = layer.geometry
+    n = geometry.ndim
+    pads = [(axis.lo, axis.hi) for axis in geometry.axes]
+    padded = np.pad(v, [*pads, (0, 0)], mode=_NP_PAD[layer.mode])  # type: ignore[call-overload]
+    extents = [axis.extent for axis in geometry.axes]
+    windows = np.lib.stride_tricks.sliding_window_view(padded, extents, axis=tuple(range(n)))
+    windows = windows[tuple(slice(None, axis.output * axis.stride, axis.stride) for axis in geometry.axes)]
+    windows = windows[(Ellipsis, *(slice(None, None, axis.dilation) for axis in geometry.axes))]
+    # windows: (*o, C, *k); split channels and filters by group
+    groups = geometry.groups
+    windows = windows.reshape(*windows.shape[:n], groups, geometry.group_channels, *windows.shape[n + 1 :])
+    u = u.reshape(*u.shape[:n], groups, geometry.group_filters)
+    letters = "abcdefghijklmnopqrstuvw"
+    o, r = letters[:n], letters[n : 2 * n]
+    gradient = np.einsum(f"{o}xy{r},{o}xz->{r}yxz", windows, u.conj(), optimize=True)
+    return gradient.reshape(*gradient.shape[:n], geometry.group_channels, geometry.filters)
+
+
+def norm_grad(linear_map: LinearMap) -> np.ndarray:
+    """Gradient of ``norm(2)`` with respect to the channels-last kernel (shape ``(*k, C // groups, F)``).
+
+    With the top singular pair ``A v = sigma u``, ``d sigma = Re(u^H dA v)`` and ``A`` is linear in
+    the kernel, so the gradient is the correlation `kernel_gradient` of ``u`` and ``v`` (its real
+    part for a real kernel; its conjugate, ``d/dRe + i d/dIm``, for a complex one). It exists where
+    the largest singular value is simple (or its multiplicity comes from the kernel's symmetry).
+    """
+    layer = linear_map.layer
+    if layer is None:
+        raise ValueError("`norm_grad` needs a single convolution")
+    forward = linear_map.swapped() if linear_map.transposed else linear_map
+    u, s, v = svds(forward, 1)
+    geometry = layer.geometry
+    # to channels-last
+    if geometry.layout == "channels_first":
+        u_last, v_last = np.moveaxis(u[0], 0, -1), np.moveaxis(v[0], 0, -1)
+    else:
+        u_last, v_last = u[0], v[0]
+    gradient = kernel_gradient(layer, u_last, v_last)
+    if np.asarray(layer.kernel).dtype.kind == "c":
+        return gradient.conj()
+    return gradient.real
