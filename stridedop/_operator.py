@@ -277,7 +277,7 @@ class ConvOperator:
 
     # -- singular values and norms ------------------------------------------------------------
     def _linear_map(self) -> _spectral.LinearMap:
-        """This operator for `_spectral`: its two products, dense form and the layer behind it."""
+        """The operator as `_spectral` sees it: its two products, dense form and the layer behind it."""
         forward = _spectral.LinearMap(
             forward=lambda x: self @ x,
             adjoint=lambda y: self.T @ y,

@@ -5,16 +5,17 @@ Everything here works on plain inputs: the channels-last kernel ``(*k, C // grou
 (a `LinearMap`). `ConvOperator` and the composed operators only wrap these functions.
 
 Circular padding is block-diagonalised by the discrete Fourier transform. Along an axis where the
-stride ``s`` divides the size ``m`` the polyphase decomposition splits the input into ``s`` phases
-of length ``n = m / s``; tap ``r`` reads phase ``p = (r * d - lo) mod s`` shifted by
-``q = (r * d - lo - p) / s``, so at frequency ``b`` (of ``n``) the operator is the small matrix
+stride ``s`` divides the size ``m`` (and there are ``m / s`` outputs) the polyphase decomposition
+splits the input into ``s`` phases of length ``n = m / s``; tap ``r`` reads phase
+``p = (r * d - lo) mod s`` shifted by ``q = (r * d - lo - p) / s``, so at frequency ``b`` (of ``n``)
+the operator is the small matrix
 
     M_b[f, (p, c)] = sum over taps r with phase p of K[r, c, f] * exp(2 pi i b q / n)
 
-(taps that fold onto one position just add up). Along an axis where ``s`` does not divide ``m``
-the rows do not form a subgroup, and the axis is kept as an explicit ``(o, m)`` 0/1 matrix per tap
-instead. Groups are independent blocks. The singular values of the operator are those of all the
-blocks (the DFT is unitary), plus zeros up to ``min(rows, columns)``::
+(taps that fold onto one position just add up). Along any other axis the rows do not form a
+subgroup, and the axis is kept as an explicit ``(o, m)`` 0/1 matrix per tap instead. Groups are
+independent blocks. The singular values of the operator are those of all the blocks (the DFT is
+unitary), plus zeros up to ``min(rows, columns)``::
 
     operator  =  F_out^H  diag(M_0, M_1, ..., M_{B-1})  F_in       (F unitary, B blocks)
 
@@ -178,7 +179,9 @@ def frobenius_norm(layer: Layer) -> float:
     kernel = np.asarray(layer.kernel)
     geometry = layer.geometry
     n = geometry.ndim
-    flat = kernel.reshape(*kernel.shape[:n], -1).astype(np.complex128 if kernel.dtype.kind == "c" else np.float64)
+    flat = kernel.reshape(*kernel.shape[:n], -1).astype(
+        np.complex128 if kernel.dtype.kind == "c" else np.float64
+    )
     # Gram of taps over channel pairs, contracted one axis at a time with that axis's overlaps.
     gram = np.tensordot(flat, flat.conj(), axes=([n], [n]))  # (*k, *k)
     for a, axis in enumerate(geometry.axes):
@@ -189,17 +192,20 @@ def frobenius_norm(layer: Layer) -> float:
 
 
 # -- circular padding: exact through the DFT --------------------------------------------------------
-def _axis_factors(
-    axis: Axis, half: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
+def _polyphase(axis: Axis) -> bool:
+    """Whether the outputs of `axis` read every ``stride``-th position once around the circle."""
+    return axis.size % axis.stride == 0 and axis.output == axis.size // axis.stride
+
+
+def _axis_factors(axis: Axis, half: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-tap factors ``T[r, b, R, Q]`` of one axis, and the frequency weights when `half`.
 
-    Polyphase axis (``s`` divides ``m``): ``b`` frequency, ``R = 1``, ``Q = s`` phases. Otherwise
-    ``b = 1`` block, ``R`` outputs and ``Q = m`` inputs (a 0/1 matrix per tap, folded taps add).
+    Polyphase axis (``s`` divides ``m``, ``m / s`` outputs): ``b`` frequency, ``R = 1``, ``Q = s``
+    phases. Otherwise ``b = 1`` block, ``R`` outputs and ``Q = m`` inputs (a 0/1 matrix per tap, folded taps add).
     """
     m, s = axis.size, axis.stride
     shifts = np.arange(axis.kernel) * axis.dilation - axis.lo
-    if m % s == 0:
+    if _polyphase(axis):
         n = m // s
         phases = shifts % s
         q = (shifts - phases) // s
@@ -232,7 +238,7 @@ def circular_blocks(kernel: np.ndarray, axes: Sequence[Axis], groups: int) -> tu
     kernel = np.asarray(kernel)
     n = len(axes)
     real = kernel.dtype.kind != "c"
-    polyphase = [axis.size % axis.stride == 0 for axis in axes]
+    polyphase = [_polyphase(axis) for axis in axes]
     # Halve the longest polyphase axis for a real kernel (the conjugate frequencies repeat).
     half_axis = -1
     if real and any(polyphase):
@@ -297,6 +303,81 @@ def _work_dtype(dtype: np.dtype) -> type:
     return np.complex128 if np.dtype(dtype).kind == "c" else np.float64
 
 
+def _orthogonalize(w: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Remove from `w` its components along the orthonormal rows of `basis` (Gram-Schmidt, twice)."""
+    for _ in range(2):
+        w = w - basis.T @ (basis.conj() @ w)
+    return w
+
+
+def _lanczos_pass(
+    forward: Callable[[np.ndarray], np.ndarray],
+    adjoint: Callable[[np.ndarray], np.ndarray],
+    shape: tuple[int, int],
+    k: int,
+    tol: float,
+    start: np.ndarray,
+    capacity: int,
+    limit: int,
+    random_vector: Callable[[int], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """One Golub-Kahan-Lanczos run on flat vectors (restarted when the bases are full)."""
+    rows, columns = shape
+    dimension = min(rows, columns)
+    dtype = start.dtype
+    v = start
+    total_steps = 0
+    while True:
+        V = np.zeros((capacity + 1, columns), dtype=dtype)
+        U = np.zeros((capacity, rows), dtype=dtype)
+        alphas = np.zeros(capacity)
+        betas = np.zeros(capacity)
+        V[0] = v / np.linalg.norm(v)
+        steps = 0
+        converged = False
+        for j in range(capacity):
+            u = forward(V[j])
+            if j:
+                u = u - betas[j - 1] * U[j - 1]
+            u = _orthogonalize(u, U[:j])
+            alphas[j] = np.linalg.norm(u)
+            if alphas[j] > 0:
+                U[j] = u / alphas[j]
+            w = _orthogonalize(adjoint(U[j]) - alphas[j] * V[j], V[: j + 1])
+            betas[j] = np.linalg.norm(w)
+            steps = j + 1
+            total_steps += 1
+            scale = max(alphas[:steps].max(), betas[:steps].max(), np.finfo(float).tiny)
+            if betas[j] <= 1e-14 * scale:
+                # An invariant subspace: its values are exact; go on with a fresh direction.
+                betas[j] = 0.0
+                if steps < dimension:
+                    w = _orthogonalize(random_vector(columns), V[: j + 1])
+                    V[j + 1] = w / np.linalg.norm(w)
+            else:
+                V[j + 1] = w / betas[j]
+            last = steps >= capacity or steps >= dimension
+            if not last and (steps < k or steps % 4):
+                continue  # test convergence every fourth step
+            B = np.diag(alphas[:steps]) + np.diag(betas[: steps - 1], 1)
+            P, S, _ = np.linalg.svd(B)
+            top = min(k, steps)
+            residuals = np.abs(betas[steps - 1] * P[steps - 1, :top])
+            if steps >= dimension or np.all(residuals <= tol * np.maximum(S[:top], np.finfo(float).tiny)):
+                converged = True
+                break
+            if last:
+                break
+        B = np.diag(alphas[:steps]) + np.diag(betas[: steps - 1], 1)
+        P, S, Qh = np.linalg.svd(B)
+        top = min(k, steps)
+        u_vectors = P[:, :top].T @ U[:steps]
+        v_vectors = Qh[:top].conj() @ V[:steps]
+        if converged or total_steps >= limit:
+            return u_vectors, S[:top], v_vectors, converged
+        v = v_vectors.sum(axis=0)  # explicit restart from the Ritz vectors found so far
+
+
 def lanczos_svds(
     linear_map: LinearMap,
     k: int = 1,
@@ -315,6 +396,10 @@ def lanczos_svds(
     iteration stops when that is at most ``tol * sigma`` for the `k` largest. When the bases reach
     their memory budget it restarts from the combination of the current `k` Ritz vectors.
 
+    One start vector sees one copy of a repeated singular value, so for ``k > 1`` the found right
+    vectors are locked and the run repeats on ``A (I - V V^H)`` until its largest value is below
+    the `k`-th found: repeated values (circular and symmetric kernels have them) are not missed.
+
     Returns ``(u, s, v, converged)``: ``u`` ``(k, rows)``, ``v`` ``(k, columns)`` flat, with
     ``A v[i] = s[i] u[i]``.
     """
@@ -323,18 +408,7 @@ def lanczos_svds(
     dimension = min(rows, columns)
     budget = max(2 * k + 20, _LANCZOS_BYTES // (16 * (rows + columns)))
     capacity = min(dimension, budget if max_steps is None else max(max_steps, k))
-
-    def forward(v: np.ndarray) -> np.ndarray:
-        return np.asarray(linear_map.forward(v.reshape(linear_map.input_shape)), dtype=dtype).reshape(rows)
-
-    def adjoint(u: np.ndarray) -> np.ndarray:
-        return np.asarray(linear_map.adjoint(u.reshape(linear_map.output_shape)), dtype=dtype).reshape(columns)
-
-    def orthogonalize(w: np.ndarray, basis: np.ndarray) -> np.ndarray:
-        for _ in range(2):
-            w = w - basis.T @ (basis.conj() @ w)
-        return w
-
+    limit = 40 * capacity if max_steps is None else max_steps
     rng = np.random.default_rng(seed)
 
     def random_vector(size: int) -> np.ndarray:
@@ -343,62 +417,41 @@ def lanczos_svds(
             w = w + 1j * rng.standard_normal(size)
         return w.astype(dtype)
 
-    v = random_vector(columns) if start is None else np.asarray(start, dtype=dtype).reshape(columns).copy()
-    total_steps = 0
-    limit = 40 * capacity if max_steps is None else max_steps
+    locked_u: np.ndarray = np.zeros((0, rows), dtype=dtype)
+    locked_v: np.ndarray = np.zeros((0, columns), dtype=dtype)
+    locked_s = np.zeros(0)
+
+    def forward(v: np.ndarray) -> np.ndarray:
+        v = _orthogonalize(v, locked_v) if len(locked_v) else v
+        return np.asarray(linear_map.forward(v.reshape(linear_map.input_shape)), dtype=dtype).reshape(rows)
+
+    def adjoint(u: np.ndarray) -> np.ndarray:
+        w: np.ndarray = np.asarray(linear_map.adjoint(u.reshape(linear_map.output_shape)), dtype=dtype)
+        w = w.reshape(columns)
+        return _orthogonalize(w, locked_v) if len(locked_v) else w
+
+    v0 = random_vector(columns) if start is None else np.asarray(start, dtype=dtype).reshape(columns).copy()
+    if not np.linalg.norm(v0):
+        v0 = random_vector(columns)
+    wanted = k
+    converged = True
     while True:
-        V = np.zeros((capacity + 1, columns), dtype=dtype)
-        U = np.zeros((capacity, rows), dtype=dtype)
-        alphas = np.zeros(capacity)
-        betas = np.zeros(capacity)
-        norm_v = np.linalg.norm(v)
-        if norm_v == 0:
-            v = random_vector(columns)
-            norm_v = np.linalg.norm(v)
-        V[0] = v / norm_v
-        steps = 0
-        converged = False
-        for j in range(capacity):
-            u = forward(V[j])
-            if j:
-                u = u - betas[j - 1] * U[j - 1]
-            u = orthogonalize(u, U[:j])
-            alphas[j] = np.linalg.norm(u)
-            if alphas[j] > 0:
-                U[j] = u / alphas[j]
-            w = adjoint(U[j]) - alphas[j] * V[j]
-            w = orthogonalize(w, V[: j + 1])
-            betas[j] = np.linalg.norm(w)
-            steps = j + 1
-            total_steps += 1
-            scale = max(alphas[: j + 1].max(), betas[: j + 1].max(), np.finfo(float).tiny)
-            if betas[j] <= 1e-14 * scale and j + 1 < capacity:
-                # Invariant subspace: continue with a fresh direction orthogonal to V.
-                betas[j] = 0.0
-                w = orthogonalize(random_vector(columns), V[: j + 1])
-                V[j + 1] = w / np.linalg.norm(w)
-            else:
-                V[j + 1] = w / betas[j] if betas[j] > 0 else 0
-            if j + 1 < k and j + 1 < capacity:
-                continue
-            if j + 1 < capacity and (j + 1) % 4 and j + 1 < dimension:
-                continue
-            B = np.diag(alphas[:steps]) + np.diag(betas[: steps - 1], 1)
-            P, S, Qh = np.linalg.svd(B)
-            top = min(k, steps)
-            residuals = np.abs(betas[steps - 1] * P[steps - 1, :top])
-            if steps >= dimension or np.all(residuals <= tol * np.maximum(S[:top], np.finfo(float).tiny)):
-                converged = True
-                break
-        B = np.diag(alphas[:steps]) + np.diag(betas[: steps - 1], 1)
-        P, S, Qh = np.linalg.svd(B)
-        top = min(k, steps)
-        u_vectors = P[:, :top].T @ U[:steps]
-        v_vectors = Qh[:top].conj() @ V[:steps]
-        if converged or total_steps >= limit or top < k:
-            s = S[:top]
-            return u_vectors, s, v_vectors, converged
-        v = v_vectors.sum(axis=0)  # explicit restart from the Ritz vectors found so far
+        u, s, v, done = _lanczos_pass(
+            forward, adjoint, (rows, columns), wanted, tol, v0, capacity, limit, random_vector
+        )
+        converged = converged and done
+        if len(locked_s) >= k and (not len(s) or s[0] <= locked_s[k - 1] * (1 + tol)):
+            break
+        locked_u = np.concatenate([locked_u, u])
+        locked_v = np.concatenate([locked_v, v])
+        locked_s = np.concatenate([locked_s, s])
+        order = np.argsort(locked_s)[::-1]
+        locked_u, locked_v, locked_s = locked_u[order], locked_v[order], locked_s[order]
+        if k == 1 or len(locked_s) >= dimension or not done:
+            break
+        wanted = 1  # look for a value the earlier runs did not see
+        v0 = _orthogonalize(random_vector(columns), locked_v)
+    return locked_u[:k], locked_s[:k], locked_v[:k], converged
 
 
 # -- dense ---------------------------------------------------------------------------------------------
@@ -429,13 +482,21 @@ def _check_k(k: Any, linear_map: LinearMap, allow_none: bool) -> int | None:
     return int(k)
 
 
+def _check_method(method: str) -> None:
+    if method not in ("auto", "dense", "lanczos"):
+        raise ValueError(f"`method` must be 'auto', 'dense' or 'lanczos', got {method!r}")
+
+
 # -- public entry points -------------------------------------------------------------------------------
 def svdvals(linear_map: LinearMap, k: Any = None, *, method: str = "auto") -> np.ndarray:
     """Singular values, descending: all (`k` None) or the `k` largest. See `ConvOperator.svdvals`."""
     k = _check_k(k, linear_map, allow_none=True)
+    _check_method(method)
     layer = linear_map.layer
     if method == "auto" and layer is not None and layer.mode == "circular":
         return circular_svdvals(layer, k)
+    if method == "lanczos" and k is None:
+        k = min(linear_map.rows, linear_map.columns)
     if method == "dense" or (method == "auto" and _use_dense(linear_map, k)):
         try:
             values = np.linalg.svd(_dense_matrix(linear_map), compute_uv=False)
@@ -447,14 +508,17 @@ def svdvals(linear_map: LinearMap, k: Any = None, *, method: str = "auto") -> np
         else:
             return values if k is None else values[:k]
     assert k is not None
-    _, s, _, converged = lanczos_svds(linear_map, k)
+    _, s, _, _ = lanczos_svds(linear_map, k)
     return s
 
 
-def svds(linear_map: LinearMap, k: Any = 1, *, method: str = "auto") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(u, s, vh)`` with ``u`` ``(k, *output_shape)``, ``vh`` ``(k, *input_shape)``, ``op @ vh[i] == s[i] * u[i]``."""
+def svds(
+    linear_map: LinearMap, k: Any = 1, *, method: str = "auto"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(u, s, vh)``: ``u`` ``(k, *output_shape)``, ``vh`` ``(k, *input_shape)``, ``A vh[i] = s[i] u[i]``."""
     k = _check_k(k, linear_map, allow_none=False)
     assert k is not None
+    _check_method(method)
     if method == "dense" or (method == "auto" and _use_dense(linear_map, k)):
         try:
             matrix = _dense_matrix(linear_map)
@@ -468,7 +532,9 @@ def svds(linear_map: LinearMap, k: Any = 1, *, method: str = "auto") -> tuple[np
     return _shaped(linear_map, u, s, v)
 
 
-def _shaped(linear_map: LinearMap, u: np.ndarray, s: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, ...]:
+def _shaped(
+    linear_map: LinearMap, u: np.ndarray, s: np.ndarray, v: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     k = len(s)
     return u.reshape(k, *linear_map.output_shape), s, v.reshape(k, *linear_map.input_shape)
 
@@ -552,7 +618,7 @@ def kernel_gradient(layer: Layer, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     extents = [axis.extent for axis in geometry.axes]
     windows = np.lib.stride_tricks.sliding_window_view(padded, extents, axis=tuple(range(n)))
     windows = windows[tuple(slice(None, axis.output * axis.stride, axis.stride) for axis in geometry.axes)]
-    windows = windows[(Ellipsis, *(slice(None, None, axis.dilation) for axis in geometry.axes))]
+    windows = windows[(Ellipsis,) + tuple(slice(None, None, axis.dilation) for axis in geometry.axes)]
     # windows: (*o, C, *k); split channels and filters by group
     groups = geometry.groups
     windows = windows.reshape(*windows.shape[:n], groups, geometry.group_channels, *windows.shape[n + 1 :])
