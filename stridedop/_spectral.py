@@ -197,11 +197,12 @@ def _polyphase(axis: Axis) -> bool:
     return axis.size % axis.stride == 0 and axis.output == axis.size // axis.stride
 
 
-def _axis_factors(axis: Axis, half: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-tap factors ``T[r, b, R, Q]`` of one axis, and the frequency weights when `half`.
+def _axis_factors(axis: Axis, half: bool) -> np.ndarray:
+    """Per-tap factors ``T[r, b, R, Q]`` of one axis (frequencies ``0 .. n // 2`` only when `half`).
 
     Polyphase axis (``s`` divides ``m``, ``m / s`` outputs): ``b`` frequency, ``R = 1``, ``Q = s``
-    phases. Otherwise ``b = 1`` block, ``R`` outputs and ``Q = m`` inputs (a 0/1 matrix per tap, folded taps add).
+    phases. Otherwise ``b = 1`` block, ``R`` outputs and ``Q = m`` inputs (a 0/1 matrix per tap,
+    folded taps add).
     """
     m, s = axis.size, axis.stride
     shifts = np.arange(axis.kernel) * axis.dilation - axis.lo
@@ -214,88 +215,96 @@ def _axis_factors(axis: Axis, half: bool) -> tuple[np.ndarray, np.ndarray | None
         angle = 2 * np.pi * ((b[None, :] * q[:, None]) % n) / n  # (r, b), exact integer reduction
         factors = np.zeros((axis.kernel, count, 1, s), dtype=np.complex128)
         factors[np.arange(axis.kernel), :, 0, phases] = np.exp(1j * angle)
-        weights = None
-        if half:
-            weights = np.full(count, 2.0)
-            weights[0] = 1.0
-            if n % 2 == 0:
-                weights[-1] = 1.0
-        return factors, weights
+        return factors
     outputs = axis.output
     factors = np.zeros((axis.kernel, 1, outputs, m), dtype=np.complex128)
     o = np.arange(outputs)
     for r in range(axis.kernel):
         np.add.at(factors[r, 0], (o, (o * s + shifts[r]) % m), 1.0)
-    return factors, None
+    return factors
 
 
-def circular_blocks(kernel: np.ndarray, axes: Sequence[Axis], groups: int) -> tuple[np.ndarray, np.ndarray]:
-    """The blocks ``M`` (``(B, rows, cols)`` complex) of a circular operator and their multiplicities.
+def circular_blocks(
+    kernel: np.ndarray, axes: Sequence[Axis], groups: int
+) -> list[tuple[np.ndarray, float]]:
+    """The DFT blocks of a circular operator, as ``(blocks, multiplicity)`` pieces.
 
-    `axes` read the input at ``(o * stride + r * dilation - lo) mod size``. The operator's
-    singular values are those of the blocks, each repeated by its weight, plus zeros.
+    Each piece is a ``(B, cols, rows)`` stack of transposed blocks ``M^T`` (the transpose has the
+    same singular values and is what the contraction leaves contiguous). `axes` read the input
+    at ``(o * stride + r * dilation - lo) mod size``; the operator's singular values are those of
+    the blocks, each repeated by its multiplicity, plus zeros.
+
+    For a real kernel the longest polyphase axis keeps the frequencies ``0 .. n // 2`` only. Its
+    planes ``b = 0`` and ``b = n / 2`` are their own conjugates as a whole, so inside them only one
+    block of each conjugate pair (all other frequencies negated, same group) is kept.
     """
     kernel = np.asarray(kernel)
     n = len(axes)
     real = kernel.dtype.kind != "c"
     polyphase = [_polyphase(axis) for axis in axes]
-    # Halve the longest polyphase axis for a real kernel (the conjugate frequencies repeat).
-    half_axis = -1
+    periods = [axis.size // axis.stride if polyphase[a] else 1 for a, axis in enumerate(axes)]
+    half = -1
     if real and any(polyphase):
-        half_axis = max((i for i in range(n) if polyphase[i]), key=lambda i: axes[i].size // axes[i].stride)
+        half = max((a for a in range(n) if polyphase[a]), key=lambda a: periods[a])
+    # Contract the taps axis by axis, the halved axis last, each time putting the factor's
+    # (b, R, Q) axes in front: the frequencies end up leading, the halved one first.
     *taps, group_channels, filters = kernel.shape
-    group_filters = filters // groups
-    # (groups, *k, C/g, F/g)
-    work = kernel.reshape(*taps, group_channels, groups, group_filters).astype(np.complex128)
-    work = np.moveaxis(work, n + 1, 0)
-    weights = np.ones(1)
-    for a, axis in enumerate(axes):
-        factors, axis_weights = _axis_factors(axis, a == half_axis)
-        # tap axis a sits at position 1 + 3 * a after earlier contractions put (b, R, Q) first
-        position = 1 + 3 * a
-        work = np.tensordot(work, factors, axes=([position], [0]))  # (..., b, R, Q) at the end
-        work = np.moveaxis(work, (-3, -2, -1), (position, position + 1, position + 2))
-        if axis_weights is not None:
-            weights = np.multiply.outer(weights, axis_weights).reshape(-1)
-        else:
-            weights = np.repeat(weights, factors.shape[1])
-    # work: (g, [b, R, Q] * n, cg, fg) -> (g, b..., R..., fg, Q..., cg)
-    b_axes = [1 + 3 * a for a in range(n)]
-    r_axes = [2 + 3 * a for a in range(n)]
-    q_axes = [3 + 3 * a for a in range(n)]
-    order = [0, *b_axes, *r_axes, 3 * n + 2, *q_axes, 3 * n + 1]
-    blocks_count = groups * math.prod(work.shape[i] for i in b_axes)
-    rows = math.prod(work.shape[i] for i in r_axes) * group_filters
+    work = kernel.reshape(*taps, group_channels, groups, filters // groups)
+    remaining = list(range(n))
+    for a in [a for a in range(n) if a != half] + ([half] if half >= 0 else []):
+        position = 3 * (n - len(remaining)) + remaining.index(a)
+        work = np.tensordot(_axis_factors(axis=axes[a], half=a == half), work, axes=([0], [position]))
+        remaining.remove(a)
+    # work: ([b, R, Q] for the axes in reverse contraction order, cg, g, fg)
+    lead = range(n)
+    b_axes, r_axes, q_axes = [3 * t for t in lead], [3 * t + 1 for t in lead], [3 * t + 2 for t in lead]
+    order = [*b_axes, 3 * n + 1, *q_axes, 3 * n, *r_axes, 3 * n + 2]
+    counts = [work.shape[i] for i in b_axes] + [groups]
     columns = math.prod(work.shape[i] for i in q_axes) * group_channels
-    blocks = work.transpose(order).reshape(blocks_count, rows, columns)
+    rows = math.prod(work.shape[i] for i in r_axes) * (filters // groups)
+    blocks = work.transpose(order).reshape(counts[0], math.prod(counts[1:]), columns, rows)
     if real and not any(polyphase):
-        blocks = blocks.real  # only 0/1 tap matrices: the blocks are real
-    return blocks, np.tile(weights, groups)
-
-
-def _circular_parts(layer: Layer) -> tuple[np.ndarray, np.ndarray, int]:
-    geometry = layer.geometry
-    blocks, weights = circular_blocks(layer.kernel, geometry.axes, geometry.groups)
-    total = min(geometry.input_size, geometry.output_size)
-    return blocks, weights, total
+        return [(blocks.reshape(-1, columns, rows).real, 1.0)]  # only 0/1 tap matrices: real blocks
+    if half < 0:
+        return [(blocks.reshape(-1, columns, rows), 1.0)]
+    # Planes 1 .. (n - 1) // 2 of the halved axis stand for their conjugates too.
+    pieces = [(blocks[1 : (periods[half] + 1) // 2].reshape(-1, columns, rows), 2.0)]
+    # The other axes in the order they lead, then groups: negate every frequency.
+    others = [a for a in reversed([a for a in range(n) if a != half])]
+    index = np.indices(counts[1:]).reshape(len(counts) - 1, -1)
+    partner = index.copy()
+    for t, a in enumerate(others):
+        partner[t] = (-index[t]) % periods[a]
+    partner_flat = np.ravel_multi_index(partner, counts[1:])
+    own = np.arange(partner_flat.size)
+    for plane in sorted({0, periods[half] // 2} if periods[half] % 2 == 0 else {0}):
+        pieces.append((blocks[plane, partner_flat == own], 1.0))
+        pieces.append((blocks[plane, partner_flat > own], 2.0))
+    return [(piece, weight) for piece, weight in pieces if len(piece)]
 
 
 def circular_svdvals(layer: Layer, k: int | None = None) -> np.ndarray:
     """All (or the `k` largest) singular values of a circular layer, descending, from its DFT blocks."""
-    blocks, weights, total = _circular_parts(layer)
-    values = np.linalg.svd(blocks, compute_uv=False)  # (B, min(rows, cols))
-    counts = np.repeat(np.rint(weights).astype(np.intp), values.shape[1])
-    values = np.repeat(values.reshape(-1), counts)
+    geometry = layer.geometry
+    pieces = circular_blocks(layer.kernel, geometry.axes, geometry.groups)
+    values = np.concatenate(
+        [np.repeat(np.linalg.svd(blocks, compute_uv=False).ravel(), int(weight)) for blocks, weight in pieces]
+    )
     values = np.sort(values)[::-1]
+    total = min(geometry.input_size, geometry.output_size)
     if values.size < total:
         values = np.concatenate([values, np.zeros(total - values.size)])
     return values[: total if k is None else k]
 
 
+def _largest_block_value(kernel: np.ndarray, axes: Sequence[Axis], groups: int) -> float:
+    pieces = circular_blocks(kernel, axes, groups)
+    return max(float(np.linalg.svd(blocks, compute_uv=False)[:, 0].max()) for blocks, _ in pieces)
+
+
 def circular_norm(layer: Layer) -> float:
     """Exact spectral norm of a circular layer: the largest singular value over the DFT blocks."""
-    blocks, _, _ = _circular_parts(layer)
-    return float(np.linalg.svd(blocks, compute_uv=False)[:, 0].max())
+    return _largest_block_value(layer.kernel, layer.geometry.axes, layer.geometry.groups)
 
 
 # -- matrix-free: Golub-Kahan-Lanczos -----------------------------------------------------------------
@@ -308,6 +317,23 @@ def _orthogonalize(w: np.ndarray, basis: np.ndarray) -> np.ndarray:
     for _ in range(2):
         w = w - basis.T @ (basis.conj() @ w)
     return w
+
+
+def _error_estimates(residuals: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Error estimates of Ritz values from their residuals.
+
+    ``[U p; V q] / sqrt(2)`` is a unit Ritz vector of the Hermitian ``[[0, A], [A^H, 0]]`` with
+    residual ``r / sqrt(2)``, so an eigenvalue (a singular value of ``A``) lies within ``r`` of
+    ``sigma``, and within ``r^2 / (2 * gap)`` once the other eigenvalues are ``gap`` away
+    (Kato-Temple). The gap is taken from the other Ritz values, as ARPACK and PRIMME do.
+    """
+    errors = residuals.copy()
+    for i in range(len(values)):
+        others = np.delete(values, i)
+        gap = np.min(np.abs(others - values[i])) - residuals[i] if others.size else np.inf
+        if gap > residuals[i]:
+            errors[i] = min(residuals[i], residuals[i] ** 2 / (2 * gap))
+    return errors
 
 
 def _lanczos_pass(
@@ -357,13 +383,13 @@ def _lanczos_pass(
             else:
                 V[j + 1] = w / betas[j]
             last = steps >= capacity or steps >= dimension
-            if not last and (steps < k or steps % 4):
-                continue  # test convergence every fourth step
+            if not last and (steps < k or steps % 2):
+                continue  # test convergence every second step
             B = np.diag(alphas[:steps]) + np.diag(betas[: steps - 1], 1)
             P, S, _ = np.linalg.svd(B)
             top = min(k, steps)
-            residuals = np.abs(betas[steps - 1] * P[steps - 1, :top])
-            if steps >= dimension or np.all(residuals <= tol * np.maximum(S[:top], np.finfo(float).tiny)):
+            errors = _error_estimates(np.abs(betas[steps - 1] * P[steps - 1]), S)[:top]
+            if steps >= dimension or np.all(errors <= tol * np.maximum(S[:top], np.finfo(float).tiny)):
                 converged = True
                 break
             if last:
@@ -392,8 +418,9 @@ def lanczos_svds(
     Full reorthogonalization (classical Gram-Schmidt, twice) keeps both Krylov bases orthonormal.
     After ``j`` steps ``A V_j = U_j B_j`` and ``A^H U_j = V_j B_j^H + beta_j v_{j+1} e_j^T`` with
     ``B_j`` upper bidiagonal, so the Ritz triplet ``(U_j p, sigma, V_j q)`` of ``B_j = P S Q^H``
-    has residual ``|beta_j p_j|``: some singular value of ``A`` lies within it of ``sigma``. The
-    iteration stops when that is at most ``tol * sigma`` for the `k` largest. When the bases reach
+    has residual ``|beta_j p_j|``: some singular value of ``A`` lies within it of ``sigma``, and
+    within its square over twice the gap to the other values (`_error_estimates`). The
+    iteration stops when that error is at most ``tol * sigma`` for the `k` largest. When the bases reach
     their memory budget it restarts from the combination of the current `k` Ritz vectors.
 
     One start vector sees one copy of a repeated singular value, so for ``k > 1`` the found right
@@ -574,8 +601,7 @@ def upper_bound(layer: Layer) -> float:
     else:
         padded, factor = axes, 1.0
     bound_axes = [_bound_axis(axis) for axis in padded]
-    blocks, _ = circular_blocks(layer.kernel, bound_axes, geometry.groups)
-    return factor * float(np.linalg.svd(blocks, compute_uv=False)[:, 0].max())
+    return factor * _largest_block_value(layer.kernel, bound_axes, geometry.groups)
 
 
 def lower_bound(linear_map: LinearMap, steps: int = 12) -> float:
@@ -652,3 +678,4 @@ def norm_grad(linear_map: LinearMap) -> np.ndarray:
     if np.asarray(layer.kernel).dtype.kind == "c":
         return gradient.conj()
     return gradient.real
+
