@@ -30,8 +30,9 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
+from ._buffer import kernel_taps
 from ._geometry import Axis, Geometry
-from ._layout import kernel_taps
+from ._modes import pad, pad_adjoint
 
 __all__ = ["convolve", "convolve_adjoint"]
 
@@ -45,31 +46,20 @@ def _flat_grid(padded: tuple[int, ...], axes: tuple[Axis, ...]) -> tuple[list[in
     return steps, sum((axis.extent - 1) * step for axis, step in zip(axes, steps))
 
 
-def _pad(x: np.ndarray, geometry: Geometry, channels_first: bool) -> np.ndarray:
-    """Pad the spatial axes of a batch (zeros, or wrap-around for circular)."""
+def _spatial_pads(geometry: Geometry, channels_first: bool) -> list[tuple[int, int]]:
+    """``(lo, hi)`` for every axis of a batch: the spatial ones, none on batch and channels."""
     spatial = list(geometry.pads)
-    pads = [(0, 0), (0, 0), *spatial] if channels_first else [(0, 0), *spatial, (0, 0)]
-    if not any(lo or hi for lo, hi in spatial):
-        return np.ascontiguousarray(x)
-    return np.pad(x, pads, mode="wrap" if geometry.circular else "constant")
+    return [(0, 0), (0, 0), *spatial] if channels_first else [(0, 0), *spatial, (0, 0)]
+
+
+def _pad(x: np.ndarray, geometry: Geometry, channels_first: bool) -> np.ndarray:
+    """Pad the spatial axes of a batch the way the geometry's padding mode says."""
+    return pad(x, _spatial_pads(geometry, channels_first), geometry.mode)
 
 
 def _unpad(xp: np.ndarray, geometry: Geometry, channels_first: bool) -> np.ndarray:
-    """Adjoint of `_pad`: crop the zero padding, or fold wrapped entries back onto the input."""
-    first = 2 if channels_first else 1
-    if not geometry.circular:
-        crop = tuple(slice(axis.lo, axis.lo + axis.size) for axis in geometry.axes)
-        index = (slice(None),) * first + crop
-        return xp[index]
-    for i, axis in enumerate(geometry.axes, start=first):
-        size, padded = axis.size, xp.shape[i]
-        blocks = -(-padded // size)
-        widths = [(0, 0)] * xp.ndim
-        widths[i] = (0, blocks * size - padded)
-        grid = np.pad(xp, widths).reshape(*xp.shape[:i], blocks, size, *xp.shape[i + 1 :])
-        # Padded entry p holds input entry (p - lo) mod m.
-        xp = np.roll(grid.sum(axis=i), -axis.lo, axis=i)
-    return xp
+    """Adjoint of `_pad`: crop zero padding, or fold padded entries back onto what they read."""
+    return pad_adjoint(xp, _spatial_pads(geometry, channels_first), geometry.mode)
 
 
 def convolve(kernel: np.ndarray, geometry: Geometry, x: np.ndarray, channels_first: bool) -> np.ndarray:

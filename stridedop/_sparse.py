@@ -58,11 +58,9 @@ def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -
             + np.arange(axis.kernel)[None, :] * axis.dilation
             - axis.lo
         ).reshape(shape)
-        if geometry.circular:
-            position = position % axis.size
-        else:
-            inside = inside & (position >= 0) & (position < axis.size)
-        spatial_part = spatial_part + (position * step).astype(index_dtype)
+        source = geometry.mode.source(position, axis.size)  # -1 where a tap reads a zero
+        inside = inside & (source >= 0)
+        spatial_part = spatial_part + (np.maximum(source, 0) * step).astype(index_dtype)
     channel_part = (np.arange(groups)[:, None] * cg + np.arange(cg)[None, :]) * channel_step
     channel_part = channel_part.astype(index_dtype)  # (G, Cg)
 
@@ -101,6 +99,6 @@ def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -
     indptr = np.zeros(counts.size + 1, dtype=index_dtype)
     np.cumsum(counts, out=indptr[1:])
     matrix = sparse.csr_array((data, indices, indptr), shape=(geometry.output_size, geometry.input_size))
-    if geometry.circular:
-        matrix.sum_duplicates()  # folded taps share a column
+    if geometry.mode.folds:
+        matrix.sum_duplicates()  # taps that read the same input entry share a column
     return matrix.asformat(format)

@@ -35,52 +35,46 @@ from typing import Any
 
 import numpy as np
 
+from ._dense import check_allocation
 from ._geometry import Axis, Geometry
-from ._materialize import check_allocation
+from ._modes import pad, padding_mode
 
 __all__ = [
-    "MODES",
     "Layer",
     "LinearMap",
+    "circular_blocks",
+    "circular_norm",
     "circular_svdvals",
     "frobenius_norm",
     "lanczos_svds",
+    "linear_map_of",
     "norm",
     "norm_bounds",
     "norm_grad",
-    "padding_sources",
+    "operator_upper_bound",
     "padding_norm",
+    "padding_sources",
     "svds",
     "svdvals",
+    "upper_bound",
 ]
 
-MODES = ("zeros", "circular", "reflect", "replicate")
-_NP_PAD = {"zeros": "constant", "circular": "wrap", "reflect": "reflect", "replicate": "edge"}
 _DENSE_MAX_SIDE = 512  # below this min(rows, columns) the dense SVD is the fastest route
 _LANCZOS_BYTES = 256 * 2**20  # memory for the Krylov bases before Lanczos restarts
 TOLERANCE = 1e-10
 _ROUNDING = 1e-12  # relative margin that makes floating-point bounds safe against rounding
 
 
-def mode_of(geometry: Geometry) -> str:
-    """The padding mode's name: ``geometry.mode.name`` where there is one, else circular or zeros."""
-    mode = getattr(geometry, "mode", None)
-    if mode is not None:
-        return str(getattr(mode, "name", mode))
-    return "circular" if geometry.circular else "zeros"
-
-
 @dataclass(frozen=True)
 class Layer:
-    """One convolution: channels-last kernel ``(*k, C // groups, F)``, its geometry and padding mode."""
+    """One convolution: channels-last kernel ``(*k, C // groups, F)`` and its geometry."""
 
     kernel: np.ndarray
     geometry: Geometry
-    mode: str
 
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"`mode` must be one of {', '.join(map(repr, MODES))}, got {self.mode!r}")
+    @property
+    def mode(self) -> str:
+        return self.geometry.mode.name
 
 
 @dataclass(frozen=True)
@@ -89,8 +83,9 @@ class LinearMap:
 
     `forward` and `adjoint` accept a batch ``(B, *shape)`` too. `dense` (optional) returns the
     dense matrix ``(prod(output_shape), prod(input_shape))`` given ``max_bytes``; `layer` is the
-    convolution behind the map when it is one (the map is then the layer's operator, or its adjoint
-    when `transposed`); `upper` (optional) returns a proven upper bound of the spectral norm.
+    convolution whose singular values the map has (the map is that convolution in any direction:
+    itself, its transpose, adjoint or conjugate); `upper` (optional) returns a proven upper bound
+    of the spectral norm.
     """
 
     forward: Callable[[np.ndarray], np.ndarray]
@@ -100,7 +95,6 @@ class LinearMap:
     dtype: np.dtype
     dense: Callable[[Any], np.ndarray] | None = None
     layer: Layer | None = None
-    transposed: bool = False
     upper: Callable[[], float] | None = field(default=None, compare=False)
 
     @property
@@ -111,33 +105,51 @@ class LinearMap:
     def columns(self) -> int:
         return math.prod(self.input_shape)
 
-    def swapped(self) -> LinearMap:
-        """The adjoint map (same singular values, singular vectors exchanged)."""
-        dense = self.dense
-        return LinearMap(
-            forward=self.adjoint,
-            adjoint=self.forward,
-            input_shape=self.output_shape,
-            output_shape=self.input_shape,
-            dtype=self.dtype,
-            dense=None if dense is None else (lambda max_bytes: dense(max_bytes).conj().T),
-            layer=self.layer,
-            transposed=not self.transposed,
-            upper=self.upper,
-        )
+
+def linear_map_of(operator: Any) -> LinearMap:
+    """The `LinearMap` of a stridedop operator, through its public members.
+
+    A `ConvOperator` names its convolution through ``_spectral_layer()``; a sum (``.terms``) or a
+    product (``.factors``) gets the upper bound of `operator_upper_bound`.
+    """
+    layer = operator._spectral_layer()
+    return LinearMap(
+        forward=lambda x: operator @ x,
+        adjoint=lambda y: operator.H @ y,
+        input_shape=tuple(operator.input_shape),
+        output_shape=tuple(operator.output_shape),
+        dtype=np.dtype(operator.dtype),
+        dense=lambda max_bytes: operator.to_matrix(max_bytes=max_bytes),
+        layer=layer,
+        upper=None if layer is not None else (lambda: operator_upper_bound(operator)),
+    )
+
+
+def operator_upper_bound(operator: Any) -> float:
+    """A proven upper bound of the spectral norm of a convolution, sum or product of operators.
+
+    Sums: ``||sum c_i A_i|| <= sum |c_i| ||A_i||`` (triangle inequality); products:
+    ``||A_1 ... A_n|| <= prod ||A_i||`` (submultiplicativity); convolutions: `upper_bound`.
+    """
+    layer = operator._spectral_layer()
+    if layer is not None:
+        return upper_bound(layer)
+    terms = getattr(operator, "terms", None)
+    if terms is not None:
+        return math.fsum(abs(complex(c)) * operator_upper_bound(part) for c, part in terms)
+    factors = getattr(operator, "factors", None)
+    if factors is not None:
+        return math.prod(operator_upper_bound(factor) for factor in factors)
+    raise ValueError(f"no proven upper bound is known for {type(operator).__name__}")
 
 
 # -- padding maps -------------------------------------------------------------------------------------
 def padding_sources(axis: Axis, mode: str) -> np.ndarray:
     """Input index read at each padded position of `axis` (``-1`` where the padding is zero).
 
-    Length ``lo + size + hi``; this is the 1-D padding map ``P`` of the mode as an index array
-    (``np.pad`` of ``arange(size)`` with the mode's rule).
+    Length ``lo + size + hi``: the 1-D padding map ``P`` of the mode as an index array.
     """
-    positions = np.arange(axis.size)
-    if mode == "zeros":
-        return np.pad(positions, (axis.lo, axis.hi), mode="constant", constant_values=-1)
-    return np.pad(positions, (axis.lo, axis.hi), mode=_NP_PAD[mode])  # type: ignore[call-overload]
+    return padding_mode(mode).source(np.arange(-axis.lo, axis.size + axis.hi), axis.size)
 
 
 def padding_norm(geometry: Geometry, mode: str) -> float:
@@ -224,9 +236,7 @@ def _axis_factors(axis: Axis, half: bool) -> np.ndarray:
     return factors[..., factors.any(axis=(0, 1, 2))]  # inputs no tap reads are zero columns
 
 
-def circular_blocks(
-    kernel: np.ndarray, axes: Sequence[Axis], groups: int
-) -> list[tuple[np.ndarray, float]]:
+def circular_blocks(kernel: np.ndarray, axes: Sequence[Axis], groups: int) -> list[tuple[np.ndarray, float]]:
     """The DFT blocks of a circular operator, as ``(blocks, multiplicity)`` pieces.
 
     Each piece is a ``(B, cols, rows)`` stack of transposed blocks ``M^T`` (the transpose has the
@@ -592,7 +602,7 @@ def norm(linear_map: LinearMap, ord: Any = 2) -> float:
     if isinstance(ord, str) and ord == "fro":
         if linear_map.layer is not None:
             return frobenius_norm(linear_map.layer)
-        raise ValueError("`ord`='fro' needs a single convolution; this operator is composed")
+        return float(np.linalg.norm(_dense_matrix(linear_map)))  # a composed operator: guarded
     if isinstance(ord, bool) or ord != 2:
         raise ValueError(f"`ord` must be 2 (spectral norm) or 'fro' (Frobenius norm), got {ord!r}")
     layer = linear_map.layer
@@ -661,7 +671,7 @@ def kernel_gradient(layer: Layer, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     geometry = layer.geometry
     n = geometry.ndim
     pads = [(axis.lo, axis.hi) for axis in geometry.axes]
-    padded = np.pad(v, [*pads, (0, 0)], mode=_NP_PAD[layer.mode])  # type: ignore[call-overload]
+    padded = pad(v, [*pads, (0, 0)], geometry.mode)
     extents = [axis.extent for axis in geometry.axes]
     windows = np.lib.stride_tricks.sliding_window_view(padded, extents, axis=tuple(range(n)))
     windows = windows[tuple(slice(None, axis.output * axis.stride, axis.stride) for axis in geometry.axes)]
@@ -687,8 +697,7 @@ def norm_grad(linear_map: LinearMap) -> np.ndarray:
     layer = linear_map.layer
     if layer is None:
         raise ValueError("`norm_grad` needs a single convolution")
-    forward = linear_map.swapped() if linear_map.transposed else linear_map
-    u, s, v = svds(forward, 1)
+    u, s, v = svds(linear_map, 1)
     geometry = layer.geometry
     # to channels-last
     if geometry.layout == "channels_first":
@@ -699,4 +708,3 @@ def norm_grad(linear_map: LinearMap) -> np.ndarray:
     if np.asarray(layer.kernel).dtype.kind == "c":
         return gradient.conj()
     return gradient.real
-

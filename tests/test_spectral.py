@@ -46,39 +46,21 @@ def dense_layer(kernel, m, pads, mode, stride, dilation, groups):
     return V @ P
 
 
-def layer_map(kernel, m, pads, mode, stride=1, dilation=1, groups=1):
-    """A `LinearMap` of any mode built as 'valid' ConvOperator after np.pad (and its adjoint)."""
-    n = kernel.ndim - 2
-    channels = kernel.shape[n] * groups
-    padded = tuple(m[i] + pads[i][0] + pads[i][1] for i in range(n))
-    valid = stridedop.ConvOperator(
-        kernel, (*padded, channels), stride=stride, dilation=dilation, groups=groups
+def layer_operator(kernel, m, pads, mode, stride=1, dilation=1, groups=1):
+    channels = kernel.shape[-2] * groups
+    return stridedop.ConvOperator(
+        kernel,
+        (*m, channels),
+        padding=list(pads),
+        padding_mode=mode,
+        stride=stride,
+        dilation=dilation,
+        groups=groups,
     )
-    matrices = [padding_matrix(m[i], *pads[i], mode) for i in range(n)]
 
-    def forward(x):
-        x = np.asarray(x)
-        batch = x.ndim - n - 1
-        if mode == "zeros":
-            xp = np.pad(x, [(0, 0)] * batch + [*pads, (0, 0)])
-        else:
-            xp = np.pad(x, [(0, 0)] * batch + [*pads, (0, 0)], mode=NP_PAD[mode])
-        return valid @ xp
 
-    def adjoint(y):
-        z = valid.T @ y
-        batch = z.ndim - n - 1
-        for i, matrix in enumerate(matrices):
-            z = np.moveaxis(np.tensordot(z, matrix, axes=([batch + i], [0])), -1, batch + i)
-        return z
-
-    geometry = make_geometry(
-        kernel.shape, (*m, channels), padding=list(pads), stride=stride, dilation=dilation, groups=groups
-    )
-    layer = _spectral.Layer(kernel, geometry, mode)
-    return _spectral.LinearMap(
-        forward, adjoint, geometry.input_shape, geometry.output_shape, kernel.dtype, layer=layer
-    )
+def layer_map(*arguments, **keywords):
+    return _spectral.linear_map_of(layer_operator(*arguments, **keywords))
 
 
 def relative_error(values, reference):
@@ -202,7 +184,7 @@ def test_lanczos_converges_on_a_larger_zero_padded_layer():
     kernel = np.random.default_rng(4).standard_normal((3, 3, 8, 8))
     op = stridedop.ConvOperator(kernel, (12, 12, 8), padding="same")
     reference = np.linalg.svd(op.to_matrix(), compute_uv=False)
-    u, s, v, converged = _spectral.lanczos_svds(op._linear_map(), 4)
+    u, s, v, converged = _spectral.lanczos_svds(_spectral.linear_map_of(op), 4)
     assert converged
     assert relative_error(s, reference[:4]) <= 1e-10
 
@@ -248,8 +230,8 @@ def test_operator_bounds(padding):
 
 
 def test_padding_norm_is_exact():
-    geometry = make_geometry((3, 3, 1, 1), (5, 4, 1), padding=((2, 3), (1, 1)))
     for mode in ("reflect", "replicate", "circular", "zeros"):
+        geometry = make_geometry((3, 3, 1, 1), (5, 4, 1), padding=((2, 3), (1, 1)), padding_mode=mode)
         P = np.kron(padding_matrix(5, 2, 3, mode), padding_matrix(4, 1, 1, mode))
         assert np.isclose(_spectral.padding_norm(geometry, mode), np.linalg.norm(P, 2), rtol=1e-12)
 
@@ -304,7 +286,7 @@ def test_norm_grad_against_finite_differences(padding, stride, groups, complex_,
 def test_svds_triplets(padding, complex_, method):
     kernel = random_kernel(np.random.default_rng(8), (3, 3, 2, 3), complex_)
     op = stridedop.ConvOperator(kernel, (6, 7, 2), padding=padding)
-    u, s, vh = _spectral.svds(op._linear_map(), 3, method=method)
+    u, s, vh = _spectral.svds(_spectral.linear_map_of(op), 3, method=method)
     assert u.shape == (3, *op.output_shape) and vh.shape == (3, *op.input_shape) and s.shape == (3,)
     reference = np.linalg.svd(op.to_matrix(), compute_uv=False)
     assert relative_error(s, reference[:3]) <= 1e-10
@@ -315,14 +297,45 @@ def test_svds_triplets(padding, complex_, method):
     assert public[0].shape == (2, *op.output_shape)
 
 
-def test_adjoint_operator_has_the_same_values():
-    kernel = np.random.default_rng(9).standard_normal((3, 3, 2, 5))
+@pytest.mark.parametrize("complex_", [False, True])
+def test_every_direction_has_the_same_values(complex_):
+    kernel = random_kernel(np.random.default_rng(9), (3, 3, 2, 5), complex_)
     op = stridedop.ConvOperator(kernel, (6, 6, 2), padding="same", stride=2)
-    assert np.allclose(op.T.svdvals(), op.svdvals(), rtol=1e-12)
-    assert np.isclose(op.T.norm("fro"), op.norm("fro"))
-    u, s, vh = op.T.svds(1)
-    np.testing.assert_allclose(op.T @ vh[0], s[0] * u[0], atol=1e-10)
-    np.testing.assert_allclose(op.T.norm_grad(), op.norm_grad(), atol=1e-9)
+    for other in (op.H, op.transpose(), op.H.transpose()):
+        reference = np.linalg.svd(other.to_matrix(), compute_uv=False)
+        assert relative_error(other.svdvals(), reference) <= 1e-10
+        assert np.isclose(other.norm("fro"), np.linalg.norm(reference), rtol=1e-12)
+        u, s, vh = other.svds(1)
+        np.testing.assert_allclose(other @ vh[0], s[0] * u[0], atol=1e-10 * s[0])
+        np.testing.assert_allclose(other.norm_grad(), op.norm_grad(), atol=1e-8)
+
+
+@pytest.mark.parametrize("padding_mode", MODES)
+def test_composed_and_summed_operators(padding_mode):
+    rng = np.random.default_rng(10)
+    first = stridedop.ConvOperator(
+        rng.standard_normal((3, 3, 2, 3)), (6, 5, 2), padding="same", padding_mode=padding_mode, stride=(1, 2)
+    )
+    second = stridedop.ConvOperator(rng.standard_normal((2, 2, 3, 2)), first.output_shape, padding="valid")
+    third = stridedop.ConvOperator(
+        rng.standard_normal((1, 3, 2, 3)), (6, 5, 2), padding="same", stride=(1, 2)
+    )
+    for operator in (second @ first, first.H @ first, 2 * first - 0.5 * third, second @ (first + third)):
+        dense = operator.to_matrix()
+        reference = np.linalg.svd(dense, compute_uv=False)
+        assert relative_error(operator.svdvals(), reference) <= 1e-10
+        assert (
+            relative_error(
+                _spectral.svdvals(_spectral.linear_map_of(operator), 2, method="lanczos"), reference[:2]
+            )
+            <= 1e-10
+        )
+        assert abs(operator.norm() - reference[0]) <= 1e-10 * reference[0]
+        assert np.isclose(operator.norm("fro"), np.linalg.norm(dense), rtol=1e-12)
+        lower, upper = operator.norm_bounds()
+        assert lower <= reference[0] <= upper
+    product = second @ first
+    assert np.isclose(product.norm_bounds()[1], second.norm_bounds()[1] * first.norm_bounds()[1], rtol=1e-9)
 
 
 # -- errors -------------------------------------------------------------------------------------------
@@ -335,7 +348,7 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="`ord` must be 2"):
         op.norm(1)
     with pytest.raises(ValueError, match="`method` must be"):
-        _spectral.svdvals(op._linear_map(), method="qr")
+        _spectral.svdvals(_spectral.linear_map_of(op), method="qr")
 
 
 def test_all_values_of_a_huge_zero_padded_layer_need_k():
