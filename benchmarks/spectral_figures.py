@@ -9,7 +9,7 @@ Compared, all on the same random kernel:
 
 * textbook: FFT of the kernel zero-padded to the grid, then the SVD of every frequency's
   ``(F, C)`` matrix (Sedghi, Gupta & Long, ICLR 2019; stride 1 circular only);
-* power: 100 steps of power iteration on ``A^H A`` through ``op @ x`` and ``op.T @ y``;
+* power: 100 steps of power iteration on ``A^H A`` through ``op @ x`` and ``op.H @ y``;
 * reshape: the largest singular value of the kernel reshaped to ``(F, C * prod(k))``, which is what
   ``torch.nn.utils.spectral_norm`` normalises by (not the operator norm);
 * Gram: Gram iteration (Delattre, Barthelemy, Araujo & Allauzen, ICML 2023) on the frequency
@@ -48,7 +48,7 @@ def textbook_svdvals(kernel: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
 def power_iteration(op: Any, steps: int = 100, seed: int = 0) -> float:
     x = np.random.default_rng(seed).standard_normal(op.input_shape)
     for _ in range(steps):
-        x = op.T @ (op @ x)
+        x = op.H @ (op @ x)
         x /= np.linalg.norm(x)
     return float(np.linalg.norm(op @ x))
 
@@ -198,8 +198,9 @@ def main(argv: list[str] | None = None) -> None:
         pass
     circular_target(arguments.rounds)
     rng = np.random.default_rng(1)
-    # the lip4conv notebook's case: a random 64 -> 64 5x5 kernel on 12x12 (PyTorch's default init scale)
-    kernel = rng.uniform(-1, 1, (5, 5, 64, 64)) / math.sqrt(5 * 5 * 64)
+    # the lip4conv notebook's case: a random 64 -> 64 5x5 kernel on 12x12 (standard normal entries,
+    # the scale of the notebook's figures: exact circular about 80)
+    kernel = rng.standard_normal((5, 5, 64, 64))
     layer_table("lip4conv", kernel, 12, 1, arguments.rounds)
     for name, k, channels, filters, size, stride in RESNET18:
         if arguments.quick and size > 28:
