@@ -13,22 +13,25 @@ SHAPES = {
 }
 
 
-def _operator(shape, padding):
-    k, channels, filters, m, stride = SHAPES[shape]
-    kernel = np.random.default_rng(0).standard_normal((k, k, channels, filters))
-    return kernel, stridedop.ConvOperator(kernel, (m, m, channels), padding=padding, stride=stride)
+class _Layer:
+    """A seeded random layer of one of `SHAPES` with the subclass's `padding`, on one thread."""
 
-
-class Circular:
     params = [list(SHAPES)]
     param_names = ["shape"]
+    padding = "same"
 
     def setup(self, shape):
         self.limits = threadpool_limits(limits=1)
-        self.kernel, self.op = _operator(shape, "circular")
+        k, channels, filters, m, stride = SHAPES[shape]
+        self.kernel = np.random.default_rng(0).standard_normal((k, k, channels, filters))
+        self.op = stridedop.ConvOperator(self.kernel, (m, m, channels), padding=self.padding, stride=stride)
 
     def teardown(self, shape):
         self.limits.restore_original_limits()
+
+
+class Circular(_Layer):
+    padding = "circular"
 
     def time_svdvals(self, shape):
         self.op.svdvals()
@@ -45,16 +48,8 @@ class Circular:
         self.op.svdvals()
 
 
-class ZeroPadding:
-    params = [list(SHAPES)]
-    param_names = ["shape"]
-
-    def setup(self, shape):
-        self.limits = threadpool_limits(limits=1)
-        self.kernel, self.op = _operator(shape, "same")
-
-    def teardown(self, shape):
-        self.limits.restore_original_limits()
+class ZeroPadding(_Layer):
+    padding = "same"
 
     def time_norm(self, shape):
         self.op.norm()

@@ -81,11 +81,11 @@ class Layer:
 class LinearMap:
     """An operator given by its two products on arrays of `input_shape` and `output_shape`.
 
-    `forward` and `adjoint` accept a batch ``(B, *shape)`` too. `dense` (optional) returns the
-    dense matrix ``(prod(output_shape), prod(input_shape))`` given ``max_bytes``; `layer` is the
-    convolution whose singular values the map has (the map is that convolution in any direction:
-    itself, its transpose, adjoint or conjugate); `upper` (optional) returns a proven upper bound
-    of the spectral norm.
+    `forward` and `adjoint` accept a batch ``(B, *shape)`` too. `dense` returns the dense matrix
+    ``(prod(output_shape), prod(input_shape))`` given ``max_bytes``; `layer` is the convolution
+    whose singular values the map has (the map is that convolution in any direction: itself, its
+    transpose, adjoint or conjugate); `upper` (optional) returns a proven upper bound of the
+    spectral norm.
     """
 
     forward: Callable[[np.ndarray], np.ndarray]
@@ -93,7 +93,7 @@ class LinearMap:
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
     dtype: np.dtype
-    dense: Callable[[Any], np.ndarray] | None = None
+    dense: Callable[[Any], np.ndarray]
     layer: Layer | None = None
     upper: Callable[[], float] | None = field(default=None, compare=False)
 
@@ -517,12 +517,7 @@ def _dense_matrix(linear_map: LinearMap, max_bytes: Any = None) -> np.ndarray:
     """The dense matrix, guarded like `materialize` (MemoryError before allocating)."""
     dtype = np.dtype(_work_dtype(linear_map.dtype))
     check_allocation((linear_map.rows, linear_map.columns), dtype, max_bytes)
-    if linear_map.dense is not None:
-        return np.asarray(linear_map.dense(max_bytes), dtype=dtype)
-    # Columns are the images of the unit vectors: one batched product.
-    identity = np.eye(linear_map.columns, dtype=dtype).reshape(linear_map.columns, *linear_map.input_shape)
-    images = np.asarray(linear_map.forward(identity), dtype=dtype)
-    return images.reshape(linear_map.columns, linear_map.rows).T
+    return np.asarray(linear_map.dense(max_bytes), dtype=dtype)
 
 
 def _use_dense(linear_map: LinearMap, k: int | None) -> bool:
