@@ -37,6 +37,7 @@ import numpy as np
 
 from ._dense import check_allocation
 from ._geometry import Axis, Geometry
+from ._memory import available_memory
 from ._modes import pad, padding_mode
 
 __all__ = [
@@ -60,8 +61,9 @@ __all__ = [
 ]
 
 _DENSE_MAX_SIDE = 512  # below this min(rows, columns) the dense SVD is the fastest route
-_LANCZOS_BYTES = 256 * 2**20  # memory for the Krylov bases before Lanczos restarts
+_LANCZOS_BYTES = (256 * 2**20, 4 * 2**30)  # Krylov bases: at least, at most (else 1/8 of free memory)
 TOLERANCE = 1e-10
+_TWO_SIDED_ENTRIES = 2**19  # above this, Lanczos keeps (and reorthogonalizes) the shorter basis only
 _ROUNDING = 1e-12  # relative margin that makes floating-point bounds safe against rounding
 
 
@@ -377,8 +379,13 @@ def _lanczos_pass(
     capacity: int,
     limit: int,
     random_vector: Callable[[int], np.ndarray],
+    two_sided: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-    """One Golub-Kahan-Lanczos run on flat vectors (restarted when the bases are full)."""
+    """One Golub-Kahan-Lanczos run on flat vectors (restarted when the bases are full).
+
+    The right basis ``V`` is always fully reorthogonalized; the left one too when `two_sided`,
+    else only its last vector is kept and the left singular vectors are ``A v / sigma``.
+    """
     rows, columns = shape
     dimension = min(rows, columns)
     dtype = start.dtype
@@ -386,21 +393,22 @@ def _lanczos_pass(
     total_steps = 0
     while True:
         V = np.zeros((capacity + 1, columns), dtype=dtype)
-        U = np.zeros((capacity, rows), dtype=dtype)
+        U = np.zeros((capacity if two_sided else 1, rows), dtype=dtype)
         alphas = np.zeros(capacity)
         betas = np.zeros(capacity)
         V[0] = v / np.linalg.norm(v)
         steps = 0
         converged = False
         for j in range(capacity):
+            here = j if two_sided else 0
             u = forward(V[j])
             if j:
-                u = u - betas[j - 1] * U[j - 1]
-            u = _orthogonalize(u, U[:j])
+                u = u - betas[j - 1] * U[here - 1 if two_sided else 0]
+            if two_sided:
+                u = _orthogonalize(u, U[:j])
             alphas[j] = np.linalg.norm(u)
-            if alphas[j] > 0:
-                U[j] = u / alphas[j]
-            w = _orthogonalize(adjoint(U[j]) - alphas[j] * V[j], V[: j + 1])
+            U[here] = u / alphas[j] if alphas[j] > 0 else 0
+            w = _orthogonalize(adjoint(U[here]) - alphas[j] * V[j], V[: j + 1])
             betas[j] = np.linalg.norm(w)
             steps = j + 1
             total_steps += 1
@@ -428,9 +436,13 @@ def _lanczos_pass(
         B = np.diag(alphas[:steps]) + np.diag(betas[: steps - 1], 1)
         P, S, Qh = np.linalg.svd(B)
         top = min(k, steps)
-        u_vectors = P[:, :top].T @ U[:steps]
         v_vectors = Qh[:top].conj() @ V[:steps]
         if converged or total_steps >= limit:
+            if two_sided:
+                u_vectors = P[:, :top].T @ U[:steps]
+            else:
+                images = np.array([forward(vector) for vector in v_vectors])
+                u_vectors = images / np.maximum(np.linalg.norm(images, axis=1), np.finfo(float).tiny)[:, None]
             return u_vectors, S[:top], v_vectors, converged
         v = v_vectors.sum(axis=0)  # explicit restart from the Ritz vectors found so far
 
@@ -446,13 +458,17 @@ def lanczos_svds(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """Largest `k` singular triplets by Golub-Kahan-Lanczos bidiagonalization.
 
-    Full reorthogonalization (classical Gram-Schmidt, twice) keeps both Krylov bases orthonormal.
+    Full reorthogonalization (classical Gram-Schmidt, repeated when needed) keeps both Krylov
+    bases orthonormal. Above ``2**19`` entries in the two vectors only the shorter basis is kept
+    and reorthogonalized (one-sided reorthogonalization, Simon & Zha 2000, which keeps the
+    singular values as accurate), and the other singular vectors are ``A v / sigma``.
     After ``j`` steps ``A V_j = U_j B_j`` and ``A^H U_j = V_j B_j^H + beta_j v_{j+1} e_j^T`` with
     ``B_j`` upper bidiagonal, so the Ritz triplet ``(U_j p, sigma, V_j q)`` of ``B_j = P S Q^H``
     has residual ``|beta_j p_j|``: some singular value of ``A`` lies within it of ``sigma``, and
     within its square over twice the gap to the other values (`_error_estimates`). The
-    iteration stops when that error is at most ``tol * sigma`` for the `k` largest. When the bases reach
-    their memory budget it restarts from the combination of the current `k` Ritz vectors.
+    iteration stops when that error is at most ``tol * sigma`` for the `k` largest. When the
+    bases reach their memory budget (1/8 of the free memory, between 256 MiB and 4 GiB) it
+    restarts from the combination of the current `k` Ritz vectors.
 
     One start vector sees one copy of a repeated singular value, so for ``k > 1`` the found right
     vectors are locked and the run repeats on ``A (I - V V^H)`` until its largest value is below
@@ -462,9 +478,26 @@ def lanczos_svds(
     ``A v[i] = s[i] u[i]``.
     """
     rows, columns = linear_map.rows, linear_map.columns
+    two_sided = rows + columns <= _TWO_SIDED_ENTRIES
+    if not two_sided and rows < columns and start is None:
+        # Keep the shorter basis: run on the adjoint and exchange the singular vectors.
+        dense = linear_map.dense
+        swapped = LinearMap(
+            forward=linear_map.adjoint,
+            adjoint=linear_map.forward,
+            input_shape=linear_map.output_shape,
+            output_shape=linear_map.input_shape,
+            dtype=linear_map.dtype,
+            dense=lambda max_bytes: dense(max_bytes).conj().T,
+        )
+        u, s, v, converged = lanczos_svds(swapped, k, tol=tol, max_steps=max_steps, seed=seed)
+        return v, s, u, converged
     dtype = _work_dtype(linear_map.dtype)
     dimension = min(rows, columns)
-    budget = max(2 * k + 20, _LANCZOS_BYTES // (16 * (rows + columns)))
+    low, high = _LANCZOS_BYTES
+    memory = max(low, min(high, (available_memory() or 0) // 8))
+    stored = columns + rows if two_sided else columns
+    budget = max(2 * k + 20, memory // (np.dtype(dtype).itemsize * stored))
     capacity = min(dimension, budget if max_steps is None else max(max_steps, k))
     limit = 40 * capacity if max_steps is None else max_steps
     rng = np.random.default_rng(seed)
@@ -495,7 +528,7 @@ def lanczos_svds(
     converged = True
     while True:
         u, s, v, done = _lanczos_pass(
-            forward, adjoint, (rows, columns), wanted, tol, v0, capacity, limit, random_vector
+            forward, adjoint, (rows, columns), wanted, tol, v0, capacity, limit, random_vector, two_sided
         )
         converged = converged and done
         if len(locked_s) >= k and (not len(s) or s[0] <= locked_s[k - 1] * (1 + tol)):
