@@ -352,21 +352,22 @@ def _orthogonalize(w: np.ndarray, basis: np.ndarray) -> np.ndarray:
     return w
 
 
-def _error_estimates(residuals: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Error estimates of Ritz values from their residuals.
+def _error_estimates(residuals: np.ndarray, values: np.ndarray, count: int) -> np.ndarray:
+    """Error estimates of the `count` largest Ritz values from their residuals.
 
     ``[U p; V q] / sqrt(2)`` is a unit Ritz vector of the Hermitian ``[[0, A], [A^H, 0]]`` with
     residual ``r / sqrt(2)``, so an eigenvalue (a singular value of ``A``) lies within ``r`` of
     ``sigma``, and within ``r^2 / (2 * gap)`` once the other eigenvalues are ``gap`` away
-    (Kato-Temple). The gap is taken from the other Ritz values, as ARPACK and PRIMME do.
+    (Kato-Temple). The gap is taken from the neighbouring Ritz values (`values` descending), as
+    ARPACK and PRIMME do.
     """
-    errors = residuals.copy()
-    for i in range(len(values)):
-        others = np.delete(values, i)
-        gap = np.min(np.abs(others - values[i])) - residuals[i] if others.size else np.inf
-        if gap > residuals[i]:
-            errors[i] = min(residuals[i], residuals[i] ** 2 / (2 * gap))
-    return errors
+    padded = np.concatenate(([np.inf], values, [-np.inf]))
+    neighbours = np.minimum(padded[:count] - values[:count], values[:count] - padded[2 : count + 2])
+    residuals = residuals[:count]
+    gaps = neighbours - residuals
+    separated = gaps > residuals  # then gap > 0 and r^2 / (2 gap) < r / 2: no overflow
+    quadratic = np.divide(residuals**2, 2 * gaps, out=residuals.copy(), where=separated)
+    return np.minimum(residuals, quadratic)
 
 
 def _lanczos_pass(
@@ -422,12 +423,12 @@ def _lanczos_pass(
             else:
                 V[j + 1] = w / betas[j]
             last = steps >= capacity or steps >= dimension
-            if not last and (steps < k or steps % 2):
-                continue  # test convergence every second step
+            if not last and (steps < k or steps % max(2, steps // 16)):
+                continue  # test convergence every second step, then every 6 % or so
             B = np.diag(alphas[:steps]) + np.diag(betas[: steps - 1], 1)
             P, S, _ = np.linalg.svd(B)
             top = min(k, steps)
-            errors = _error_estimates(np.abs(betas[steps - 1] * P[steps - 1]), S)[:top]
+            errors = _error_estimates(np.abs(betas[steps - 1] * P[steps - 1]), S, top)
             if steps >= dimension or np.all(errors <= tol * np.maximum(S[:top], np.finfo(float).tiny)):
                 converged = True
                 break
