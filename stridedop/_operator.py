@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from . import _spectral
 from ._algebra import BaseOperator, check_sparse_format
 from ._apply import convolve, convolve_adjoint
 from ._buffer import plan_buffer, read_kernel
@@ -384,6 +385,39 @@ class ConvOperator(BaseOperator):
         kernel = self._state.oriented_kernel(self._conjugated)
         forward = sparse_matrix(kernel, self._geometry, "csr")
         return (forward.T if self._transposed else forward).asformat(format)
+
+    # -- singular values and norms (svdvals, svds, norm, norm_bounds: see BaseOperator) ---------
+    def _spectral_layer(self) -> _spectral.Layer:
+        """The convolution whose singular values this operator has, in every direction."""
+        return _spectral.Layer(self._state.canonical_kernel, self._geometry)
+
+    def norm_grad(self) -> np.ndarray:
+        """Gradient of ``op.norm(2)`` with respect to the kernel, in the kernel's shape and layout.
+
+        The correlation of the top singular vectors ``u``, ``v`` of the convolution
+        (``d sigma = Re(u^H dA v)``); for a complex kernel the complex gradient
+        ``d/dRe + i d/dIm``. Every direction (``op.H``, ``op.T``) has the norm, so the gradient,
+        of the kernel's convolution. Defined where the largest singular value is simple.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import stridedop
+        >>> kernel = np.random.default_rng(2).standard_normal((3, 2, 2))
+        >>> op = stridedop.ConvOperator(kernel, (9, 2), padding="same")
+        >>> step = np.zeros_like(kernel)
+        >>> step[1, 0, 1] = 1e-6
+        >>> plus = stridedop.ConvOperator(kernel + step, (9, 2), padding="same").norm()
+        >>> minus = stridedop.ConvOperator(kernel - step, (9, 2), padding="same").norm()
+        >>> bool(np.isclose(op.norm_grad()[1, 0, 1], (plus - minus) / 2e-6))
+        True
+        """
+        forward = self._direction(False, False)
+        gradient = _spectral.norm_grad(_spectral.linear_map_of(forward))
+        if self._geometry.layout == "channels_first":
+            n = gradient.ndim - 2
+            gradient = gradient.transpose(n + 1, n, *range(n))
+        return gradient
 
     # -- pickling and display -----------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
