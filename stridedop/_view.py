@@ -183,6 +183,10 @@ class OperatorView(np.ndarray):
 
 def _operator_view(operator: Any) -> OperatorView:
     """Unpickle: the view of an operator (built again from its kernel and geometry)."""
+    from ._operator import ConvOperator  # imports this module
+
+    if not isinstance(operator, ConvOperator):  # a tampered pickle
+        raise TypeError(f"a pickled OperatorView must hold a ConvOperator, got {type(operator).__name__}")
     return operator.view  # type: ignore[no-any-return]
 
 

@@ -310,3 +310,21 @@ def test_padding_modes_without_a_view_apply_their_matrix(padding_mode, dtype, in
     assert forward.dtype == adjoint.dtype == np.result_type(kernel, x)
     np.testing.assert_array_equal(forward.reshape(2, -1), x.reshape(2, -1) @ M.T)
     np.testing.assert_array_equal(adjoint.reshape(2, -1), y.reshape(2, -1) @ M)
+
+
+@pytest.mark.parametrize("payload", [None, 3, "view", np.ones((2, 2))])
+def test_a_tampered_view_pickle_is_refused(payload):
+    from stridedop._view import _operator_view
+
+    with pytest.raises(TypeError, match="a pickled OperatorView must hold a ConvOperator"):
+        _pickled_call(_operator_view, payload)
+
+
+def _pickled_call(function, argument):
+    """Unpickle a payload that calls `function(argument)`, as a tampered view pickle would."""
+
+    class Payload:
+        def __reduce__(self):
+            return (function, (argument,))
+
+    return pickle.loads(pickle.dumps(Payload()))
