@@ -183,11 +183,12 @@ class OperatorView(np.ndarray):
 
 def _operator_view(operator: Any) -> OperatorView:
     """Unpickle: the view of an operator (built again from its kernel and geometry)."""
-    from ._operator import ConvOperator  # imports this module
+    from ._algebra import BaseOperator  # imports this module
 
-    if not isinstance(operator, ConvOperator):  # a tampered pickle
-        raise TypeError(f"a pickled OperatorView must hold a ConvOperator, got {type(operator).__name__}")
-    return operator.view  # type: ignore[no-any-return]
+    if not (isinstance(operator, BaseOperator) and hasattr(type(operator), "view")):  # tampered
+        kind = type(operator).__name__
+        raise TypeError(f"a pickled OperatorView must hold a stridedop operator with a view, got {kind}")
+    return operator.view  # type: ignore[attr-defined,no-any-return]
 
 
 def make_view(array: np.ndarray, origin: Any) -> OperatorView:

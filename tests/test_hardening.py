@@ -316,7 +316,7 @@ def test_padding_modes_without_a_view_apply_their_matrix(padding_mode, dtype, in
 def test_a_tampered_view_pickle_is_refused(payload):
     from stridedop._view import _operator_view
 
-    with pytest.raises(TypeError, match="a pickled OperatorView must hold a ConvOperator"):
+    with pytest.raises(TypeError, match="a pickled OperatorView must hold a stridedop operator with a view"):
         _pickled_call(_operator_view, payload)
 
 
