@@ -122,7 +122,9 @@ _SETTINGS = settings(
 def test_apply_equals_the_oracle(case):
     with np.errstate(over="ignore"):  # wide integers wrap, as in NumPy
         op, W, x, _ = _build(case)
-        assert_same(op @ x, batched_tensordot(W, x, len(op.input_shape)))
+        expected = batched_tensordot(W, x, len(op.input_shape))
+        assert_same(op @ x, expected)
+        assert_same(batched_tensordot(op.view, x, len(op.input_shape)), expected)  # through W.operator
 
 
 @_SETTINGS
