@@ -13,14 +13,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._geometry import Axis, Geometry, distinct_residues
+from ._geometry import Axis, Geometry
 from ._view import OperatorView
 
 __all__ = [
     "BufferPlan",
     "canonical_permutation",
     "fill_buffer",
-    "fold_coinciding_taps",
+    "fold_circular_taps",
     "folded_kernel_view",
     "kernel_view",
     "operator_view",
@@ -211,18 +211,19 @@ def residues(axis: Axis) -> np.ndarray:
     return np.array([(r * step - shift) % size for r in range(axis.kernel)], dtype=np.intp)
 
 
-def fold_coinciding_taps(kernel: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Geometry]:
-    """The circular operator with the taps that read one input entry summed into one tap.
+def fold_circular_taps(kernel: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Geometry]:
+    """The circular operator with each axis's taps folded onto the input entries they read.
 
-    The same operator, entry for entry in the kernel's dtype, as the view shows it (uint8
-    ``200 + 100`` is 44, bool ``True + True`` is True). Along each axis where taps coincide, the
-    channels-last `kernel` gets ``m`` taps at dilation 1, tap ``p`` reading ``(o * s + p) mod m``
-    (padding ``(0, (o - 1) * s)``); the other axes are kept. Returns the kernel and geometry
-    unchanged when no taps coincide.
+    Along each axis whose dilated kernel is wider than the input (the only axes where taps can
+    coincide), the channels-last `kernel` gets ``m`` taps at dilation 1, tap ``p`` reading
+    ``(o * s + p) mod m`` (padding ``(0, (o - 1) * s)``), each the sum in the kernel's dtype of
+    the taps that read that entry: the operator as the view shows it, entry for entry (uint8
+    ``200 + 100`` is 44, bool ``True + True`` is True), and no padding wider than the input,
+    whatever the dilation. Returns the kernel and geometry unchanged when no axis is that wide.
     """
     axes = list(geometry.axes)
     for i, axis in enumerate(geometry.axes):
-        if distinct_residues(axis) < axis.kernel:
+        if axis.extent > axis.size:
             kernel = _fold_axis(kernel, i, axis)
             last = (axis.output - 1) * axis.stride
             axes[i] = Axis(axis.size, axis.size, axis.stride, 1, 0, last)

@@ -19,7 +19,7 @@ import numpy as np
 from . import _spectral
 from ._algebra import BaseOperator, check_sparse_format
 from ._apply import convolve, convolve_adjoint
-from ._buffer import fold_coinciding_taps, plan_buffer, read_kernel
+from ._buffer import fold_circular_taps, plan_buffer, read_kernel
 from ._compose import compose_convolutions
 from ._conv import StridedOperator, canonical_kernel, plan, require_view
 from ._dense import check_allocation, check_out, dense_allocation, fill_dense
@@ -63,18 +63,22 @@ class _Convolution:
     def applied(self, conjugated: bool) -> tuple[np.ndarray, Geometry]:
         """The channels-last kernel and the geometry that `@` computes with.
 
-        Circular taps that read one input entry are summed first, in the kernel's dtype, for
-        bool and integer kernels: the operator's entries are those sums (uint8 ``200 + 100`` is
-        44, as the view shows), whatever the dtype of the input it is applied to.
+        Circular axes whose dilated kernel is wider than the input are folded first (see
+        `fold_circular_taps`): taps that read one input entry are summed in the kernel's dtype,
+        so the operator's entries are those of the view (uint8 ``200 + 100`` is 44) whatever the
+        dtype of the input, and no padding is wider than the input, whatever the dilation.
         """
         kernel = self.oriented_kernel(conjugated)
-        if self.geometry.circular and kernel.dtype.kind in "biu":
-            return self._folded  # never complex: the same in every direction
-        return kernel, self.geometry
+        if not self.geometry.circular:
+            return kernel, self.geometry
+        folded, geometry = self._folded
+        if geometry is self.geometry:
+            return kernel, geometry
+        return (folded.conj() if conjugated and folded.dtype.kind == "c" else folded), geometry
 
     @cached_property
     def _folded(self) -> tuple[np.ndarray, Geometry]:
-        return fold_coinciding_taps(self.canonical_kernel, self.geometry)
+        return fold_circular_taps(self.canonical_kernel, self.geometry)
 
     def buffer(self, conjugated: bool) -> StridedOperator:
         """The filled buffer of the views (of the conjugated kernel if asked), built once."""

@@ -99,6 +99,11 @@ def test_huge_circular_dilations_and_strides(dilation, stride):
     np.testing.assert_array_equal(op.view, expected)
     np.testing.assert_array_equal(stridedop.materialize(op.view), expected)
     np.testing.assert_array_equal(op.to_sparse().toarray().reshape(expected.shape), expected)
+    # @ and .H @ fold the taps first: no padding wider than the input (this raised "array is too
+    # big" or "`pad_width` must be of integral type").
+    x = np.arange(5.0).reshape(5, 1)
+    np.testing.assert_array_equal(op @ x, np.tensordot(expected, x, 2))
+    np.testing.assert_array_equal(op.H @ (op @ x), np.tensordot(op @ x, expected, 2))
 
 
 def test_materialize_ends_on_a_cyclic_base_chain():
