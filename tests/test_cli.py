@@ -1,3 +1,4 @@
+import errno
 import os
 import shutil
 import signal
@@ -331,3 +332,26 @@ def test_materialize_writes_every_padding_mode_atomically(tmp_path, capsys, padd
     op = stridedop.ConvOperator(kernel, (6, 1), padding="same", padding_mode=padding_mode)
     np.testing.assert_array_equal(np.load(tmp_path / "W.npy"), op.materialize())
     assert _entries(tmp_path) == ["W.npy", "kernel.npy"]
+
+
+def test_materialize_reserves_by_writing_zeros_where_fallocate_is_unsupported(tmp_path, capsys, monkeypatch):
+    def unsupported(fd, offset, length):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr("stridedop._cli.os.posix_fallocate", unsupported)
+    kernel = np.arange(1.0, 17.0).reshape(2, 2, 2, 2)
+    np.save(tmp_path / "kernel.npy", kernel)
+    assert main(_materialize_argv(tmp_path / "kernel.npy", tmp_path / "W.npy", "5x4x2")) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "W.npy"), stridedop.conv_view(kernel, (5, 4, 2)))
+
+
+def test_materialize_reports_a_failed_reservation_cleanly(tmp_path, capsys, monkeypatch):
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("stridedop._cli.os.posix_fallocate", full)
+    np.save(tmp_path / "kernel.npy", np.ones((2, 2, 2, 2)))
+    assert main(_materialize_argv(tmp_path / "kernel.npy", tmp_path / "W.npy", "5x4x2")) == 1
+    err = capsys.readouterr().err
+    assert "cannot reserve" in err and "No space left on device" in err
+    assert _entries(tmp_path) == ["kernel.npy"]
