@@ -401,6 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         args = parser.parse_args(["demo", *(argv or [])])
     prefix = f"stridedop {args.command}:"
+    nothing = "; nothing was written" if args.command == "materialize" else ""
     try:
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread: leave signals alone
@@ -411,10 +412,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prefix} error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\n{prefix} interrupted; nothing was written", file=sys.stderr)
+        print(f"\n{prefix} interrupted{nothing}", file=sys.stderr)
         return 128 + signal.SIGINT
     except _TerminatedError:
-        print(f"\n{prefix} terminated; nothing was written", file=sys.stderr)
+        print(f"\n{prefix} terminated{nothing}", file=sys.stderr)
         return 128 + signal.SIGTERM
     finally:
         if previous is not None:
