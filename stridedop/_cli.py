@@ -376,7 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
         "materialize",
         help="write the dense operator to a .npy memory map",
         description=(
-            "Write the dense operator to a .npy file through a memory map, writing only the kernel entries."
+            "Write the dense operator to a .npy file through a memory map, writing only the kernel entries. "
+            "The space is reserved first and the file is written under a temporary name next to the "
+            "output, renamed only when complete: a full disk, an error or Ctrl-C leaves no partial file."
         ),
     )
     mat_parser.add_argument("kernel_file", help="kernel as a .npy file")
