@@ -167,28 +167,45 @@ THREAD_GEOMETRIES = [
     {"kernel": (3, 3, 6, 4), "input_shape": (9, 8, 12), "stride": 2, "groups": 2},
     {"kernel": (2, 5, 1, 3), "input_shape": (4, 3, 1), "padding": "circular", "dilation": (1, 2)},
     {"kernel": (3, 6, 2, 3), "input_shape": (6, 4, 7), "layout": "channels_first", "padding": 1},
+    {"kernel": (5, 2, 3), "input_shape": (3, 2), "padding": "circular", "dtype": np.uint8},
+    {"kernel": (3, 1, 2), "input_shape": (5, 1), "padding": 2, "padding_mode": "reflect"},
 ]
 
 
-def _every_path(case):
-    """conv_view, materialize, @, adjoint @ and to_sparse of one geometry, as plain arrays."""
+def _operator(case):
     rng = np.random.default_rng(len(case["input_shape"]) + sum(case["kernel"]))
-    kernel = rng.integers(-3, 4, case["kernel"]).astype(np.float64)
-    arguments = {key: value for key, value in case.items() if key != "kernel"}
-    W = stridedop.conv_view(kernel, **arguments)
-    op = stridedop.ConvOperator(kernel, **arguments)
+    kernel = rng.integers(0, 256, case["kernel"]).astype(case.get("dtype", np.float64))
+    arguments = {key: value for key, value in case.items() if key not in ("kernel", "dtype")}
+    return stridedop.ConvOperator(kernel, **arguments)
+
+
+def _every_path(op, has_view=True):
+    """The view, materialize, @, adjoint @ and to_sparse of `op`, as plain arrays."""
+    rng = np.random.default_rng(0)
     x = rng.integers(-3, 4, (3, *op.input_shape)).astype(np.float64)
     y = rng.integers(-3, 4, (3, *op.output_shape)).astype(np.float64)
-    return [np.array(W), stridedop.materialize(W), op @ x, op.H @ y, op.to_sparse().toarray()]
+    with np.errstate(over="ignore"):  # uint8 taps that fold wrap
+        dense = [np.array(op.view), stridedop.materialize(op.view)] if has_view else []
+        return [*dense, op.materialize(), op @ x, op.H @ y, op.to_sparse().toarray()]
 
 
 def test_eight_threads_agree_with_one():
+    # Each geometry from every thread, interleaved: fresh operators in each thread, and operators
+    # shared by all threads whose buffers and folded kernels are built by whichever comes first.
     pytest.importorskip("scipy")
-    expected = [_every_path(case) for case in THREAD_GEOMETRIES]
-    jobs = THREAD_GEOMETRIES * 8  # each geometry from every thread, interleaved
+    views = [case.get("padding_mode", "zeros") != "reflect" for case in THREAD_GEOMETRIES]
+    expected = [_every_path(_operator(case), view) for case, view in zip(THREAD_GEOMETRIES, views)]
+    shared = [_operator(case) for case in THREAD_GEOMETRIES]
+    jobs = [(i, op) for _ in range(4) for i, op in enumerate(shared)]
+    jobs += [(i, None) for _ in range(4) for i in range(len(THREAD_GEOMETRIES))]
+
+    def run(job):
+        index, op = job
+        return _every_path(op or _operator(THREAD_GEOMETRIES[index]), views[index])
+
     with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(_every_path, jobs))
-    for index, result in enumerate(results):
-        for actual, wanted in zip(result, expected[index % len(THREAD_GEOMETRIES)]):
+        results = list(pool.map(run, jobs))
+    for (index, _), result in zip(jobs, results):
+        for actual, wanted in zip(result, expected[index], strict=True):
             assert actual.dtype == wanted.dtype
             np.testing.assert_array_equal(actual, wanted)
