@@ -26,7 +26,7 @@ INTP_MAX = int(np.iinfo(np.intp).max)
 _MEMINFO = "/proc/meminfo"
 _PROC_CGROUP = "/proc/self/cgroup"
 _CGROUP_ROOT = "/sys/fs/cgroup"
-_PROC_STATM = "/proc/self/statm"
+_PROC_STATUS = "/proc/self/status"
 _UNLIMITED = 2**60  # cgroup v1 writes "no limit" as a huge page-rounded number
 
 
@@ -120,20 +120,23 @@ def _cgroup_headroom() -> int | None:
     return headroom
 
 
-def _address_space_headroom() -> int | None:
-    """``RLIMIT_AS`` minus the address space in use already, or None without such a limit."""
+def _rlimit_headroom(name: str, status_key: str) -> int | None:
+    """The soft resource limit `name` minus the usage ``/proc/self/status`` reports as `status_key`.
+
+    None without such a limit (or off POSIX). The usage counts as 0 where it cannot be read.
+    """
     try:
         import resource
     except ImportError:  # not on a POSIX system
         return None
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    soft, _ = resource.getrlimit(getattr(resource, name))
     if soft == resource.RLIM_INFINITY or soft < 0:
         return None
-    text = _read_text(_PROC_STATM)
-    try:
-        used = int(text.split()[0]) * int(os.sysconf("SC_PAGE_SIZE")) if text else 0
-    except (ValueError, IndexError, OSError):
-        used = 0
+    used = 0
+    for line in (_read_text(_PROC_STATUS) or "").splitlines():
+        if line.startswith(status_key + ":"):
+            with contextlib.suppress(ValueError, IndexError):
+                used = int(line.split()[1]) * 1024  # kB
     return max(0, soft - used)
 
 
@@ -141,14 +144,16 @@ def memory_limits() -> dict[str, int]:
     """Each limit on a new allocation that this machine reports, in bytes.
 
     Keys: ``"MemAvailable"`` (the system's available memory), ``"cgroup"`` (the control
-    group's ``memory.max`` minus its usage, v2 or v1, the tightest over its ancestors) and
-    ``"RLIMIT_AS"`` (the address-space limit minus the address space in use); a limit that
-    does not apply is left out.
+    group's ``memory.max`` minus its usage, v2 or v1, the tightest over its ancestors),
+    ``"RLIMIT_AS"`` (the address-space limit minus the address space in use) and
+    ``"RLIMIT_DATA"`` (the data-segment limit, which Linux applies to private mappings too,
+    minus the data in use); a limit that does not apply is left out.
     """
     limits = {
         "MemAvailable": _system_available(),
         "cgroup": _cgroup_headroom(),
-        "RLIMIT_AS": _address_space_headroom(),
+        "RLIMIT_AS": _rlimit_headroom("RLIMIT_AS", "VmSize"),
+        "RLIMIT_DATA": _rlimit_headroom("RLIMIT_DATA", "VmData"),
     }
     return {name: value for name, value in limits.items() if value is not None}
 
@@ -157,7 +162,7 @@ def available_memory() -> int | None:
     """Bytes of memory available to a new allocation, or None when it cannot be told.
 
     The smallest of the limits in `memory_limits`: the system's ``MemAvailable``, the control
-    group's headroom and the ``RLIMIT_AS`` headroom.
+    group's headroom and the ``RLIMIT_AS`` and ``RLIMIT_DATA`` headrooms.
     """
     limits = memory_limits()
     return min(limits.values()) if limits else None

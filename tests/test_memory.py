@@ -25,7 +25,7 @@ def fake_linux(tmp_path, monkeypatch):
     monkeypatch.setattr(_memory, "_MEMINFO", str(tmp_path / "meminfo"))
     monkeypatch.setattr(_memory, "_PROC_CGROUP", str(tmp_path / "cgroup"))
     monkeypatch.setattr(_memory, "_CGROUP_ROOT", str(tmp_path / "sys"))
-    monkeypatch.setattr(_memory, "_address_space_headroom", lambda: None)
+    monkeypatch.setattr(_memory, "_rlimit_headroom", lambda name, key: None)
     return tmp_path
 
 
@@ -69,15 +69,16 @@ def test_materialize_refuses_beyond_the_cgroup_headroom(fake_linux):
         stridedop.materialize(W)
 
 
-def _run_limited(code, address_space):
-    """Run `code` in a new interpreter whose RLIMIT_AS is `address_space` bytes above its current use."""
+def _run_limited(code, headroom, limit="RLIMIT_AS", usage="VmSize"):
+    """Run `code` in a new interpreter whose `limit` is `headroom` bytes above its `usage`."""
     prologue = f"""
         import resource
         import numpy as np
         import stridedop
         from stridedop import _memory
-        used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
-        resource.setrlimit(resource.RLIMIT_AS, (used + {address_space}, resource.RLIM_INFINITY))
+        status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+        used = int(status["{usage}"].split()[0]) * 1024
+        resource.setrlimit(resource.{limit}, (used + {headroom}, resource.RLIM_INFINITY))
     """
     environment = {
         **os.environ,
@@ -114,6 +115,28 @@ def test_the_address_space_limit_is_honoured():
     assert result.returncode == 0, result.stderr
     assert "needs 1.88 GiB" in result.stdout and "of memory available" in result.stdout
     assert "out=" in result.stdout
+
+
+@pytestmark_linux
+def test_the_data_segment_limit_is_honoured():
+    # Linux counts private mappings (NumPy's large arrays) against RLIMIT_DATA too.
+    result = _run_limited(
+        """
+        limit = _memory.memory_limits()["RLIMIT_DATA"]
+        assert 0 < limit <= 300 * 2**20, limit
+        assert _memory.available_memory() <= limit
+        W = stridedop.conv_view(np.ones((3, 3, 4, 4)), (64, 64, 4))  # 2 GB dense
+        try:
+            stridedop.materialize(W)
+        except MemoryError as error:
+            print(error)
+        """,
+        300 * 2**20,
+        "RLIMIT_DATA",
+        "VmData",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "needs 1.88 GiB" in result.stdout and "of memory available" in result.stdout
 
 
 @pytestmark_linux
