@@ -92,8 +92,13 @@ class BaseOperator:
     def apply(self, x: np.typing.ArrayLike) -> np.ndarray:
         """Apply the operator to `x` of shape `input_shape` or ``(*batch, *input_shape)``.
 
-        Returns a new array of shape ``(*batch, *output_shape)``; nothing dense is built.
+        Returns a new array of shape ``(*batch, *output_shape)``; nothing dense is built. A
+        `dask.array.Array` gives a lazy dask array (needs the extra ``dask``).
         """
+        if type(x).__module__.startswith("dask"):  # not imported unless the caller has it
+            from ._dask import apply as apply_dask
+
+            return apply_dask(self, x)
         batch, leading = _as_batch(x, self.input_shape, "x")
         result = self._product(batch)
         return result.reshape(*leading, *self.output_shape)

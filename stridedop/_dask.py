@@ -1,0 +1,515 @@
+"""Scale-out on Dask: the dense operator as a lazy dask array, zarr output, and ``op @ dask_array``.
+
+Everything here needs the optional extra ``dask`` (``pip install stridedop[dask]``: dask[array],
+distributed and zarr); the imports happen inside the functions, so ``import stridedop`` never
+loads Dask, and a missing package raises an ImportError naming the extra.
+
+* `to_dask`: a graph with one node holding the kernel and geometry, and one task per block that
+  builds its block from them (`dense_block`); blocks outside the band are ``np.zeros`` tasks,
+  which cost nothing until touched.
+* `write_zarr`: the same blocks written into a zarr array chunk by chunk, in threads, skipping
+  the chunks outside the band when the store's fill value is 0.
+* `apply`: ``op @ x`` for a dask array ``x``. Each spatial axis is padded at the array's outer
+  border the way the padding mode says (slices of ``x`` itself: a wrap, a mirror or an edge), cut
+  into blocks aligned with the stride, and each block is extended by the halo its outputs read
+  (right side only, ``extent - stride``) with `dask.array.overlap.overlap`. A 'valid' convolution
+  of each extended block gives its output block. The adjoint reads a left halo of
+  ``(extent - 1) // stride`` outputs instead and folds the padded border back with the mode.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import math
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._buffer import canonical_permutation, lookup_buffer, strided_view
+from ._dense import _view_permutation, block_hits, dense_block
+from ._geometry import Axis, Geometry, as_numeric_array
+from ._modes import PaddingMode, affine_runs, padding_mode
+
+__all__ = ["DenseBlocks", "apply", "is_dask_array", "is_zarr_array", "require", "to_dask", "write_zarr"]
+
+EXTRA = "pip install stridedop[dask]"
+
+
+def require(module: str, what: str) -> Any:
+    """Import `module`, or raise ImportError saying that `what` needs the extra ``dask``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        package = module.split(".")[0]
+        raise ImportError(
+            f"{what} needs {package}, part of stridedop's optional extra `dask` (dask[array], "
+            f"distributed, zarr); install it with `{EXTRA}`"
+        ) from error
+
+
+def is_dask_array(value: Any) -> bool:
+    """Whether `value` is a dask array (checked without importing dask)."""
+    return type(value).__module__.startswith("dask") and hasattr(value, "chunks")
+
+
+def is_zarr_array(value: Any) -> bool:
+    """Whether `value` is a zarr array (checked without importing zarr)."""
+    return type(value).__module__.startswith("zarr") and hasattr(value, "chunks")
+
+
+# -- the dense operator by blocks ------------------------------------------------------------------
+class DenseBlocks(NamedTuple):
+    """What builds any block of one dense operator: its kernel, geometry and direction.
+
+    This is the one node of `to_dask`'s graph that holds data (pickled: the kernel plus a few
+    hundred bytes of geometry).
+    """
+
+    kernel: np.ndarray  # channels-last (*k, C // groups, F), conjugated for a conjugated direction
+    geometry: Geometry
+    transposed: bool
+
+    @classmethod
+    def of(cls, operator: Any) -> DenseBlocks:
+        """The blocks of a `ConvOperator` in its direction."""
+        state = operator._state
+        return cls(state.oriented_kernel(operator._conjugated), state.geometry, operator._transposed)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        order = canonical_permutation(self.geometry, adjoint=self.transposed)
+        return tuple([self.geometry.canonical_shape[axis] for axis in order])
+
+    def block(self, bounds: Sequence[tuple[int, int]]) -> np.ndarray:
+        """The dense block ``W[start:stop, ...]`` (a new array)."""
+        return dense_block(self.kernel, self.geometry, bounds, transposed=self.transposed)
+
+    def hits(self, chunks: Sequence[Sequence[int]]) -> np.ndarray:
+        """Which blocks of the chunk grid `chunks` hold kernel entries."""
+        return block_hits(self.geometry, chunks, transposed=self.transposed)
+
+
+def dense_blocks_of(a: Any) -> DenseBlocks | None:
+    """The `DenseBlocks` behind a `ConvOperator`, or a whole operator view of one; else None."""
+    from ._operator import ConvOperator
+
+    if isinstance(a, ConvOperator):
+        return DenseBlocks.of(a)
+    operator = getattr(a, "operator", None)  # an OperatorView knows its operator
+    if isinstance(operator, ConvOperator) and tuple(getattr(a, "shape", ())) == operator.shape:
+        return DenseBlocks.of(operator)
+    if not isinstance(a, np.ndarray):
+        return None
+    found = lookup_buffer(a)
+    if found is None or found[1].circular:  # a circular buffer holds the folded kernel only
+        return None
+    buffer, geometry, plan = found
+    permutation = _view_permutation(a, buffer, geometry, plan)
+    if permutation not in (canonical_permutation(geometry), canonical_permutation(geometry, adjoint=True)):
+        return None
+    # The buffer holds the kernel it was built from (conjugated for an adjoint's view).
+    grouped_shape = (*geometry.spatial_kernel, geometry.group_channels, geometry.groups, geometry.group_filters)
+    grouped = strided_view(buffer, plan.kernel_origin, grouped_shape, plan.kernel_steps)
+    kernel = np.array(grouped).reshape(*geometry.spatial_kernel, geometry.group_channels, geometry.filters)
+    transposed = permutation != canonical_permutation(geometry)
+    return DenseBlocks(kernel, geometry, transposed)
+
+
+def _build_block(blocks: DenseBlocks, bounds: tuple[tuple[int, int], ...]) -> np.ndarray:
+    return blocks.block(bounds)
+
+
+def _block_bounds(chunks: Sequence[Sequence[int]], index: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    return tuple(
+        [(sum(sizes[:i]), sum(sizes[: i + 1])) for sizes, i in zip(chunks, index)]
+    )
+
+
+def to_dask(operator: Any, chunks: Any = "auto") -> Any:
+    """The dense operator as a lazy `dask.array.Array`; see `ConvOperator.to_dask`."""
+    da = require("dask.array", "`to_dask`")
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    blocks = DenseBlocks.of(operator)
+    shape, dtype = operator.shape, operator.dtype
+    chunks = da.core.normalize_chunks(chunks, shape, dtype=dtype)
+    token = tokenize(blocks.kernel, blocks.geometry.describe(), blocks.geometry.pads, shape, chunks)
+    name, source = f"stridedop-dense-{token}", f"stridedop-operator-{token}"
+    graph: dict[Any, Any] = {source: blocks}
+    hits = blocks.hits(chunks)
+    edges = [np.cumsum([0, *sizes]).tolist() for sizes in chunks]
+    for index in itertools.product(*[range(len(sizes)) for sizes in chunks]):
+        bounds = tuple([(edge[i], edge[i + 1]) for edge, i in zip(edges, index)])
+        if hits[index]:
+            graph[(name, *index)] = (_build_block, source, bounds)
+        else:  # calloc'ed: no work until somebody touches it
+            graph[(name, *index)] = (np.zeros, tuple([stop - start for start, stop in bounds]), dtype)
+    layer = HighLevelGraph.from_collections(name, graph, dependencies=())
+    return da.Array(layer, name, chunks, meta=np.empty((0,) * len(shape), dtype=dtype))
+
+
+# -- zarr output --------------------------------------------------------------------------------------
+def write_zarr(
+    a: Any,
+    out: Any,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
+) -> Any:
+    """Write `a` (a `ConvOperator`, a view of one, or any array) into the zarr array `out`.
+
+    Chunk by chunk (shard by shard for a sharded array), in `workers` threads. When the array's
+    fill value is 0 and nothing is stored in it yet, chunks outside the operator's band (or, for
+    any other array, chunks that are all zeros) are not written at all. `progress(done, total)`
+    is called after each chunk. Returns `out`.
+    """
+    blocks = dense_blocks_of(a)
+    if blocks is not None:
+        shape, dtype = blocks.shape, blocks.kernel.dtype
+    else:
+        a = a if hasattr(a, "shape") and hasattr(a, "dtype") else np.asarray(a)
+        shape, dtype = tuple(a.shape), np.dtype(a.dtype)
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"`out` has shape {tuple(out.shape)}, but the array to materialize has {shape}")
+    if np.dtype(out.dtype) != dtype:
+        raise TypeError(f"`out` has dtype {out.dtype}, but the array to materialize has {dtype}")
+    if getattr(out, "read_only", False):
+        raise ValueError("`out` is read-only; open the zarr array in a writable mode")
+    grid = tuple(getattr(out, "shards", None) or out.chunks)
+    chunks = [
+        tuple([min(step, size - start) for start in range(0, size, step)]) if size else (0,)
+        for size, step in zip(shape, grid)
+    ]
+    fill = out.fill_value
+    skip_empty = fill is not None and bool(np.all(np.asarray(fill) == 0)) and out.nchunks_initialized == 0
+    indices: Iterator[tuple[int, ...]] | list[tuple[int, ...]]
+    if blocks is not None and skip_empty:
+        hits = blocks.hits(chunks)
+        indices = [tuple(index) for index in np.argwhere(hits).tolist()]
+    else:
+        indices = list(itertools.product(*[range(len(sizes)) for sizes in chunks]))
+
+    def write(index: tuple[int, ...]) -> None:
+        bounds = _block_bounds(chunks, index)
+        where = tuple([slice(start, stop) for start, stop in bounds])
+        if blocks is not None:
+            block = blocks.block(bounds)
+        else:
+            block = np.asarray(a[where], dtype=dtype)
+            if skip_empty and not block.any():
+                return
+        out[where] = block
+
+    _run_bounded(write, indices, _thread_count(workers), progress)
+    return out
+
+
+def _thread_count(workers: int | None) -> int:
+    if workers is not None:
+        return max(1, int(workers))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))
+
+
+def _run_bounded(
+    job: Callable[[Any], None],
+    items: Sequence[Any],
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Run `job` on every item in `workers` threads, at most `workers` at a time in flight.
+
+    Bounding the jobs in flight bounds the memory: each holds one block. The first failure
+    stops the submitting and is raised once the running jobs have finished.
+    """
+    total = len(items)
+    done = 0
+    if progress is not None:
+        progress(0, total)
+    pending: set[Future[None]] = set()
+    failed = threading.Event()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        iterator = iter(items)
+        try:
+            while True:
+                while len(pending) < workers and not failed.is_set():
+                    item = next(iterator, _END)
+                    if item is _END:
+                        break
+                    pending.add(pool.submit(job, item))
+                if not pending:
+                    break
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    future.result()  # raises the job's error
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+        except BaseException:
+            failed.set()
+            for future in pending:
+                future.cancel()
+            raise
+
+
+_END = object()
+
+
+# -- op @ x for dask arrays ------------------------------------------------------------------------
+def apply(operator: Any, x: Any) -> Any:
+    """``operator @ x`` for a dask array `x` of shape ``(*batch, *input_shape)``: a lazy dask array."""
+    require("dask.array", "`op @ x` on a dask array")
+    from ._algebra import ProductOperator, SumOperator
+    from ._operator import ConvOperator
+
+    as_numeric_array(np.empty(0, dtype=x.dtype), "x")  # the dtype check, with its message
+    expected = tuple(operator.input_shape)
+    n = len(expected)
+    if x.ndim < n or tuple(x.shape[x.ndim - n :]) != expected:
+        raise ValueError(f"`x` must have shape {expected} or (*batch, *{expected}), got {tuple(x.shape)}")
+    if isinstance(operator, ConvOperator):
+        return _convolve(operator, x)
+    if isinstance(operator, SumOperator):
+        total = None
+        for coefficient, part in operator.terms:
+            term = coefficient * part.apply(x)
+            total = term if total is None else total + term
+        return total
+    if isinstance(operator, ProductOperator):
+        for factor in reversed(operator.factors):
+            x = factor.apply(x)
+        return x
+    # Any other operator: blocks hold whole inputs, batch chunks stay independent.
+    whole = {axis: -1 for axis in range(x.ndim - n, x.ndim)}
+    x = x.rechunk(whole)
+    dtype = np.result_type(operator.dtype, x.dtype)
+    chunks = (*x.chunks[: x.ndim - n], *[(size,) for size in operator.output_shape])
+    return x.map_blocks(
+        _apply_block, operator, chunks=chunks, dtype=dtype, meta=np.empty((0,) * len(chunks), dtype=dtype)
+    )
+
+
+def _apply_block(block: np.ndarray, operator: Any) -> np.ndarray:
+    return operator.apply(block)
+
+
+def _on_grid(operator: Any, sizes: Sequence[int]) -> Any:
+    """`operator`'s convolution, 'valid' on a (padded) grid of `sizes`, in the same direction."""
+    from ._operator import ConvOperator
+
+    state = operator._state
+    axes = tuple([Axis(size, axis.kernel, axis.stride, axis.dilation) for size, axis in zip(sizes, state.geometry.axes)])
+    geometry = state.geometry.replace(axes=axes, mode=padding_mode("zeros"), padding="valid")
+    valid = ConvOperator._from_kernel(state.kernel, geometry, state.method)
+    return valid._direction(operator._transposed, operator._conjugated)
+
+
+def _counts(total: int, target: int, minimum: int) -> tuple[int, ...]:
+    """Split `total` into pieces of `target` (at least `minimum`), a shorter one merged if too short."""
+    size = max(target, minimum, 1)
+    counts = [size] * (total // size)
+    remainder = total - size * len(counts)
+    if remainder:
+        if counts and remainder < minimum:
+            counts[-1] += remainder
+        else:
+            counts.append(remainder)
+    return tuple(counts) or (total,)
+
+
+def _convolve(operator: Any, x: Any) -> Any:
+    """The convolution (or its adjoint) of a dask array, by overlapping blocks."""
+    from dask.array.overlap import overlap
+    from dask.base import tokenize
+
+    geometry = operator._state.geometry
+    n = geometry.ndim
+    lead = x.ndim - len(operator.input_shape)
+    channels_first = geometry.layout == "channels_first"
+    spatial = [lead + int(channels_first) + i for i in range(n)]
+    channel = lead if channels_first else x.ndim - 1
+    dtype = np.result_type(operator.dtype, x.dtype)
+    x = x.astype(dtype).rechunk({channel: -1})
+    token = tokenize(
+        operator._state.kernel, geometry.describe(), geometry.pads, operator._transposed, operator._conjugated, x.name
+    )
+    depth: dict[int, tuple[int, int]] = {}
+    out_chunks = list(x.chunks)
+    padded_chunks = list(x.chunks)
+    if not operator._transposed:
+        # Forward: pad at the border, then blocks of `stride * count` padded entries, each read
+        # with the `extent - stride` entries that follow it.
+        grid_chunks = list(x.chunks)
+        for ax, axis in zip(spatial, geometry.axes):
+            halo = max(axis.extent - axis.stride, 0)
+            counts = _counts(axis.output, max(x.chunks[ax]) // axis.stride, -(-halo // axis.stride))
+            cores = [count * axis.stride for count in counts]
+            cores[-1] = axis.padded - sum(cores[:-1])
+            grid_chunks[ax], out_chunks[ax] = tuple(cores), counts
+            if len(counts) > 1 and halo:
+                depth[ax] = (0, halo)
+        for ax, axis in zip(spatial, geometry.axes):
+            x = _pad_axis(x, ax, axis, geometry.mode)
+        x = x.rechunk(tuple(grid_chunks))
+        out_chunks[channel] = (geometry.filters,)
+        if depth:
+            x = overlap(x, depth={ax: depth.get(ax, 0) for ax in range(x.ndim)}, boundary="none", allow_rechunk=False)
+        return x.map_blocks(
+            _forward_block,
+            operator,
+            tuple(spatial),
+            chunks=tuple(out_chunks),
+            dtype=dtype,
+            meta=np.empty((0,) * x.ndim, dtype=dtype),
+            name=f"stridedop-apply-{token}",
+        )
+    # Adjoint: blocks of `count` outputs, each read with the `(extent - 1) // stride` outputs
+    # before it, scatter onto `stride * count` padded entries; then fold the border back.
+    halos = []
+    for ax, axis in zip(spatial, geometry.axes):
+        halo = (axis.extent - 1) // axis.stride
+        counts = _counts(axis.output, max(1, max(x.chunks[ax])), halo)
+        cores = [count * axis.stride for count in counts]
+        cores[-1] = axis.padded - sum(cores[:-1])
+        out_chunks[ax], padded_chunks[ax] = counts, tuple(cores)
+        applied = len(counts) > 1 and halo > 0
+        halos.append(halo if applied else 0)
+        if applied:
+            depth[ax] = (halo, 0)
+    x = x.rechunk(tuple(out_chunks))
+    padded_chunks[channel] = (geometry.channels,)
+    if depth:
+        x = overlap(x, depth={ax: depth.get(ax, 0) for ax in range(x.ndim)}, boundary="none", allow_rechunk=False)
+    padded = x.map_blocks(
+        _adjoint_block,
+        operator,
+        tuple(spatial),
+        tuple(halos),
+        chunks=tuple(padded_chunks),
+        dtype=dtype,
+        meta=np.empty((0,) * x.ndim, dtype=dtype),
+        name=f"stridedop-apply-adjoint-{token}",
+    )
+    for ax, axis in zip(spatial, geometry.axes):
+        padded = _fold_axis(padded, ax, axis, geometry.mode)
+    return padded
+
+
+def _forward_block(block: np.ndarray, operator: Any, spatial: tuple[int, ...]) -> np.ndarray:
+    """The 'valid' convolution of one extended block of the padded input."""
+    return _on_grid(operator, [block.shape[ax] for ax in spatial]).apply(block)
+
+
+def _adjoint_block(
+    block: np.ndarray,
+    operator: Any,
+    spatial: tuple[int, ...],
+    halos: tuple[int, ...],
+    block_info: dict[Any, Any] | None = None,
+) -> np.ndarray:
+    """The adjoint of one block of outputs (with its halo), cropped to the block's padded entries."""
+    info = (block_info or {})[None]
+    location, target = info["chunk-location"], info["chunk-shape"]
+    axes = operator._state.geometry.axes
+    sizes = [(block.shape[ax] - 1) * axis.stride + axis.extent for ax, axis in zip(spatial, axes)]
+    full = _on_grid(operator, sizes).apply(block)
+    out = np.zeros(target, dtype=full.dtype)
+    source = [slice(None)] * full.ndim
+    destination = [slice(None)] * full.ndim
+    for ax, axis, halo, size in zip(spatial, axes, halos, sizes):
+        start = halo * axis.stride if location[ax] > 0 else 0
+        stop = min(start + target[ax], size)
+        source[ax], destination[ax] = slice(start, stop), slice(0, stop - start)
+    out[tuple(destination)] = full[tuple(source)]
+    return out
+
+
+def _take_run(x: Any, ax: int, count: int, first: int, slope: int) -> Any:
+    """``x`` at indices ``first + slope * i`` (``i < count``) along axis `ax`."""
+    index: list[Any] = [slice(None)] * x.ndim
+    if slope == 0:
+        index[ax] = slice(first, first + 1)
+        piece = x[tuple(index)]
+        return piece if count == 1 else piece.repeat(count, axis=ax)
+    last = first + slope * (count - 1)
+    low, high = min(first, last), max(first, last)
+    index[ax] = slice(low, high + 1, abs(slope))
+    piece = x[tuple(index)]
+    if slope < 0:
+        index[ax] = slice(None, None, -1)
+        piece = piece[tuple(index)]
+    return piece
+
+
+def _flank_runs(axis: Axis, mode: PaddingMode) -> list[tuple[int, int, int, int]]:
+    """Runs ``(position, count, source, slope)`` of the padded border entries that read the input."""
+    runs = []
+    for first, stop in ((-axis.lo, 0), (axis.size, axis.size + axis.hi)):
+        sources = mode.source(np.arange(first, stop), axis.size)
+        for start, count, source, slope in affine_runs(sources, sources >= 0):
+            runs.append((start + first + axis.lo, count, source, slope))
+    return runs
+
+
+def _pad_axis(x: Any, ax: int, axis: Axis, mode: PaddingMode) -> Any:
+    """Pad axis `ax` of the dask array `x` by ``(lo, hi)`` as `mode` says (`numpy.pad` semantics)."""
+    import dask.array as da
+
+    if not (axis.lo or axis.hi):
+        return x
+    pieces = []
+    cursor = 0  # position in the padded axis
+    for position, count, source, slope in [*_flank_runs(axis, mode), (axis.lo, axis.size, 0, 1)]:
+        pieces.append((position, _take_run(x, ax, count, source, slope)))
+    pieces.sort(key=lambda item: item[0])
+    parts = []
+    for position, piece in pieces:
+        if position > cursor:  # zero padding
+            parts.append(_zeros_like_along(x, ax, position - cursor))
+        parts.append(piece)
+        cursor = position + piece.shape[ax]
+    if cursor < axis.padded:
+        parts.append(_zeros_like_along(x, ax, axis.padded - cursor))
+    return da.concatenate(parts, axis=ax)
+
+
+def _zeros_like_along(x: Any, ax: int, length: int) -> Any:
+    import dask.array as da
+
+    shape = list(x.shape)
+    shape[ax] = length
+    chunks = list(x.chunks)
+    chunks[ax] = (length,)
+    return da.zeros(tuple(shape), dtype=x.dtype, chunks=tuple(chunks))
+
+
+def _fold_axis(padded: Any, ax: int, axis: Axis, mode: PaddingMode) -> Any:
+    """The adjoint of `_pad_axis`: crop, and add each border entry onto the input entry it reads."""
+    index: list[Any] = [slice(None)] * padded.ndim
+    index[ax] = slice(axis.lo, axis.lo + axis.size)
+    x = padded[tuple(index)]
+    for position, count, source, slope in _flank_runs(axis, mode):
+        index[ax] = slice(position, position + count)
+        piece = padded[tuple(index)]
+        if slope == 0:
+            piece = piece.sum(axis=ax, keepdims=True, dtype=padded.dtype)
+            low, step, count = source, 1, 1
+        else:
+            low, step = min(source, source + slope * (count - 1)), abs(slope)
+            if slope < 0:
+                flip: list[Any] = [slice(None)] * padded.ndim
+                flip[ax] = slice(None, None, -1)
+                piece = piece[tuple(flip)]
+        index[ax] = slice(low, low + step * (count - 1) + 1, step)
+        where = tuple(index)
+        x[where] = x[where] + piece
+    return x
