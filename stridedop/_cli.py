@@ -201,6 +201,8 @@ def _progress_bar(total_bytes: int) -> tuple[Callable[[int, int], None], Callabl
 
 
 def materialize_command(args: argparse.Namespace) -> int:
+    if _is_zarr_output(args.output):
+        return materialize_zarr_command(args)
     try:
         kernel = np.load(args.kernel_file, allow_pickle=False)
     except (OSError, ValueError) as error:
@@ -229,6 +231,37 @@ def materialize_command(args: argparse.Namespace) -> int:
         close()
         del out
     print(f"wrote {args.output}: shape {shape}, {kernel.dtype}, {format_bytes(needed)}")
+    return 0
+
+
+# -- materialize --output X.zarr: a separate path, through the optional extra `dask` ------------------
+def _is_zarr_output(path: str) -> bool:
+    return path.rstrip("/\\").lower().endswith(".zarr")
+
+
+def materialize_zarr_command(args: argparse.Namespace) -> int:
+    """Write the dense operator to a new zarr store: only the chunks in the band, atomically."""
+    from ._dask import write_zarr_store
+
+    try:
+        kernel = as_numeric_array(np.load(args.kernel_file, allow_pickle=False), "kernel")
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read the kernel file {args.kernel_file!r}: {error}") from None
+    operator = ConvOperator(kernel, args.input, **_geometry_arguments(args))
+    update, close = _progress_bar(operator.nbytes)
+    try:
+        array = write_zarr_store(args.output, operator, args.chunks, progress=update)
+    except ImportError as error:
+        print(f"stridedop materialize: error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        close()
+    stored = array.nbytes_stored()
+    print(
+        f"wrote {args.output}: shape {operator.shape}, {kernel.dtype}, chunks {array.chunks}, "
+        f"{array.nchunks_initialized} of {array.nchunks} chunks stored, {format_bytes(stored)} on disk "
+        f"for {format_bytes(operator.nbytes)} dense"
+    )
     return 0
 
 
@@ -270,7 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mat_parser.add_argument("kernel_file", help="kernel as a .npy file")
     mat_parser.add_argument("--input", type=_shape, required=True, help="input shape, e.g. 32x32x16")
-    mat_parser.add_argument("--output", "-o", required=True, help="the .npy file to write")
+    mat_parser.add_argument(
+        "--output", "-o", required=True, help="the .npy file to write, or a .zarr store (extra `dask`)"
+    )
+    mat_parser.add_argument(
+        "--chunks",
+        type=_shape,
+        default=None,
+        help="zarr chunk shape, e.g. 8x8x16x8x8x16 (default: about 4 MiB, all axes alike)",
+    )
     _add_geometry(mat_parser)
     mat_parser.set_defaults(handler=materialize_command)
     return parser

@@ -19,10 +19,13 @@ loads Dask, and a missing package raises an ImportError naming the extra.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import itertools
 import math
 import os
+import shutil
+import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -35,7 +38,17 @@ from ._dense import _view_permutation, block_hits, dense_block
 from ._geometry import Axis, Geometry, as_numeric_array
 from ._modes import PaddingMode, affine_runs, padding_mode
 
-__all__ = ["DenseBlocks", "apply", "is_dask_array", "is_zarr_array", "require", "to_dask", "write_zarr"]
+__all__ = [
+    "DenseBlocks",
+    "apply",
+    "default_chunks",
+    "is_dask_array",
+    "is_zarr_array",
+    "require",
+    "to_dask",
+    "write_zarr",
+    "write_zarr_store",
+]
 
 EXTRA = "pip install stridedop[dask]"
 
@@ -113,7 +126,12 @@ def dense_blocks_of(a: Any) -> DenseBlocks | None:
     if permutation not in (canonical_permutation(geometry), canonical_permutation(geometry, adjoint=True)):
         return None
     # The buffer holds the kernel it was built from (conjugated for an adjoint's view).
-    grouped_shape = (*geometry.spatial_kernel, geometry.group_channels, geometry.groups, geometry.group_filters)
+    grouped_shape = (
+        *geometry.spatial_kernel,
+        geometry.group_channels,
+        geometry.groups,
+        geometry.group_filters,
+    )
     grouped = strided_view(buffer, plan.kernel_origin, grouped_shape, plan.kernel_steps)
     kernel = np.array(grouped).reshape(*geometry.spatial_kernel, geometry.group_channels, geometry.filters)
     transposed = permutation != canonical_permutation(geometry)
@@ -125,9 +143,7 @@ def _build_block(blocks: DenseBlocks, bounds: tuple[tuple[int, int], ...]) -> np
 
 
 def _block_bounds(chunks: Sequence[Sequence[int]], index: Sequence[int]) -> tuple[tuple[int, int], ...]:
-    return tuple(
-        [(sum(sizes[:i]), sum(sizes[: i + 1])) for sizes, i in zip(chunks, index)]
-    )
+    return tuple([(sum(sizes[:i]), sum(sizes[: i + 1])) for sizes, i in zip(chunks, index)])
 
 
 def to_dask(operator: Any, chunks: Any = "auto") -> Any:
@@ -146,10 +162,11 @@ def to_dask(operator: Any, chunks: Any = "auto") -> Any:
     edges = [np.cumsum([0, *sizes]).tolist() for sizes in chunks]
     for index in itertools.product(*[range(len(sizes)) for sizes in chunks]):
         bounds = tuple([(edge[i], edge[i + 1]) for edge, i in zip(edges, index)])
+        key = (name, *index)
         if hits[index]:
-            graph[(name, *index)] = (_build_block, source, bounds)
+            graph[key] = (_build_block, source, bounds)
         else:  # calloc'ed: no work until somebody touches it
-            graph[(name, *index)] = (np.zeros, tuple([stop - start for start, stop in bounds]), dtype)
+            graph[key] = (np.zeros, tuple([stop - start for start, stop in bounds]), dtype)
     layer = HighLevelGraph.from_collections(name, graph, dependencies=())
     return da.Array(layer, name, chunks, meta=np.empty((0,) * len(shape), dtype=dtype))
 
@@ -208,6 +225,83 @@ def write_zarr(
 
     _run_bounded(write, indices, _thread_count(workers), progress)
     return out
+
+
+def default_chunks(shape: Sequence[int], itemsize: int, target: int = 4 * 2**20) -> tuple[int, ...]:
+    """Chunk sizes of at most `target` bytes: halve the longest axis until the chunk fits.
+
+    The chunks come out about equally long on every axis, so that along each spatial axis the
+    operator's band (outputs near the inputs they read) crosses few of them: the chunks away
+    from it hold no kernel entry and are never written.
+    """
+    chunks = [max(1, size) for size in shape]
+    while math.prod(chunks) * itemsize > target and max(chunks) > 1:
+        longest = chunks.index(max(chunks))
+        chunks[longest] = -(-chunks[longest] // 2)
+    return tuple(chunks)
+
+
+def write_zarr_store(
+    path: str,
+    operator: Any,
+    chunks: Sequence[int] | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> Any:
+    """Write the dense `operator` to a new zarr store at `path`, atomically.
+
+    The store is written under a hidden temporary name in the same folder and renamed to `path`
+    only once every chunk is in (an existing store at `path` is replaced then). Any failure,
+    including Ctrl-C and SIGTERM, removes the temporary store, so `path` never holds a partial
+    operator. `chunks` defaults to `default_chunks`; the fill value is 0, so only the chunks in
+    the band are stored. Returns the zarr array at `path`.
+    """
+    zarr = require("zarr", "writing a .zarr store")
+    path = os.path.abspath(path.rstrip(os.sep))
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, f".{name}.partial-{os.getpid()}")
+    shape, dtype = operator.shape, operator.dtype
+    chunks = default_chunks(shape, dtype.itemsize) if chunks is None else tuple(chunks)
+    if len(chunks) != len(shape) or min(chunks, default=1) < 1:
+        raise ValueError(
+            f"`chunks` must give one positive size per axis of the operator {shape}, got {chunks}"
+        )
+    with _signals_raise():
+        try:
+            array = zarr.create_array(store=temporary, shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+            write_zarr(operator, array, progress=progress)
+            if os.path.lexists(path):
+                retired = os.path.join(folder, f".{name}.replaced-{os.getpid()}")
+                os.rename(path, retired)
+                os.rename(temporary, path)
+                shutil.rmtree(retired, ignore_errors=True)
+            else:
+                os.rename(temporary, path)
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+    return zarr.open_array(path, mode="r")
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """While writing, SIGTERM and SIGHUP raise SystemExit, so that the cleanup runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {}
+    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if signum is not None:
+            previous[signum] = signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _thread_count(workers: int | None) -> int:
@@ -307,7 +401,12 @@ def _on_grid(operator: Any, sizes: Sequence[int]) -> Any:
     from ._operator import ConvOperator
 
     state = operator._state
-    axes = tuple([Axis(size, axis.kernel, axis.stride, axis.dilation) for size, axis in zip(sizes, state.geometry.axes)])
+    axes = tuple(
+        [
+            Axis(size, axis.kernel, axis.stride, axis.dilation)
+            for size, axis in zip(sizes, state.geometry.axes)
+        ]
+    )
     geometry = state.geometry.replace(axes=axes, mode=padding_mode("zeros"), padding="valid")
     valid = ConvOperator._from_kernel(state.kernel, geometry, state.method)
     return valid._direction(operator._transposed, operator._conjugated)
@@ -328,7 +427,6 @@ def _counts(total: int, target: int, minimum: int) -> tuple[int, ...]:
 
 def _convolve(operator: Any, x: Any) -> Any:
     """The convolution (or its adjoint) of a dask array, by overlapping blocks."""
-    from dask.array.overlap import overlap
     from dask.base import tokenize
 
     geometry = operator._state.geometry
@@ -340,7 +438,12 @@ def _convolve(operator: Any, x: Any) -> Any:
     dtype = np.result_type(operator.dtype, x.dtype)
     x = x.astype(dtype).rechunk({channel: -1})
     token = tokenize(
-        operator._state.kernel, geometry.describe(), geometry.pads, operator._transposed, operator._conjugated, x.name
+        operator._state.kernel,
+        geometry.describe(),
+        geometry.pads,
+        operator._transposed,
+        operator._conjugated,
+        x.name,
     )
     depth: dict[int, tuple[int, int]] = {}
     out_chunks = list(x.chunks)
@@ -361,9 +464,7 @@ def _convolve(operator: Any, x: Any) -> Any:
             x = _pad_axis(x, ax, axis, geometry.mode)
         x = x.rechunk(tuple(grid_chunks))
         out_chunks[channel] = (geometry.filters,)
-        if depth:
-            x = overlap(x, depth={ax: depth.get(ax, 0) for ax in range(x.ndim)}, boundary="none", allow_rechunk=False)
-        return x.map_blocks(
+        return _halos(x, depth).map_blocks(
             _forward_block,
             operator,
             tuple(spatial),
@@ -387,9 +488,7 @@ def _convolve(operator: Any, x: Any) -> Any:
             depth[ax] = (halo, 0)
     x = x.rechunk(tuple(out_chunks))
     padded_chunks[channel] = (geometry.channels,)
-    if depth:
-        x = overlap(x, depth={ax: depth.get(ax, 0) for ax in range(x.ndim)}, boundary="none", allow_rechunk=False)
-    padded = x.map_blocks(
+    padded = _halos(x, depth).map_blocks(
         _adjoint_block,
         operator,
         tuple(spatial),
@@ -402,6 +501,20 @@ def _convolve(operator: Any, x: Any) -> Any:
     for ax, axis in zip(spatial, geometry.axes):
         padded = _fold_axis(padded, ax, axis, geometry.mode)
     return padded
+
+
+def _halos(x: Any, depth: dict[int, tuple[int, int]]) -> Any:
+    """Extend each block of `x` by ``depth[axis] = (before, after)`` entries of its neighbours.
+
+    The chunks were chosen at least as long as the depth, so that dask never rechunks here;
+    the array's outer border gets nothing ('none': the padding is already in place).
+    """
+    from dask.array.overlap import overlap
+
+    if not depth:
+        return x
+    full = {axis: depth.get(axis, 0) for axis in range(x.ndim)}
+    return overlap(x, depth=full, boundary="none", allow_rechunk=False)
 
 
 def _forward_block(block: np.ndarray, operator: Any, spatial: tuple[int, ...]) -> np.ndarray:
@@ -493,23 +606,39 @@ def _zeros_like_along(x: Any, ax: int, length: int) -> Any:
 
 
 def _fold_axis(padded: Any, ax: int, axis: Axis, mode: PaddingMode) -> Any:
-    """The adjoint of `_pad_axis`: crop, and add each border entry onto the input entry it reads."""
-    index: list[Any] = [slice(None)] * padded.ndim
-    index[ax] = slice(axis.lo, axis.lo + axis.size)
-    x = padded[tuple(index)]
+    """The adjoint of `_pad_axis`: crop, and add each border entry onto the input entry it reads.
+
+    The input axis is cut where the border's contributions start and stop; each piece is the
+    cropped entries plus the contributions covering it, and the pieces are joined again.
+    """
+    import dask.array as da
+
+    def along(start: int | None, stop: int | None, step: int | None = None) -> tuple[slice, ...]:
+        return (slice(None),) * ax + (slice(start, stop, step),)
+
+    core = padded[along(axis.lo, axis.lo + axis.size)]
+    contributions = []  # (first, stop, piece): `piece` adds onto input entries [first, stop)
     for position, count, source, slope in _flank_runs(axis, mode):
-        index[ax] = slice(position, position + count)
-        piece = padded[tuple(index)]
+        piece = padded[along(position, position + count)]
         if slope == 0:
-            piece = piece.sum(axis=ax, keepdims=True, dtype=padded.dtype)
-            low, step, count = source, 1, 1
-        else:
-            low, step = min(source, source + slope * (count - 1)), abs(slope)
-            if slope < 0:
-                flip: list[Any] = [slice(None)] * padded.ndim
-                flip[ax] = slice(None, None, -1)
-                piece = piece[tuple(flip)]
-        index[ax] = slice(low, low + step * (count - 1) + 1, step)
-        where = tuple(index)
-        x[where] = x[where] + piece
-    return x
+            contributions.append((source, source + 1, piece.sum(axis=ax, keepdims=True, dtype=padded.dtype)))
+        elif abs(slope) == 1:
+            first = min(source, source + slope * (count - 1))
+            contributions.append((first, first + count, piece if slope > 0 else piece[along(None, None, -1)]))
+        else:  # a run across a wrap-around: entry by entry
+            for i in range(count):
+                target = source + slope * i
+                contributions.append((target, target + 1, piece[along(i, i + 1)]))
+    if not contributions:
+        return core
+    cuts = sorted(
+        {0, axis.size, *[first for first, _, _ in contributions], *[stop for _, stop, _ in contributions]}
+    )
+    pieces = []
+    for first, stop in zip(cuts[:-1], cuts[1:]):
+        piece = core[along(first, stop)]
+        for low, high, addition in contributions:
+            if low <= first and stop <= high:
+                piece = piece + addition[along(first - low, stop - low)]
+        pieces.append(piece)
+    return da.concatenate(pieces, axis=ax).rechunk(core.chunks)

@@ -346,7 +346,7 @@ def _group_pairs(
 ) -> list[tuple[int, int, int, int, int]]:
     """``(group, f0, f1, c0, c1)``: the filters and channels of each group that the block holds."""
     fg, cg = geometry.group_filters, geometry.group_channels
-    pairs = []
+    pairs: list[tuple[int, int, int, int, int]] = []
     if filters[0] >= filters[1] or channels[0] >= channels[1]:
         return pairs
     for group in range(
@@ -413,8 +413,8 @@ def block_hits(
     """
     order = canonical_permutation(geometry, adjoint=transposed)
     canonical: list[Sequence[int]] = [()] * len(order)
-    for j, axis in enumerate(order):
-        canonical[axis] = chunks[j]
+    for j, position in enumerate(order):
+        canonical[position] = chunks[j]
     n = geometry.ndim
     edges = [np.cumsum([0, *sizes]) for sizes in canonical]
     factors = []  # one boolean (o-blocks, x-blocks) table per spatial axis, then (F-blocks, C-blocks)
