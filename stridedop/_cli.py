@@ -256,7 +256,7 @@ def materialize_zarr_command(args: argparse.Namespace) -> int:
         return 1
     finally:
         close()
-    stored = array.nbytes_stored()
+    stored = array.nbytes_stored() if callable(array.nbytes_stored) else array.nbytes_stored  # zarr 3, 2
     print(
         f"wrote {args.output}: shape {operator.shape}, {kernel.dtype}, chunks {array.chunks}, "
         f"{array.nchunks_initialized} of {array.nchunks} chunks stored, {format_bytes(stored)} on disk "
@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--chunks",
         type=_shape,
         default=None,
-        help="zarr chunk shape, e.g. 8x8x16x8x8x16 (default: about 4 MiB, all axes alike)",
+        help="zarr chunk shape, e.g. 4x4x16x4x4x16 (default: at most 1 MiB, spatial axes split first)",
     )
     _add_geometry(mat_parser)
     mat_parser.set_defaults(handler=materialize_command)

@@ -29,7 +29,8 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,7 @@ __all__ = [
     "DenseBlocks",
     "apply",
     "default_chunks",
+    "operator_chunks",
     "is_dask_array",
     "is_zarr_array",
     "require",
@@ -76,11 +78,12 @@ def is_zarr_array(value: Any) -> bool:
 
 
 # -- the dense operator by blocks ------------------------------------------------------------------
-class DenseBlocks(NamedTuple):
+@dataclass(frozen=True, eq=False)
+class DenseBlocks:
     """What builds any block of one dense operator: its kernel, geometry and direction.
 
-    This is the one node of `to_dask`'s graph that holds data (pickled: the kernel plus a few
-    hundred bytes of geometry).
+    `to_dask`'s graph holds one of these, once (pickled: the kernel plus a few hundred bytes of
+    geometry).
     """
 
     kernel: np.ndarray  # channels-last (*k, C // groups, F), conjugated for a conjugated direction
@@ -138,8 +141,11 @@ def dense_blocks_of(a: Any) -> DenseBlocks | None:
     return DenseBlocks(kernel, geometry, transposed)
 
 
-def _build_block(blocks: DenseBlocks, bounds: tuple[tuple[int, int], ...]) -> np.ndarray:
-    return blocks.block(bounds)
+def _build_block(
+    blocks: DenseBlocks, edges: tuple[tuple[int, ...], ...], block_id: tuple[int, ...] = ()
+) -> np.ndarray:
+    """Block `block_id` of the chunk grid whose boundaries along each axis are `edges`."""
+    return blocks.block([(edge[i], edge[i + 1]) for edge, i in zip(edges, block_id)])
 
 
 def _block_bounds(chunks: Sequence[Sequence[int]], index: Sequence[int]) -> tuple[tuple[int, int], ...]:
@@ -147,28 +153,31 @@ def _block_bounds(chunks: Sequence[Sequence[int]], index: Sequence[int]) -> tupl
 
 
 def to_dask(operator: Any, chunks: Any = "auto") -> Any:
-    """The dense operator as a lazy `dask.array.Array`; see `ConvOperator.to_dask`."""
+    """The dense operator as a lazy `dask.array.Array`; see `ConvOperator.to_dask`.
+
+    One blockwise layer: the function, the `DenseBlocks` and the chunk boundaries are stored
+    once, whatever the number of blocks. A block outside the band is a calloc'ed zero array
+    (`dense_block` finds no tap landing in it and writes nothing).
+    """
     da = require("dask.array", "`to_dask`")
     from dask.base import tokenize
-    from dask.highlevelgraph import HighLevelGraph
 
     blocks = DenseBlocks.of(operator)
     shape, dtype = operator.shape, operator.dtype
     chunks = da.core.normalize_chunks(chunks, shape, dtype=dtype)
-    token = tokenize(blocks.kernel, blocks.geometry.describe(), blocks.geometry.pads, shape, chunks)
-    name, source = f"stridedop-dense-{token}", f"stridedop-operator-{token}"
-    graph: dict[Any, Any] = {source: blocks}
-    hits = blocks.hits(chunks)
-    edges = [np.cumsum([0, *sizes]).tolist() for sizes in chunks]
-    for index in itertools.product(*[range(len(sizes)) for sizes in chunks]):
-        bounds = tuple([(edge[i], edge[i + 1]) for edge, i in zip(edges, index)])
-        key = (name, *index)
-        if hits[index]:
-            graph[key] = (_build_block, source, bounds)
-        else:  # calloc'ed: no work until somebody touches it
-            graph[key] = (np.zeros, tuple([stop - start for start, stop in bounds]), dtype)
-    layer = HighLevelGraph.from_collections(name, graph, dependencies=())
-    return da.Array(layer, name, chunks, meta=np.empty((0,) * len(shape), dtype=dtype))
+    edges = tuple([tuple(np.cumsum([0, *sizes]).tolist()) for sizes in chunks])
+    token = tokenize(
+        blocks.kernel, blocks.geometry.describe(), blocks.geometry.pads, blocks.transposed, chunks
+    )
+    return da.map_blocks(
+        _build_block,
+        blocks,
+        edges,
+        chunks=chunks,
+        dtype=dtype,
+        meta=np.empty((0,) * len(shape), dtype=dtype),
+        name=f"stridedop-dense-{token}",
+    )
 
 
 # -- zarr output --------------------------------------------------------------------------------------
@@ -227,18 +236,31 @@ def write_zarr(
     return out
 
 
-def default_chunks(shape: Sequence[int], itemsize: int, target: int = 4 * 2**20) -> tuple[int, ...]:
+def default_chunks(
+    shape: Sequence[int], itemsize: int, target: int = 2**20, split_first: Sequence[int] = ()
+) -> tuple[int, ...]:
     """Chunk sizes of at most `target` bytes: halve the longest axis until the chunk fits.
 
-    The chunks come out about equally long on every axis, so that along each spatial axis the
-    operator's band (outputs near the inputs they read) crosses few of them: the chunks away
-    from it hold no kernel entry and are never written.
+    The axes in `split_first` are halved first (down to 1), then all of them. For an operator,
+    these are its spatial axes, output and input alike: along each of them the band (outputs
+    near the inputs they read) then crosses few chunks, and the chunks away from it hold no
+    kernel entry and are never written.
     """
     chunks = [max(1, size) for size in shape]
-    while math.prod(chunks) * itemsize > target and max(chunks) > 1:
-        longest = chunks.index(max(chunks))
-        chunks[longest] = -(-chunks[longest] // 2)
+    for axes in (list(split_first), list(range(len(chunks)))):
+        while math.prod(chunks) * itemsize > target and any(chunks[axis] > 1 for axis in axes):
+            longest = max(axes, key=lambda axis: chunks[axis])
+            chunks[longest] = -(-chunks[longest] // 2)
     return tuple(chunks)
+
+
+def operator_chunks(operator: Any, target: int = 2**20) -> tuple[int, ...]:
+    """`default_chunks` for the dense `operator`, its spatial axes split first."""
+    blocks = DenseBlocks.of(operator)
+    n = blocks.geometry.ndim
+    order = canonical_permutation(blocks.geometry, adjoint=blocks.transposed)
+    spatial = [j for j, axis in enumerate(order) if axis != n and axis != 2 * n + 1]
+    return default_chunks(operator.shape, operator.dtype.itemsize, target, spatial)
 
 
 def write_zarr_store(
@@ -253,7 +275,7 @@ def write_zarr_store(
     The store is written under a hidden temporary name in the same folder and renamed to `path`
     only once every chunk is in (an existing store at `path` is replaced then). Any failure,
     including Ctrl-C and SIGTERM, removes the temporary store, so `path` never holds a partial
-    operator. `chunks` defaults to `default_chunks`; the fill value is 0, so only the chunks in
+    operator. `chunks` defaults to `operator_chunks`; the fill value is 0, so only the chunks in
     the band are stored. Returns the zarr array at `path`.
     """
     zarr = require("zarr", "writing a .zarr store")
@@ -261,14 +283,16 @@ def write_zarr_store(
     folder, name = os.path.split(path)
     temporary = os.path.join(folder, f".{name}.partial-{os.getpid()}")
     shape, dtype = operator.shape, operator.dtype
-    chunks = default_chunks(shape, dtype.itemsize) if chunks is None else tuple(chunks)
+    chunks = operator_chunks(operator) if chunks is None else tuple(chunks)
     if len(chunks) != len(shape) or min(chunks, default=1) < 1:
         raise ValueError(
             f"`chunks` must give one positive size per axis of the operator {shape}, got {chunks}"
         )
     with _signals_raise():
         try:
-            array = zarr.create_array(store=temporary, shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+            array = zarr.open_array(
+                store=temporary, mode="w-", shape=shape, chunks=chunks, dtype=dtype, fill_value=0
+            )
             write_zarr(operator, array, progress=progress)
             if os.path.lexists(path):
                 retired = os.path.join(folder, f".{name}.replaced-{os.getpid()}")
