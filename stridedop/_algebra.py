@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ._dask import apply as apply_dask
+from ._dask import is_dask_array
 from ._dense import check_allocation
 from ._geometry import as_numeric_array, brief
 from ._sparse import require_scipy
@@ -95,9 +97,7 @@ class BaseOperator:
         Returns a new array of shape ``(*batch, *output_shape)``; nothing dense is built. A
         `dask.array.Array` gives a lazy dask array (needs the extra ``dask``).
         """
-        if type(x).__module__.startswith("dask"):  # not imported unless the caller has it
-            from ._dask import apply as apply_dask
-
+        if is_dask_array(x):  # checked without importing dask
             return apply_dask(self, x)
         batch, leading = _as_batch(x, self.input_shape, "x")
         result = self._product(batch)

@@ -4,9 +4,9 @@ Everything here needs the optional extra ``dask`` (``pip install stridedop[dask]
 distributed and zarr); the imports happen inside the functions, so ``import stridedop`` never
 loads Dask, and a missing package raises an ImportError naming the extra.
 
-* `to_dask`: a graph with one node holding the kernel and geometry, and one task per block that
-  builds its block from them (`dense_block`); blocks outside the band are ``np.zeros`` tasks,
-  which cost nothing until touched.
+* `to_dask`: one blockwise layer whose function builds any block from the kernel and geometry
+  (`dense_block`), stored once in the graph; a block outside the band is a calloc'ed zero array
+  on which nothing is written, so it costs nothing until touched.
 * `write_zarr`: the same blocks written into a zarr array chunk by chunk, in threads, skipping
   the chunks outside the band when the store's fill value is 0.
 * `apply`: ``op @ x`` for a dask array ``x``. Each spatial axis is padded at the array's outer
@@ -347,19 +347,18 @@ def _run_bounded(
     """Run `job` on every item in `workers` threads, at most `workers` at a time in flight.
 
     Bounding the jobs in flight bounds the memory: each holds one block. The first failure
-    stops the submitting and is raised once the running jobs have finished.
+    (or Ctrl-C) stops the submitting and is raised once the running jobs have finished.
     """
     total = len(items)
     done = 0
     if progress is not None:
         progress(0, total)
     pending: set[Future[None]] = set()
-    failed = threading.Event()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         iterator = iter(items)
         try:
             while True:
-                while len(pending) < workers and not failed.is_set():
+                while len(pending) < workers:
                     item = next(iterator, _END)
                     if item is _END:
                         break
@@ -372,8 +371,7 @@ def _run_bounded(
                     done += 1
                     if progress is not None:
                         progress(done, total)
-        except BaseException:
-            failed.set()
+        except BaseException:  # stop submitting; the jobs already running finish first
             for future in pending:
                 future.cancel()
             raise
