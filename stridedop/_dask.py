@@ -34,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from ._buffer import canonical_permutation, lookup_buffer, strided_view
-from ._dense import _view_permutation, block_hits, dense_block
+from ._buffer import canonical_permutation
+from ._dense import block_hits, dense_block
 from ._geometry import Axis, Geometry, as_numeric_array
 from ._modes import PaddingMode, affine_runs, padding_mode
+from ._view import find_operator_view
 
 __all__ = [
     "DenseBlocks",
@@ -111,34 +112,16 @@ class DenseBlocks:
 
 
 def dense_blocks_of(a: Any) -> DenseBlocks | None:
-    """The `DenseBlocks` behind a `ConvOperator`, or a whole operator view of one; else None."""
+    """The `DenseBlocks` behind a `ConvOperator` or its view (``W.operator``); else None."""
     from ._operator import ConvOperator
 
     if isinstance(a, ConvOperator):
         return DenseBlocks.of(a)
-    operator = getattr(a, "operator", None)  # an OperatorView knows its operator
-    if isinstance(operator, ConvOperator) and tuple(getattr(a, "shape", ())) == operator.shape:
+    view = find_operator_view(a)
+    operator = getattr(view, "operator", None)
+    if view is a and isinstance(operator, ConvOperator):  # the whole view, not a slice of it
         return DenseBlocks.of(operator)
-    if not isinstance(a, np.ndarray):
-        return None
-    found = lookup_buffer(a)
-    if found is None or found[1].circular:  # a circular buffer holds the folded kernel only
-        return None
-    buffer, geometry, plan = found
-    permutation = _view_permutation(a, buffer, geometry, plan)
-    if permutation not in (canonical_permutation(geometry), canonical_permutation(geometry, adjoint=True)):
-        return None
-    # The buffer holds the kernel it was built from (conjugated for an adjoint's view).
-    grouped_shape = (
-        *geometry.spatial_kernel,
-        geometry.group_channels,
-        geometry.groups,
-        geometry.group_filters,
-    )
-    grouped = strided_view(buffer, plan.kernel_origin, grouped_shape, plan.kernel_steps)
-    kernel = np.array(grouped).reshape(*geometry.spatial_kernel, geometry.group_channels, geometry.filters)
-    transposed = permutation != canonical_permutation(geometry)
-    return DenseBlocks(kernel, geometry, transposed)
+    return None
 
 
 def _build_block(

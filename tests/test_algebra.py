@@ -23,17 +23,25 @@ def test_h_is_the_conjugate_transpose_and_t_the_plain_one(dtype):
     op = _op(dtype=dtype, padding="same")
     dense = op.to_matrix()
     np.testing.assert_allclose(op.H.to_matrix(), dense.conj().T, rtol=1e-13)
-    np.testing.assert_allclose(op.T.to_matrix(), dense.T, rtol=1e-13)
-    np.testing.assert_array_equal(op.T.view, np.asarray(op.view).transpose(3, 4, 5, 0, 1, 2))
+    np.testing.assert_allclose(op.transpose().to_matrix(), dense.T, rtol=1e-13)
+    np.testing.assert_array_equal(op.transpose().view, np.asarray(op.view).transpose(3, 4, 5, 0, 1, 2))
     np.testing.assert_array_equal(op.H.view, np.conj(op.view).transpose(3, 4, 5, 0, 1, 2))
     y = np.random.default_rng(1).standard_normal(op.output_shape)
-    np.testing.assert_allclose((op.T @ y).ravel(), dense.T @ y.ravel(), rtol=1e-12)
-    assert op.H.H is op and op.T.T is op
-    np.testing.assert_allclose(op.H.T.to_matrix(), dense.conj(), rtol=1e-13)
+    np.testing.assert_allclose((op.transpose() @ y).ravel(), dense.T @ y.ravel(), rtol=1e-12)
+    assert op.H.H is op and op.transpose().transpose() is op
+    np.testing.assert_allclose(op.H.transpose().to_matrix(), dense.conj(), rtol=1e-13)
     if dtype is np.float64:
-        assert op.T is op.H
+        assert op.T is op.H  # no warning: real kernels mean the same in 0.1 and 0.2
     else:
-        assert repr(op.T).startswith("<ConvOperator.T ") and repr(op.H).startswith("<ConvOperator.H ")
+        assert repr(op.transpose()).startswith("<ConvOperator.T ")
+        assert repr(op.H).startswith("<ConvOperator.H ")
+
+
+def test_t_of_a_complex_operator_warns_during_0_2():
+    op = _op(dtype=np.complex128)
+    with pytest.warns(FutureWarning, match=r"`op.T` is the plain transpose since stridedop 0.2.*op.H"):
+        transpose = op.T
+    assert transpose is op.transpose()
 
 
 def test_adjoint_returns_h_and_the_old_call_warns():
@@ -103,7 +111,7 @@ def test_sums_and_differences_with_one_geometry_give_a_convolution(dtype):
         (a + b, a.to_matrix() + b.to_matrix()),
         (a - b, a.to_matrix() - b.to_matrix()),
         (a.H + b.H, (a.to_matrix() + b.to_matrix()).conj().T),
-        (a.H - 2 * b.T, a.to_matrix().conj().T - 2 * b.to_matrix().T),
+        (a.H - 2 * b.transpose(), a.to_matrix().conj().T - 2 * b.to_matrix().T),
     ]:
         assert isinstance(combined, stridedop.ConvOperator)
         np.testing.assert_allclose(combined.to_matrix(), expected, rtol=1e-12, atol=1e-12)
@@ -269,7 +277,7 @@ def test_topylops_without_pylops_names_the_extra(monkeypatch):
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
 def test_pickles_keep_direction_mode_and_method(padding_mode):
     op = _op(5, dtype=np.complex128, padding="same", padding_mode=padding_mode)
-    for direction in (op, op.H, op.T, op.H.T):
+    for direction in (op, op.H, op.transpose(), op.H.transpose()):
         loaded = pickle.loads(pickle.dumps(direction))
         np.testing.assert_array_equal(loaded.to_matrix(), direction.to_matrix())
         assert repr(loaded) == repr(direction) and loaded.method == direction.method

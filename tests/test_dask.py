@@ -65,7 +65,7 @@ def chunks_holding_nonzeros(dense, chunks):
 
 
 def directions(op):
-    return {"op": op, "op.H": op.H, "op.T": op.T}
+    return {"op": op, "op.H": op.H, "op.T": op.transpose()}
 
 
 # -- helpers ----------------------------------------------------------------------------------------
