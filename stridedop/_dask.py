@@ -124,6 +124,11 @@ def dense_blocks_of(a: Any) -> DenseBlocks | None:
     return None
 
 
+def _geometry_token(geometry: Geometry) -> str:
+    """Everything that tells one geometry from another, as text for `dask.base.tokenize`."""
+    return f"{geometry.axes!r} {geometry.describe()} {geometry.channels} {geometry.filters}"
+
+
 def _build_block(
     blocks: DenseBlocks, edges: tuple[tuple[int, ...], ...], block_id: tuple[int, ...] = ()
 ) -> np.ndarray:
@@ -149,9 +154,7 @@ def to_dask(operator: Any, chunks: Any = "auto") -> Any:
     shape, dtype = operator.shape, operator.dtype
     chunks = da.core.normalize_chunks(chunks, shape, dtype=dtype)
     edges = tuple([tuple(np.cumsum([0, *sizes]).tolist()) for sizes in chunks])
-    token = tokenize(
-        blocks.kernel, blocks.geometry.describe(), blocks.geometry.pads, blocks.transposed, chunks
-    )
+    token = tokenize(blocks.kernel, _geometry_token(blocks.geometry), blocks.transposed, chunks)
     return da.map_blocks(
         _build_block,
         blocks,
@@ -444,8 +447,7 @@ def _convolve(operator: Any, x: Any) -> Any:
     x = x.astype(dtype).rechunk({channel: -1})
     token = tokenize(
         operator._state.kernel,
-        geometry.describe(),
-        geometry.pads,
+        _geometry_token(geometry),
         operator._transposed,
         operator._conjugated,
         x.name,

@@ -297,6 +297,20 @@ def test_materialize_into_zarr_checks_out():
         stridedop.materialize(op, out=new_zarr(op.shape, 2, op.dtype), max_bytes=-1)
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+def test_default_zarr_chunks_split_the_spatial_axes_first(layout):
+    from stridedop._dask import operator_chunks
+
+    op = make_operator((3, 3, 16, 16), (64, 64), dict(padding="valid"), "zeros", layout, np.float32)
+    chunks = operator_chunks(op)
+    assert np.prod(chunks) * 4 <= 2**20
+    whole = [chunk for chunk, size in zip(chunks, op.shape) if chunk == size]
+    assert whole == [16, 16]  # filters and channels stay whole
+    spatial = [chunk for chunk in chunks if chunk < 16]
+    assert len(spatial) == 4 and max(spatial) <= 2 * min(spatial)
+    assert operator_chunks(op, target=1) == (1,) * 6
+
+
 def save_kernel(tmp_path, shape=(3, 3, 2, 4)):
     path = tmp_path / "kernel.npy"
     np.save(path, np.random.default_rng(0).standard_normal(shape).astype(np.float32))
