@@ -381,6 +381,30 @@ def test_cli_zarr_interrupt_removes_the_temporary_store(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kernel.npy"]
 
 
+@pytest.mark.parametrize("chunks", ["4x4x4", "4x0x4x4x4x2"])
+def test_cli_zarr_rejects_bad_chunks(tmp_path, capsys, chunks):
+    kernel = save_kernel(tmp_path)
+    argv = ["materialize", str(kernel), "--input", "12x10x2", "--output", str(tmp_path / "op.zarr")]
+    assert main([*argv, "--chunks", chunks]) == 1
+    assert "`chunks` must give one positive size per axis" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kernel.npy"]
+
+
+def test_sigterm_while_writing_raises_so_that_the_cleanup_runs():
+    import os
+    import signal
+    import time
+
+    from stridedop._dask import _signals_raise
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exit_info, _signals_raise():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # interrupted by the handler at once
+    assert exit_info.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 # -- without the extra --------------------------------------------------------------------------------
 def test_missing_dask_names_the_extra(monkeypatch, tmp_path, capsys):
     op = make_operator((3, 3, 2, 4), (6, 5), dict(padding="valid"), "zeros")
