@@ -378,10 +378,11 @@ class ConvOperator(BaseOperator):
     def to_dask(self, chunks: Any = "auto") -> Any:
         """The dense operator as a lazy ``dask.array.Array``, built block by block where computed.
 
-        The task graph holds the kernel and geometry once (one node); every block is a task that
-        allocates zeros and writes only the kernel entries falling inside it, and blocks outside
-        the band are plain ``np.zeros`` tasks. Needs the optional extra ``dask``
-        (``pip install stridedop[dask]``). Every padding mode works.
+        The task graph holds the kernel and geometry once, whatever the number of blocks; each
+        block is built where it is computed, by allocating zeros and writing only the kernel
+        entries that fall inside it, so a block outside the band costs nothing until touched.
+        Needs the optional extra ``dask`` (``pip install stridedop[dask]``). Every padding mode
+        works.
 
         Parameters
         ----------
