@@ -124,6 +124,16 @@ def dense_blocks_of(a: Any) -> DenseBlocks | None:
     return None
 
 
+def _shared(value: Any, name: str) -> Any:
+    """`value` as one node of the graph, that every block's task reads.
+
+    On a distributed cluster it then travels to each worker once, not with every task.
+    """
+    import dask
+
+    return dask.delayed(value, name=name, traverse=False)
+
+
 def _geometry_token(geometry: Geometry) -> str:
     """Everything that tells one geometry from another, as text for `dask.base.tokenize`."""
     return f"{geometry.axes!r} {geometry.describe()} {geometry.channels} {geometry.filters}"
@@ -157,7 +167,7 @@ def to_dask(operator: Any, chunks: Any = "auto") -> Any:
     token = tokenize(blocks.kernel, _geometry_token(blocks.geometry), blocks.transposed, chunks)
     return da.map_blocks(
         _build_block,
-        blocks,
+        _shared(blocks, f"stridedop-operator-{token}"),
         edges,
         chunks=chunks,
         dtype=dtype,
@@ -473,7 +483,7 @@ def _convolve(operator: Any, x: Any) -> Any:
         out_chunks[channel] = (geometry.filters,)
         return _halos(x, depth).map_blocks(
             _forward_block,
-            operator,
+            _shared(operator, f"stridedop-operator-{token}"),
             tuple(spatial),
             chunks=tuple(out_chunks),
             dtype=dtype,
@@ -497,7 +507,7 @@ def _convolve(operator: Any, x: Any) -> Any:
     padded_chunks[channel] = (geometry.channels,)
     padded = _halos(x, depth).map_blocks(
         _adjoint_block,
-        operator,
+        _shared(operator, f"stridedop-operator-{token}"),
         tuple(spatial),
         tuple(halos),
         chunks=tuple(padded_chunks),
