@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from . import _spectral
+from ._dask import apply as apply_dask
+from ._dask import is_dask_array
 from ._dense import check_allocation, dense_allocation
 from ._geometry import as_numeric_array, brief
 from ._sparse import require_scipy
@@ -93,8 +95,11 @@ class BaseOperator:
     def apply(self, x: np.typing.ArrayLike) -> np.ndarray:
         """Apply the operator to `x` of shape `input_shape` or ``(*batch, *input_shape)``.
 
-        Returns a new array of shape ``(*batch, *output_shape)``; nothing dense is built.
+        Returns a new array of shape ``(*batch, *output_shape)``; nothing dense is built. A
+        `dask.array.Array` gives a lazy dask array (needs the extra ``dask``).
         """
+        if is_dask_array(x):  # checked without importing dask
+            return apply_dask(self, x)
         batch, leading = _as_batch(x, self.input_shape, "x")
         result = self._product(batch)
         return result.reshape(*leading, *self.output_shape)

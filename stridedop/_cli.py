@@ -297,6 +297,8 @@ def materialize_command(args: argparse.Namespace) -> int:
     output = args.output
     if _same_file(args.kernel_file, output):
         raise ValueError(f"`--output` {output!r} is the kernel file itself; choose another file name")
+    if _is_zarr_output(output):
+        return materialize_zarr_command(args)
     if os.path.isdir(output):
         raise ValueError(f"`--output` {output!r} is a directory; give the name of the .npy file to write")
     kernel = _load_kernel(args.kernel_file)
@@ -343,6 +345,34 @@ def materialize_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- materialize --output X.zarr: a separate path, through the optional extra `dask` ------------------
+def _is_zarr_output(path: str) -> bool:
+    return path.rstrip("/\\").lower().endswith(".zarr")
+
+
+def materialize_zarr_command(args: argparse.Namespace) -> int:
+    """Write the dense operator to a new zarr store: only the chunks in the band, atomically."""
+    from ._dask import write_zarr_store
+
+    kernel = _load_kernel(args.kernel_file)
+    operator = ConvOperator(kernel, args.input, **_geometry_arguments(args))
+    update, close = _progress_bar(operator.nbytes)
+    try:
+        array = write_zarr_store(args.output, operator, args.chunks, progress=update)
+    except ImportError as error:
+        print(f"stridedop materialize: error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        close()
+    stored = array.nbytes_stored() if callable(array.nbytes_stored) else array.nbytes_stored  # zarr 3, 2
+    print(
+        f"wrote {args.output}: shape {operator.shape}, {kernel.dtype}, chunks {array.chunks}, "
+        f"{array.nchunks_initialized} of {array.nchunks} chunks stored, {format_bytes(stored)} on disk "
+        f"for {format_bytes(operator.nbytes)} dense"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stridedop",
@@ -383,7 +413,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mat_parser.add_argument("kernel_file", help="kernel as a .npy file")
     mat_parser.add_argument("--input", type=_shape, required=True, help="input shape, e.g. 32x32x16")
-    mat_parser.add_argument("--output", "-o", required=True, help="the .npy file to write")
+    mat_parser.add_argument(
+        "--output", "-o", required=True, help="the .npy file to write, or a .zarr store (extra `dask`)"
+    )
+    mat_parser.add_argument(
+        "--chunks",
+        type=_shape,
+        default=None,
+        help="zarr chunk shape, e.g. 4x4x16x4x4x16 (default: at most 1 MiB, spatial axes split first)",
+    )
     _add_geometry(mat_parser)
     mat_parser.set_defaults(handler=materialize_command)
     return parser

@@ -22,6 +22,7 @@ from ._apply import convolve, convolve_adjoint
 from ._buffer import fold_circular_taps, plan_buffer, read_kernel
 from ._compose import compose_convolutions
 from ._conv import StridedOperator, canonical_kernel, plan, require_view
+from ._dask import is_zarr_array, to_dask, write_zarr
 from ._dense import check_allocation, check_out, dense_allocation, fill_dense
 from ._geometry import Geometry, IntOrInts, LayoutName, Padding, PaddingModeName, as_numeric_array, brief
 from ._memory import format_bytes
@@ -375,12 +376,16 @@ class ConvOperator(BaseOperator):
         return super()._composed_with(first)
 
     # -- dense and sparse forms ---------------------------------------------------------------
-    def materialize(self, out: np.ndarray | None = None, max_bytes: int | None = None) -> np.ndarray:
+    def materialize(self, out: Any = None, max_bytes: int | None = None) -> Any:
         """Dense writable copy of the operator, shape `shape`; see `stridedop.materialize`.
 
         Every padding mode works: the modes without a view are the 'valid' operator on the padded
-        grid with each padded input entry folded back onto the entry it reads.
+        grid with each padded input entry folded back onto the entry it reads. `out` may also be
+        a zarr array (extra ``dask``): only its chunks in the band are written.
         """
+        if is_zarr_array(out):
+            check_allocation((0,), self.dtype, max_bytes)  # validates `max_bytes` alone
+            return write_zarr(self, out)
         if self._geometry.mode.has_view:
             if out is None:
                 check_allocation(self.shape, self.dtype, max_bytes)
@@ -407,6 +412,40 @@ class ConvOperator(BaseOperator):
                 return np.ascontiguousarray(folded)
         out[...] = folded
         return out
+
+    def to_dask(self, chunks: Any = "auto") -> Any:
+        """The dense operator as a lazy ``dask.array.Array``, built block by block where computed.
+
+        The task graph holds the kernel and geometry once, whatever the number of blocks; each
+        block is built where it is computed, by allocating zeros and writing only the kernel
+        entries that fall inside it, so a block outside the band costs nothing until touched.
+        Needs the optional extra ``dask`` (``pip install stridedop[dask]``). Every padding mode
+        works.
+
+        Parameters
+        ----------
+        chunks : int, tuple, dict or 'auto'
+            Block sizes, as `dask.array.from_array` takes them (``'auto'``: Dask's
+            ``array.chunk-size``).
+
+        Returns
+        -------
+        dask.array.Array
+            Shape `shape`, dtype `dtype`, equal to `view` (to `materialize` for the modes without
+            a view).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import stridedop
+        >>> op = stridedop.ConvOperator(np.ones((2, 1, 1)), (5, 1))
+        >>> D = op.to_dask(chunks=2)
+        >>> D.shape, D.numblocks
+        ((4, 1, 5, 1), (2, 1, 3, 1))
+        >>> np.array_equal(D.compute(), op.view)
+        True
+        """
+        return to_dask(self, chunks)
 
     def to_matrix(self, max_bytes: int | None = None) -> np.ndarray:
         """Dense writable matrix `matrix_shape` (a copy)."""
