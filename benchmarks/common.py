@@ -95,3 +95,21 @@ def best_times(functions: dict[str, Callable[[], Any]], repeat: int) -> dict[str
                 function()
             best[name] = min(best[name], (time.perf_counter() - start) / numbers[name])
     return best
+
+
+def interleaved_times(functions: dict[str, Callable[[], Any]], rounds: int) -> dict[str, tuple[float, float]]:
+    """(best, median) time of one call of each function, the functions interleaved round by round."""
+    numbers = {}
+    for name, function in functions.items():
+        function()
+        start = time.perf_counter()
+        function()
+        numbers[name] = max(1, int(0.02 / max(time.perf_counter() - start, 1e-9)))
+    samples: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(rounds):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            for _ in range(numbers[name]):
+                function()
+            samples[name].append((time.perf_counter() - start) / numbers[name])
+    return {name: (min(values), float(np.median(values))) for name, values in samples.items()}
