@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._apply import convolve, convolve_adjoint
+from ._apply import convolve, convolve_adjoint, resolve_method
 from ._conv import StridedOperator, canonical_kernel, plan
 from ._geometry import Geometry, IntOrInts, LayoutName, Padding, as_numeric_array
 from ._layout import BufferLayout
@@ -34,6 +34,10 @@ class ConvOperator:
         Shape of one input, with or without its channel axis.
     padding, stride, dilation, groups, layout
         As in `conv_view`.
+    method : {"auto", "direct", "fft"}, optional
+        How ``op @ x`` and ``op.T @ y`` compute: ``"direct"`` (spatial-domain products),
+        ``"fft"`` (products of spectra; real and complex floats) or ``"auto"`` (the planner picks
+        from the geometry and dtype). Results agree to rounding whatever the method.
 
     Attributes
     ----------
@@ -49,6 +53,8 @@ class ConvOperator:
         Bytes actually held by the view's buffer.
     T : ConvOperator
         The adjoint operator.
+    method : str
+        The method in use, ``"direct"`` or ``"fft"``.
 
     See Also
     --------
@@ -83,12 +89,16 @@ class ConvOperator:
         dilation: IntOrInts = 1,
         groups: int = 1,
         layout: LayoutName = "channels_last",
+        method: str = "auto",
     ) -> None:
         kernel = as_numeric_array(kernel, "kernel")
         geometry, layout_plan = plan(kernel.shape, input_shape, padding, stride, dilation, groups, layout)
-        self._setup(kernel, geometry, layout_plan, adjoint=False)
+        self._setup(kernel, geometry, layout_plan, adjoint=False, method=method)
 
-    def _setup(self, kernel: np.ndarray, geometry: Geometry, layout: BufferLayout, *, adjoint: bool) -> None:
+    def _setup(
+        self, kernel: np.ndarray, geometry: Geometry, layout: BufferLayout, *, adjoint: bool, method: str
+    ) -> None:
+        self._method = resolve_method(method, geometry, kernel.dtype)
         # Build the view first: it checks every size before anything is copied.
         strided = StridedOperator.build(canonical_kernel(kernel, geometry.layout), geometry, layout)
         self._kernel = np.array(kernel, copy=True, order="C")
@@ -173,8 +183,14 @@ class ConvOperator:
             other._forward_strided = self._forward_strided
             other._conjugate_strided = self._conjugate_strided
             other._transpose = self
+            other._method = self._method
             self._transpose = other
         return self._transpose
+
+    @property
+    def method(self) -> str:
+        """The algorithm ``@`` uses in both directions: ``"direct"`` or ``"fft"``."""
+        return self._method
 
     # -- applying -----------------------------------------------------------------------------
     def _batched(self, x: Any, expected: tuple[int, ...], name: str) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -189,7 +205,7 @@ class ConvOperator:
         geometry = self._geometry
         batched, batch = self._batched(x, geometry.input_shape, name)
         channels_first = geometry.layout == "channels_first"
-        result = convolve(self._canonical_kernel, geometry, batched, channels_first)
+        result = convolve(self._canonical_kernel, geometry, batched, channels_first, self._method)
         return result.reshape(*batch, *geometry.output_shape)
 
     def _convolve_adjoint(self, y: Any, name: str) -> np.ndarray:
@@ -199,7 +215,7 @@ class ConvOperator:
         if kernel.dtype.kind == "c":
             kernel = kernel.conj()
         channels_first = geometry.layout == "channels_first"
-        result = convolve_adjoint(kernel, geometry, batched, channels_first)
+        result = convolve_adjoint(kernel, geometry, batched, channels_first, self._method)
         return result.reshape(*batch, *geometry.input_shape)
 
     def apply(self, x: np.typing.ArrayLike) -> np.ndarray:
@@ -280,6 +296,7 @@ class ConvOperator:
             "kernel": self._kernel,
             "input_shape": self._geometry.input_shape,
             "adjoint": self._adjoint,
+            "method": self._method,
             **self._geometry_arguments(),
         }
 
@@ -287,7 +304,7 @@ class ConvOperator:
         kernel, adjoint = state["kernel"], state["adjoint"]
         arguments = [state[name] for name in ("padding", "stride", "dilation", "groups", "layout")]
         geometry, layout = plan(kernel.shape, state["input_shape"], *arguments)
-        self._setup(kernel, geometry, layout, adjoint=adjoint)
+        self._setup(kernel, geometry, layout, adjoint=adjoint, method=state.get("method", "auto"))
 
     def _summary(self) -> tuple[str, str]:
         geometry = self._geometry

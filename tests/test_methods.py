@@ -1,0 +1,183 @@
+"""Every method and every internal strategy of `op @ x` and `op.T @ y` against the loop oracle."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from oracles import loop_operator
+
+import stridedop
+from stridedop import _apply
+
+# (spatial input, spatial kernel, C, F, geometry): each reaches one strategy of the direct method
+# (tap GEMM needs >= 8 channels per group; few channels go channels-first; depthwise; strides take
+# the strided im2col forward and the polyphase adjoint; circular kernels wider than the input fold).
+CASES = {
+    "tap GEMM": ((6, 5), (3, 2), 8, 4, {"padding": "same"}),
+    "tap GEMM, groups, dilation": (
+        (7, 6),
+        (2, 2),
+        16,
+        8,
+        {"groups": 2, "dilation": (2, 1), "padding": "full"},
+    ),
+    "few channels, scatter adjoint": ((6, 7), (3, 3), 2, 5, {"padding": [(2, 0), (1, 3)]}),
+    "depthwise": ((6, 5), (3, 2), 3, 3, {"groups": 3, "padding": "same"}),
+    "many channels im2col": ((5, 6), (2, 3), 6, 3, {}),
+    "stride": ((7, 8), (3, 2), 2, 3, {"stride": (2, 3), "padding": "same"}),
+    "stride and dilation": (
+        (9, 7),
+        (3, 2),
+        4,
+        4,
+        {"stride": 2, "dilation": (3, 2), "groups": 2, "padding": 1},
+    ),
+    "stride, many channels": ((7, 6), (2, 3), 8, 8, {"stride": (3, 2), "dilation": 2, "padding": "full"}),
+    "circular": ((5, 6), (3, 2), 2, 3, {"padding": "circular"}),
+    "circular, wide kernel": ((3, 4), (4, 3), 2, 2, {"padding": "circular", "dilation": (5, 7)}),
+    "circular, wide kernel, stride": (
+        (4, 3),
+        (3, 5),
+        1,
+        2,
+        {"padding": "circular", "stride": 2, "dilation": 3},
+    ),
+    "1-D": ((9,), (4,), 8, 8, {"padding": "full", "dilation": 2}),
+    "3-D": ((4, 3, 5), (2, 2, 3), 2, 3, {"padding": "same", "stride": (1, 2, 1)}),
+}
+
+
+def make_case(name, dtype, layout, method, seed=0):
+    m, k, channels, filters, options = CASES[name]
+    rng = np.random.default_rng(seed)
+    groups = options.get("groups", 1)
+    kernel = rng.standard_normal((*k, channels // groups, filters))
+    if np.dtype(dtype).kind == "c":
+        kernel = kernel + 1j * rng.standard_normal(kernel.shape)
+    kernel = kernel.astype(dtype)
+    dense = loop_operator(kernel, m, **options)  # (*o, F, *m, C)
+    n = len(m)
+    if layout == "channels_first":
+        dense = np.moveaxis(np.moveaxis(dense, n, 0), -1, n + 1)  # (F, *o, C, *m)
+        kernel = kernel.transpose(n + 1, n, *range(n))
+        op = stridedop.ConvOperator(kernel, (channels, *m), layout=layout, method=method, **options)
+    else:
+        op = stridedop.ConvOperator(kernel, (*m, channels), method=method, **options)
+    return op, dense
+
+
+def random(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        x = x + 1j * rng.standard_normal(shape)
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_both_directions_equal_the_loop_oracle(name, layout, dtype, method):
+    op, dense = make_case(name, dtype, layout, method)
+    assert op.method == method
+    n_in, n_out = len(op.input_shape), len(op.output_shape)
+    x = random((2, *op.input_shape), dtype, 1)
+    y = random((2, *op.output_shape), dtype, 2)
+    expected = np.stack([np.tensordot(dense, v, n_in) for v in x])
+    expected_adjoint = np.stack([np.tensordot(v, dense.conj(), n_out) for v in y])
+    tolerance = 1e-4 if np.dtype(dtype) == np.float32 else 1e-10
+    got, got_adjoint = op @ x, op.T @ y
+    assert got.dtype == expected.dtype and got_adjoint.dtype == expected_adjoint.dtype
+    np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(got_adjoint, expected_adjoint, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("name", ["tap GEMM", "few channels, scatter adjoint", "stride and dilation"])
+def test_without_scipy_blas_the_numpy_products_agree(monkeypatch, name, layout):
+    op, dense = make_case(name, np.float64, layout, "direct")
+    monkeypatch.setattr(_apply, "_blas", lambda: None)
+    x = random(op.input_shape, np.float64, 3)
+    y = random(op.output_shape, np.float64, 4)
+    np.testing.assert_allclose(op @ x, np.tensordot(dense, x, len(op.input_shape)), atol=1e-10)
+    np.testing.assert_allclose(op.T @ y, np.tensordot(y, dense, len(op.output_shape)), atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.bool_, np.float16])
+def test_direct_serves_every_numeric_dtype(dtype):
+    rng = np.random.default_rng(5)
+    kernel = (rng.integers(0, 3, (3, 2, 8, 8)) > 0).astype(dtype)
+    op = stridedop.ConvOperator(kernel, (5, 4, 8), padding="same")
+    assert op.method == "direct"
+    x = (rng.integers(0, 3, op.input_shape) > 0).astype(dtype)
+    dense = loop_operator(kernel.astype(np.float64), (5, 4), padding="same")
+    expected = np.tensordot(dense, x.astype(np.float64), 3)
+    got = op @ x
+    assert got.dtype == np.result_type(kernel, x)
+    if dtype is np.bool_:
+        np.testing.assert_array_equal(got, expected > 0)
+    else:
+        np.testing.assert_allclose(got.astype(np.float64), expected, rtol=1e-2)
+
+
+def test_method_is_validated():
+    kernel = np.ones((3, 3, 1, 1))
+    with pytest.raises(ValueError, match=r"`method` must be one of 'auto', 'direct', 'fft', got 'FFT2'"):
+        stridedop.ConvOperator(kernel, (8, 8, 1), method="FFT2")
+    with pytest.raises(
+        ValueError, match=r"`method`='fft' needs a floating or complex kernel, got dtype int64"
+    ):
+        stridedop.ConvOperator(kernel.astype(np.int64), (8, 8, 1), method="fft")
+
+
+@pytest.mark.parametrize(
+    ("kernel_shape", "input_shape", "expected"),
+    [
+        ((31, 31, 1, 1), (256, 256, 1), "fft"),  # a large single-channel kernel
+        ((3, 3, 16, 16), (32, 32, 16), "direct"),  # a small multi-channel layer
+    ],
+)
+def test_auto_picks_fft_for_large_kernels_only(kernel_shape, input_shape, expected):
+    op = stridedop.ConvOperator(np.ones(kernel_shape), input_shape, padding="same")
+    assert op.method == expected
+    assert op.T.method == expected
+    assert stridedop.ConvOperator(np.ones(kernel_shape, dtype=np.int32), input_shape).method == "direct"
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("name", ["few channels, scatter adjoint", "tap GEMM", "stride"])
+def test_empty_batches_give_empty_results(name, layout, method):
+    op, _ = make_case(name, np.float64, layout, method)
+    assert (op @ np.ones((0, *op.input_shape))).shape == (0, *op.output_shape)
+    assert (op.T @ np.ones((0, 3, *op.output_shape))).shape == (0, 3, *op.input_shape)
+
+
+def test_adjoint_memory_is_bounded_by_input_and_output():
+    # Issue 10 item 13, scaled down: 256^2 x 4 channels, 7x7 (the scatter adjoint's case).
+    rng = np.random.default_rng(6)
+    op = stridedop.ConvOperator(rng.standard_normal((7, 7, 4, 4)), (256, 256, 4), padding="same")
+    y = rng.standard_normal(op.output_shape)
+    tracemalloc.start()
+    op.T @ y
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 4 * 2 * y.nbytes + 8 * 2**20, peak
+
+
+def test_circular_memory_does_not_grow_with_the_dilation():
+    # Issue 10 item 14: a wide dilated kernel on 5 entries folds onto them.
+    op = stridedop.ConvOperator(
+        np.arange(1.0, 3.0)[:, None, None], (5, 1), padding="circular", dilation=10**8
+    )
+    x = np.arange(5.0)[:, None]
+    tracemalloc.start()
+    y = op @ x
+    z = op.T @ y
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 2**16, peak
+    dense = loop_operator(np.arange(1.0, 3.0)[:, None, None], (5,), padding="circular", dilation=10**8)
+    np.testing.assert_allclose(y, np.tensordot(dense, x, 2))
+    np.testing.assert_allclose(z, np.tensordot(y, dense, 2))
