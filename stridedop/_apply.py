@@ -45,6 +45,7 @@ import hashlib
 import importlib
 import itertools
 import math
+import threading
 from types import ModuleType
 from typing import Any
 
@@ -61,6 +62,30 @@ _BLOCK_BYTES = 2**20  # one block of work: stays in the L2/L3 cache
 _FEW_CHANNELS = 4  # channels per group up to which stride-1 products go channels-first
 _TAP_GEMM_CHANNELS = 8  # channels per group from which one GEMM per tap beats im2col
 _BLAS_KINDS = {"float32", "float64", "complex64", "complex128"}
+_SCRATCH_BYTES = 16 * 2**20  # work arrays up to this size are kept per thread and reused
+
+_local = threading.local()
+
+
+def _scratch(purpose: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised work array, reused across calls in this thread when it is small enough.
+
+    Fresh large allocations come from the system as new pages, each zeroed on its first touch;
+    on a machine where other work frees memory in between, that costs more than the products
+    themselves for the layers of a network. The few work arrays of one call have distinct
+    `purpose` names; none of them is ever returned to the caller.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > _SCRATCH_BYTES:
+        return np.empty(shape, dtype=dtype)
+    buffers = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = {}
+    buffer = buffers.get(purpose)
+    if buffer is None or buffer.nbytes < nbytes:
+        buffer = buffers[purpose] = np.empty(max(nbytes, 4096) // 16 + 1, dtype=np.complex128).view(np.uint8)
+    return buffer[:nbytes].view(dtype).reshape(shape)
 
 
 # -- the planner ----------------------------------------------------------------------------------
@@ -250,7 +275,7 @@ def convolve_adjoint(
     kernel, axes = _fold_circular(kernel, geometry)
     groups, cg, fg = geometry.groups, geometry.group_channels, geometry.group_filters
     if all(axis.stride == 1 for axis in axes):
-        if cg <= _FEW_CHANNELS and fg > 1 and not _tap_gemm_suits(dtype, fg, cg):
+        if cg <= _FEW_CHANNELS and fg > 1:
             # Few input channels: the correlation's GEMM would have only C columns; scatter.
             xp = _adjoint_by_scatter(kernel, axes, groups, np.moveaxis(y, -1, 1) if not channels_first else y)
             layout_first = True
@@ -275,14 +300,20 @@ def _blas() -> ModuleType | None:
         return None
 
 
-def _tap_gemm_suits(dtype: np.dtype, group_channels: int, group_filters: int) -> bool:
-    """Whether one accumulating GEMM per tap is the better stride-1 product."""
-    return (
-        np.dtype(dtype).name in _BLAS_KINDS
-        and group_channels >= _TAP_GEMM_CHANNELS
-        and group_filters >= _FEW_CHANNELS
-        and _blas() is not None
-    )
+def _tap_gemm_layout(dtype: np.dtype, group_channels: int, group_filters: int, pixels: int) -> str | None:
+    """Whether one accumulating GEMM per tap is the better stride-1 product, and in which layout.
+
+    BLAS runs such a GEMM near its peak when the matrix it writes is tall: the channels-last form
+    writes ``(F, pixels)`` (wants many filters), the channels-first form ``(pixels, F)`` per image
+    (wants enough work per call, since it makes one call per image, group and tap).
+    """
+    if np.dtype(dtype).name not in _BLAS_KINDS or _blas() is None:
+        return None
+    if group_channels < _TAP_GEMM_CHANNELS or group_filters < _FEW_CHANNELS:
+        return None
+    if group_filters >= 16:
+        return "last"
+    return "first" if pixels * group_channels * group_filters >= 2**17 else None
 
 
 def _flat_grid(padded: tuple[int, ...], axes: tuple[Axis, ...]) -> tuple[list[int], int]:
@@ -298,10 +329,10 @@ def _tap_shifts(axes: tuple[Axis, ...], steps: list[int]) -> list[int]:
 
 
 def _crop_output(out: np.ndarray, axes: tuple[Axis, ...], channels_first: bool) -> np.ndarray:
-    """The real outputs of a result laid on the padded grid, C-ordered."""
+    """The real outputs of a result laid on the padded grid: a new C-ordered array."""
     crop = tuple(slice(0, axis.output) for axis in axes)
     index = (slice(None), slice(None), *crop) if channels_first else (slice(None), *crop)
-    return np.ascontiguousarray(out[index])
+    return np.array(out[index], order="C", copy=True)
 
 
 def _tap_gemm(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray) -> np.ndarray:
@@ -323,11 +354,12 @@ def _tap_gemm(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.nd
     if groups == 1:
         sources = xp.reshape(1, total, cg)
     else:
-        sources = np.ascontiguousarray(xp.reshape(total, groups, cg).transpose(1, 0, 2))
+        sources = _scratch("sources", (groups, total, cg), dtype)
+        np.copyto(sources, xp.reshape(total, groups, cg).transpose(1, 0, 2))
     # (*k, Cg, G * Fg) -> (G, taps, Cg, Fg), each (Cg, Fg) matrix C-ordered.
     weights = kernel.reshape(len(shifts), cg, groups, fg).transpose(2, 0, 1, 3)
     weights = np.ascontiguousarray(weights)
-    out = np.empty((groups, total, fg), dtype=dtype)
+    out = _scratch("grid", (groups, total, fg), dtype)
     block = max(256, _BLOCK_BYTES // ((cg + fg) * dtype.itemsize))
     for g in range(groups):
         source, target = sources[g], out[g]
@@ -345,6 +377,39 @@ def _tap_gemm(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.nd
                 )
     result = out.transpose(1, 0, 2).reshape(batch, *padded, filters)
     return _crop_output(result, axes, False)
+
+
+def _tap_gemm_first(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray) -> np.ndarray:
+    """`_tap_gemm` for a padded channels-first batch ``(B, C, *P)``; returns ``(B, F, *o)``.
+
+    Per image and group, ``out[f, q] = sum_t sum_c K_t[c, f] x[c, q + shift_t]``. In BLAS's terms
+    the ``(F, P)`` output is a column-major ``(P, F)`` matrix and the shifted input the column-major
+    ``(P, C)`` matrix that starts `shift` entries into the image, with the image's own leading
+    dimension: a contiguous stretch of memory once the batch has `reach` entries of slack at its
+    end. Rows read past an image's end belong to pixels that are dropped.
+    """
+    batch, channels, padded, dtype = xp.shape[0], xp.shape[1], xp.shape[2:], xp.dtype
+    *taps_shape, cg, filters = kernel.shape
+    fg = filters // groups
+    pixels = math.prod(padded)
+    steps, reach = _flat_grid(padded, axes)
+    shifts = _tap_shifts(axes, steps)
+    size = batch * channels * pixels
+    flat = _scratch("flat", (size + reach,), dtype)
+    flat[:size] = xp.reshape(-1)
+    flat[size:] = 0
+    gemm = _blas().get_blas_funcs("gemm", dtype=dtype)  # type: ignore[union-attr]
+    # (*k, Cg, G * Fg) -> (G, taps, Fg, Cg): the transpose of each tap's (Cg, Fg) matrix, C-ordered.
+    weights = np.ascontiguousarray(kernel.reshape(len(shifts), cg, groups, fg).transpose(2, 0, 3, 1))
+    out = _scratch("grid", (batch, groups, fg, pixels), dtype)
+    for b in range(batch):
+        for g in range(groups):
+            base = (b * channels + g * cg) * pixels
+            accumulator = out[b, g].T
+            for t, shift in enumerate(shifts):
+                window = flat[base + shift : base + shift + cg * pixels].reshape(cg, pixels).T
+                gemm(1.0, window, weights[g, t].T, 1.0 if t else 0.0, accumulator, overwrite_c=True)
+    return _crop_output(out.reshape(batch, filters, *padded), axes, True)
 
 
 def _flat_im2col(
@@ -373,16 +438,16 @@ def _flat_im2col(
     weights = np.moveaxis(weights, n + 1, 0)  # (G, *k, Cg, Fg)
     if channels_first:
         weights = np.ascontiguousarray(np.moveaxis(weights, -1, 1)).reshape(groups, group_filters, rows)
-        buffer = np.empty((groups, *taps_shape, group_channels, block), dtype=dtype)
+        buffer = _scratch("columns", (groups, *taps_shape, group_channels, block), dtype)
     else:
         weights = np.ascontiguousarray(weights).reshape(groups, rows, group_filters)
-        buffer = np.empty((groups, block, *taps_shape, group_channels), dtype=dtype)
+        buffer = _scratch("columns", (groups, block, *taps_shape, group_channels), dtype)
 
     if channels_first:  # one image at a time: (C, pixels), the pixels contiguous
-        out = np.empty((batch, groups, group_filters, pixels), dtype=dtype)
+        out = _scratch("grid", (batch, groups, group_filters, pixels), dtype)
         images = [(xp[b].reshape(channels, pixels), pixels, 1, pixels, out[b]) for b in range(batch)]
     else:  # the whole batch as one flat grid: (B * pixels, C)
-        out = np.empty((batch * pixels, groups, group_filters), dtype=dtype)
+        out = _scratch("grid", (batch * pixels, groups, group_filters), dtype)
         flat = xp.reshape(batch * pixels, channels)
         images = [(flat, 1, channels, batch * pixels, out.transpose(1, 2, 0))]
     for image, channel_step, pixel_step, count, target in images:
@@ -420,8 +485,15 @@ def _stride1(
 ) -> np.ndarray:
     """Stride-1 correlation of a padded batch: tap GEMM or flat im2col, in the caller's layout."""
     cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
-    if _tap_gemm_suits(xp.dtype, cg, fg):
-        return _back(_tap_gemm(kernel, axes, groups, _channels_last(xp, channels_first)), channels_first)
+    pixels = math.prod(xp.shape[2:] if channels_first else xp.shape[1:-1])
+    layout = _tap_gemm_layout(xp.dtype, cg, fg, pixels)
+    if layout == "last" and not channels_first:
+        return _tap_gemm(kernel, axes, groups, xp)
+    if layout is not None:
+        if channels_first:
+            return _tap_gemm_first(kernel, axes, groups, np.ascontiguousarray(xp))
+        moved = np.ascontiguousarray(np.moveaxis(xp, -1, 1))
+        return _back(np.moveaxis(_tap_gemm_first(kernel, axes, groups, moved), 1, -1), False)
     if channels_first:
         return _flat_im2col(kernel, axes, groups, xp, True)
     if cg <= _FEW_CHANNELS:
@@ -458,7 +530,8 @@ def _strided_im2col(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp:
     for b in range(batch):
         for start in range(0, outputs[0], rows_per_block):
             stop = min(start + rows_per_block, outputs[0])
-            block = np.ascontiguousarray(windows[b, start:stop])  # the one copy of these windows
+            block = _scratch("columns", windows[b, start:stop].shape, xp.dtype)
+            np.copyto(block, windows[b, start:stop])  # the one copy of these windows
             block = block.reshape((stop - start) * row_pixels, groups, taps * cg).transpose(1, 0, 2)
             target = out[b, start:stop].reshape(-1, groups, fg).transpose(1, 0, 2)
             np.matmul(block, weights, out=target)
@@ -485,7 +558,10 @@ def _transposed_stride1(
     spatial = [(axis.extent - 1, axis.extent - 1) for axis in axes]
     pads = [(0, 0), (0, 0), *spatial] if channels_first else [(0, 0), *spatial, (0, 0)]
     grid = tuple(Axis(axis.output + 2 * (axis.extent - 1), axis.kernel, 1, axis.dilation) for axis in axes)
-    return _stride1(swapped, grid, groups, np.pad(y, pads), channels_first)
+    padded = _scratch("padded", tuple(size + lo + hi for size, (lo, hi) in zip(y.shape, pads)), y.dtype)
+    padded.fill(0)
+    padded[tuple(slice(lo, lo + size) for size, (lo, _) in zip(y.shape, pads))] = y
+    return _stride1(swapped, grid, groups, padded, channels_first)
 
 
 def _adjoint_by_scatter(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, y: np.ndarray) -> np.ndarray:

@@ -181,3 +181,13 @@ def test_circular_memory_does_not_grow_with_the_dilation():
     dense = loop_operator(np.arange(1.0, 3.0)[:, None, None], (5,), padding="circular", dilation=10**8)
     np.testing.assert_allclose(y, np.tensordot(dense, x, 2))
     np.testing.assert_allclose(z, np.tensordot(y, dense, 2))
+
+
+@pytest.mark.parametrize("form", ["first", "last"])
+@pytest.mark.parametrize("dtype", [np.float32, np.complex128])
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("name", ["tap GEMM", "tap GEMM, groups, dilation", "stride, many channels", "1-D"])
+def test_tap_gemm_in_both_forms(monkeypatch, name, layout, dtype, form):
+    # The planner takes these forms for large layers only; force them on small ones.
+    monkeypatch.setattr(_apply, "_tap_gemm_layout", lambda *args: form)
+    test_both_directions_equal_the_loop_oracle(name, layout, dtype, "direct")
