@@ -273,21 +273,16 @@ def convolve_adjoint(
     if method == "fft":
         return _back(_fft_adjoint(kernel, geometry, _channels_last(y, channels_first)), channels_first)
     kernel, axes = _fold_circular(kernel, geometry)
-    groups, cg, fg = geometry.groups, geometry.group_channels, geometry.group_filters
+    groups = geometry.groups
     if all(axis.stride == 1 for axis in axes):
-        if cg <= _FEW_CHANNELS and fg > 1:
-            # Few input channels: the correlation's GEMM would have only C columns; scatter.
-            xp = _adjoint_by_scatter(kernel, axes, groups, np.moveaxis(y, -1, 1) if not channels_first else y)
-            layout_first = True
-        else:
-            xp = _transposed_stride1(kernel, axes, groups, y, channels_first)
-            layout_first = channels_first
+        xp, layout_first = _adjoint_stride1(kernel, axes, groups, y, channels_first)
     else:
         xp = _adjoint_polyphase(kernel, axes, groups, _channels_last(y, channels_first))
         layout_first = False
     if layout_first != channels_first:
         xp = np.moveaxis(xp, 1, -1) if layout_first else np.moveaxis(xp, -1, 1)
-    return np.ascontiguousarray(_unpad(xp, geometry, channels_first))
+    # The scatter and the polyphase strategies leave their result in a reused work array: copy.
+    return np.array(_unpad(xp, geometry, channels_first), order="C", copy=True)
 
 
 # -- stride-1 strategies --------------------------------------------------------------------------
@@ -496,8 +491,8 @@ def _stride1(
         return _back(np.moveaxis(_tap_gemm_first(kernel, axes, groups, moved), 1, -1), False)
     if channels_first:
         return _flat_im2col(kernel, axes, groups, xp, True)
-    if cg <= _FEW_CHANNELS:
-        # Few channels: the channels-first product copies whole rows; move the arrays there.
+    if cg <= _FEW_CHANNELS or groups > 1:
+        # Few channels per group: the channels-first product copies whole rows; move there.
         return _back(
             np.moveaxis(_flat_im2col(kernel, axes, groups, np.moveaxis(xp, -1, 1), True), 1, -1), False
         )
@@ -564,38 +559,58 @@ def _transposed_stride1(
     return _stride1(swapped, grid, groups, padded, channels_first)
 
 
-def _adjoint_by_scatter(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, y: np.ndarray) -> np.ndarray:
-    """Stride-1 adjoint of a channels-first batch ``y`` into the padded input, for few channels.
+def _adjoint_stride1(
+    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, y: np.ndarray, channels_first: bool
+) -> tuple[np.ndarray, bool]:
+    """Stride-1 adjoint onto the padded input, and whether the result is channels-first.
 
-    ``xp[q + shift(r)] += K[r]^T y[q]``: `y` is placed on the flat padded grid (zeros elsewhere);
-    for each block of pixels one GEMM gives every tap, and each tap is added back with one
-    contiguous slice-add per channel row. With few input channels this beats the correlation,
-    whose GEMM would have only C output rows.
+    Few input channels per group (and more than one filter): the correlation's product would
+    have only C outputs per pixel, so scatter instead.
+    """
+    if kernel.shape[-2] <= _FEW_CHANNELS and kernel.shape[-1] > groups:
+        return _adjoint_by_scatter(kernel, axes, groups, y, channels_first), True
+    return _transposed_stride1(kernel, axes, groups, y, channels_first), channels_first
+
+
+def _adjoint_by_scatter(
+    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, y: np.ndarray, channels_first: bool
+) -> np.ndarray:
+    """Stride-1 adjoint of ``y`` onto the padded input ``(B, C, *P)``, for few channels.
+
+    Returns a view of a reused work array.
+
+    ``xp[q + shift(r)] += K[r]^T y[q]``: `y` is placed on the flat padded grid of the whole batch
+    (zeros elsewhere, channels first); for each block of pixels one GEMM gives every tap, and each
+    tap is added back with one contiguous slice-add. With few input channels this beats the
+    correlation, whose GEMM would have only C output rows.
     """
     *taps_shape, cg, filters = kernel.shape
     fg, taps = filters // groups, math.prod(taps_shape)
     batch, dtype = y.shape[0], y.dtype
+    outputs = tuple(axis.output for axis in axes)
     padded = tuple(axis.output + axis.extent - 1 for axis in axes)
-    pixels = math.prod(padded)
+    total = batch * math.prod(padded)
     steps, reach = _flat_grid(padded, axes)
     shifts = _tap_shifts(axes, steps)
-    grid = np.zeros((batch, groups, fg, *padded), dtype=dtype)
-    index = (slice(None), slice(None), slice(None), *(slice(0, axis.output) for axis in axes))
-    grid[index] = y.reshape(batch, groups, fg, *(axis.output for axis in axes))
-    grid = grid.reshape(batch, groups, fg, pixels)
-    length = pixels - reach
+    grid = _scratch("grid", (groups, fg, batch, *padded), dtype)
+    grid.fill(0)
+    y_first = y if channels_first else np.moveaxis(y, -1, 1)
+    placed = y_first.reshape(batch, groups, fg, *outputs).transpose(1, 2, 0, *range(3, 3 + len(axes)))
+    grid[(slice(None), slice(None), slice(None), *(slice(0, size) for size in outputs))] = placed
+    flat = grid.reshape(groups, fg, total)
     # (*k, Cg, G * Fg) -> (G, taps * Cg, Fg)
-    grouped = np.moveaxis(kernel.reshape(taps, cg, groups, fg), 2, 0)
-    weights = np.ascontiguousarray(grouped).reshape(groups, taps * cg, fg)
-    xp = np.zeros((batch, groups, cg, pixels), dtype=dtype)
+    weights = np.ascontiguousarray(np.moveaxis(kernel.reshape(taps, cg, groups, fg), 2, 0))
+    weights = weights.reshape(groups, taps * cg, fg)
+    xp = _scratch("scatter", (groups, cg, total), dtype)
+    xp.fill(0)
+    length = total - reach
     block = max(256, 4 * _BLOCK_BYTES // (groups * taps * cg * dtype.itemsize))
-    for b in range(batch):
-        for start in range(0, length, block):
-            stop = min(start + block, length)
-            products = np.matmul(weights, grid[b, :, :, start:stop]).reshape(groups, taps, cg, stop - start)
-            for t, shift in enumerate(shifts):
-                xp[b, :, :, start + shift : stop + shift] += products[:, t]
-    return xp.reshape(batch, groups * cg, *padded)
+    for start in range(0, length, block):
+        stop = min(start + block, length)
+        products = np.matmul(weights, flat[:, :, start:stop]).reshape(groups, taps, cg, stop - start)
+        for t, shift in enumerate(shifts):
+            xp[:, :, start + shift : stop + shift] += products[:, t]
+    return np.moveaxis(xp.reshape(groups * cg, batch, *padded), 1, 0)
 
 
 def _residue_taps(axis: Axis, phase: int) -> tuple[int, int, int, int] | None:
@@ -616,6 +631,8 @@ def _residue_taps(axis: Axis, phase: int) -> tuple[int, int, int, int] | None:
 def _adjoint_polyphase(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, y: np.ndarray) -> np.ndarray:
     """Adjoint with strides of a channels-last batch `y`, onto the padded input ``(B, *P, C)``.
 
+    Returns a reused work array.
+
     Padded position ``p = o * s + r * d`` falls in phase ``p mod s``. The taps of one phase form
     a kernel ``K[first::step]`` with dilation ``d * step / s``, and that phase of the padded input
     is the stride-1 transposed correlation of ``y`` with it, shifted by ``offset``: every phase is
@@ -624,7 +641,8 @@ def _adjoint_polyphase(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, 
     n = len(axes)
     batch, channels = y.shape[0], groups * kernel.shape[-2]
     padded = tuple(axis.size + axis.lo + axis.hi for axis in axes)
-    xp = np.zeros((batch, *padded, channels), dtype=y.dtype)
+    xp = _scratch("phases", (batch, *padded, channels), y.dtype)
+    xp.fill(0)
     for phase in itertools.product(*(range(axis.stride) for axis in axes)):
         found = [_residue_taps(axis, p) for axis, p in zip(axes, phase)]
         parts = [part for part in found if part is not None]
@@ -635,7 +653,8 @@ def _adjoint_polyphase(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, 
         for axis, (_, step, count, _) in zip(axes, parts):
             dilation = axis.dilation * step // axis.stride
             sub_axes.append(Axis(axis.output + (count - 1) * dilation, count, 1, dilation))
-        part = _transposed_stride1(sub, tuple(sub_axes), groups, y, False)  # (B, *(o + ext' - 1), C)
+        part, first = _adjoint_stride1(sub, tuple(sub_axes), groups, y, False)  # (B, *(o + ext' - 1), C)
+        part = np.moveaxis(part, 1, -1) if first else part
         target = [slice(None)]
         for p, axis, (_, _, _, offset), size in zip(phase, axes, parts, part.shape[1 : n + 1]):
             target.append(slice(p + offset * axis.stride, p + (offset + size) * axis.stride, axis.stride))
