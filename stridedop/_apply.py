@@ -596,7 +596,7 @@ def _adjoint_by_scatter(
     grid.fill(0)
     y_first = y if channels_first else np.moveaxis(y, -1, 1)
     placed = y_first.reshape(batch, groups, fg, *outputs).transpose(1, 2, 0, *range(3, 3 + len(axes)))
-    grid[(slice(None), slice(None), slice(None), *(slice(0, size) for size in outputs))] = placed
+    grid[(slice(None),) * 3 + tuple(slice(0, size) for size in outputs)] = placed
     flat = grid.reshape(groups, fg, total)
     # (*k, Cg, G * Fg) -> (G, taps * Cg, Fg)
     weights = np.ascontiguousarray(np.moveaxis(kernel.reshape(taps, cg, groups, fg), 2, 0))
