@@ -191,3 +191,37 @@ def test_tap_gemm_in_both_forms(monkeypatch, name, layout, dtype, form):
     # The planner takes these forms for large layers only; force them on small ones.
     monkeypatch.setattr(_apply, "_tap_gemm_layout", lambda *args: form)
     test_both_directions_equal_the_loop_oracle(name, layout, dtype, "direct")
+
+
+SPARSE_CASES = [
+    ((9,), (4,), 2, 2, {"padding": 5, "dilation": 2}),  # outputs that read no input at all
+    ((7, 6), (3, 4), 2, 4, {"padding": [(4, 1), (0, 5)], "stride": (2, 3), "groups": 2}),
+    ((8, 5), (3, 2), 1, 1, {"padding": "same", "dilation": (3, 2)}),
+    ((5, 4), (7, 6), 1, 2, {"padding": "full"}),  # kernel wider than the input
+    ((4, 3, 5), (2, 3, 2), 2, 3, {"padding": "same", "stride": (1, 2, 1)}),
+    ((4, 5), (3, 7), 2, 2, {"padding": "circular", "dilation": (1, 2)}),  # wide circular kernel folds
+]
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("case", SPARSE_CASES)
+def test_sparse_from_index_arithmetic(case, layout):
+    m, k, channels, filters, options = case
+    groups = options.get("groups", 1)
+    rng = np.random.default_rng(7)
+    kernel = rng.standard_normal((*k, channels // groups, filters)) + 1  # no zero taps
+    n = len(m)
+    dense = loop_operator(kernel, m, **options)  # (*o, F, *m, C)
+    if layout == "channels_first":
+        dense = np.moveaxis(np.moveaxis(dense, n, 0), -1, n + 1)
+        op = stridedop.ConvOperator(
+            kernel.transpose(n + 1, n, *range(n)), (channels, *m), layout=layout, **options
+        )
+    else:
+        op = stridedop.ConvOperator(kernel, (*m, channels), **options)
+    matrix = op.to_sparse()
+    expected = dense.reshape(matrix.shape)
+    np.testing.assert_allclose(matrix.toarray(), expected, atol=1e-12)
+    assert matrix.has_canonical_format
+    if options.get("padding") != "circular":
+        assert matrix.nnz == np.count_nonzero(expected)
