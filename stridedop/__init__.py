@@ -7,12 +7,16 @@ conv_view
 materialize
     A dense, writable copy of such a view, guarded against running out of memory.
 ConvOperator
-    The operator as an object: apply, adjoint, dense, sparse and LinearOperator exports.
+    The operator as an object: apply, adjoint (``.H``), algebra, dense, sparse, SciPy and
+    PyLops exports, for every padding mode.
+dottest
+    The adjoint test ``<A x, y> == <x, A^H y>`` for any operator.
 toeplitz, hankel, circulant, convolution_matrix
     SciPy's structured matrices as read-only views.
 """
 
 from ._conv import conv_view
+from ._dottest import dottest
 from ._materialize import materialize
 from ._operator import ConvOperator
 from ._structured import circulant, convolution_matrix, hankel, toeplitz
@@ -22,8 +26,9 @@ __all__ = [
     "circulant",
     "conv_view",
     "convolution_matrix",
+    "dottest",
     "hankel",
     "materialize",
     "toeplitz",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"

@@ -53,6 +53,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from ._geometry import Axis, Geometry
+from ._modes import pad, pad_adjoint
 
 __all__ = ["METHODS", "convolve", "convolve_adjoint", "resolve_method"]
 
@@ -111,10 +112,10 @@ def resolve_method(method: Any, geometry: Geometry, dtype: Any) -> str:
     ValueError
         If `method` is not one of `METHODS`, or is ``"fft"`` for an integer or bool dtype.
     """
-    if not isinstance(method, str) or method not in METHODS:
+    if not isinstance(method, str) or method.lower() not in METHODS:
         choices = ", ".join(map(repr, METHODS))
         raise ValueError(f"`method` must be one of {choices}, got {method!r}")
-    dtype = np.dtype(dtype)
+    method, dtype = method.lower(), np.dtype(dtype)
     if method == "fft":
         if dtype.kind not in "fc":
             raise ValueError(
@@ -131,9 +132,7 @@ def _direct_cost(geometry: Geometry, dtype: np.dtype) -> float:
     """Rough seconds of the direct method for one input: multiply-adds times their unit cost."""
     cg, fg = geometry.group_channels, geometry.group_filters
     outputs = math.prod(geometry.spatial_output)
-    taps = math.prod(
-        _circular_axis(axis).kernel if geometry.circular else axis.kernel for axis in geometry.axes
-    )
+    taps = math.prod(axis.kernel for axis in _direct_axes(geometry))
     unit = 1.5e-11 * (dtype.itemsize / 4 if dtype.kind == "f" else dtype.itemsize / 2)
     # Few channels per group: small products and elementwise work, far from the BLAS peak.
     unit *= 1 + 24 / (cg * fg)
@@ -154,25 +153,36 @@ def _fft_cost(geometry: Geometry, dtype: np.dtype) -> float:
 
 # -- padding --------------------------------------------------------------------------------------
 def _circular_axis(axis: Axis) -> Axis:
-    """A circular axis whose kernel is no wider than the input, as it is laid on the padded input.
+    """A circular axis as the direct strategies lay it on the padded input: at most ~2x the input.
 
-    A dilated kernel wider than the input folds: tap ``r`` reads input ``(o * s + r * d - lo) mod
-    m``, so the taps that land on the same residue add up into one tap of a kernel of size ``m``
-    with dilation 1 and no low padding. The input is then wrapped by ``(o - 1) * s < m`` on
-    the high side only, whatever the dilation. Other axes are returned as they are.
+    Tap ``r`` of output ``o`` reads input ``(o * s + r * d - lo) mod m``, so whole periods of
+    padding change nothing: ``lo`` is taken modulo ``m`` and the high side padded just enough.
+    A dilated kernel wider than the input folds: the taps that land on the same residue add up
+    into one tap of a kernel of size ``m``, with dilation 1 and no low padding. Either way the
+    padded input has ``(o - 1) * s + extent`` entries per axis, whatever the dilation or the
+    padding amounts. Axes padded by at most ``m`` are returned as they are.
     """
-    if axis.extent <= axis.size:
+    if axis.lo + axis.hi <= axis.size:
         return axis
+    lo = axis.lo % axis.size
+    high = (axis.output - 1) * axis.stride + axis.extent - axis.size - lo
+    if axis.extent <= axis.size and high >= 0:
+        return Axis(axis.size, axis.kernel, axis.stride, axis.dilation, lo, high)
     return Axis(axis.size, axis.size, axis.stride, 1, 0, (axis.output - 1) * axis.stride)
+
+
+def _direct_axes(geometry: Geometry) -> tuple[Axis, ...]:
+    """The axes the direct strategies pad and slide over (circular ones kept near the input)."""
+    if not geometry.circular:
+        return geometry.axes
+    return tuple(_circular_axis(axis) for axis in geometry.axes)
 
 
 def _fold_circular(kernel: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, tuple[Axis, ...]]:
     """The kernel and axes the direct strategies work with: folded along wide circular axes."""
-    if not geometry.circular:
-        return kernel, geometry.axes
-    axes = tuple(_circular_axis(axis) for axis in geometry.axes)
+    axes = _direct_axes(geometry)
     for i, (axis, folded) in enumerate(zip(geometry.axes, axes)):
-        if folded is axis:
+        if folded.kernel == axis.kernel:
             continue
         residues = (np.arange(axis.kernel) * axis.dilation - axis.lo) % axis.size
         wide = np.zeros((*kernel.shape[:i], axis.size, *kernel.shape[i + 1 :]), dtype=kernel.dtype)
@@ -181,33 +191,20 @@ def _fold_circular(kernel: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, 
     return kernel, axes
 
 
+def _spatial_pads(geometry: Geometry, channels_first: bool) -> list[tuple[int, int]]:
+    """``(lo, hi)`` for every axis of a batch: the spatial ones, none on batch and channels."""
+    spatial = [(axis.lo, axis.hi) for axis in _direct_axes(geometry)]
+    return [(0, 0), (0, 0), *spatial] if channels_first else [(0, 0), *spatial, (0, 0)]
+
+
 def _pad(x: np.ndarray, geometry: Geometry, channels_first: bool) -> np.ndarray:
-    """Pad the spatial axes of a batch (zeros, or wrap-around for circular)."""
-    axes = tuple(_circular_axis(axis) for axis in geometry.axes) if geometry.circular else geometry.axes
-    spatial = [(axis.lo, axis.hi) for axis in axes]
-    pads = [(0, 0), (0, 0), *spatial] if channels_first else [(0, 0), *spatial, (0, 0)]
-    if not any(lo or hi for lo, hi in spatial):
-        return np.ascontiguousarray(x)
-    return np.pad(x, pads, mode="wrap" if geometry.circular else "constant")
+    """Pad the spatial axes of a batch the way the geometry's padding mode says."""
+    return pad(x, _spatial_pads(geometry, channels_first), geometry.mode)
 
 
 def _unpad(xp: np.ndarray, geometry: Geometry, channels_first: bool) -> np.ndarray:
-    """Adjoint of `_pad`: crop the zero padding, or fold wrapped entries back onto the input."""
-    first = 2 if channels_first else 1
-    if not geometry.circular:
-        crop = tuple(slice(axis.lo, axis.lo + axis.size) for axis in geometry.axes)
-        index = (slice(None),) * first + crop
-        return xp[index]
-    for i, axis in enumerate(geometry.axes, start=first):
-        lo = _circular_axis(axis).lo
-        size, padded = axis.size, xp.shape[i]
-        blocks = -(-padded // size)
-        widths = [(0, 0)] * xp.ndim
-        widths[i] = (0, blocks * size - padded)
-        grid = np.pad(xp, widths).reshape(*xp.shape[:i], blocks, size, *xp.shape[i + 1 :])
-        # Padded entry p holds input entry (p - lo) mod m.
-        xp = np.roll(grid.sum(axis=i), -lo, axis=i)
-    return xp
+    """Adjoint of `_pad`: crop zero padding, or fold padded entries back onto what they read."""
+    return pad_adjoint(xp, _spatial_pads(geometry, channels_first), geometry.mode)
 
 
 # -- entry points ---------------------------------------------------------------------------------
@@ -241,8 +238,10 @@ def convolve(
     kernel = kernel.astype(dtype, copy=False)
     x = x.astype(dtype, copy=False)
     if method == "fft":
-        result = _fft_forward(kernel, geometry, _channels_last(x, channels_first))
-        return _back(result, channels_first)
+        if _fft_pads_itself(geometry):
+            return _back(_fft_forward(kernel, geometry, _channels_last(x, channels_first)), channels_first)
+        xp = _pad(_channels_last(x, channels_first), geometry, False)
+        return _back(_fft_forward(kernel, geometry.valid_on_padded(), xp), channels_first)
     kernel, axes = _fold_circular(kernel, geometry)
     if all(axis.stride == 1 for axis in axes):
         return _stride1(kernel, axes, geometry.groups, _pad(x, geometry, channels_first), channels_first)
@@ -271,7 +270,10 @@ def convolve_adjoint(
     y = y.astype(dtype, copy=False)
     kernel = kernel.astype(dtype, copy=False)
     if method == "fft":
-        return _back(_fft_adjoint(kernel, geometry, _channels_last(y, channels_first)), channels_first)
+        if _fft_pads_itself(geometry):
+            return _back(_fft_adjoint(kernel, geometry, _channels_last(y, channels_first)), channels_first)
+        xp = _fft_adjoint(kernel, geometry.valid_on_padded(), _channels_last(y, channels_first))
+        return _back(_unpad(xp, geometry, False), channels_first)
     kernel, axes = _fold_circular(kernel, geometry)
     groups = geometry.groups
     if all(axis.stride == 1 for axis in axes):
@@ -688,6 +690,19 @@ def _fast_length(n: int) -> int:
     return best
 
 
+def _output_positions(axes: tuple[Axis, ...], lengths: tuple[int, ...]) -> tuple[Any, ...]:
+    """Index of the outputs ``o * s`` (mod ``N``) on the transform grid: slices where they fit."""
+    if all((axis.output - 1) * axis.stride < length for axis, length in zip(axes, lengths)):
+        return (slice(None), *(slice(0, (axis.output - 1) * axis.stride + 1, axis.stride) for axis in axes))
+    positions = [np.arange(axis.output) * axis.stride % length for axis, length in zip(axes, lengths)]
+    return (slice(None), *np.ix_(*positions))
+
+
+def _fft_pads_itself(geometry: Geometry) -> bool:
+    """Zero and circular padding happen inside the transform; the other modes pad first."""
+    return geometry.mode.name in ("zeros", "circular")
+
+
 def _fft_lengths(axes: tuple[Axis, ...], circular: bool) -> tuple[int, ...]:
     """Transform length per axis: the input's own for circular, else long enough not to wrap.
 
@@ -788,8 +803,7 @@ def _fft_forward(kernel: np.ndarray, geometry: Geometry, x: np.ndarray) -> np.nd
     flat = spectra.reshape(x.shape[0], -1, geometry.channels)
     product = _spectral_product(flat, spectrum.reshape(-1, *spectrum.shape[n:]), geometry.groups)
     full = _inverse(product.reshape(x.shape[0], *frequencies, geometry.filters), lengths, real)
-    index = (slice(None), *(slice(0, (axis.output - 1) * axis.stride + 1, axis.stride) for axis in axes))
-    return full[index].astype(dtype, copy=False)
+    return full[_output_positions(axes, lengths)].astype(dtype, copy=False)
 
 
 def _fft_adjoint(kernel: np.ndarray, geometry: Geometry, y: np.ndarray) -> np.ndarray:
@@ -799,12 +813,15 @@ def _fft_adjoint(kernel: np.ndarray, geometry: Geometry, y: np.ndarray) -> np.nd
     real = work.kind == "f"
     lengths = _fft_lengths(axes, geometry.circular)
     spectrum = _kernel_spectrum(kernel.astype(work, copy=False), axes, lengths, adjoint=True)
-    if any(axis.stride > 1 for axis in axes):
-        placed = np.zeros((y.shape[0], *lengths, geometry.filters), dtype=work)
-        index = (slice(None), *(slice(0, (axis.output - 1) * axis.stride + 1, axis.stride) for axis in axes))
-        placed[index] = y
+    index = _output_positions(axes, lengths)
+    if all(isinstance(part, slice) for part in index) and all(axis.stride == 1 for axis in axes):
+        placed = y.astype(work, copy=False)  # the transform pads with zeros up to `lengths`
     else:
-        placed = y.astype(work, copy=False)
+        placed = np.zeros((y.shape[0], *lengths, geometry.filters), dtype=work)
+        if all(isinstance(part, slice) for part in index):
+            placed[index] = y
+        else:  # circular: outputs a whole period apart read the same position
+            np.add.at(placed, index, y)
     spectra = _transform(placed, lengths, real)
     frequencies = spectra.shape[1 : n + 1]
     flat = spectra.reshape(y.shape[0], -1, geometry.filters)

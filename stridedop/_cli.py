@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from ._conv import StridedOperator, canonical_kernel, conv_view
+from ._buffer import plan_buffer
+from ._conv import conv_view
+from ._dense import fill_dense
 from ._geometry import as_numeric_array, make_geometry
-from ._layout import plan_layout
-from ._materialize import fill_dense
 from ._memory import format_bytes
 from ._operator import ConvOperator
 
@@ -67,7 +67,14 @@ def _add_geometry(parser: argparse.ArgumentParser) -> None:
         "--padding",
         type=_padding,
         default="valid",
-        help="valid (default), same, full, circular, P, P1,P2 or LO:HI,LO:HI",
+        help="valid (default), same, full, circular (same, wrapped), P, P1,P2 or LO:HI,LO:HI",
+    )
+    group.add_argument(
+        "--padding-mode",
+        choices=("zeros", "circular", "reflect", "replicate"),
+        type=str.lower,
+        default="zeros",
+        help="what the padding holds (default zeros)",
     )
     group.add_argument("--stride", type=_ints, default=1, help="S or S1,S2,... (default 1)")
     group.add_argument("--dilation", type=_ints, default=1, help="D or D1,D2,... (default 1)")
@@ -83,6 +90,7 @@ def _add_geometry(parser: argparse.ArgumentParser) -> None:
 def _geometry_arguments(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "padding": args.padding,
+        "padding_mode": args.padding_mode,
         "stride": args.stride,
         "dilation": args.dilation,
         "groups": args.groups,
@@ -148,10 +156,10 @@ def demo(args: argparse.Namespace) -> int:
 def info(args: argparse.Namespace) -> int:
     dtype = np.dtype(args.dtype)
     geometry = make_geometry(args.kernel, args.input, **_geometry_arguments(args))
-    layout = plan_layout(geometry)  # integer arithmetic only: nothing is allocated
     itemsize = dtype.itemsize
     dense = geometry.dense_size * itemsize
-    buffer = layout.size * itemsize
+    # Integer arithmetic only: nothing is allocated. The modes without a view hold no buffer.
+    buffer = plan_buffer(geometry).size * itemsize if geometry.mode.has_view else 0
     nonzeros = geometry.nonzero_count
     print(f"kernel        {args.kernel} {dtype}")
     print(f"input_shape   {geometry.input_shape}")
@@ -159,7 +167,10 @@ def info(args: argparse.Namespace) -> int:
     print(f"geometry      {geometry.describe()}")
     print(f"view shape    {geometry.view_shape}")
     print(f"dense bytes   {dense} ({format_bytes(dense)})")
-    print(f"buffer bytes  {buffer} ({format_bytes(buffer)}); dense / buffer = {dense / buffer:.4g}")
+    if buffer:
+        print(f"buffer bytes  {buffer} ({format_bytes(buffer)}); dense / buffer = {dense / buffer:.4g}")
+    else:
+        print(f"buffer bytes  none: padding_mode={geometry.mode.name!r} has no strided view")
     print(f"non-zeros     {nonzeros} ({nonzeros / geometry.dense_size:.3%} of the dense entries)")
     return 0
 
@@ -204,17 +215,20 @@ def materialize_command(args: argparse.Namespace) -> int:
             f"the dense operator needs {format_bytes(needed)} ({needed} bytes) but {directory} has "
             f"only {format_bytes(free)} free; use `stridedop info` to size it, or apply it with ConvOperator"
         )
-    strided = StridedOperator.build(canonical_kernel(kernel, geometry.layout), geometry)
-    view = strided.view()
-    out = np.lib.format.open_memmap(args.output, mode="w+", dtype=view.dtype, shape=view.shape)
+    operator = ConvOperator(kernel, geometry.input_shape, **_geometry_arguments(args))
+    shape = operator.shape
+    out = np.lib.format.open_memmap(args.output, mode="w+", dtype=kernel.dtype, shape=shape)
     update, close = _progress_bar(needed)
     try:
-        fill_dense(view, out, zeroed=True, progress=update)  # a new file reads as zeros
+        if geometry.mode.has_view:
+            fill_dense(operator.view, out, zeroed=True, progress=update)  # a new file reads as zeros
+        else:
+            operator.materialize(out=out)
         out.flush()
     finally:
         close()
         del out
-    print(f"wrote {args.output}: shape {view.shape}, {view.dtype}, {format_bytes(needed)}")
+    print(f"wrote {args.output}: shape {shape}, {kernel.dtype}, {format_bytes(needed)}")
     return 0
 
 

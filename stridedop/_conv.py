@@ -7,24 +7,25 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._buffer import (
+    BufferPlan,
+    fill_buffer,
+    operator_view,
+    plan_buffer,
+    register_buffer,
+)
 from ._geometry import (
     Geometry,
     IntOrInts,
     LayoutName,
     Padding,
+    PaddingModeName,
     as_numeric_array,
     make_geometry,
 )
-from ._layout import (
-    BufferLayout,
-    fill_buffer,
-    operator_view,
-    plan_layout,
-    register_buffer,
-)
 from ._memory import INTP_MAX, available_memory, check_addressable, format_bytes
 
-__all__ = ["StridedOperator", "canonical_kernel", "conv_view", "plan"]
+__all__ = ["StridedOperator", "canonical_kernel", "conv_view", "plan", "require_view"]
 
 _QUERY_MEMORY_ABOVE = 64 * 2**20  # bytes
 
@@ -38,23 +39,23 @@ def canonical_kernel(kernel: np.ndarray, layout: LayoutName) -> np.ndarray:
 
 
 class StridedOperator(NamedTuple):
-    """One filled, read-only buffer with the geometry and layout that read it as an operator."""
+    """One filled, read-only buffer with the geometry and buffer plan that read it as an operator."""
 
     geometry: Geometry
-    layout: BufferLayout
+    plan: BufferPlan
     buffer: np.ndarray
 
     @classmethod
     def build(
-        cls, kernel: np.ndarray, geometry: Geometry, layout: BufferLayout | None = None
+        cls, kernel: np.ndarray, geometry: Geometry, plan: BufferPlan | None = None
     ) -> StridedOperator:
         """Lay out the channels-last `kernel` for `geometry`; checks every size first."""
         itemsize = kernel.dtype.itemsize
         if geometry.dense_size * itemsize > INTP_MAX:
             check_addressable(geometry.view_shape, itemsize, "the operator view")
-        if layout is None:
-            layout = plan_layout(geometry)
-        needed = layout.size * itemsize
+        if plan is None:
+            plan = plan_buffer(geometry)
+        needed = plan.size * itemsize
         # Small buffers cannot exhaust memory: ask the system only about large ones.
         available = available_memory() if needed > _QUERY_MEMORY_ABOVE else None
         if available is not None and needed > available:
@@ -63,13 +64,13 @@ class StridedOperator(NamedTuple):
                 f"{format_bytes(available)} are available; the kernel and `input_shape` "
                 f"{geometry.input_shape} are too large for a view on this machine"
             )
-        buffer = fill_buffer(geometry, layout, kernel)
-        register_buffer(buffer, geometry, layout)
-        return cls(geometry, layout, buffer)
+        buffer = fill_buffer(geometry, plan, kernel)
+        register_buffer(buffer, geometry, plan)
+        return cls(geometry, plan, buffer)
 
     def view(self, *, adjoint: bool = False) -> np.ndarray:
         """The read-only operator view (shape ``(*output_shape, *input_shape)``, or reversed)."""
-        return operator_view(self.buffer, self.geometry, self.layout, adjoint=adjoint)
+        return operator_view(self.buffer, self.geometry, self.plan, adjoint=adjoint)
 
 
 def conv_view(
@@ -77,6 +78,7 @@ def conv_view(
     input_shape: IntOrInts,
     *,
     padding: Padding = "valid",
+    padding_mode: PaddingModeName = "zeros",
     stride: IntOrInts = 1,
     dilation: IntOrInts = 1,
     groups: int = 1,
@@ -99,11 +101,16 @@ def conv_view(
         Shape of one input, with its channel axis (``(*m, C)`` or ``(C, *m)``) or the `N`
         spatial sizes alone.
     padding : {'valid', 'same', 'full', 'circular'}, int, sequence of int or of (int, int)
-        ``'valid'``: none. ``'same'``: output size ``ceil(m / stride)``, the odd padding entry on
-        the high side. ``'full'``: ``ke - 1`` on both sides, where ``ke = (k - 1) * dilation + 1``.
-        ``'circular'``: the geometry of ``'same'`` with the input wrapped around instead of
-        zero-padded (taps of a kernel wider than the input add up). An int pads both sides of
-        every axis; `N` ints one per axis; `N` ``(lo, hi)`` pairs each side separately.
+        The padding amounts. ``'valid'``: none. ``'same'``: output size ``ceil(m / stride)``, the
+        odd padding entry on the high side. ``'full'``: ``ke - 1`` on both sides, where
+        ``ke = (k - 1) * dilation + 1``. ``'circular'``: shorthand for ``padding='same',
+        padding_mode='circular'``. An int pads both sides of every axis; `N` ints one per axis;
+        `N` ``(lo, hi)`` pairs each side separately. Strings are case-insensitive (``'SAME'``).
+    padding_mode : {'zeros', 'circular', 'reflect', 'replicate'}
+        What the padding holds (PyTorch's names): zeros, the input wrapped around (taps of a
+        kernel wider than the input add up), or ``np.pad``'s ``'reflect'`` and ``'edge'``. Only
+        ``'zeros'`` and ``'circular'`` are shift-invariant and have a view; for the others use
+        `ConvOperator`.
     stride, dilation : int or sequence of int
         One value for all spatial axes or one per axis, each ``>= 1``.
     groups : int
@@ -121,7 +128,8 @@ def conv_view(
     Raises
     ------
     ValueError
-        If the kernel or a geometry argument is malformed, or the output would be empty.
+        If the kernel or a geometry argument is malformed, the output would be empty, or
+        `padding_mode` is ``'reflect'`` or ``'replicate'``, which have no strided view.
     TypeError
         If the kernel's dtype is not numeric.
     MemoryError
@@ -168,8 +176,21 @@ def conv_view(
     False
     """
     kernel = as_numeric_array(kernel, "kernel")
-    geometry, buffer_layout = plan(kernel.shape, input_shape, padding, stride, dilation, groups, layout)
-    return StridedOperator.build(canonical_kernel(kernel, geometry.layout), geometry, buffer_layout).view()
+    geometry, buffer_plan = plan(
+        kernel.shape, input_shape, padding, padding_mode, stride, dilation, groups, layout
+    )
+    require_view(geometry)
+    return StridedOperator.build(canonical_kernel(kernel, geometry.layout), geometry, buffer_plan).view()
+
+
+def require_view(geometry: Geometry) -> None:
+    """Raise ValueError if `geometry`'s padding mode has no strided view."""
+    if not geometry.mode.has_view:
+        raise ValueError(
+            f"`padding_mode`={geometry.mode.name!r} is not shift-invariant: the operator has no strided "
+            "view. Use `ConvOperator(...)` instead: `op @ x`, `op.H @ y`, `op.to_matrix()`, "
+            "`op.to_sparse()` and `op.materialize()` work for every padding mode"
+        )
 
 
 def _is_plain(value: Any) -> bool:
@@ -186,7 +207,7 @@ def _is_plain(value: Any) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def _cached_plan(*arguments: Any) -> tuple[Geometry, BufferLayout]:
+def _cached_plan(*arguments: Any) -> tuple[Geometry, BufferPlan | None]:
     return _plan(*arguments)
 
 
@@ -194,24 +215,26 @@ def _plan(
     kernel_shape: tuple[int, ...],
     input_shape: Any,
     padding: Any,
+    padding_mode: Any,
     stride: Any,
     dilation: Any,
     groups: Any,
     layout: Any,
-) -> tuple[Geometry, BufferLayout]:
+) -> tuple[Geometry, BufferPlan | None]:
     geometry = make_geometry(
         kernel_shape,
         input_shape,
         padding=padding,
+        padding_mode=padding_mode,
         stride=stride,
         dilation=dilation,
         groups=groups,
         layout=layout,
     )
-    return geometry, plan_layout(geometry)
+    return geometry, (plan_buffer(geometry) if geometry.mode.has_view else None)
 
 
-def plan(kernel_shape: tuple[int, ...], *arguments: Any) -> tuple[Geometry, BufferLayout]:
+def plan(kernel_shape: tuple[int, ...], *arguments: Any) -> tuple[Geometry, BufferPlan | None]:
     """Check the geometry arguments and lay out the buffer (pure arithmetic, no allocation).
 
     Both depend only on the arguments, so they are cached when every argument is a plain int,

@@ -1,9 +1,9 @@
 """Argument checking and the geometry of a convolution.
 
 Everything a public function receives passes through here first: the kernel is checked for a
-numeric dtype and brought to the channels-last form ``(*k, C // groups, F)``, and the shape,
-padding, stride, dilation, groups and layout arguments become one immutable `Geometry`. The
-rest of the package computes only with a `Geometry`, never with raw arguments.
+numeric dtype, and the shape, padding, padding mode, stride, dilation, groups and layout
+arguments become one immutable `Geometry`. The rest of the package computes only with a
+`Geometry`, never with raw arguments. Each kind of argument has one normalizer here.
 
 All size arithmetic uses Python ints, which cannot overflow.
 """
@@ -13,17 +13,21 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
 
+from ._modes import PaddingMode, PaddingModeName, padding_mode
+
 LayoutName = Literal["channels_last", "channels_first"]
-PaddingMode = Literal["valid", "same", "full", "circular"]
-Padding = PaddingMode | int | Sequence[int] | Sequence[tuple[int, int]]
+PaddingName = Literal["valid", "same", "full", "circular"]
+Padding = PaddingName | int | Sequence[int] | Sequence[tuple[int, int]]
 IntOrInts = int | Sequence[int]
 
 LAYOUTS = ("channels_last", "channels_first")
-PADDING_MODES = ("valid", "same", "full", "circular")
+PADDING_NAMES = ("valid", "same", "full", "circular")
 
 __all__ = [
     "Axis",
@@ -31,13 +35,23 @@ __all__ = [
     "IntOrInts",
     "LayoutName",
     "Padding",
-    "PaddingMode",
+    "PaddingModeName",
+    "PaddingName",
     "as_int",
     "as_numeric_array",
+    "brief",
     "make_geometry",
     "outputs_inside",
     "positions_in_range",
 ]
+
+
+def brief(value: Any) -> str:
+    """A short description of `value` for an error message: never a whole array."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({type(value).__name__})"
 
 
 def as_numeric_array(value: Any, name: str) -> np.ndarray:
@@ -91,8 +105,9 @@ def _at_least(values: tuple[int, ...], minimum: int, name: str, raw: Any) -> tup
     return values
 
 
+@dataclass(frozen=True)
 class Axis:
-    """One spatial axis: input size, kernel size, stride, dilation and padding.
+    """One spatial axis: input size, kernel size, stride, dilation and padding amounts.
 
     Output position ``o`` with kernel tap ``r`` reads the (padded) input at
     ``o * stride + r * dilation - lo``. `extent` is the dilated kernel size
@@ -100,78 +115,106 @@ class Axis:
     ``(m + lo + hi - extent) // stride + 1``.
     """
 
-    __slots__ = ("dilation", "extent", "hi", "kernel", "lo", "output", "size", "stride")
+    size: int
+    kernel: int
+    stride: int = 1
+    dilation: int = 1
+    lo: int = 0
+    hi: int = 0
+    extent: int = field(init=False, compare=False, repr=False)
+    output: int = field(init=False, compare=False, repr=False)
 
-    def __init__(self, size: int, kernel: int, stride: int = 1, dilation: int = 1, lo: int = 0, hi: int = 0):
-        self.size, self.kernel, self.stride, self.dilation = size, kernel, stride, dilation
-        self.lo, self.hi = lo, hi
-        self.extent = (kernel - 1) * dilation + 1
-        self.output = (size + lo + hi - self.extent) // stride + 1
+    def __post_init__(self) -> None:
+        extent = (self.kernel - 1) * self.dilation + 1
+        object.__setattr__(self, "extent", extent)
+        object.__setattr__(self, "output", (self.size + self.lo + self.hi - extent) // self.stride + 1)
 
-    def _key(self) -> tuple[int, ...]:
-        return (self.size, self.kernel, self.stride, self.dilation, self.lo, self.hi)
+    @property
+    def padded(self) -> int:
+        """Length of the padded axis, ``m + lo + hi``."""
+        return self.size + self.lo + self.hi
+
+
+@dataclass(frozen=True, eq=False)
+class Geometry:
+    """A fully checked convolution geometry; see `make_geometry`.
+
+    Immutable: the values needed on every build are fields, the rest cached properties.
+    """
+
+    axes: tuple[Axis, ...]
+    channels: int
+    filters: int
+    groups: int
+    mode: PaddingMode
+    layout: LayoutName
+    padding: Any = field(compare=False)  # the argument as given, kept for repr
+
+    def __post_init__(self) -> None:
+        spatial_input = tuple([axis.size for axis in self.axes])
+        spatial_output = tuple([axis.output for axis in self.axes])
+        if self.layout == "channels_last":
+            input_shape = (*spatial_input, self.channels)
+            output_shape = (*spatial_output, self.filters)
+        else:
+            input_shape = (self.channels, *spatial_input)
+            output_shape = (self.filters, *spatial_output)
+        set_field = object.__setattr__
+        set_field(self, "ndim", len(self.axes))  # N, the number of spatial axes
+        set_field(self, "group_channels", self.channels // self.groups)
+        set_field(self, "group_filters", self.filters // self.groups)
+        set_field(self, "spatial_input", spatial_input)
+        set_field(self, "spatial_output", spatial_output)
+        set_field(self, "input_shape", input_shape)
+        set_field(self, "output_shape", output_shape)
+        set_field(self, "view_shape", (*output_shape, *input_shape))
+        # The operator's axes in the buffer's own order, whatever the layout: (*o, F, *m, C).
+        set_field(self, "canonical_shape", (*spatial_output, self.filters, *spatial_input, self.channels))
+
+    ndim: int = field(init=False)
+    group_channels: int = field(init=False)
+    group_filters: int = field(init=False)
+    spatial_input: tuple[int, ...] = field(init=False)
+    spatial_output: tuple[int, ...] = field(init=False)
+    input_shape: tuple[int, ...] = field(init=False)
+    output_shape: tuple[int, ...] = field(init=False)
+    view_shape: tuple[int, ...] = field(init=False)
+    canonical_shape: tuple[int, ...] = field(init=False)
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.axes, self.channels, self.filters, self.groups, self.mode.name, self.layout)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Axis) and self._key() == other._key()
+        return isinstance(other, Geometry) and self._key() == other._key()
 
     def __hash__(self) -> int:
         return hash(self._key())
 
-    def __repr__(self) -> str:
-        return "Axis(size={}, kernel={}, stride={}, dilation={}, lo={}, hi={})".format(*self._key())
+    @property
+    def circular(self) -> bool:
+        """Whether the input wraps around (the circular padding mode)."""
+        return self.mode.name == "circular"
 
+    @property
+    def dense_size(self) -> int:
+        """Entries of the dense operator."""
+        return math.prod(self.view_shape)
 
-class Geometry:
-    """A fully checked convolution geometry; see `make_geometry`.
-
-    The values needed on every build are computed once here; the rest are properties.
-    """
-
-    def __init__(
-        self,
-        axes: tuple[Axis, ...],
-        channels: int,
-        filters: int,
-        groups: int,
-        circular: bool,
-        layout: LayoutName,
-        padding: Any,
-    ) -> None:
-        self.axes = axes
-        self.channels = channels
-        self.filters = filters
-        self.groups = groups
-        self.circular = circular
-        self.layout = layout
-        self.padding = padding  # the argument as given, kept for repr and pickling
-        self.ndim = len(axes)  # N, the number of spatial axes
-        self.group_channels = channels // groups
-        self.group_filters = filters // groups
-        self.spatial_input = tuple(axis.size for axis in axes)
-        self.spatial_output = tuple(axis.output for axis in axes)
-        self.spatial_kernel = tuple(axis.kernel for axis in axes)
-        if layout == "channels_last":
-            self.input_shape = (*self.spatial_input, channels)
-            self.output_shape = (*self.spatial_output, filters)
-        else:
-            self.input_shape = (channels, *self.spatial_input)
-            self.output_shape = (filters, *self.spatial_output)
-        self.view_shape = (*self.output_shape, *self.input_shape)
-        # The operator's axes in the buffer's own order, whatever the layout: (*o, F, *m, C).
-        self.canonical_shape = (*self.spatial_output, filters, *self.spatial_input, channels)
-        self.dense_size = math.prod(self.view_shape)  # entries of the dense operator
+    @property
+    def spatial_kernel(self) -> tuple[int, ...]:
+        return tuple([axis.kernel for axis in self.axes])
 
     @property
     def stride(self) -> tuple[int, ...]:
-        return tuple(axis.stride for axis in self.axes)
+        return tuple([axis.stride for axis in self.axes])
 
     @property
     def dilation(self) -> tuple[int, ...]:
-        return tuple(axis.dilation for axis in self.axes)
+        return tuple([axis.dilation for axis in self.axes])
 
     @property
     def pads(self) -> tuple[tuple[int, int], ...]:
-        return tuple((axis.lo, axis.hi) for axis in self.axes)
+        return tuple([(axis.lo, axis.hi) for axis in self.axes])
 
     @property
     def taps(self) -> int:
@@ -186,28 +229,35 @@ class Geometry:
     def output_size(self) -> int:
         return math.prod(self.output_shape)
 
-    @property
+    def replace(self, **changes: Any) -> Geometry:
+        """A copy with some fields changed (`axes`, `mode`, `layout`, ...)."""
+        fields = {name: getattr(self, name) for name in ("axes", "channels", "filters", "groups")}
+        fields.update(mode=self.mode, layout=self.layout, padding=self.padding)
+        fields.update(changes)
+        return Geometry(**fields)
+
+    def valid_on_padded(self) -> Geometry:
+        """The 'valid' geometry on the padded grid: this operator is it after the padding map."""
+        axes = tuple(
+            [Axis(axis.padded, axis.kernel, axis.stride, axis.dilation) for axis in self.axes]
+        )
+        return self.replace(axes=axes, mode=padding_mode("zeros"), padding="valid")
+
+    @cached_property
     def nonzero_count(self) -> int:
-        """Number of structural non-zeros (kernel taps that land inside the input)."""
-        # Along one axis, count the (output, tap) pairs whose input position is in range; the
-        # axes are independent, so the total is the product times the channel pairs.
+        """Number of structural non-zeros (distinct input entries each output reads, per channel)."""
+        # The axes are independent: the total is a product over axes times the channel pairs.
         total = self.filters * self.group_channels
         for axis in self.axes:
-            if self.circular:
-                # Folded taps share an input position: count the distinct positions.
-                total *= axis.output * len({tap * axis.dilation % axis.size for tap in range(axis.kernel)})
-                continue
-            count = 0
-            for tap in range(axis.kernel):
-                first, stop = positions_in_range(axis, tap)
-                count += stop - first
-            total *= count
+            total *= _axis_nonzeros(axis, self.mode)
         return total
 
     def describe(self) -> str:
         """A one-line summary of the geometry, used by repr and the command line."""
         padding = self.padding if isinstance(self.padding, str) else list(self.pads)
         parts = [f"padding={padding!r}"]
+        if self.mode.name != "zeros" and padding != "circular":
+            parts.append(f"padding_mode={self.mode.name!r}")
         if any(s != 1 for s in self.stride):
             parts.append(f"stride={self.stride if len(set(self.stride)) > 1 else self.stride[0]}")
         if any(d != 1 for d in self.dilation):
@@ -216,6 +266,20 @@ class Geometry:
             parts.append(f"groups={self.groups}")
         parts.append(f"layout={self.layout!r}")
         return ", ".join(parts)
+
+
+def _axis_nonzeros(axis: Axis, mode: PaddingMode) -> int:
+    """(output, input) pairs along one axis where some tap reads that input entry."""
+    if not mode.folds:
+        count = 0
+        for tap in range(axis.kernel):
+            first, stop = positions_in_range(axis, tap)
+            count += stop - first
+        return count
+    outputs = np.arange(axis.output)[:, None] * axis.stride
+    taps = np.arange(axis.kernel)[None, :] * axis.dilation - axis.lo
+    sources = np.sort(mode.source(outputs + taps, axis.size), axis=1)
+    return int(axis.output + np.count_nonzero(sources[:, 1:] != sources[:, :-1]))
 
 
 def outputs_inside(axis: Axis, shift: int) -> tuple[int, int]:
@@ -238,25 +302,26 @@ def _ceil_div(a: int, b: int) -> int:
     return -((-a) // b)
 
 
-def _parse_padding(padding: Any, ndim: int) -> Any:
-    """The padding mode as a string, or one ``(lo, hi)`` pair of ints per spatial axis."""
+def _parse_padding(padding: Any, ndim: int) -> str | tuple[tuple[int, int], ...]:
+    """The padding name (lower case), or one ``(lo, hi)`` pair of ints per spatial axis."""
     if isinstance(padding, str):
-        if padding not in PADDING_MODES:
+        name = padding.lower()
+        if name not in PADDING_NAMES:
             raise ValueError(
-                f"`padding` must be one of {', '.join(map(repr, PADDING_MODES))}, an int, "
+                f"`padding` must be one of {', '.join(map(repr, PADDING_NAMES))} (any case), an int, "
                 f"{ndim} ints or {ndim} (lo, hi) pairs; got {padding!r}"
             )
-        return padding
+        return name
     if isinstance(padding, bytes) or padding is None:
-        raise ValueError(f"`padding` must be a string, an int or a sequence, got {padding!r}")
+        raise ValueError(f"`padding` must be a string, an int or a sequence, got {brief(padding)}")
     if not isinstance(padding, (tuple, list)) and np.ndim(padding) == 0:
         value = as_int(padding, "padding")
-        pairs = ((value, value),) * ndim
+        pairs: tuple[tuple[int, int], ...] = ((value, value),) * ndim
     else:
         items = list(padding)
         if len(items) != ndim:
             raise ValueError(
-                f"`padding` must give one entry per spatial axis ({ndim}), got {len(items)}: {padding!r}"
+                f"`padding` must give one entry per spatial axis ({ndim}), got {len(items)}: {brief(padding)}"
             )
         pairs_list = []
         for item in items:
@@ -266,14 +331,14 @@ def _parse_padding(padding: Any, ndim: int) -> Any:
                 value = as_int(item, "padding")
                 pairs_list.append((value, value))
             else:
-                pair = tuple(as_int(v, "padding") for v in item)
+                pair = tuple([as_int(v, "padding") for v in item])
                 if len(pair) != 2:
-                    raise ValueError(f"`padding` pairs must have two entries (lo, hi), got {item!r}")
-                pairs_list.append(pair)
-        pairs = tuple(pairs_list)  # type: ignore[assignment]
+                    raise ValueError(f"`padding` pairs must have two entries (lo, hi), got {brief(item)}")
+                pairs_list.append((pair[0], pair[1]))
+        pairs = tuple(pairs_list)
     if any(v < 0 for pair in pairs for v in pair):
-        raise ValueError(f"`padding` must be non-negative, got {padding!r}")
-    return pairs  # type: ignore[return-value]
+        raise ValueError(f"`padding` must be non-negative, got {brief(padding)}")
+    return pairs
 
 
 def _same_pads(size: int, extent: int, stride: int) -> tuple[int, int]:
@@ -282,11 +347,84 @@ def _same_pads(size: int, extent: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def _pads(
+    parsed: str | tuple[tuple[int, int], ...], i: int, size: int, extent: int, stride: int
+) -> tuple[int, int]:
+    if parsed == "valid":
+        return 0, 0
+    if parsed in ("same", "circular"):
+        return _same_pads(size, extent, stride)
+    if parsed == "full":
+        return extent - 1, extent - 1
+    return parsed[i]  # type: ignore[return-value]
+
+
+def _split_kernel_shape(kernel_shape: tuple[int, ...], layout: str) -> tuple[list[int], int, int]:
+    """(spatial kernel sizes, channels per group, filters) of a kernel shape in `layout`."""
+    if layout == "channels_last":
+        *spatial, group_channels, filters = kernel_shape
+    else:
+        filters, group_channels, *spatial = kernel_shape
+    return spatial, group_channels, filters
+
+
+def _layout_hint(kernel_shape: tuple[int, ...], sizes: tuple[int, ...], layout: str, groups: int) -> str:
+    """A sentence saying whether the other `layout` would read the kernel and input consistently."""
+    other = "channels_first" if layout == "channels_last" else "channels_last"
+    spatial, group_channels, filters = _split_kernel_shape(kernel_shape, other)
+    given = sizes[-1] if other == "channels_last" else sizes[0]
+    if given == group_channels * groups and filters % groups == 0:
+        taps = "x".join(map(str, spatial))
+        return (
+            f"; with layout={other!r} the kernel reads as {filters} filters of {group_channels * groups} "
+            f"channels with {taps} taps, which fits `input_shape` {sizes}: pass layout={other!r}"
+        )
+    return f" (layout={layout!r}; layout={other!r} would not fit either)"
+
+
+def _spatial_input(
+    kernel_shape: tuple[int, ...], input_shape: Any, layout: str, ndim: int, channels: int, groups: int
+) -> tuple[int, ...]:
+    """The spatial sizes of `input_shape`, checked against the kernel's channels."""
+    if isinstance(input_shape, (str, bytes)):
+        raise ValueError(f"`input_shape` must be a sequence of integers, got the string {input_shape!r}")
+    if isinstance(input_shape, np.ndarray) and (input_shape.ndim != 1 or input_shape.dtype.kind not in "iu"):
+        raise ValueError(
+            f"`input_shape` must be a shape such as (32, 32, 3), got {brief(input_shape)}; "
+            "to use an array's shape, pass x.shape"
+        )
+    if not isinstance(input_shape, (tuple, list)) and np.ndim(input_shape) == 0:
+        input_shape = (input_shape,)
+    sizes = tuple([as_int(v, "input_shape") for v in input_shape])
+    if len(sizes) == ndim + 1:
+        given_channels = sizes[-1] if layout == "channels_last" else sizes[0]
+        if given_channels != channels:
+            where = "last" if layout == "channels_last" else "first"
+            detail = f" = {channels // groups} x groups={groups}" if groups > 1 else ""
+            raise ValueError(
+                f"`input_shape` {sizes} has {given_channels} channels on its {where} axis, but the "
+                f"kernel of shape {kernel_shape} expects C = {channels}{detail}"
+                + _layout_hint(kernel_shape, sizes, layout, groups)
+            )
+        spatial = sizes[:-1] if layout == "channels_last" else sizes[1:]
+    elif len(sizes) == ndim:
+        spatial = sizes
+    else:
+        raise ValueError(
+            f"`input_shape` must have {ndim + 1} entries (with the channel axis) or {ndim} "
+            f"(spatial sizes only) for a kernel with {ndim} spatial axes, got {sizes}"
+        )
+    if min(spatial) < 1:
+        raise ValueError(f"`input_shape` sizes must be >= 1, got {sizes}")
+    return spatial
+
+
 def make_geometry(
     kernel_shape: tuple[int, ...],
     input_shape: Any,
     *,
     padding: Any = "valid",
+    padding_mode: Any = "zeros",
     stride: Any = 1,
     dilation: Any = 1,
     groups: Any = 1,
@@ -296,8 +434,9 @@ def make_geometry(
 
     Raises `ValueError` naming the offending argument and what would be accepted.
     """
-    if not isinstance(layout, str) or layout not in LAYOUTS:
-        raise ValueError(f"`layout` must be 'channels_last' or 'channels_first', got {layout!r}")
+    if not isinstance(layout, str) or layout.lower() not in LAYOUTS:
+        raise ValueError(f"`layout` must be 'channels_last' or 'channels_first', got {brief(layout)}")
+    layout = layout.lower()
     if len(kernel_shape) < 3:
         raise ValueError(
             f"`kernel` must have at least 3 axes (N >= 1 spatial axes, input channels, filters), "
@@ -306,10 +445,7 @@ def make_geometry(
     if 0 in kernel_shape:
         raise ValueError(f"`kernel` must not be empty, got shape {kernel_shape}")
     ndim = len(kernel_shape) - 2
-    if layout == "channels_last":
-        *spatial_kernel, group_channels, filters = kernel_shape
-    else:
-        filters, group_channels, *spatial_kernel = kernel_shape
+    spatial_kernel, group_channels, filters = _split_kernel_shape(kernel_shape, layout)
 
     groups = as_int(groups, "groups")
     if groups < 1:
@@ -317,64 +453,47 @@ def make_geometry(
     channels = group_channels * groups
     if filters % groups:
         raise ValueError(
-            f"`groups`={groups} must divide the number of filters F={filters} (kernel shape {kernel_shape})"
+            f"`groups`={groups} must divide the number of filters F={filters} (kernel shape "
+            f"{kernel_shape}, layout={layout!r})"
         )
-
-    if isinstance(input_shape, (str, bytes)):
-        raise ValueError(f"`input_shape` must be a sequence of integers, got the string {input_shape!r}")
-    if not isinstance(input_shape, (tuple, list)) and np.ndim(input_shape) == 0:
-        input_shape = (input_shape,)
-    sizes = tuple([as_int(v, "input_shape") for v in input_shape])
-    if len(sizes) == ndim + 1:
-        given_channels = sizes[-1] if layout == "channels_last" else sizes[0]
-        spatial_input = sizes[:-1] if layout == "channels_last" else sizes[1:]
-        if given_channels != channels:
-            where = "last" if layout == "channels_last" else "first"
-            detail = f" = {group_channels} x groups={groups}" if groups > 1 else ""
-            raise ValueError(
-                f"`input_shape` {sizes} has {given_channels} channels on its {where} axis, but the "
-                f"kernel expects C = {channels}{detail}"
-            )
-    elif len(sizes) == ndim:
-        spatial_input = sizes
-    else:
-        raise ValueError(
-            f"`input_shape` must have {ndim + 1} entries (with the channel axis) or {ndim} "
-            f"(spatial sizes only) for a kernel with {ndim} spatial axes, got {sizes}"
-        )
-    if min(spatial_input) < 1:
-        raise ValueError(f"`input_shape` sizes must be >= 1, got {sizes}")
+    spatial_input = _spatial_input(kernel_shape, input_shape, layout, ndim, channels, groups)
 
     strides = _at_least(_as_int_tuple(stride, "stride", ndim), 1, "stride", stride)
     dilations = _at_least(_as_int_tuple(dilation, "dilation", ndim), 1, "dilation", dilation)
     parsed = _parse_padding(padding, ndim)
+    mode = _padding_mode_for(parsed, padding_mode)
 
     axes = []
     for i, (m, k, s, d) in enumerate(zip(spatial_input, spatial_kernel, strides, dilations)):
         extent = (k - 1) * d + 1
-        if parsed == "valid":
-            lo, hi = 0, 0
-        elif parsed in ("same", "circular"):
-            lo, hi = _same_pads(m, extent, s)
-        elif parsed == "full":
-            lo, hi = extent - 1, extent - 1
-        else:
-            lo, hi = parsed[i]
-        axis = Axis(m, k, s, d, lo, hi)
-        if parsed != "circular" and extent > m + lo + hi:
+        lo, hi = _pads(parsed, i, m, extent, s)
+        if extent > m + lo + hi:
             raise ValueError(
                 f"the kernel (effective size {extent} = ({k} - 1) * dilation {d} + 1) is larger than "
                 f"the padded input ({m} + {lo} + {hi}) along spatial axis {i}: the output would be "
                 f"empty; use a smaller `dilation`, more `padding`, or a larger `input_shape`"
             )
-        axes.append(axis)
+        axes.append(Axis(m, k, s, d, lo, hi))
 
     return Geometry(
         axes=tuple(axes),
         channels=channels,
         filters=filters,
         groups=groups,
-        circular=parsed == "circular",
+        mode=mode,
         layout=layout,  # type: ignore[arg-type]
-        padding=padding,
+        padding=parsed if isinstance(parsed, str) else padding,
     )
+
+
+def _padding_mode_for(parsed: str | tuple[tuple[int, int], ...], value: Any) -> PaddingMode:
+    """The padding mode, with ``padding='circular'`` as shorthand for the circular mode."""
+    mode = padding_mode(value)
+    if parsed == "circular":
+        if mode.name not in ("zeros", "circular"):
+            raise ValueError(
+                f"`padding`='circular' is shorthand for padding='same', padding_mode='circular', "
+                f"which contradicts `padding_mode`={value!r}; pass padding='same' with it"
+            )
+        return padding_mode("circular")
+    return mode

@@ -1,30 +1,73 @@
-"""`ConvOperator`: the convolution operator as an object that applies itself without being built."""
+"""`ConvOperator`: the convolution operator as an object that applies itself without being built.
+
+An operator is one immutable `_Convolution` (the kernel, the geometry, the method, and the
+buffers of its views, built on first use) seen in one of four directions: ``A``, ``A.T``,
+``A.H`` and ``conj(A)``. The direction is two flags, *transposed* and *conjugated*; ``.T``
+flips the first, ``.H`` both. Every member is written once, for all four.
+"""
 
 from __future__ import annotations
 
 import html
 import math
-from typing import Any
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
+from ._algebra import BaseOperator, check_sparse_format
 from ._apply import convolve, convolve_adjoint, resolve_method
-from ._conv import StridedOperator, canonical_kernel, plan
-from ._geometry import Geometry, IntOrInts, LayoutName, Padding, as_numeric_array
-from ._layout import BufferLayout
-from ._materialize import materialize
+from ._buffer import plan_buffer
+from ._compose import compose_convolutions
+from ._conv import StridedOperator, canonical_kernel, plan, require_view
+from ._dense import check_allocation, check_out, fill_dense
+from ._geometry import Geometry, IntOrInts, LayoutName, Padding, PaddingModeName, as_numeric_array
 from ._memory import format_bytes
-from ._sparse import require_scipy, sparse_matrix
+from ._modes import pad_adjoint
+from ._sparse import sparse_matrix
 
 __all__ = ["ConvOperator"]
 
+Method = Literal["auto", "direct", "fft"]
 
-class ConvOperator:
+
+@dataclass(frozen=True, eq=False)
+class _Convolution:
+    """What the four directions of one operator share: kernel, geometry, method, view buffers."""
+
+    kernel: np.ndarray  # a read-only copy, in the geometry's layout
+    geometry: Geometry
+    method: str
+    _buffers: dict[bool, StridedOperator] = field(default_factory=dict, repr=False)
+
+    @property
+    def canonical_kernel(self) -> np.ndarray:
+        """The kernel as channels-last ``(*k, C // groups, F)`` (a view)."""
+        return canonical_kernel(self.kernel, self.geometry.layout)
+
+    def oriented_kernel(self, conjugated: bool) -> np.ndarray:
+        """The channels-last kernel, conjugated for a conjugated direction of a complex kernel."""
+        kernel = self.canonical_kernel
+        return kernel.conj() if conjugated and kernel.dtype.kind == "c" else kernel
+
+    def buffer(self, conjugated: bool) -> StridedOperator:
+        """The filled buffer of the views (of the conjugated kernel if asked), built once."""
+        conjugated = conjugated and self.kernel.dtype.kind == "c"
+        if conjugated not in self._buffers:
+            require_view(self.geometry)
+            self._buffers[conjugated] = StridedOperator.build(self.oriented_kernel(conjugated), self.geometry)
+        return self._buffers[conjugated]
+
+
+class ConvOperator(BaseOperator):
     """The linear operator of a convolution, applied without ever building its dense form.
 
-    Takes the same arguments as `conv_view`. ``op @ x`` convolves, ``op.T @ y`` applies the
-    adjoint (the transposed convolution, conjugated for complex kernels), and ``op.view`` is the
-    read-only strided view that `conv_view` returns.
+    Takes the same arguments as `conv_view`. ``op @ x`` convolves, ``op.H @ y`` applies the
+    adjoint (the transposed convolution, conjugated for complex kernels), ``op.T`` is the plain
+    transpose, and ``op.view`` is the read-only strided view that `conv_view` returns. Scalars,
+    sums and compositions of operators are operators again (a `ConvOperator` wherever the result
+    is one convolution).
 
     Parameters
     ----------
@@ -32,33 +75,35 @@ class ConvOperator:
         The kernel (copied: later changes do not show), any numeric dtype.
     input_shape : sequence of int
         Shape of one input, with or without its channel axis.
-    padding, stride, dilation, groups, layout
-        As in `conv_view`.
-    method : {"auto", "direct", "fft"}, optional
-        How ``op @ x`` and ``op.T @ y`` compute: ``"direct"`` (spatial-domain products),
-        ``"fft"`` (products of spectra; real and complex floats) or ``"auto"`` (the planner picks
-        from the geometry and dtype). Results agree to rounding whatever the method.
+    padding, padding_mode, stride, dilation, groups, layout
+        As in `conv_view`. Every padding mode works here, including ``'reflect'`` and
+        ``'replicate'``, which have no view.
+    method : {'auto', 'direct', 'fft'}
+        The algorithm for ``@`` and ``.H @``: spatial-domain products, products of spectra (real
+        and complex floats), or the planner's choice from the geometry and dtype. Results agree to
+        rounding whatever the method; `method` names the one in use.
 
     Attributes
     ----------
     view : ndarray
-        The read-only operator view, shape ``(*output_shape, *input_shape)``.
+        The read-only operator view, shape ``(*output_shape, *input_shape)``; built on first
+        use. Raises ValueError for the padding modes that have none.
     shape, ndim, dtype : tuple of int, int, numpy.dtype
-        Those of `view`.
+        Those of the dense operator (and of `view`).
     input_shape, output_shape : tuple of int
         Full shapes (with channel axes) of ``x`` and ``op @ x``.
+    matrix_shape : (int, int)
+        ``(prod(output_shape), prod(input_shape))``.
     nbytes : int
-        Bytes of the dense operator (``view.nbytes``).
+        Bytes of the dense operator.
     buffer_nbytes : int
-        Bytes actually held by the view's buffer.
-    T : ConvOperator
-        The adjoint operator.
-    method : str
-        The method in use, ``"direct"`` or ``"fft"``.
+        Bytes of the buffer behind `view` (0 for the modes without a view).
+    H, T : ConvOperator
+        The adjoint (conjugate transpose) and the plain transpose.
 
     See Also
     --------
-    conv_view, materialize
+    conv_view, materialize, dottest
 
     Examples
     --------
@@ -73,11 +118,15 @@ class ConvOperator:
     >>> np.allclose(y, np.tensordot(op.view, x, 3))
     True
     >>> z = rng.standard_normal(op.output_shape)
-    >>> bool(np.isclose(np.vdot(op @ x, z), np.vdot(x, op.T @ z)))
+    >>> bool(np.isclose(np.vdot(op @ x, z), np.vdot(x, op.H @ z)))
+    True
+    >>> (2 * op - op).shape == op.shape
     True
     """
 
-    __array_ufunc__ = None  # ``x @ op`` raises TypeError instead of treating `op` as an array
+    _state: _Convolution
+    _transposed: bool
+    _conjugated: bool
 
     def __init__(
         self,
@@ -85,70 +134,75 @@ class ConvOperator:
         input_shape: IntOrInts,
         *,
         padding: Padding = "valid",
+        padding_mode: PaddingModeName = "zeros",
         stride: IntOrInts = 1,
         dilation: IntOrInts = 1,
         groups: int = 1,
         layout: LayoutName = "channels_last",
-        method: str = "auto",
+        method: Method = "auto",
     ) -> None:
         kernel = as_numeric_array(kernel, "kernel")
-        geometry, layout_plan = plan(kernel.shape, input_shape, padding, stride, dilation, groups, layout)
-        self._setup(kernel, geometry, layout_plan, adjoint=False, method=method)
+        geometry, _ = plan(kernel.shape, input_shape, padding, padding_mode, stride, dilation, groups, layout)
+        state = _new_state(kernel, geometry, resolve_method(method, geometry, kernel.dtype))
+        self._become(state, transposed=False, conjugated=False)
 
-    def _setup(
-        self, kernel: np.ndarray, geometry: Geometry, layout: BufferLayout, *, adjoint: bool, method: str
-    ) -> None:
-        self._method = resolve_method(method, geometry, kernel.dtype)
-        # Build the view first: it checks every size before anything is copied.
-        strided = StridedOperator.build(canonical_kernel(kernel, geometry.layout), geometry, layout)
-        self._kernel = np.array(kernel, copy=True, order="C")
-        self._kernel.flags.writeable = False
-        self._geometry = geometry
-        self._adjoint = adjoint
-        self._forward_strided = strided
-        self._conjugate_strided: StridedOperator | None = None
-        self._transpose: ConvOperator | None = None
+    def _become(self, state: _Convolution, *, transposed: bool, conjugated: bool) -> None:
+        self._state = state
+        self._transposed = transposed
+        self._conjugated = conjugated and state.kernel.dtype.kind == "c"
+        self._directions: dict[tuple[bool, bool], ConvOperator] = {}
 
-    # -- construction helpers -----------------------------------------------------------------
-    @property
-    def _canonical_kernel(self) -> np.ndarray:
-        return canonical_kernel(self._kernel, self._geometry.layout)
+    def _direction(self, transposed: bool, conjugated: bool) -> ConvOperator:
+        """The same state seen in another direction (cached)."""
+        key = (transposed, conjugated and self.dtype.kind == "c")
+        if key == (self._transposed, self._conjugated):
+            return self
+        if key not in self._directions:
+            other = object.__new__(ConvOperator)
+            other._become(self._state, transposed=key[0], conjugated=key[1])
+            other._directions[(self._transposed, self._conjugated)] = self
+            self._directions[key] = other
+        return self._directions[key]
 
-    def _strided(self) -> StridedOperator:
-        """The buffer this direction's view reads: the conjugated kernel for a complex adjoint."""
-        if not self._adjoint or self.dtype.kind != "c":
-            return self._forward_strided
-        if self._conjugate_strided is None:
-            conjugate = self._canonical_kernel.conj()
-            layout = self._forward_strided.layout
-            self._conjugate_strided = StridedOperator.build(conjugate, self._geometry, layout)
-        return self._conjugate_strided
-
-    def _geometry_arguments(self) -> dict[str, Any]:
-        geometry = self._geometry
-        return {
-            "padding": geometry.padding,
-            "stride": geometry.stride,
-            "dilation": geometry.dilation,
-            "groups": geometry.groups,
-            "layout": geometry.layout,
-        }
+    @classmethod
+    def _from_kernel(
+        cls, kernel: np.ndarray, geometry: Geometry, method: str, *, transposed: bool = False
+    ) -> ConvOperator:
+        """An operator of an already checked geometry (`kernel` in the geometry's layout)."""
+        operator = object.__new__(cls)
+        operator._become(_new_state(kernel, geometry, method), transposed=transposed, conjugated=False)
+        return operator
 
     # -- shapes and sizes ---------------------------------------------------------------------
     @property
+    def _geometry(self) -> Geometry:
+        """The checked geometry of the forward convolution."""
+        return self._state.geometry
+
+    @property
+    def _kernel(self) -> np.ndarray:
+        """The forward kernel, read-only, in the layout it was given in."""
+        return self._state.kernel
+
+    @property
+    def method(self) -> str:
+        """The algorithm in use for ``@`` and ``.H @``: ``"direct"`` or ``"fft"``."""
+        return self._state.method
+
+    @property
     def view(self) -> np.ndarray:
         """The read-only strided view of the operator (a view, never a copy)."""
-        return self._strided().view(adjoint=self._adjoint)
+        return self._state.buffer(self._conjugated).view(adjoint=self._transposed)
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
+    def input_shape(self) -> tuple[int, ...]:  # type: ignore[override]
         geometry = self._geometry
-        return geometry.output_shape if self._adjoint else geometry.input_shape
+        return geometry.output_shape if self._transposed else geometry.input_shape
 
     @property
-    def output_shape(self) -> tuple[int, ...]:
+    def output_shape(self) -> tuple[int, ...]:  # type: ignore[override]
         geometry = self._geometry
-        return geometry.input_shape if self._adjoint else geometry.output_shape
+        return geometry.input_shape if self._transposed else geometry.output_shape
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -159,8 +213,8 @@ class ConvOperator:
         return len(self.shape)
 
     @property
-    def dtype(self) -> np.dtype:
-        return self._kernel.dtype
+    def dtype(self) -> np.dtype:  # type: ignore[override]
+        return self._state.kernel.dtype
 
     @property
     def nbytes(self) -> int:
@@ -169,160 +223,180 @@ class ConvOperator:
 
     @property
     def buffer_nbytes(self) -> int:
-        """Bytes of the buffer behind `view`."""
-        return self._strided().buffer.nbytes
+        """Bytes of the buffer behind `view` (0 where the padding mode has no view)."""
+        geometry = self._geometry
+        if not geometry.mode.has_view:
+            return 0
+        return plan_buffer(geometry).size * self.dtype.itemsize
+
+    # -- directions ---------------------------------------------------------------------------
+    @property
+    def H(self) -> ConvOperator:  # noqa: N802 (SciPy's name for the adjoint)
+        """The adjoint (conjugate transpose): ``op.H @ y`` is the transposed convolution of ``y``."""
+        return self._direction(not self._transposed, not self._conjugated)
 
     @property
     def T(self) -> ConvOperator:  # noqa: N802 (NumPy's name for the transpose)
-        """The adjoint operator: ``op.T @ y`` is the transposed convolution of ``y``."""
-        if self._transpose is None:
-            other = object.__new__(ConvOperator)
-            other._kernel = self._kernel
-            other._geometry = self._geometry
-            other._adjoint = not self._adjoint
-            other._forward_strided = self._forward_strided
-            other._conjugate_strided = self._conjugate_strided
-            other._transpose = self
-            other._method = self._method
-            self._transpose = other
-        return self._transpose
+        """The plain transpose, as in NumPy and SciPy (equal to `H` for real kernels).
 
-    @property
-    def method(self) -> str:
-        """The algorithm ``@`` uses in both directions: ``"direct"`` or ``"fft"``."""
-        return self._method
+        .. versionchanged:: 0.2
+           0.1's ``op.T`` was the conjugate adjoint, now `H`. For complex kernels, where the two
+           differ, ``op.T`` warns (`FutureWarning`) during 0.2; ``op.transpose()`` is the same
+           operator without the warning.
+        """
+        if self.dtype.kind == "c":
+            warnings.warn(
+                "`op.T` is the plain transpose since stridedop 0.2; 0.1's `op.T` (the conjugate "
+                "adjoint) is `op.H`. Write `op.transpose()` to get the transpose without this warning",
+                FutureWarning,
+                stacklevel=2,
+            )
+        return self.transpose()
+
+    def transpose(self) -> ConvOperator:
+        """The plain transpose, `T`, without 0.2's `FutureWarning` for complex kernels."""
+        return self._direction(not self._transposed, self._conjugated)
+
+    def adjoint(self, y: np.typing.ArrayLike | None = None) -> Any:  # type: ignore[override]
+        """The adjoint operator `H`, as SciPy's ``LinearOperator.adjoint()`` returns it.
+
+        .. deprecated:: 0.2
+           ``op.adjoint(y)`` (0.1: apply the adjoint to `y`) still works for this release and
+           warns; write ``op.H @ y``.
+        """
+        if y is None:
+            return self.H
+        warnings.warn(
+            "`op.adjoint(y)` is deprecated since stridedop 0.2 and will be removed in 0.3: "
+            "`op.adjoint()` now returns the adjoint operator, as in SciPy; write `op.H @ y`",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.H @ y
 
     # -- applying -----------------------------------------------------------------------------
-    def _batched(self, x: Any, expected: tuple[int, ...], name: str) -> tuple[np.ndarray, tuple[int, ...]]:
-        x = as_numeric_array(x, name)
-        n = len(expected)
-        if x.ndim < n or x.shape[x.ndim - n :] != expected:
-            raise ValueError(f"`{name}` must have shape {expected} or (*batch, *{expected}), got {x.shape}")
-        batch = x.shape[: x.ndim - n]
-        return x.reshape(math.prod(batch), *expected), batch
-
-    def _convolve(self, x: Any, name: str) -> np.ndarray:
+    def _product(self, batch: np.ndarray) -> np.ndarray:
         geometry = self._geometry
-        batched, batch = self._batched(x, geometry.input_shape, name)
+        kernel = self._state.oriented_kernel(self._conjugated)
         channels_first = geometry.layout == "channels_first"
-        result = convolve(self._canonical_kernel, geometry, batched, channels_first, self._method)
-        return result.reshape(*batch, *geometry.output_shape)
+        if self._transposed:
+            return convolve_adjoint(kernel, geometry, batch, channels_first, self._state.method)
+        return convolve(kernel, geometry, batch, channels_first, self._state.method)
 
-    def _convolve_adjoint(self, y: Any, name: str) -> np.ndarray:
-        geometry = self._geometry
-        batched, batch = self._batched(y, geometry.output_shape, name)
-        kernel = self._canonical_kernel
-        if kernel.dtype.kind == "c":
-            kernel = kernel.conj()
-        channels_first = geometry.layout == "channels_first"
-        result = convolve_adjoint(kernel, geometry, batched, channels_first, self._method)
-        return result.reshape(*batch, *geometry.input_shape)
+    # -- the algebra: results that are one convolution again -----------------------------------
+    def _forward_kernel(self) -> np.ndarray:
+        """The kernel of this direction seen unconjugated (in the geometry's layout)."""
+        kernel = self._kernel
+        return kernel.conj() if self._conjugated else kernel
 
-    def apply(self, x: np.typing.ArrayLike) -> np.ndarray:
-        """Apply the operator to `x` of shape `input_shape` or ``(*batch, *input_shape)``.
+    def _scaled(self, scalar: Any) -> BaseOperator:
+        kernel = self._forward_kernel() * scalar
+        method, transposed = self._state.method, self._transposed
+        return ConvOperator._from_kernel(kernel, self._geometry, method, transposed=transposed)
 
-        Equals ``np.tensordot(op.view, x, len(op.input_shape))`` (batched over the leading axes)
-        and returns a new array; the dense operator is never built.
-        """
-        if self._adjoint:
-            return self._convolve_adjoint(x, "x")
-        return self._convolve(x, "x")
+    def _added(self, other: BaseOperator) -> BaseOperator:
+        if (
+            isinstance(other, ConvOperator)
+            and other._geometry == self._geometry
+            and other._transposed == self._transposed
+        ):
+            kernel = self._forward_kernel() + other._forward_kernel()
+            return ConvOperator._from_kernel(
+                kernel, self._geometry, self._state.method, transposed=self._transposed
+            )
+        return super()._added(other)
 
-    def adjoint(self, y: np.typing.ArrayLike) -> np.ndarray:
-        """Apply the adjoint (transposed convolution, conjugated for complex kernels) to `y`."""
-        if self._adjoint:
-            return self._convolve(y, "y")
-        return self._convolve_adjoint(y, "y")
-
-    def __matmul__(self, x: Any) -> np.ndarray:
-        return self.apply(x)
+    def _composed_with(self, first: BaseOperator) -> BaseOperator:
+        if isinstance(first, ConvOperator) and not (self._transposed or first._transposed):
+            fused = compose_convolutions(
+                self._forward_kernel(), self._geometry, first._forward_kernel(), first._geometry
+            )
+            if fused is not None:
+                kernel, geometry = fused
+                return ConvOperator._from_kernel(kernel, geometry, self._state.method)
+        return super()._composed_with(first)
 
     # -- dense and sparse forms ---------------------------------------------------------------
     def materialize(self, out: np.ndarray | None = None, max_bytes: int | None = None) -> np.ndarray:
-        """Dense writable copy of `view`; see `stridedop.materialize`."""
-        return materialize(self.view, out=out, max_bytes=max_bytes)
+        """Dense writable copy of the operator, shape `shape`; see `stridedop.materialize`.
+
+        Every padding mode works: the modes without a view are the 'valid' operator on the padded
+        grid with each padded input entry folded back onto the entry it reads.
+        """
+        if self._geometry.mode.has_view:
+            if out is None:
+                check_allocation(self.shape, self.dtype, max_bytes)
+                return fill_dense(self.view)
+            return fill_dense(self.view, check_out(out, self.shape, self.dtype, max_bytes))
+        return self._materialize_folded(out, max_bytes)
+
+    def _materialize_folded(self, out: np.ndarray | None, max_bytes: int | None) -> np.ndarray:
+        geometry = self._geometry
+        valid = ConvOperator._from_kernel(self._kernel, geometry.valid_on_padded(), self._state.method)
+        valid = valid._direction(self._transposed, self._conjugated)
+        if out is not None:
+            out = check_out(out, self.shape, self.dtype, max_bytes)
+        else:
+            check_allocation(self.shape, self.dtype, max_bytes)
+        dense = valid.materialize(max_bytes=max_bytes)  # the padded grid: a little larger
+        spatial = list(geometry.pads)
+        input_pads = [(0, 0), *spatial] if geometry.layout == "channels_first" else [*spatial, (0, 0)]
+        output_axes = [(0, 0)] * len(self._geometry.output_shape)
+        pads = input_pads + output_axes if self._transposed else output_axes + input_pads
+        folded = pad_adjoint(dense, pads, geometry.mode)
+        if out is None:
+            return np.ascontiguousarray(folded)
+        out[...] = folded
+        return out
 
     def to_matrix(self, max_bytes: int | None = None) -> np.ndarray:
-        """Dense writable matrix ``(prod(output_shape), prod(input_shape))`` (a copy)."""
-        rows, columns = math.prod(self.output_shape), math.prod(self.input_shape)
-        return self.materialize(max_bytes=max_bytes).reshape(rows, columns)  # guarded there
+        """Dense writable matrix `matrix_shape` (a copy)."""
+        return self.materialize(max_bytes=max_bytes).reshape(self.matrix_shape)  # guarded there
 
     def to_sparse(self, format: str = "csr") -> Any:
         """``scipy.sparse`` array of `to_matrix` with exactly the structural non-zeros.
 
-        The structural non-zeros are the places where a kernel tap lands inside the input,
-        whatever the tap's value. Built from the geometry, never through the dense form.
+        The structural non-zeros are the places where a kernel tap reads an input entry,
+        whatever the tap's value (taps that read the same entry add up). Built from the
+        geometry, never through the dense form.
         """
-        if not isinstance(format, str):
-            raise ValueError(f"`format` must be a scipy.sparse format name such as 'csr', got {format!r}")
-        known = ("csr", "csc", "coo", "bsr", "dia", "dok", "lil")
-        if format not in known:
-            raise ValueError(f"`format` must be one of {', '.join(map(repr, known))}, got {format!r}")
-        forward = sparse_matrix(self._canonical_kernel, self._geometry, "csr")
-        if not self._adjoint:
-            return forward.asformat(format)
-        adjoint = forward.T.conj() if self.dtype.kind == "c" else forward.T
-        return adjoint.asformat(format)
-
-    def aslinearoperator(self) -> Any:
-        """``scipy.sparse.linalg.LinearOperator`` of `to_matrix` (matvec, rmatvec, matmat)."""
-        require_scipy("`aslinearoperator`")
-        from scipy.sparse.linalg import LinearOperator
-
-        rows, columns = math.prod(self.output_shape), math.prod(self.input_shape)
-        operator = self
-
-        def matvec(v: np.ndarray) -> np.ndarray:
-            return operator.apply(np.reshape(v, operator.input_shape)).reshape(rows)
-
-        def rmatvec(v: np.ndarray) -> np.ndarray:
-            return operator.adjoint(np.reshape(v, operator.output_shape)).reshape(columns)
-
-        def matmat(matrix: np.ndarray) -> np.ndarray:
-            batch = np.asarray(matrix).T.reshape(-1, *operator.input_shape)
-            return operator.apply(batch).reshape(-1, rows).T
-
-        def rmatmat(matrix: np.ndarray) -> np.ndarray:
-            batch = np.asarray(matrix).T.reshape(-1, *operator.output_shape)
-            return operator.adjoint(batch).reshape(-1, columns).T
-
-        return LinearOperator(
-            (rows, columns), matvec=matvec, rmatvec=rmatvec, matmat=matmat, rmatmat=rmatmat, dtype=self.dtype
-        )
+        format = check_sparse_format(format)
+        kernel = self._state.oriented_kernel(self._conjugated)
+        forward = sparse_matrix(kernel, self._geometry, "csr")
+        return (forward.T if self._transposed else forward).asformat(format)
 
     # -- pickling and display -----------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
+        geometry = self._geometry
+        names = ("padding", "padding_mode", "stride", "dilation", "groups", "layout")
         return {
             "kernel": self._kernel,
-            "input_shape": self._geometry.input_shape,
-            "adjoint": self._adjoint,
-            "method": self._method,
-            **self._geometry_arguments(),
+            "input_shape": geometry.input_shape,
+            **dict(zip(names, _arguments(geometry))),
+            "method": self._state.method,
+            "transposed": self._transposed,
+            "conjugated": self._conjugated,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        kernel, adjoint = state["kernel"], state["adjoint"]
-        arguments = [state[name] for name in ("padding", "stride", "dilation", "groups", "layout")]
-        geometry, layout = plan(kernel.shape, state["input_shape"], *arguments)
-        self._setup(kernel, geometry, layout, adjoint=adjoint, method=state.get("method", "auto"))
-
-    def _summary(self) -> tuple[str, str]:
-        geometry = self._geometry
-        head = (
-            f"kernel {self._kernel.shape} {self.dtype}, input_shape {geometry.input_shape}, "
-            f"{geometry.describe()}"
+        kernel = as_numeric_array(state["kernel"], "kernel")
+        names = ("padding", "padding_mode", "stride", "dilation", "groups", "layout")
+        geometry, _ = plan(kernel.shape, state["input_shape"], *[state[name] for name in names])
+        self._become(
+            _new_state(kernel, geometry, resolve_method(state["method"], geometry, kernel.dtype)),
+            transposed=bool(state["transposed"]),
+            conjugated=bool(state["conjugated"]),
         )
-        sizes = f"dense {format_bytes(self.nbytes)}, buffer {format_bytes(self.buffer_nbytes)}"
-        return head, sizes
 
-    def __repr__(self) -> str:
-        head, sizes = self._summary()
-        suffix = ".T" if self._adjoint else ""
-        return f"<ConvOperator{suffix} {self.input_shape} -> {self.output_shape}: {head}; {sizes}>"
+    def _direction_name(self) -> str:
+        """'', '.H', '.T' or '.conj()': the direction as the user wrote it (real: .H is .T)."""
+        if self._transposed:
+            return ".H" if self._conjugated or self.dtype.kind != "c" else ".T"
+        return ".conj()" if self._conjugated else ""
 
-    def _repr_html_(self) -> str:
+    def _rows(self) -> list[tuple[str, Any]]:
         geometry = self._geometry
-        rows = [
+        return [
             ("input shape", self.input_shape),
             ("output shape", self.output_shape),
             ("kernel", f"{self._kernel.shape} {self.dtype}"),
@@ -330,9 +404,30 @@ class ConvOperator:
             ("dense operator", f"{format_bytes(self.nbytes)} ({self.nbytes} bytes)"),
             ("buffer held", f"{format_bytes(self.buffer_nbytes)} ({self.buffer_nbytes} bytes)"),
         ]
+
+    def __repr__(self) -> str:
+        geometry = self._geometry
+        return (
+            f"<ConvOperator{self._direction_name()} {self.input_shape} -> {self.output_shape}: "
+            f"kernel {self._kernel.shape} {self.dtype}, {geometry.describe()}; "
+            f"dense {format_bytes(self.nbytes)}, buffer {format_bytes(self.buffer_nbytes)}>"
+        )
+
+    def _repr_html_(self) -> str:
         body = "".join(
             f"<tr><th style='text-align:left'>{html.escape(name)}</th><td>{html.escape(str(value))}</td></tr>"
-            for name, value in rows
+            for name, value in self._rows()
         )
-        title = "ConvOperator.T" if self._adjoint else "ConvOperator"
-        return f"<table><caption>{title}</caption>{body}</table>"
+        return f"<table><caption>ConvOperator{self._direction_name()}</caption>{body}</table>"
+
+
+def _new_state(kernel: np.ndarray, geometry: Geometry, method: str) -> _Convolution:
+    copy = np.array(kernel, copy=True, order="C")
+    copy.flags.writeable = False
+    return _Convolution(copy, geometry, method)
+
+
+def _arguments(geometry: Geometry) -> tuple[Any, ...]:
+    """``(padding, padding_mode, stride, dilation, groups, layout)`` that rebuild `geometry`."""
+    padding = geometry.padding if isinstance(geometry.padding, str) else geometry.pads
+    return (padding, geometry.mode.name, geometry.stride, geometry.dilation, geometry.groups, geometry.layout)

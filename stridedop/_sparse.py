@@ -28,14 +28,14 @@ def require_scipy(feature: str) -> ModuleType:
         ) from error
 
 
-def _tap_runs(axis: Axis, circular: bool) -> list[tuple[int, int, int, int]]:
+def _tap_runs(axis: Axis, zeros: bool) -> list[tuple[int, int, int, int]]:
     """Runs ``(start, stop, first, count)`` of outputs whose in-range taps are the same.
 
     Output ``o`` reads input ``o * s + r * d - lo``; the taps that land inside ``[0, m)`` are
     ``first <= r < first + count``. Interior outputs share one run, each border adds a few.
-    Circular padding wraps every tap inside: one run with all the taps.
+    The padding modes other than zeros give every tap an input entry: one run with all the taps.
     """
-    if circular:
+    if not zeros:
         return [(0, axis.output, 0, axis.kernel)]
     o = np.arange(axis.output, dtype=np.int64)
     first = np.maximum(0, -((o * axis.stride - axis.lo) // axis.dilation))  # ceil((lo - o*s) / d)
@@ -69,7 +69,8 @@ def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -
         channel_step = 1
     else:
         channel_step = math.prod(sizes)
-    runs = [_tap_runs(axis, geometry.circular) for axis in geometry.axes]
+    zeros = geometry.mode.name == "zeros"
+    runs = [_tap_runs(axis, zeros) for axis in geometry.axes]
     per_output = [np.zeros(axis.output, dtype=np.int64) for axis in geometry.axes]
     for counts, axis_runs in zip(per_output, runs):
         for start, stop, _, count in axis_runs:
@@ -121,8 +122,8 @@ def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -
                 + (first + np.arange(count))[None, :] * axis.dilation
                 - axis.lo
             )
-            if geometry.circular:
-                position %= axis.size
+            if not zeros:
+                position = geometry.mode.source(position, axis.size)
             term_shape = [1] * len(shape)
             if channels_last:
                 term_shape[i], term_shape[n + 1 + i] = stop - start, count
@@ -144,6 +145,6 @@ def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -
     indptr = np.zeros(rows.size + 1, dtype=index_dtype)
     np.cumsum(rows, out=indptr[1:])
     matrix = sparse.csr_array((data, indices, indptr), shape=(geometry.output_size, geometry.input_size))
-    if geometry.circular:
-        matrix.sum_duplicates()  # folded taps share a column
+    if geometry.mode.folds:
+        matrix.sum_duplicates()  # taps that read the same input entry share a column
     return matrix.asformat(format)

@@ -53,7 +53,7 @@ def test_materialize_an_operator_and_its_adjoint():
     op = stridedop.ConvOperator(np.arange(1.0, 7.0).reshape(3, 2, 1) + 1j, (5, 2), padding="same")
     np.testing.assert_array_equal(stridedop.materialize(op), op.view)
     np.testing.assert_array_equal(op.materialize(), op.view)
-    np.testing.assert_array_equal(op.T.materialize(), np.asarray(op.view).conj().transpose(2, 3, 0, 1))
+    np.testing.assert_array_equal(op.H.materialize(), np.asarray(op.view).conj().transpose(2, 3, 0, 1))
 
 
 def test_out_fills_and_returns_the_given_array(tmp_path):
@@ -116,7 +116,7 @@ def test_max_bytes_guard_names_both_sizes_and_the_alternatives():
 
 
 def test_default_guard_is_the_available_memory(monkeypatch):
-    monkeypatch.setattr("stridedop._materialize.available_memory", lambda: 1000)
+    monkeypatch.setattr("stridedop._dense.available_memory", lambda: 1000)
     W = stridedop.conv_view(np.ones((2, 1, 1)), (100, 1))
     with pytest.raises(MemoryError, match=r"more than the 1000 B \(1000 bytes\) of memory available"):
         stridedop.materialize(W)
@@ -149,8 +149,8 @@ def test_bad_max_bytes_is_refused(max_bytes):
 )
 def test_threaded_writing_gives_the_same_array(monkeypatch, kwargs):
     # Force the thread pool and small chunks on a small operator.
-    monkeypatch.setattr("stridedop._materialize._PARALLEL_ABOVE", 0)
-    monkeypatch.setattr("stridedop._materialize._CHUNK_BYTES", 4096)
+    monkeypatch.setattr("stridedop._dense._PARALLEL_ABOVE", 0)
+    monkeypatch.setattr("stridedop._dense._CHUNK_BYTES", 4096)
     kernel = np.random.default_rng(1).standard_normal((3, 2, 2, 4))
     channels = 2 * kwargs.get("groups", 1)
     W = stridedop.conv_view(kernel, (16, 9, channels), **kwargs)

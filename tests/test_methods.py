@@ -1,10 +1,10 @@
-"""Every method and every internal strategy of `op @ x` and `op.T @ y` against the loop oracle."""
+"""Every method and every internal strategy of `op @ x` and `op.H @ y` against the loop oracle."""
 
 import tracemalloc
 
 import numpy as np
 import pytest
-from oracles import loop_operator
+from oracles import loop_operator, pads_for
 
 import stridedop
 from stridedop import _apply
@@ -87,7 +87,7 @@ def test_both_directions_equal_the_loop_oracle(name, layout, dtype, method):
     expected = np.stack([np.tensordot(dense, v, n_in) for v in x])
     expected_adjoint = np.stack([np.tensordot(v, dense.conj(), n_out) for v in y])
     tolerance = 1e-4 if np.dtype(dtype) == np.float32 else 1e-10
-    got, got_adjoint = op @ x, op.T @ y
+    got, got_adjoint = op @ x, op.H @ y
     assert got.dtype == expected.dtype and got_adjoint.dtype == expected_adjoint.dtype
     np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
     np.testing.assert_allclose(got_adjoint, expected_adjoint, rtol=tolerance, atol=tolerance)
@@ -101,7 +101,7 @@ def test_without_scipy_blas_the_numpy_products_agree(monkeypatch, name, layout):
     x = random(op.input_shape, np.float64, 3)
     y = random(op.output_shape, np.float64, 4)
     np.testing.assert_allclose(op @ x, np.tensordot(dense, x, len(op.input_shape)), atol=1e-10)
-    np.testing.assert_allclose(op.T @ y, np.tensordot(y, dense, len(op.output_shape)), atol=1e-10)
+    np.testing.assert_allclose(op.H @ y, np.tensordot(y, dense, len(op.output_shape)), atol=1e-10)
 
 
 @pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.bool_, np.float16])
@@ -141,7 +141,7 @@ def test_method_is_validated():
 def test_auto_picks_fft_for_large_kernels_only(kernel_shape, input_shape, expected):
     op = stridedop.ConvOperator(np.ones(kernel_shape), input_shape, padding="same")
     assert op.method == expected
-    assert op.T.method == expected
+    assert op.H.method == expected
     assert stridedop.ConvOperator(np.ones(kernel_shape, dtype=np.int32), input_shape).method == "direct"
 
 
@@ -151,7 +151,7 @@ def test_auto_picks_fft_for_large_kernels_only(kernel_shape, input_shape, expect
 def test_empty_batches_give_empty_results(name, layout, method):
     op, _ = make_case(name, np.float64, layout, method)
     assert (op @ np.ones((0, *op.input_shape))).shape == (0, *op.output_shape)
-    assert (op.T @ np.ones((0, 3, *op.output_shape))).shape == (0, 3, *op.input_shape)
+    assert (op.H @ np.ones((0, 3, *op.output_shape))).shape == (0, 3, *op.input_shape)
 
 
 def test_adjoint_memory_is_bounded_by_input_and_output():
@@ -160,7 +160,7 @@ def test_adjoint_memory_is_bounded_by_input_and_output():
     op = stridedop.ConvOperator(rng.standard_normal((7, 7, 4, 4)), (256, 256, 4), padding="same")
     y = rng.standard_normal(op.output_shape)
     tracemalloc.start()
-    op.T @ y
+    op.H @ y
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 4 * 2 * y.nbytes + 8 * 2**20, peak
@@ -174,7 +174,7 @@ def test_circular_memory_does_not_grow_with_the_dilation():
     x = np.arange(5.0)[:, None]
     tracemalloc.start()
     y = op @ x
-    z = op.T @ y
+    z = op.H @ y
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 2**16, peak
@@ -225,3 +225,47 @@ def test_sparse_from_index_arithmetic(case, layout):
     assert matrix.has_canonical_format
     if options.get("padding") != "circular":
         assert matrix.nnz == np.count_nonzero(expected)
+
+
+NUMPY_MODES = {"zeros": "constant", "circular": "wrap", "reflect": "reflect", "replicate": "edge"}
+MODE_CASES = [
+    ((6, 5), (3, 2), 2, 3, {"padding": "same"}),
+    ((7, 6), (2, 3), 4, 4, {"padding": [(2, 1), (0, 3)], "stride": (2, 1), "dilation": (1, 2), "groups": 2}),
+    ((5,), (3,), 1, 2, {"padding": 4, "dilation": 3}),  # padding wider than the input
+    ((4, 3), (2, 2), 8, 4, {"padding": [(9, 6), (1, 7)], "stride": 2}),  # wrap by several periods
+]
+
+
+def mode_dense(kernel, m, channels, options, mode):
+    """The operator's matrix: the 'valid' loop oracle on the padded grid times np.pad's matrix."""
+    n = len(m)
+    k = kernel.shape[:n]
+    stride, dilation = options.get("stride", 1), options.get("dilation", 1)
+    strides = [stride] * n if isinstance(stride, int) else list(stride)
+    dilations = [dilation] * n if isinstance(dilation, int) else list(dilation)
+    pads = pads_for(options["padding"], m, k, strides, dilations)
+    padded = [size + lo + hi for size, (lo, hi) in zip(m, pads)]
+    size = int(np.prod(m)) * channels
+    units = np.eye(size).reshape(size, *m, channels)
+    columns = np.pad(units, [(0, 0), *pads, (0, 0)], mode=NUMPY_MODES[mode]).reshape(size, -1)
+    valid = loop_operator(kernel, padded, stride=stride, dilation=dilation, groups=options.get("groups", 1))
+    return valid.reshape(-1, columns.shape[1]) @ columns.T
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize("mode", list(NUMPY_MODES))
+@pytest.mark.parametrize("case", MODE_CASES)
+def test_every_padding_mode_with_every_method(case, mode, method):
+    m, k, channels, filters, options = case
+    groups = options.get("groups", 1)
+    rng = np.random.default_rng(9)
+    kernel = rng.standard_normal((*k, channels // groups, filters))
+    op = stridedop.ConvOperator(kernel, (*m, channels), padding_mode=mode, method=method, **options)
+    dense = mode_dense(kernel, m, channels, options, mode)
+    x = rng.standard_normal((2, *op.input_shape))
+    y = rng.standard_normal((2, *op.output_shape))
+    np.testing.assert_allclose((op @ x).reshape(2, -1), x.reshape(2, -1) @ dense.T, atol=1e-10)
+    np.testing.assert_allclose((op.H @ y).reshape(2, -1), y.reshape(2, -1) @ dense, atol=1e-10)
+    if mode == "zeros":
+        np.testing.assert_allclose(op.to_sparse().toarray(), dense, atol=1e-12)
+

@@ -62,8 +62,8 @@ def test_adjoint_matches_tensordot_on_the_conjugate_view(kwargs, layout):
     y = random_like(op.output_shape, np.complex128, 2)
     k = len(op.output_shape)
     expected = np.tensordot(np.conj(op.view), y, (tuple(range(k)), tuple(range(k))))
-    np.testing.assert_allclose(op.adjoint(y), expected, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(op.T @ y, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(op.H @ y, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(op.H @ y, expected, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex64, np.complex128])
@@ -74,7 +74,7 @@ def test_dot_test(kwargs, layout, dtype):
     x = random_like(op.input_shape, dtype, 3)
     y = random_like(op.output_shape, dtype, 4)
     left = np.vdot(op @ x, y)  # <A x, y>
-    right = np.vdot(x, op.T @ y)  # <x, A^H y>
+    right = np.vdot(x, op.H @ y)  # <x, A^H y>
     tolerance = 1e-4 if np.dtype(dtype).itemsize <= 8 and dtype != np.float64 else 1e-11
     assert abs(left - right) <= tolerance * max(abs(left), 1.0)
 
@@ -104,7 +104,7 @@ def test_inputs_in_any_memory_order(arrange, batch, n, padding, layout):
     y = rng.standard_normal((*batch, *op.output_shape))
     k = len(op.input_shape)
     np.testing.assert_allclose(op @ arrange(x), op @ np.ascontiguousarray(x), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(op.T @ arrange(y), op.T @ np.ascontiguousarray(y), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(op.H @ arrange(y), op.H @ np.ascontiguousarray(y), rtol=1e-12, atol=1e-12)
     expected = np.tensordot(
         x, op.view, (tuple(range(x.ndim - k, x.ndim)), tuple(range(op.ndim - k, op.ndim)))
     )
@@ -121,9 +121,9 @@ def test_batched_equals_looped(kwargs):
         for j in range(3):
             np.testing.assert_allclose(batched[i, j], op @ xs[i, j], rtol=1e-12, atol=1e-12)
     ys = random_like((4, *op.output_shape), np.float64, 6)
-    adjoint = op.T @ ys
+    adjoint = op.H @ ys
     for i in range(4):
-        np.testing.assert_allclose(adjoint[i], op.T @ ys[i], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(adjoint[i], op.H @ ys[i], rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
@@ -145,7 +145,7 @@ def test_many_channels_and_filters_per_group(kwargs, layout):
         op @ x, np.stack([np.tensordot(op.view, v, k) for v in x]), rtol=1e-12, atol=1e-12
     )
     adjoint = np.stack([np.tensordot(op.view, v, (tuple(range(k)), tuple(range(k)))) for v in y])
-    np.testing.assert_allclose(op.T @ y, adjoint, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(op.H @ y, adjoint, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("kwargs", GEOMETRIES)
@@ -213,10 +213,10 @@ def test_apply_and_adjoint_match_torch(n, padding, stride, dilation, groups, lay
             (slice(None), slice(None), *[slice(lo, lo + size) for (lo, _), size in zip(pads, m)])
         ]
         if layout == "channels_first":
-            np.testing.assert_allclose(op.T @ y, grad, rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(op.H @ y, grad, rtol=1e-10, atol=1e-10)
         else:
             np.testing.assert_allclose(
-                np.moveaxis(op.T @ np.moveaxis(y, 1, -1), -1, 1), grad, rtol=1e-10, atol=1e-10
+                np.moveaxis(op.H @ np.moveaxis(y, 1, -1), -1, 1), grad, rtol=1e-10, atol=1e-10
             )
 
 
@@ -230,7 +230,7 @@ def test_apply_never_builds_the_dense_operator():
     y = op @ x
     _, peak_apply = tracemalloc.get_traced_memory()
     tracemalloc.reset_peak()
-    op.T @ y
+    op.H @ y
     _, peak_adjoint = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     # Of the order of the input times the taps (9 * 512 KiB), far from the 4 GB operator.
@@ -244,15 +244,15 @@ def test_shapes_and_sizes():
     assert op.shape == op.view.shape == (4, 4, 5, 8, 7, 2) and op.ndim == 6
     assert op.dtype == np.float64 and op.nbytes == op.view.nbytes
     assert 0 < op.buffer_nbytes < op.nbytes
-    assert op.T.input_shape == (4, 4, 5) and op.T.output_shape == (8, 7, 2)
-    assert op.T.view.shape == (8, 7, 2, 4, 4, 5) and not op.T.view.flags.writeable
-    assert op.T.T is op
+    assert op.H.input_shape == (4, 4, 5) and op.H.output_shape == (8, 7, 2)
+    assert op.H.view.shape == (8, 7, 2, 4, 4, 5) and not op.H.view.flags.writeable
+    assert op.H.H is op
 
 
 def test_adjoint_view_is_the_conjugate_transpose():
     kernel = np.arange(8).reshape(2, 2, 2) * (1 + 2j)
     op = stridedop.ConvOperator(kernel, (5, 2), padding="same")
-    np.testing.assert_array_equal(op.T.view, np.conj(op.view).transpose(2, 3, 0, 1))
+    np.testing.assert_array_equal(op.H.view, np.conj(op.view).transpose(2, 3, 0, 1))
 
 
 def test_shape_errors_name_what_was_expected():
@@ -262,9 +262,9 @@ def test_shape_errors_name_what_was_expected():
     ):
         op @ np.ones((6, 3))
     with pytest.raises(
-        ValueError, match=r"`y` must have shape \(4, 4\) or \(\*batch, \*\(4, 4\)\), got \(5,\)"
+        ValueError, match=r"`x` must have shape \(4, 4\) or \(\*batch, \*\(4, 4\)\), got \(5,\)"
     ):
-        op.adjoint(np.ones(5))
+        op.H @ np.ones(5)
     with pytest.raises(TypeError, match="`x` has dtype <U1, which is not numeric"):
         op @ np.array(["a"] * 12).reshape(6, 2)
 
@@ -292,7 +292,7 @@ def test_sparse_equals_dense_with_exactly_the_structural_nonzeros(kwargs, layout
     ones = stridedop.ConvOperator(np.ones(op._kernel.shape), op.input_shape, **{**kwargs, "layout": layout})
     assert sparse.nnz == np.count_nonzero(ones.to_matrix())
     assert sparse.has_canonical_format
-    np.testing.assert_array_equal(op.T.to_sparse().toarray(), dense.T)
+    np.testing.assert_array_equal(op.H.to_sparse().toarray(), dense.T)
 
 
 @pytest.mark.filterwarnings("ignore:Constructing a DIA matrix")  # scipy's own efficiency hint
@@ -320,7 +320,7 @@ def test_sparse_rejects_unknown_formats():
 def test_complex_sparse_adjoint_is_conjugated():
     pytest.importorskip("scipy")
     op = make_operator({"padding": "same"}, dtype=np.complex128)
-    np.testing.assert_array_equal(op.T.to_sparse().toarray(), op.to_matrix().conj().T)
+    np.testing.assert_array_equal(op.H.to_sparse().toarray(), op.to_matrix().conj().T)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.complex128])
@@ -357,7 +357,7 @@ def test_pickle_stores_kernel_and_geometry_only():
     assert clone.output_shape == op.output_shape
     x = np.random.default_rng(1).standard_normal(op.input_shape)
     np.testing.assert_array_equal(clone @ x, op @ x)
-    adjoint = pickle.loads(pickle.dumps(op.T))
+    adjoint = pickle.loads(pickle.dumps(op.H))
     assert adjoint.input_shape == op.output_shape
 
 
@@ -366,7 +366,7 @@ def test_repr_names_class_geometry_and_byte_counts():
     text = repr(op)
     assert text.startswith("<ConvOperator (32, 32, 16) -> (32, 32, 16)")
     assert "padding='same'" in text and "dense 2 GiB" in text and "buffer" in text and "MiB" in text
-    assert repr(op.T).startswith("<ConvOperator.T (32, 32, 16) -> (32, 32, 16)")
+    assert repr(op.H).startswith("<ConvOperator.H (32, 32, 16) -> (32, 32, 16)")
     html = op._repr_html_()
     assert "<table>" in html and "dense operator" in html
 

@@ -1,6 +1,6 @@
-"""The buffer layout: where each kernel entry lives, and the strides that read the operator back.
+"""The buffer plan: where each kernel entry lives, and the strides that read the operator back.
 
-Every view in stridedop is built here. For a `Geometry` this module computes a `BufferLayout`
+Every view in stridedop is built here. For a `Geometry` this module computes a `BufferPlan`
 (pure integer arithmetic, no allocation), fills one small zero buffer with the kernel, and hands
 out read-only ``as_strided`` views of it whose reach is checked against the buffer first.
 """
@@ -18,17 +18,17 @@ import numpy as np
 from ._geometry import Geometry
 
 __all__ = [
-    "BufferLayout",
+    "BufferPlan",
     "canonical_permutation",
     "fill_buffer",
     "lookup_buffer",
     "operator_view",
-    "plan_layout",
+    "plan_buffer",
     "strided_view",
 ]
 
 
-class BufferLayout(NamedTuple):
+class BufferPlan(NamedTuple):
     """Element offsets and strides of the operator inside its flat buffer.
 
     The canonical (channels-last) view ``W[o_0, ..., f, x_0, ..., c]`` reads element
@@ -50,7 +50,7 @@ class BufferLayout(NamedTuple):
         return (*self.output_steps, self.filter_step, *self.input_steps, 1)
 
 
-def plan_layout(geometry: Geometry) -> BufferLayout:
+def plan_buffer(geometry: Geometry) -> BufferPlan:
     r"""Compute the smallest buffer from which one strided view yields the whole operator.
 
     The memory trick, along one spatial axis: output ``o`` applies tap ``r`` to input
@@ -65,17 +65,21 @@ def plan_layout(geometry: Geometry) -> BufferLayout:
         ^ zeros a window may     \__ width w ___/
           reach before the kernel
 
-    For ``circular`` padding each axis instead holds the folded kernel twice in a row of
-    ``2m - 1`` entries (the circulant trick), so that ``t`` never needs to wrap.
+    For ``circular`` padding each axis instead holds the kernel folded modulo ``m``, repeated
+    along a row of ``(o - 1) * s + m`` entries (the circulant trick; ``2m - 1`` or fewer for
+    'same' amounts), so that ``t`` never needs to wrap.
     """
     channels = geometry.channels
     if geometry.circular:
-        widths = [2 * axis.size - 1 for axis in geometry.axes]
+        # Along an axis, t = x - o*s + (o_last)*s with o_last = (output - 1) * s ranges over
+        # [0, o_last + m - 1]; entry t holds the folded kernel at residue (t - o_last) mod m.
+        lasts = [(axis.output - 1) * axis.stride for axis in geometry.axes]
+        widths = [last + axis.size for last, axis in zip(lasts, geometry.axes)]
         input_steps = _mixed_radix(widths, channels)
         filter_step = math.prod(widths) * channels
-        origin = sum((axis.size - 1) * step for axis, step in zip(geometry.axes, input_steps))
+        origin = sum(last * step for last, step in zip(lasts, input_steps))
         output_steps = tuple(-axis.stride * step for axis, step in zip(geometry.axes, input_steps))
-        layout = BufferLayout(
+        plan = BufferPlan(
             size=filter_step * geometry.filters,
             origin=origin,
             output_steps=output_steps,
@@ -85,7 +89,7 @@ def plan_layout(geometry: Geometry) -> BufferLayout:
             kernel_steps=(),  # the folded kernel is written whole, see `_fill_circular`
             view_steps=(),
         )
-        return _verified(geometry, layout)
+        return _verified(geometry, plan)
 
     # Along axis i, t = x - o*s + lo ranges over [first, last] for the views and the kernel sits
     # at [0, extent). An axis's width is chosen so that no difference t - r*d between a window
@@ -118,7 +122,7 @@ def plan_layout(geometry: Geometry) -> BufferLayout:
     )
     return _verified(
         geometry,
-        BufferLayout(
+        BufferPlan(
             size=high - low + 1,
             origin=origin - low,
             output_steps=tuple([-axis.stride * step for axis, step in zip(axes, input_steps)]),
@@ -131,20 +135,20 @@ def plan_layout(geometry: Geometry) -> BufferLayout:
     )
 
 
-def _verified(geometry: Geometry, layout: BufferLayout) -> BufferLayout:
+def _verified(geometry: Geometry, plan: BufferPlan) -> BufferPlan:
     """Add the public view's steps and check once that every view stays inside the buffer."""
-    _check_reach(layout.size, layout.origin, geometry.canonical_shape, layout.steps)
-    steps = layout.steps
-    layout = layout._replace(view_steps=tuple([steps[axis] for axis in canonical_permutation(geometry)]))
-    if layout.kernel_steps:
+    _check_reach(plan.size, plan.origin, geometry.canonical_shape, plan.steps)
+    steps = plan.steps
+    plan = plan._replace(view_steps=tuple([steps[axis] for axis in canonical_permutation(geometry)]))
+    if plan.kernel_steps:
         kernel_shape = (
             *geometry.spatial_kernel,
             geometry.group_channels,
             geometry.groups,
             geometry.group_filters,
         )
-        _check_reach(layout.size, layout.kernel_origin, kernel_shape, layout.kernel_steps)
-    return layout
+        _check_reach(plan.size, plan.kernel_origin, kernel_shape, plan.kernel_steps)
+    return plan
 
 
 def _mixed_radix(widths: list[int], innermost: int) -> tuple[int, ...]:
@@ -157,25 +161,25 @@ def _mixed_radix(widths: list[int], innermost: int) -> tuple[int, ...]:
     return tuple(reversed(steps))
 
 
-def fill_buffer(geometry: Geometry, layout: BufferLayout, kernel: np.ndarray) -> np.ndarray:
+def fill_buffer(geometry: Geometry, plan: BufferPlan, kernel: np.ndarray) -> np.ndarray:
     """Allocate the buffer, write the channels-last `kernel` ``(*k, C//groups, F)``, freeze it.
 
     The returned array reads its memory through a read-only memoryview, so neither it nor any
     view of it can ever be made writable again (NumPy refuses ``setflags(write=True)``).
     """
-    storage = bytearray(layout.size * kernel.dtype.itemsize)  # zero-filled
+    storage = bytearray(plan.size * kernel.dtype.itemsize)  # zero-filled
     buffer = np.frombuffer(storage, dtype=kernel.dtype)
     # The kernel (*k, Cg, F) seen as (*k, Cg, groups, F // groups).
     grouped = kernel.reshape(*kernel.shape[:-1], geometry.groups, geometry.group_filters)
     if geometry.circular:
         _fill_circular(geometry, grouped, buffer)
     else:
-        _view(buffer, layout.kernel_origin, grouped.shape, layout.kernel_steps)[...] = grouped
+        _view(buffer, plan.kernel_origin, grouped.shape, plan.kernel_steps)[...] = grouped
     return np.frombuffer(memoryview(storage).toreadonly(), dtype=kernel.dtype)
 
 
 def _fill_circular(geometry: Geometry, grouped: np.ndarray, buffer: np.ndarray) -> None:
-    """Fold each axis's taps modulo its size (taps that coincide add up), then lay it out twice."""
+    """Fold each axis's taps modulo its size (taps that coincide add up), then lay the rows out."""
     groups, group_filters = geometry.groups, geometry.group_filters
     group_channels, n = geometry.group_channels, geometry.ndim
     sizes = geometry.spatial_input
@@ -188,11 +192,12 @@ def _fill_circular(geometry: Geometry, grouped: np.ndarray, buffer: np.ndarray) 
         index.append(position.reshape((1,) * i + (-1,) + (1,) * (n + 2 - i)))
     index.append(group * group_channels + np.arange(group_channels).reshape((1,) * n + (-1, 1, 1)))
     np.add.at(folded, tuple(index), grouped)
-    # Entry j of an axis's doubled row holds the residue (j - (m - 1)) mod m.
-    doubled = folded
-    for i, size in enumerate(sizes):
-        doubled = doubled.take((np.arange(2 * size - 1) - (size - 1)) % size, axis=2 + i)
-    buffer[...] = doubled.reshape(-1)
+    # Entry j of an axis's row holds the residue (j - last) mod m, last = (output - 1) * stride.
+    repeated = folded
+    for i, axis in enumerate(geometry.axes):
+        last = (axis.output - 1) * axis.stride
+        repeated = repeated.take((np.arange(last + axis.size) - last) % axis.size, axis=2 + i)
+    buffer[...] = repeated.reshape(-1)
 
 
 def _check_reach(size: int, offset: int, shape: tuple[int, ...], steps: tuple[int, ...]) -> None:
@@ -248,34 +253,34 @@ def canonical_permutation(geometry: Geometry, *, adjoint: bool = False) -> tuple
 
 
 def operator_view(
-    buffer: np.ndarray, geometry: Geometry, layout: BufferLayout, *, adjoint: bool = False
+    buffer: np.ndarray, geometry: Geometry, plan: BufferPlan, *, adjoint: bool = False
 ) -> np.ndarray:
     """The operator view of a filled buffer, in the public axis order of `geometry`."""
     if not adjoint:
-        return _view(buffer, layout.origin, geometry.view_shape, layout.view_steps)  # reach checked
+        return _view(buffer, plan.origin, geometry.view_shape, plan.view_steps)  # reach checked
     order = canonical_permutation(geometry, adjoint=True)
     shape = tuple([geometry.canonical_shape[axis] for axis in order])
-    steps = tuple([layout.steps[axis] for axis in order])
-    return _view(buffer, layout.origin, shape, steps)  # reach checked by `plan_layout`
+    steps = tuple([plan.steps[axis] for axis in order])
+    return _view(buffer, plan.origin, shape, steps)  # reach checked by `plan_buffer`
 
 
 # Buffers made by `fill_buffer`, so that `materialize` can recognise their views and write only
 # the kernel entries. The registry holds no reference to the buffer itself.
-_REGISTRY: dict[int, tuple[Callable[[], Any], Geometry, BufferLayout]] = {}
+_REGISTRY: dict[int, tuple[Callable[[], Any], Geometry, BufferPlan]] = {}
 
 
-def register_buffer(buffer: np.ndarray, geometry: Geometry, layout: BufferLayout) -> None:
-    """Remember `buffer`'s geometry and layout for as long as the buffer lives."""
+def register_buffer(buffer: np.ndarray, geometry: Geometry, plan: BufferPlan) -> None:
+    """Remember `buffer`'s geometry and buffer plan for as long as the buffer lives."""
     key = id(buffer)
 
     def forget(_: weakref.ref) -> None:
         _REGISTRY.pop(key, None)
 
-    _REGISTRY[key] = (weakref.ref(buffer, forget), geometry, layout)
+    _REGISTRY[key] = (weakref.ref(buffer, forget), geometry, plan)
 
 
-def lookup_buffer(array: np.ndarray) -> tuple[np.ndarray, Geometry, BufferLayout] | None:
-    """The stridedop buffer under `array` with its geometry and layout, or None."""
+def lookup_buffer(array: np.ndarray) -> tuple[np.ndarray, Geometry, BufferPlan] | None:
+    """The stridedop buffer under `array` with its geometry and buffer plan, or None."""
     base: Any = array
     while getattr(base, "base", None) is not None:
         base = base.base

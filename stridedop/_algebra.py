@@ -1,0 +1,346 @@
+"""What every stridedop operator shares, and the lazy operators that the algebra builds.
+
+`BaseOperator` holds the conventions of SciPy's ``LinearOperator`` once: ``@`` (apply, or
+compose with another operator), ``.H``/``.T``, ``matrix_shape``, ``matvec``/``rmatvec``/``dot``,
+scalars, sums, differences, and the exports. A subclass provides its shapes, dtype, ``.H``,
+``.T``, the product with a batch, and its dense and sparse forms. `ConvOperator` is one; when
+the algebra's result is not a single convolution it is a `SumOperator` or a `ProductOperator`,
+which apply their parts and never build anything dense.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from ._dense import check_allocation
+from ._geometry import as_numeric_array, brief
+from ._sparse import require_scipy
+
+__all__ = ["BaseOperator", "ProductOperator", "SumOperator", "is_scalar"]
+
+SPARSE_FORMATS = ("csr", "csc", "coo", "bsr", "dia", "dok", "lil")
+
+
+def is_scalar(value: Any) -> bool:
+    """Whether `value` is a number (Python or NumPy, bool excluded) that can scale an operator."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, numbers.Number):
+        return True
+    return isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iufc"
+
+
+def _unwrap(scalar: Any) -> Any:
+    """A 0-d array as its NumPy scalar; numbers as they are (Python numbers stay weakly typed)."""
+    return scalar[()] if isinstance(scalar, np.ndarray) else scalar
+
+
+def check_sparse_format(format: Any) -> str:
+    """`format` if it is a scipy.sparse format name, else ValueError listing them."""
+    if not isinstance(format, str) or format not in SPARSE_FORMATS:
+        choices = ", ".join(map(repr, SPARSE_FORMATS))
+        raise ValueError(f"`format` must be one of {choices}, got {brief(format)}")
+    return format
+
+
+class BaseOperator:
+    """A linear map from arrays of `input_shape` to arrays of `output_shape`.
+
+    Subclasses provide `input_shape`, `output_shape`, `dtype`, `H`, `T`, `_product` (the map on a
+    batch ``(B, *input_shape)``), `to_matrix` and `to_sparse`.
+    """
+
+    __array_ufunc__ = None  # NumPy defers ``2.0 * op`` and ``x @ op`` to the operator
+
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    dtype: np.dtype
+
+    # -- what a subclass provides -----------------------------------------------------------------
+    @property
+    def H(self) -> BaseOperator:  # noqa: N802 (SciPy's name)
+        """The adjoint (conjugate transpose)."""
+        raise NotImplementedError
+
+    @property
+    def T(self) -> BaseOperator:  # noqa: N802 (NumPy's name)
+        """The plain transpose (not conjugated)."""
+        raise NotImplementedError
+
+    def _product(self, batch: np.ndarray) -> np.ndarray:
+        """The operator applied to a checked batch ``(B, *input_shape)``; ``(B, *output_shape)``."""
+        raise NotImplementedError
+
+    def to_matrix(self, max_bytes: int | None = None) -> np.ndarray:
+        """Dense writable matrix ``matrix_shape`` (a copy)."""
+        raise NotImplementedError
+
+    def to_sparse(self, format: str = "csr") -> Any:
+        """``scipy.sparse`` array of the matrix."""
+        raise NotImplementedError
+
+    # -- the conventions --------------------------------------------------------------------------
+    @property
+    def matrix_shape(self) -> tuple[int, int]:
+        """``(prod(output_shape), prod(input_shape))``: the shape of the unfolded matrix."""
+        return math.prod(self.output_shape), math.prod(self.input_shape)
+
+    def apply(self, x: np.typing.ArrayLike) -> np.ndarray:
+        """Apply the operator to `x` of shape `input_shape` or ``(*batch, *input_shape)``.
+
+        Returns a new array of shape ``(*batch, *output_shape)``; nothing dense is built.
+        """
+        batch, leading = _as_batch(x, self.input_shape, "x")
+        result = self._product(batch)
+        return result.reshape(*leading, *self.output_shape)
+
+    def dot(self, x: np.typing.ArrayLike) -> np.ndarray:
+        """``op @ x``, as in SciPy's ``LinearOperator.dot``."""
+        return self @ x
+
+    def matvec(self, v: np.typing.ArrayLike) -> np.ndarray:
+        """Apply to a flat vector of ``prod(input_shape)`` entries (shape ``(n,)`` or ``(n, 1)``)."""
+        return _flat_product(self, v, "v")
+
+    def rmatvec(self, u: np.typing.ArrayLike) -> np.ndarray:
+        """Apply the adjoint to a flat vector of ``prod(output_shape)`` entries."""
+        return _flat_product(self.H, u, "u")
+
+    def __matmul__(self, other: Any) -> Any:
+        if isinstance(other, BaseOperator):
+            if tuple(other.output_shape) != tuple(self.input_shape):
+                raise ValueError(
+                    f"cannot compose: the right operator's output_shape {other.output_shape} differs "
+                    f"from the left operator's input_shape {self.input_shape}"
+                )
+            return self._composed_with(other)
+        return self.apply(other)
+
+    def __mul__(self, scalar: Any) -> BaseOperator:
+        if not is_scalar(scalar):
+            return NotImplemented
+        return self._scaled(_unwrap(scalar))
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, scalar: Any) -> BaseOperator:
+        if not is_scalar(scalar):
+            return NotImplemented
+        return self._scaled(1 / _unwrap(scalar))
+
+    def __neg__(self) -> BaseOperator:
+        return self._scaled(-1)
+
+    def __pos__(self) -> BaseOperator:
+        return self
+
+    def __add__(self, other: Any) -> BaseOperator:
+        if not isinstance(other, BaseOperator):
+            return NotImplemented
+        if (tuple(self.input_shape), tuple(self.output_shape)) != (
+            tuple(other.input_shape),
+            tuple(other.output_shape),
+        ):
+            raise ValueError(
+                f"cannot add operators of different shapes: {self.input_shape} -> {self.output_shape} "
+                f"and {other.input_shape} -> {other.output_shape}"
+            )
+        return self._added(other)
+
+    def __sub__(self, other: Any) -> BaseOperator:
+        if not isinstance(other, BaseOperator):
+            return NotImplemented
+        return self + (-other)
+
+    # Hooks where a subclass returns a simpler operator (ConvOperator returns a ConvOperator).
+    def _scaled(self, scalar: Any) -> BaseOperator:
+        return SumOperator([(scalar, self)])
+
+    def _added(self, other: BaseOperator) -> BaseOperator:
+        return SumOperator([(1, self), (1, other)])
+
+    def _composed_with(self, first: BaseOperator) -> BaseOperator:
+        return ProductOperator([self, first])
+
+    # -- exports ----------------------------------------------------------------------------------
+    def adjoint(self) -> BaseOperator:
+        """The adjoint operator, `H` (as SciPy's ``LinearOperator.adjoint()``)."""
+        return self.H
+
+    def transpose(self) -> BaseOperator:
+        """The plain transpose, `T` (never warns; see `ConvOperator.T`)."""
+        return self.T
+
+    def aslinearoperator(self) -> Any:
+        """``scipy.sparse.linalg.LinearOperator`` of the matrix (matvec, rmatvec, matmat, rmatmat)."""
+        require_scipy("`aslinearoperator`")
+        from scipy.sparse.linalg import LinearOperator
+
+        rows, columns = self.matrix_shape
+        forward, adjoint = self, self.H
+
+        def matmat(matrix: np.ndarray) -> np.ndarray:
+            batch = np.asarray(matrix).T.reshape(-1, *forward.input_shape)
+            return forward.apply(batch).reshape(-1, rows).T
+
+        def rmatmat(matrix: np.ndarray) -> np.ndarray:
+            batch = np.asarray(matrix).T.reshape(-1, *adjoint.input_shape)
+            return adjoint.apply(batch).reshape(-1, columns).T
+
+        return LinearOperator(
+            (rows, columns),
+            matvec=self.matvec,
+            rmatvec=self.rmatvec,
+            matmat=matmat,
+            rmatmat=rmatmat,
+            dtype=self.dtype,
+        )
+
+    def topylops(self) -> Any:
+        """``pylops.LinearOperator`` with ``dims=input_shape`` and ``dimsd=output_shape``.
+
+        PyLops' solvers and ``pylops.utils.dottest`` run on it. Needs the optional extra
+        ``pylops`` (``pip install stridedop[pylops]``).
+        """
+        try:
+            import pylops
+        except ImportError as error:
+            raise ImportError(
+                "`topylops` needs PyLops, an optional dependency of stridedop; install it with "
+                "`pip install pylops` (or `pip install stridedop[pylops]`)"
+            ) from error
+        return _pylops_operator(pylops, self)
+
+
+def _pylops_operator(pylops: Any, operator: BaseOperator) -> Any:
+    """A PyLops operator that applies `operator` and its adjoint on flat or shaped vectors."""
+
+    class StridedopOperator(pylops.LinearOperator):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            super().__init__(
+                dtype=operator.dtype, dims=operator.input_shape, dimsd=operator.output_shape, name="C"
+            )
+
+        def _matvec(self, x: np.ndarray) -> np.ndarray:
+            return (operator @ x.reshape(operator.input_shape)).ravel()
+
+        def _rmatvec(self, y: np.ndarray) -> np.ndarray:
+            return (operator.H @ y.reshape(operator.output_shape)).ravel()
+
+    return StridedopOperator()
+
+
+def _as_batch(x: Any, expected: tuple[int, ...], name: str) -> tuple[np.ndarray, tuple[int, ...]]:
+    """`x` as a batch ``(B, *expected)`` and its leading (batch) shape; ValueError otherwise."""
+    x = as_numeric_array(x, name)
+    n = len(expected)
+    if x.ndim < n or x.shape[x.ndim - n :] != tuple(expected):
+        raise ValueError(f"`{name}` must have shape {expected} or (*batch, *{expected}), got {x.shape}")
+    leading = x.shape[: x.ndim - n]
+    return x.reshape(math.prod(leading), *expected), leading
+
+
+def _flat_product(operator: BaseOperator, v: Any, name: str) -> np.ndarray:
+    v = as_numeric_array(v, name)
+    size = math.prod(operator.input_shape)
+    if v.shape not in ((size,), (size, 1)):
+        raise ValueError(f"`{name}` must have shape ({size},) or ({size}, 1), got {v.shape}")
+    result = operator.apply(v.reshape(operator.input_shape))
+    return result.reshape(-1, *v.shape[1:])
+
+
+class SumOperator(BaseOperator):
+    """``sum(c_i * A_i)``: a lazy linear combination of operators of one shape."""
+
+    def __init__(self, terms: list[tuple[Any, BaseOperator]]) -> None:
+        flat: list[tuple[Any, BaseOperator]] = []
+        for coefficient, operator in terms:  # a sum of sums is one sum
+            if isinstance(operator, SumOperator):
+                flat.extend((coefficient * inner, part) for inner, part in operator.terms)
+            else:
+                flat.append((coefficient, operator))
+        self.terms: tuple[tuple[Any, BaseOperator], ...] = tuple(flat)
+        first = self.terms[0][1]
+        self.input_shape, self.output_shape = tuple(first.input_shape), tuple(first.output_shape)
+        self.dtype = np.result_type(*[part.dtype for _, part in self.terms], *[c for c, _ in self.terms])
+
+    @property
+    def H(self) -> BaseOperator:  # noqa: N802
+        return SumOperator([(np.conj(c), part.H) for c, part in self.terms])
+
+    @property
+    def T(self) -> BaseOperator:  # noqa: N802
+        return SumOperator([(c, part.transpose()) for c, part in self.terms])
+
+    def _product(self, batch: np.ndarray) -> np.ndarray:
+        out = np.zeros((batch.shape[0], *self.output_shape), dtype=np.result_type(self.dtype, batch.dtype))
+        for coefficient, part in self.terms:
+            out += coefficient * part.apply(batch)
+        return out
+
+    def _scaled(self, scalar: Any) -> BaseOperator:
+        return SumOperator([(scalar * c, part) for c, part in self.terms])
+
+    def to_matrix(self, max_bytes: int | None = None) -> np.ndarray:
+        check_allocation(self.matrix_shape, self.dtype, max_bytes)
+        out = np.zeros(self.matrix_shape, dtype=self.dtype)
+        for coefficient, part in self.terms:
+            out += coefficient * part.to_matrix(max_bytes)
+        return out
+
+    def to_sparse(self, format: str = "csr") -> Any:
+        format = check_sparse_format(format)
+        total = sum(coefficient * part.to_sparse("csr") for coefficient, part in self.terms)
+        return total.astype(self.dtype).asformat(format)
+
+    def __repr__(self) -> str:
+        parts = " + ".join(f"{c!r} * {type(part).__name__}" for c, part in self.terms)
+        return f"<SumOperator {self.input_shape} -> {self.output_shape}: {parts}>"
+
+
+class ProductOperator(BaseOperator):
+    """``A_1 @ A_2 @ ... @ A_n``: a lazy composition, applied right to left."""
+
+    def __init__(self, factors: list[BaseOperator]) -> None:
+        flat: list[BaseOperator] = []
+        for factor in factors:  # a product of products is one product
+            flat.extend(factor.factors if isinstance(factor, ProductOperator) else [factor])
+        self.factors: tuple[BaseOperator, ...] = tuple(flat)
+        self.input_shape = tuple(self.factors[-1].input_shape)
+        self.output_shape = tuple(self.factors[0].output_shape)
+        self.dtype = np.result_type(*[factor.dtype for factor in self.factors])
+
+    @property
+    def H(self) -> BaseOperator:  # noqa: N802
+        return ProductOperator([factor.H for factor in reversed(self.factors)])
+
+    @property
+    def T(self) -> BaseOperator:  # noqa: N802
+        return ProductOperator([factor.transpose() for factor in reversed(self.factors)])
+
+    def _product(self, batch: np.ndarray) -> np.ndarray:
+        for factor in reversed(self.factors):
+            batch = factor.apply(batch)
+        return batch
+
+    def to_matrix(self, max_bytes: int | None = None) -> np.ndarray:
+        check_allocation(self.matrix_shape, self.dtype, max_bytes)
+        result = self.factors[-1].to_matrix(max_bytes)
+        for factor in reversed(self.factors[:-1]):
+            result = factor.to_matrix(max_bytes) @ result
+        return np.ascontiguousarray(result, dtype=self.dtype)
+
+    def to_sparse(self, format: str = "csr") -> Any:
+        format = check_sparse_format(format)
+        result = self.factors[-1].to_sparse("csr")
+        for factor in reversed(self.factors[:-1]):
+            result = factor.to_sparse("csr") @ result
+        return result.astype(self.dtype).asformat(format)
+
+    def __repr__(self) -> str:
+        parts = " @ ".join(type(factor).__name__ for factor in self.factors)
+        return f"<ProductOperator {self.input_shape} -> {self.output_shape}: {parts}>"
