@@ -245,8 +245,9 @@ def convolve(
     kernel, axes = _fold_circular(kernel, geometry)
     if all(axis.stride == 1 for axis in axes):
         return _stride1(kernel, axes, geometry.groups, _pad(x, geometry, channels_first), channels_first)
-    xp = _pad(_channels_last(x, channels_first), geometry, False)
-    return _back(_strided_im2col(kernel, axes, geometry.groups, xp), channels_first)
+    if channels_first:
+        return _strided_im2col_first(kernel, axes, geometry.groups, _pad(x, geometry, True))
+    return _strided_im2col(kernel, axes, geometry.groups, _pad(x, geometry, False))
 
 
 def convolve_adjoint(
@@ -533,6 +534,45 @@ def _strided_im2col(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp:
             target = out[b, start:stop].reshape(-1, groups, fg).transpose(1, 0, 2)
             np.matmul(block, weights, out=target)
     return out.reshape(batch, *outputs, filters)
+
+
+def _strided_im2col_first(
+    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray
+) -> np.ndarray:
+    """`_strided_im2col` for a padded channels-first batch ``(B, C, *P)``; returns ``(B, F, *o)``.
+
+    Per image and block of output rows: ``(G, Fg, Cg * taps) @ (G, Cg * taps, pixels)``, the
+    im2col rows copied from the windows in (channel, tap) order, the product landing in place.
+    """
+    n = len(axes)
+    *taps_shape, cg, filters = kernel.shape
+    fg, taps = filters // groups, math.prod(taps_shape)
+    batch, outputs = xp.shape[0], tuple(axis.output for axis in axes)
+    extents = tuple(axis.extent for axis in axes)
+    windows = sliding_window_view(xp, extents, axis=tuple(range(2, n + 2)))  # (B, C, *w, *ke)
+    index = (
+        slice(None),
+        slice(None),
+        *(slice(0, (axis.output - 1) * axis.stride + 1, axis.stride) for axis in axes),
+        *(slice(None, None, axis.dilation) for axis in axes),
+    )
+    # (B, G, Cg, *k, *o): the im2col rows in the (channel, tap) order of the weights; a view.
+    windows = windows[index].reshape(batch, groups, cg, *outputs, *taps_shape)
+    windows = np.moveaxis(windows, tuple(range(3 + n, 3 + 2 * n)), tuple(range(3, 3 + n)))
+    # (*k, Cg, G * Fg) -> (G, Fg, Cg * taps)
+    weights = kernel.reshape(taps, cg, groups, fg).transpose(2, 3, 1, 0).reshape(groups, fg, cg * taps)
+    out = np.empty((batch, groups, fg, *outputs), dtype=xp.dtype)
+    row_pixels = math.prod(outputs[1:])
+    rows_per_block = max(1, 4 * _BLOCK_BYTES // max(1, row_pixels * taps * cg * groups * xp.itemsize))
+    for b in range(batch):
+        for start in range(0, outputs[0], rows_per_block):
+            stop = min(start + rows_per_block, outputs[0])
+            part = windows[(b, Ellipsis, slice(start, stop)) + (slice(None),) * (n - 1)]
+            block = _scratch("columns", part.shape, xp.dtype)
+            np.copyto(block, part)  # the one copy of these windows
+            target = out[b, :, :, start:stop].reshape(groups, fg, -1)
+            np.matmul(weights, block.reshape(groups, cg * taps, -1), out=target)
+    return out.reshape(batch, filters, *outputs)
 
 
 # -- adjoint strategies ---------------------------------------------------------------------------
