@@ -208,8 +208,22 @@ def _unpad(xp: np.ndarray, geometry: Geometry, channels_first: bool) -> np.ndarr
 
 
 # -- entry points ---------------------------------------------------------------------------------
-def _empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    return np.zeros(shape, dtype=dtype)
+def _prepared(
+    kernel: np.ndarray, geometry: Geometry, data: np.ndarray, method: str
+) -> tuple[str, np.ndarray, np.ndarray, bool]:
+    """The resolved method, kernel and batch in their common dtype, and whether the batch is empty."""
+    method = resolve_method(method, geometry, kernel.dtype)
+    dtype = np.result_type(kernel.dtype, data.dtype)
+    return method, kernel.astype(dtype, copy=False), data.astype(dtype, copy=False), data.size == 0
+
+
+def _batch_like(
+    data: np.ndarray, channels: int, spatial: tuple[int, ...], channels_first: bool
+) -> np.ndarray:
+    """Zeros of shape ``(B, channels, *spatial)`` or ``(B, *spatial, channels)`` (an empty batch)."""
+    batch = data.shape[0]
+    shape = (batch, channels, *spatial) if channels_first else (batch, *spatial, channels)
+    return np.zeros(shape, dtype=data.dtype)
 
 
 def _channels_last(x: np.ndarray, channels_first: bool) -> np.ndarray:
@@ -221,27 +235,32 @@ def _back(result: np.ndarray, channels_first: bool) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(result, -1, 1) if channels_first else result)
 
 
+def _by_fft(
+    kernel: np.ndarray, geometry: Geometry, data: np.ndarray, channels_first: bool, *, adjoint: bool
+) -> np.ndarray:
+    """Either direction by FFT.
+
+    Zero and circular padding happen inside the transform; the other padding modes pad (or fold
+    back) around the 'valid' correlation on the padded grid.
+    """
+    data = _channels_last(data, channels_first)
+    if _fft_pads_itself(geometry):
+        return _back(_fft_apply(kernel, geometry, data, adjoint), channels_first)
+    valid = geometry.valid_on_padded()
+    if adjoint:
+        return _back(_unpad(_fft_apply(kernel, valid, data, True), geometry, False), channels_first)
+    return _back(_fft_apply(kernel, valid, _pad(data, geometry, False), False), channels_first)
+
+
 def convolve(
     kernel: np.ndarray, geometry: Geometry, x: np.ndarray, channels_first: bool, method: str = "auto"
 ) -> np.ndarray:
     """Convolve a batch ``x``; returns ``(B, *o, F)`` or ``(B, F, *o)``."""
-    method = resolve_method(method, geometry, kernel.dtype)
-    dtype = np.result_type(kernel.dtype, x.dtype)
-    out_spatial, batch = geometry.spatial_output, x.shape[0]
-    if batch == 0 or math.prod(x.shape) == 0:
-        shape = (
-            (batch, geometry.filters, *out_spatial)
-            if channels_first
-            else (batch, *out_spatial, geometry.filters)
-        )
-        return _empty(shape, dtype)
-    kernel = kernel.astype(dtype, copy=False)
-    x = x.astype(dtype, copy=False)
+    method, kernel, x, empty = _prepared(kernel, geometry, x, method)
+    if empty:
+        return _batch_like(x, geometry.filters, geometry.spatial_output, channels_first)
     if method == "fft":
-        if _fft_pads_itself(geometry):
-            return _back(_fft_forward(kernel, geometry, _channels_last(x, channels_first)), channels_first)
-        xp = _pad(_channels_last(x, channels_first), geometry, False)
-        return _back(_fft_forward(kernel, geometry.valid_on_padded(), xp), channels_first)
+        return _by_fft(kernel, geometry, x, channels_first, adjoint=False)
     kernel, axes = _fold_circular(kernel, geometry)
     if all(axis.stride == 1 for axis in axes):
         return _stride1(kernel, axes, geometry.groups, _pad(x, geometry, channels_first), channels_first)
@@ -258,23 +277,11 @@ def convolve_adjoint(
     `kernel` must already be conjugated for a complex adjoint. Returns ``(B, *m, C)`` or
     ``(B, C, *m)``.
     """
-    method = resolve_method(method, geometry, kernel.dtype)
-    dtype = np.result_type(kernel.dtype, y.dtype)
-    in_spatial, batch = geometry.spatial_input, y.shape[0]
-    if batch == 0 or math.prod(y.shape) == 0:
-        shape = (
-            (batch, geometry.channels, *in_spatial)
-            if channels_first
-            else (batch, *in_spatial, geometry.channels)
-        )
-        return _empty(shape, dtype)
-    y = y.astype(dtype, copy=False)
-    kernel = kernel.astype(dtype, copy=False)
+    method, kernel, y, empty = _prepared(kernel, geometry, y, method)
+    if empty:
+        return _batch_like(y, geometry.channels, geometry.spatial_input, channels_first)
     if method == "fft":
-        if _fft_pads_itself(geometry):
-            return _back(_fft_adjoint(kernel, geometry, _channels_last(y, channels_first)), channels_first)
-        xp = _fft_adjoint(kernel, geometry.valid_on_padded(), _channels_last(y, channels_first))
-        return _back(_unpad(xp, geometry, False), channels_first)
+        return _by_fft(kernel, geometry, y, channels_first, adjoint=True)
     kernel, axes = _fold_circular(kernel, geometry)
     groups = geometry.groups
     if all(axis.stride == 1 for axis in axes):
@@ -831,44 +838,38 @@ def _inverse(spectra: np.ndarray, lengths: tuple[int, ...], real: bool) -> np.nd
     )
 
 
-def _fft_forward(kernel: np.ndarray, geometry: Geometry, x: np.ndarray) -> np.ndarray:
-    """Correlation of a channels-last batch by FFT; returns ``(B, *o, F)`` in the input's dtype."""
-    dtype, axes, n = x.dtype, geometry.axes, geometry.ndim
+def _fft_apply(kernel: np.ndarray, geometry: Geometry, data: np.ndarray, adjoint: bool) -> np.ndarray:
+    """The correlation of a channels-last batch by FFT, ``(B, *o, F)``, or its adjoint, ``(B, *m, C)``.
+
+    Returns the input's dtype. The adjoint places ``y`` at the outputs' positions ``o * s`` of
+    the transform grid, multiplies by the transposed spectrum and reads back ``[0, m)``.
+    """
+    dtype, axes, n = data.dtype, geometry.axes, geometry.ndim
     work = _fft_dtype(dtype)
     real = work.kind == "f"
     lengths = _fft_lengths(axes, geometry.circular)
-    spectrum = _kernel_spectrum(kernel.astype(work, copy=False), axes, lengths, adjoint=False)
-    spectra = _transform(x.astype(work, copy=False), lengths, real)
-    frequencies = spectra.shape[1 : n + 1]
-    flat = spectra.reshape(x.shape[0], -1, geometry.channels)
-    product = _spectral_product(flat, spectrum.reshape(-1, *spectrum.shape[n:]), geometry.groups)
-    full = _inverse(product.reshape(x.shape[0], *frequencies, geometry.filters), lengths, real)
-    return full[_output_positions(axes, lengths)].astype(dtype, copy=False)
-
-
-def _fft_adjoint(kernel: np.ndarray, geometry: Geometry, y: np.ndarray) -> np.ndarray:
-    """Adjoint of `_fft_forward` on a channels-last batch; returns ``(B, *m, C)``."""
-    dtype, axes, n = y.dtype, geometry.axes, geometry.ndim
-    work = _fft_dtype(dtype)
-    real = work.kind == "f"
-    lengths = _fft_lengths(axes, geometry.circular)
-    spectrum = _kernel_spectrum(kernel.astype(work, copy=False), axes, lengths, adjoint=True)
-    index = _output_positions(axes, lengths)
-    if all(isinstance(part, slice) for part in index) and all(axis.stride == 1 for axis in axes):
-        placed = y.astype(work, copy=False)  # the transform pads with zeros up to `lengths`
-    else:
-        placed = np.zeros((y.shape[0], *lengths, geometry.filters), dtype=work)
-        if all(isinstance(part, slice) for part in index):
-            placed[index] = y
-        else:  # circular: outputs a whole period apart read the same position
-            np.add.at(placed, index, y)
-    spectra = _transform(placed, lengths, real)
-    frequencies = spectra.shape[1 : n + 1]
-    flat = spectra.reshape(y.shape[0], -1, geometry.filters)
-    # (*w, Cg, G * Fg) -> (*w, Fg, G * Cg): the transposed product, group by group.
+    spectrum = _kernel_spectrum(kernel.astype(work, copy=False), axes, lengths, adjoint)
     groups, cg, fg = geometry.groups, geometry.group_channels, geometry.group_filters
-    swapped = spectrum.reshape(-1, cg, groups, fg).transpose(0, 3, 2, 1).reshape(-1, fg, groups * cg)
-    product = _spectral_product(flat, swapped, groups)
-    full = _inverse(product.reshape(y.shape[0], *frequencies, geometry.channels), lengths, real)
-    index = (slice(None), *(slice(0, axis.size) for axis in axes))
+    outputs = _output_positions(axes, lengths)
+    if adjoint:
+        inputs, results = geometry.filters, geometry.channels
+        # (*w, Cg, G * Fg) -> (*w, Fg, G * Cg): the transposed product, group by group.
+        spectrum = spectrum.reshape(-1, cg, groups, fg).transpose(0, 3, 2, 1).reshape(-1, fg, groups * cg)
+        if not all(isinstance(part, slice) for part in outputs) or any(axis.stride > 1 for axis in axes):
+            placed = np.zeros((data.shape[0], *lengths, inputs), dtype=work)
+            if all(isinstance(part, slice) for part in outputs):
+                placed[outputs] = data
+            else:  # circular: outputs a whole period apart read the same position
+                np.add.at(placed, outputs, data)
+            data = placed
+        # (otherwise the transform pads with zeros up to `lengths`)
+        index: tuple[Any, ...] = (slice(None), *(slice(0, axis.size) for axis in axes))
+    else:
+        inputs, results = geometry.channels, geometry.filters
+        spectrum = spectrum.reshape(-1, cg, groups * fg)
+        index = outputs
+    spectra = _transform(data.astype(work, copy=False), lengths, real)
+    frequencies = spectra.shape[1 : n + 1]
+    product = _spectral_product(spectra.reshape(data.shape[0], -1, inputs), spectrum, groups)
+    full = _inverse(product.reshape(data.shape[0], *frequencies, results), lengths, real)
     return full[index].astype(dtype, copy=False)

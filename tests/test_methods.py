@@ -5,6 +5,7 @@ import tracemalloc
 import numpy as np
 import pytest
 from oracles import loop_operator, pads_for
+from test_operator import random_like as random
 
 import stridedop
 from stridedop import _apply
@@ -64,14 +65,6 @@ def make_case(name, dtype, layout, method, seed=0):
     else:
         op = stridedop.ConvOperator(kernel, (*m, channels), method=method, **options)
     return op, dense
-
-
-def random(shape, dtype, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape)
-    if np.dtype(dtype).kind == "c":
-        x = x + 1j * rng.standard_normal(shape)
-    return x.astype(dtype)
 
 
 @pytest.mark.parametrize("method", ["direct", "fft"])
