@@ -7,6 +7,11 @@ measured in one run; here asv tracks each row across commits.
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+try:  # SciPy's BLAS is a library of its own: load it before threadpoolctl limits the threads
+    import scipy.linalg.blas  # noqa: F401
+except ImportError:
+    pass
+
 import stridedop
 
 from .layers import FFT_SIZES, LAYERS

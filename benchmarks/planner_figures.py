@@ -223,6 +223,10 @@ def main() -> None:
     args = parser.parse_args()
     rounds = 5 if args.quick else 11
     tables = args.tables.split(",")
+    # Load every BLAS first (SciPy's, which stridedop's tap GEMM uses, is a library of its own):
+    # threadpoolctl limits only the libraries loaded when it is entered.
+    import scipy.fft
+    import scipy.linalg.blas  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):

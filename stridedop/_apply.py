@@ -485,6 +485,45 @@ def _flat_im2col(
     return _crop_output(out.reshape(shape), axes, channels_first)
 
 
+def _taps_as_channels(
+    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray, channels_first: bool
+) -> tuple[np.ndarray, tuple[Axis, ...], int, np.ndarray]:
+    """The same correlation with the last axis's taps moved into the channels.
+
+    Input channel ``(g, c, r)`` of the new batch holds ``x[g, c]`` shifted by ``r * d`` along the
+    last axis, cut to the outputs: a copy of ``k`` times the input (im2col copies ``prod(k)``
+    times), after which the last axis has a kernel of size 1 and the channels are ``k`` times more.
+    """
+    n, last = len(axes), axes[-1]
+    *taps_shape, cg, filters = kernel.shape
+    batch, channels = xp.shape[0], groups * cg
+    outputs = last.output
+    spatial = xp.shape[2:-1] if channels_first else xp.shape[1:-2]
+    if channels_first:
+        shape = (batch, groups, cg, last.kernel, *spatial, outputs)
+        source = xp.reshape(batch, groups, cg, 1, *xp.shape[2:])
+    else:
+        shape = (batch, *spatial, outputs, groups, cg, last.kernel)
+        source = xp.reshape(*xp.shape[:-1], groups, cg, 1)
+    wide = np.empty(shape, dtype=xp.dtype)
+    axis = -1 if channels_first else n
+    for r in range(last.kernel):
+        start = r * last.dilation
+        window = [slice(None)] * source.ndim
+        window[axis] = slice(start, start + outputs)
+        tap = [slice(None)] * len(shape)
+        tap[3 if channels_first else -1] = slice(r, r + 1)
+        wide[tuple(tap)] = source[tuple(window)]
+    wide_channels = channels * last.kernel
+    if channels_first:
+        wide = wide.reshape(batch, wide_channels, *spatial, outputs)
+    else:
+        wide = wide.reshape(batch, *spatial, outputs, wide_channels)
+    # (*k, Cg, F) -> (*k', 1, Cg * k_last, F), the new channel (c, r).
+    moved = np.moveaxis(kernel, n - 1, n).reshape(*taps_shape[:-1], 1, cg * last.kernel, filters)
+    return moved, (*axes[:-1], Axis(outputs, 1)), groups, wide
+
+
 def _stride1(
     kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray, channels_first: bool
 ) -> np.ndarray:
@@ -499,6 +538,10 @@ def _stride1(
             return _tap_gemm_first(kernel, axes, groups, np.ascontiguousarray(xp))
         moved = np.ascontiguousarray(np.moveaxis(xp, -1, 1))
         return _back(np.moveaxis(_tap_gemm_first(kernel, axes, groups, moved), 1, -1), False)
+    last = axes[-1]
+    if last.kernel > 1 and _tap_gemm_layout(xp.dtype, cg * last.kernel, fg, pixels) is not None:
+        # Few channels, a wide kernel: copy the last axis's taps into channels, then tap GEMMs.
+        return _stride1(*_taps_as_channels(kernel, axes, groups, xp, channels_first), channels_first)
     if channels_first:
         return _flat_im2col(kernel, axes, groups, xp, True)
     if cg <= _FEW_CHANNELS or groups > 1:

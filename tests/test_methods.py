@@ -262,3 +262,20 @@ def test_every_padding_mode_with_every_method(case, mode, method):
     if mode == "zeros":
         np.testing.assert_allclose(op.to_sparse().toarray(), dense, atol=1e-12)
 
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("name", ["few channels, scatter adjoint", "circular, wide kernel"])
+def test_taps_moved_into_channels(monkeypatch, name, layout):
+    # The planner does this for few channels and wide kernels on large inputs only; force it.
+    calls = []
+    original = _apply._taps_as_channels
+
+    def spy(*args):
+        calls.append(args[0].shape)
+        return original(*args)
+
+    monkeypatch.setattr(_apply, "_taps_as_channels", spy)
+    monkeypatch.setattr(_apply, "_tap_gemm_layout", lambda dtype, cg, fg, pixels: "first" if cg >= 5 else None)
+    test_both_directions_equal_the_loop_oracle(name, layout, np.float64, "direct")
+    assert calls
