@@ -63,7 +63,8 @@ _BLOCK_BYTES = 2**20  # one block of work: stays in the L2/L3 cache
 _FEW_CHANNELS = 4  # channels per group up to which stride-1 products go channels-first
 _TAP_GEMM_CHANNELS = 8  # channels per group from which one GEMM per tap beats im2col
 _BLAS_KINDS = {"float32", "float64", "complex64", "complex128"}
-_SCRATCH_BYTES = 16 * 2**20  # work arrays up to this size are kept per thread and reused
+_WIDE_BYTES = 16 * 2**20  # largest copy of the input with the taps of one axis as channels
+_SCRATCH_BYTES = 16 * 2**20  # work arrays kept per thread for reuse, all purposes together
 
 _local = threading.local()
 
@@ -74,17 +75,19 @@ def _scratch(purpose: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarra
     Fresh large allocations come from the system as new pages, each zeroed on its first touch;
     on a machine where other work frees memory in between, that costs more than the products
     themselves for the layers of a network. The few work arrays of one call have distinct
-    `purpose` names; none of them is ever returned to the caller.
+    `purpose` names; none of them is ever returned to the caller. At most `_SCRATCH_BYTES` stay
+    allocated per thread; beyond that the array is a fresh one.
     """
     dtype = np.dtype(dtype)
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes > _SCRATCH_BYTES:
-        return np.empty(shape, dtype=dtype)
     buffers = getattr(_local, "buffers", None)
     if buffers is None:
         buffers = _local.buffers = {}
     buffer = buffers.get(purpose)
     if buffer is None or buffer.nbytes < nbytes:
+        held = sum(kept.nbytes for name, kept in buffers.items() if name != purpose)
+        if held + nbytes > _SCRATCH_BYTES:
+            return np.empty(shape, dtype=dtype)
         buffer = buffers[purpose] = np.empty(max(nbytes, 4096) // 16 + 1, dtype=np.complex128).view(np.uint8)
     return buffer[:nbytes].view(dtype).reshape(shape)
 
@@ -539,7 +542,11 @@ def _stride1(
         moved = np.ascontiguousarray(np.moveaxis(xp, -1, 1))
         return _back(np.moveaxis(_tap_gemm_first(kernel, axes, groups, moved), 1, -1), False)
     last = axes[-1]
-    if last.kernel > 1 and _tap_gemm_layout(xp.dtype, cg * last.kernel, fg, pixels) is not None:
+    if (
+        last.kernel > 1
+        and xp.nbytes * last.kernel <= _WIDE_BYTES
+        and _tap_gemm_layout(xp.dtype, cg * last.kernel, fg, pixels) is not None
+    ):
         # Few channels, a wide kernel: copy the last axis's taps into channels, then tap GEMMs.
         return _stride1(*_taps_as_channels(kernel, axes, groups, xp, channels_first), channels_first)
     if channels_first:
