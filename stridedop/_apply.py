@@ -181,8 +181,14 @@ def _direct_axes(geometry: Geometry) -> tuple[Axis, ...]:
     return tuple(_circular_axis(axis) for axis in geometry.axes)
 
 
-def _fold_circular(kernel: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, tuple[Axis, ...]]:
-    """The kernel and axes the direct strategies work with: folded along wide circular axes."""
+def _fold_circular(
+    kernel: np.ndarray, geometry: Geometry, dtype: np.dtype
+) -> tuple[np.ndarray, tuple[Axis, ...]]:
+    """The kernel and axes the direct strategies work with: folded along wide circular axes.
+
+    Taps fold in the kernel's own dtype (as the view's buffer folds them), then the kernel is
+    cast to `dtype`, the dtype of the products.
+    """
     axes = _direct_axes(geometry)
     for i, (axis, folded) in enumerate(zip(geometry.axes, axes)):
         if folded.kernel == axis.kernel:
@@ -191,7 +197,7 @@ def _fold_circular(kernel: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, 
         wide = np.zeros((*kernel.shape[:i], axis.size, *kernel.shape[i + 1 :]), dtype=kernel.dtype)
         np.add.at(wide, (slice(None),) * i + (residues,), kernel)  # type: ignore[arg-type]
         kernel = wide
-    return kernel, axes
+    return kernel.astype(dtype, copy=False), axes
 
 
 def _spatial_pads(geometry: Geometry, channels_first: bool) -> list[tuple[int, int]]:
@@ -214,10 +220,16 @@ def _unpad(xp: np.ndarray, geometry: Geometry, channels_first: bool) -> np.ndarr
 def _prepared(
     kernel: np.ndarray, geometry: Geometry, data: np.ndarray, method: str
 ) -> tuple[str, np.ndarray, np.ndarray, bool]:
-    """The resolved method, kernel and batch in their common dtype, and whether the batch is empty."""
+    """The resolved method, the kernel and batch for it, and whether the batch is empty.
+
+    The batch takes the common dtype; the kernel too for the FFT, while the direct method casts
+    it after folding (`_fold_circular`).
+    """
     method = resolve_method(method, geometry, kernel.dtype)
     dtype = np.result_type(kernel.dtype, data.dtype)
-    return method, kernel.astype(dtype, copy=False), data.astype(dtype, copy=False), data.size == 0
+    if method == "fft":
+        kernel = kernel.astype(dtype, copy=False)
+    return method, kernel, data.astype(dtype, copy=False), data.size == 0
 
 
 def _batch_like(
@@ -264,7 +276,7 @@ def convolve(
         return _batch_like(x, geometry.filters, geometry.spatial_output, channels_first)
     if method == "fft":
         return _by_fft(kernel, geometry, x, channels_first, adjoint=False)
-    kernel, axes = _fold_circular(kernel, geometry)
+    kernel, axes = _fold_circular(kernel, geometry, x.dtype)
     if all(axis.stride == 1 for axis in axes):
         return _stride1(kernel, axes, geometry.groups, _pad(x, geometry, channels_first), channels_first)
     if channels_first:
@@ -285,7 +297,7 @@ def convolve_adjoint(
         return _batch_like(y, geometry.channels, geometry.spatial_input, channels_first)
     if method == "fft":
         return _by_fft(kernel, geometry, y, channels_first, adjoint=True)
-    kernel, axes = _fold_circular(kernel, geometry)
+    kernel, axes = _fold_circular(kernel, geometry, y.dtype)
     groups = geometry.groups
     if all(axis.stride == 1 for axis in axes):
         xp, layout_first = _adjoint_stride1(kernel, axes, groups, y, channels_first)

@@ -280,3 +280,14 @@ def test_taps_moved_into_channels(monkeypatch, name, layout):
     )
     test_both_directions_equal_the_loop_oracle(name, layout, np.float64, "direct")
     assert calls
+
+
+def test_folded_circular_taps_add_up_in_the_kernel_dtype():
+    # As the view's buffer does: uint8 taps 200 and 100 that land on one input entry give 44.
+    kernel = np.array([200, 100], dtype=np.uint8)[:, None, None]
+    op = stridedop.ConvOperator(kernel, (1, 1), padding="circular", dilation=3)
+    x = np.ones((1, 1), dtype=np.uint8)
+    dense = np.array(op.view)
+    assert dense.ravel().tolist() == [44]
+    np.testing.assert_array_equal(op @ x, np.tensordot(dense, x, 2))
+    np.testing.assert_array_equal(op @ x.astype(np.int64), np.tensordot(dense, x.astype(np.int64), 2))
