@@ -544,6 +544,12 @@ def _stride1(
 ) -> np.ndarray:
     """Stride-1 correlation of a padded batch: tap GEMM or flat im2col, in the caller's layout."""
     cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
+    if groups == 1 and kernel.size == cg * fg:  # a 1x1 kernel: one product, nothing copied
+        weights = kernel.reshape(cg, fg)
+        if channels_first:
+            out = np.matmul(weights.T, xp.reshape(xp.shape[0], cg, -1))
+            return out.reshape(xp.shape[0], fg, *xp.shape[2:])
+        return np.matmul(xp.reshape(-1, cg), weights).reshape(*xp.shape[:-1], fg)
     pixels = math.prod(xp.shape[2:] if channels_first else xp.shape[1:-1])
     layout = _tap_gemm_layout(xp.dtype, cg, fg, pixels)
     if layout == "last" and not channels_first:

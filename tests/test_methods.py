@@ -44,6 +44,7 @@ CASES = {
         {"padding": "circular", "stride": 2, "dilation": 3},
     ),
     "1-D": ((9,), (4,), 8, 8, {"padding": "full", "dilation": 2}),
+    "1x1": ((5, 4), (1, 1), 3, 4, {"padding": 1}),
     "3-D": ((4, 3, 5), (2, 2, 3), 2, 3, {"padding": "same", "stride": (1, 2, 1)}),
 }
 
