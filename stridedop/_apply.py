@@ -300,14 +300,15 @@ def convolve_adjoint(
     kernel, axes = _fold_circular(kernel, geometry, y.dtype)
     groups = geometry.groups
     if all(axis.stride == 1 for axis in axes):
-        xp, layout_first = _adjoint_stride1(kernel, axes, groups, y, channels_first)
+        xp, layout_first, reused = _adjoint_stride1(kernel, axes, groups, y, channels_first)
     else:
         xp = _adjoint_polyphase(kernel, axes, groups, _channels_last(y, channels_first))
-        layout_first = False
+        layout_first, reused = False, True
+    # The scatter and the polyphase strategies leave their result in a reused work array: copy.
     if layout_first != channels_first:
         xp = np.moveaxis(xp, 1, -1) if layout_first else np.moveaxis(xp, -1, 1)
-    # The scatter and the polyphase strategies leave their result in a reused work array: copy.
-    return np.array(_unpad(xp, geometry, channels_first), order="C", copy=True)
+    result = _unpad(xp, geometry, channels_first)
+    return np.array(result, order="C", copy=True) if reused else np.ascontiguousarray(result)
 
 
 # -- stride-1 strategies --------------------------------------------------------------------------
@@ -561,7 +562,8 @@ def _stride1(
         return _back(np.moveaxis(_tap_gemm_first(kernel, axes, groups, moved), 1, -1), False)
     last = axes[-1]
     if (
-        last.kernel > 1
+        groups == 1
+        and last.kernel > 1
         and xp.nbytes * last.kernel <= _WIDE_BYTES
         and _tap_gemm_layout(xp.dtype, cg * last.kernel, fg, pixels) is not None
     ):
@@ -670,6 +672,8 @@ def _transposed_stride1(
     spatial = [(axis.extent - 1, axis.extent - 1) for axis in axes]
     pads = [(0, 0), (0, 0), *spatial] if channels_first else [(0, 0), *spatial, (0, 0)]
     grid = tuple(Axis(axis.output + 2 * (axis.extent - 1), axis.kernel, 1, axis.dilation) for axis in axes)
+    if all(axis.extent == 1 for axis in axes):
+        return _stride1(swapped, grid, groups, y, channels_first)
     padded = _scratch("padded", tuple(size + lo + hi for size, (lo, hi) in zip(y.shape, pads)), y.dtype)
     padded.fill(0)
     padded[tuple(slice(lo, lo + size) for size, (lo, _) in zip(y.shape, pads))] = y
@@ -678,15 +682,15 @@ def _transposed_stride1(
 
 def _adjoint_stride1(
     kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, y: np.ndarray, channels_first: bool
-) -> tuple[np.ndarray, bool]:
-    """Stride-1 adjoint onto the padded input, and whether the result is channels-first.
+) -> tuple[np.ndarray, bool, bool]:
+    """Stride-1 adjoint onto the padded input, and whether it is channels-first and reused.
 
     Few input channels per group (and more than one filter): the correlation's product would
-    have only C outputs per pixel, so scatter instead.
+    have only C outputs per pixel, so scatter instead (into a reused work array).
     """
     if kernel.shape[-2] <= _FEW_CHANNELS and kernel.shape[-1] > groups:
-        return _adjoint_by_scatter(kernel, axes, groups, y, channels_first), True
-    return _transposed_stride1(kernel, axes, groups, y, channels_first), channels_first
+        return _adjoint_by_scatter(kernel, axes, groups, y, channels_first), True, True
+    return _transposed_stride1(kernel, axes, groups, y, channels_first), channels_first, False
 
 
 def _adjoint_by_scatter(
@@ -770,7 +774,7 @@ def _adjoint_polyphase(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, 
         for axis, (_, step, count, _) in zip(axes, parts):
             dilation = axis.dilation * step // axis.stride
             sub_axes.append(Axis(axis.output + (count - 1) * dilation, count, 1, dilation))
-        part, first = _adjoint_stride1(sub, tuple(sub_axes), groups, y, False)  # (B, *(o + ext' - 1), C)
+        part, first, _ = _adjoint_stride1(sub, tuple(sub_axes), groups, y, False)  # (B, *(o + ext' - 1), C)
         part = np.moveaxis(part, 1, -1) if first else part
         target = [slice(None)]
         for p, axis, (_, _, _, offset), size in zip(phase, axes, parts, part.shape[1 : n + 1]):
