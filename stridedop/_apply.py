@@ -114,6 +114,16 @@ def resolve_method(method: Any, geometry: Geometry, dtype: Any) -> str:
     ------
     ValueError
         If `method` is not one of `METHODS`, or is ``"fft"`` for an integer or bool dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stridedop._geometry import make_geometry
+    >>> large = make_geometry((31, 31, 1, 1), (256, 256, 1), padding="same")
+    >>> resolve_method("auto", large, np.float64), resolve_method("auto", large, np.int32)
+    ('fft', 'direct')
+    >>> resolve_method("AUTO", make_geometry((3, 3, 16, 16), (32, 32, 16)), np.float32)
+    'direct'
     """
     if not isinstance(method, str) or method.lower() not in METHODS:
         choices = ", ".join(map(repr, METHODS))
