@@ -32,6 +32,8 @@ from layers import FFT_SIZES, LAYERS  # noqa: E402
 
 import stridedop  # noqa: E402
 
+STAT = 1  # which time of `interleaved_times` the tables use: 1 the median, 0 the best (--best)
+
 
 def adjoint_of(op):
     """``op.H`` where it exists (0.2), else 0.1's ``op.T`` (the conjugate transpose there)."""
@@ -43,7 +45,7 @@ def layer_table(rounds: int, pattern: str) -> None:
 
     torch.set_num_threads(1)
     functional = torch.nn.functional
-    print("## Layers: stridedop / PyTorch (median ratio over interleaved rounds; one thread each)\n")
+    print("## Layers: stridedop / PyTorch (ratios of times over interleaved rounds; one thread each)\n")
     print(
         "| layer | layout | method | torch conv | op @ x | torch conv_transpose | op.H @ y "
         "| apply / torch | adjoint / torch | adjoint / apply |"
@@ -85,9 +87,9 @@ def layer_table(rounds: int, pattern: str) -> None:
             candidates[layout] = lambda op=op, x=x: op @ x
             candidates[layout + " adjoint"] = lambda adjoint=adjoint, y=y: adjoint @ y
         times = interleaved_times(candidates, rounds)
-        torch_apply, torch_adjoint = times["torch"][1], times["torch adjoint"][1]
+        torch_apply, torch_adjoint = times["torch"][STAT], times["torch adjoint"][STAT]
         for layout in ("channels_first", "channels_last"):
-            apply, adjoint = times[layout][1], times[layout + " adjoint"][1]
+            apply, adjoint = times[layout][STAT], times[layout + " adjoint"][STAT]
             apply_ratios.append(apply / torch_apply)
             adjoint_ratios.append(adjoint / torch_adjoint)
             own_ratios.append(adjoint / apply)
@@ -140,8 +142,8 @@ def fft_table(rounds: int) -> None:
             np.testing.assert_allclose(P.matvec(flat).reshape(size, size), expected, atol=1e-9)
             candidates["pylops"] = lambda P=P, flat=flat: P.matvec(flat)
         times = interleaved_times(candidates, rounds)
-        scipy_time, ours, ours_adjoint = times["scipy"][1], times["ours"][1], times["ours adjoint"][1]
-        pylops_time = times["pylops"][1] if "pylops" in times else float("nan")
+        scipy_time, ours, ours_adjoint = times["scipy"][STAT], times["ours"][STAT], times["ours adjoint"][STAT]
+        pylops_time = times["pylops"][STAT] if "pylops" in times else float("nan")
         print(
             f"| {name} | {getattr(op, 'method', '-')} | {scipy_time * 1e3:.3f} ms | {pylops_time * 1e3:.3f} ms "
             f"| {ours * 1e3:.3f} ms | {ours_adjoint * 1e3:.3f} ms | {ours / scipy_time:.2f} "
@@ -182,10 +184,10 @@ def sparse_table(rounds: int) -> None:
         candidates = dense = None
         nnz = op.to_sparse().nnz
         peak = peak_bytes(op.to_sparse)
-        dense_time = times["dense"][1] if "dense" in times else float("nan")
+        dense_time = times["dense"][STAT] if "dense" in times else float("nan")
         print(
-            f"| {name} | {nnz} | {times['sparse'][1] * 1e3:.2f} ms | {dense_time * 1e3:.1f} ms "
-            f"| {dense_time / times['sparse'][1]:.0f}x | {peak / nnz:.1f} |"
+            f"| {name} | {nnz} | {times['sparse'][STAT] * 1e3:.2f} ms | {dense_time * 1e3:.1f} ms "
+            f"| {dense_time / times['sparse'][STAT]:.0f}x | {peak / nnz:.1f} |"
         )
     print()
 
@@ -216,12 +218,15 @@ def memory_table() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--best", action="store_true", help="ratios of best times instead of medians")
     parser.add_argument("--rows", default="", help="only the layer rows whose name contains this")
     parser.add_argument(
         "--tables", default="layers,fft,sparse,memory", help="comma-separated: layers, fft, sparse, memory"
     )
     args = parser.parse_args()
     rounds = 5 if args.quick else 11
+    global STAT
+    STAT = 0 if args.best else 1
     tables = args.tables.split(",")
     # Load every BLAS first (SciPy's, which stridedop's tap GEMM uses, is a library of its own):
     # threadpoolctl limits only the libraries loaded when it is entered.
@@ -232,7 +237,8 @@ def main() -> None:
     with threadpool_limits(limits=1):
         print(
             f"{time.strftime('%Y-%m-%d %H:%M')}, numpy {np.__version__}, stridedop {stridedop.__version__}, "
-            f"{os.cpu_count()} cores, BLAS and PyTorch on 1 thread, {rounds} interleaved rounds\n"
+            f"{os.cpu_count()} cores, BLAS and PyTorch on 1 thread, {rounds} interleaved rounds, "
+            f"{'best' if STAT == 0 else 'median'} times\n"
         )
         if "layers" in tables:
             layer_table(rounds, args.rows)
