@@ -11,16 +11,20 @@ always channels-last ``(*k, C // groups, F)``. Two methods, as in `scipy.signal.
 Direct strategies, forward direction (output ``y[o] = sum_r x[o * stride + r * dilation] K[r]``
 on the padded input):
 
-* *tap GEMM* (stride 1, enough channels, BLAS floats): pad the input and flatten its batch and
-  spatial axes into one pixel axis, so that output pixel ``q`` reads pixel ``q + shift(tap)``
-  for each tap. Every tap is then one GEMM of a contiguous slice of the flat input with the
-  tap's ``(C, F)`` matrix, accumulated in place (BLAS ``beta = 1``) into a block of the output
-  that stays in cache. Nothing is copied but the padding; output pixels that fall off the
-  real output grid are computed (a few percent) and dropped.
+* *1x1 kernel*: one matrix product on the batch as it is.
+* *tap GEMM* (stride 1, enough channels, BLAS floats, SciPy installed): pad the input and flatten
+  its spatial axes (channels-last: and its batch) into one pixel axis, so that output pixel ``q``
+  reads pixel ``q + shift(tap)`` for each tap. Every tap is then one GEMM of a contiguous slice
+  of the flat input with the tap's ``(C, F)`` matrix, accumulated in place (BLAS ``beta = 1``,
+  through `scipy.linalg.blas`) into the output. Nothing is copied but the padding; output pixels
+  that fall off the real output grid are computed (a few percent) and dropped.
+* *taps as channels* (stride 1, few channels, no groups, a wide kernel, inputs up to
+  `_WIDE_BYTES`): the last axis's taps are copied into channels, then tap GEMMs.
 * *flat im2col* (stride 1, otherwise): the same windows, copied block by block into a small
   buffer and multiplied by the kernel matrix ``(taps * C, F)``. With few channels per group
   (depthwise among them) the channels-first form copies whole rows.
-* *strided im2col* (stride > 1): the windows of the output grid itself, copied block by block.
+* *strided im2col* (stride > 1): the windows of the output grid itself, copied block by block,
+  in either layout.
 
 Adjoint (``xp[o * stride + r * dilation] += K[r]^T y[o]``, then `_unpad`):
 
@@ -29,13 +33,15 @@ Adjoint (``xp[o * stride + r * dilation] += K[r]^T y[o]``, then `_unpad`):
 * *scatter* (stride 1, few input channels): one GEMM gives every tap of a block of pixels of
   ``y``, then one contiguous slice-add per tap on the flat padded input;
 * *polyphase* (stride > 1): the padded input splits into ``prod(stride)`` phases; each phase
-  receives the taps of one residue and is a stride-1 transposed correlation of ``y``.
+  receives the taps of one residue and is a stride-1 adjoint (correlation or scatter) of ``y``.
 
 Memory: every strategy works in blocks of about `_BLOCK_BYTES`; besides the input and the output
-it holds a padded copy of one of them.
+it holds a padded copy of one of them. Work arrays up to `_SCRATCH_BYTES` in all are kept per
+thread and reused (`_scratch`): fresh pages cost more than the products for small layers.
 
-Circular padding folds a kernel wider than the input onto it (`_circular_axis`), so the padded
-input is at most twice the input whatever the dilation.
+Circular padding by more than the input's size, or with a dilated kernel wider than the input,
+is laid out near the input (`_circular_axis`): the padded input stays within about twice the
+input, or the output, whatever the dilation and the amounts.
 """
 
 from __future__ import annotations
