@@ -344,7 +344,8 @@ def _tap_gemm_layout(dtype: np.dtype, group_channels: int, group_filters: int, p
     writes ``(F, pixels)`` (wants many filters), the channels-first form ``(pixels, F)`` per image
     (wants enough work per call, since it makes one call per image, group and tap).
     """
-    if np.dtype(dtype).name not in _BLAS_KINDS or _blas() is None:
+    dtype = np.dtype(dtype)
+    if dtype.name not in _BLAS_KINDS or not dtype.isnative or _blas() is None:
         return None
     if group_channels < _TAP_GEMM_CHANNELS or group_filters < _FEW_CHANNELS:
         return None
