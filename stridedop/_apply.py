@@ -18,8 +18,8 @@ on the padded input):
   of the flat input with the tap's ``(C, F)`` matrix, accumulated in place (BLAS ``beta = 1``,
   through `scipy.linalg.blas`) into the output. Nothing is copied but the padding; output pixels
   that fall off the real output grid are computed (a few percent) and dropped.
-* *taps as channels* (stride 1, few channels, no groups, a wide kernel, inputs up to
-  `_WIDE_BYTES`): the last axis's taps are copied into channels, then tap GEMMs.
+* *taps as channels* (stride 1, channels-last, few channels, no groups, a wide kernel, inputs up
+  to `_WIDE_BYTES`): the last axis's taps are copied into channels, then tap GEMMs.
 * *flat im2col* (stride 1, otherwise): the same windows, copied block by block into a small
   buffer and multiplied by the kernel matrix ``(taps * C, F)``. With few channels per group
   (depthwise among them) the channels-first form copies whole rows.
@@ -579,7 +579,8 @@ def _stride1(
         return _back(np.moveaxis(_tap_gemm_first(kernel, axes, groups, moved), 1, -1), False)
     last = axes[-1]
     if (
-        groups == 1
+        not channels_first  # channels-first im2col copies whole rows: as fast, measured
+        and groups == 1
         and last.kernel > 1
         and xp.nbytes * last.kernel <= _WIDE_BYTES
         and _tap_gemm_layout(xp.dtype, cg * last.kernel, fg, pixels) is not None

@@ -264,9 +264,8 @@ def test_every_padding_mode_with_every_method(case, mode, method):
         np.testing.assert_allclose(op.to_sparse().toarray(), dense, atol=1e-12)
 
 
-@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("name", ["few channels, scatter adjoint", "circular, wide kernel"])
-def test_taps_moved_into_channels(monkeypatch, name, layout):
+def test_taps_moved_into_channels(monkeypatch, name):
     # The planner does this for few channels and wide kernels on large inputs only; force it.
     calls = []
     original = _apply._taps_as_channels
@@ -279,7 +278,7 @@ def test_taps_moved_into_channels(monkeypatch, name, layout):
     monkeypatch.setattr(
         _apply, "_tap_gemm_layout", lambda dtype, cg, fg, pixels: "first" if cg >= 5 else None
     )
-    test_both_directions_equal_the_loop_oracle(name, layout, np.float64, "direct")
+    test_both_directions_equal_the_loop_oracle(name, "channels_last", np.float64, "direct")
     assert calls
 
 
