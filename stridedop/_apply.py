@@ -294,6 +294,9 @@ def convolve(
         return _by_fft(kernel, geometry, x, channels_first, adjoint=False)
     kernel, axes = _fold_circular(kernel, geometry, x.dtype)
     if all(axis.stride == 1 for axis in axes):
+        if not channels_first and _moves_to_first(kernel, axes, geometry.groups, x):
+            xp = _pad(np.moveaxis(x, -1, 1), geometry, True)
+            return _back(np.moveaxis(_stride1(kernel, axes, geometry.groups, xp, True), 1, -1), False)
         return _stride1(kernel, axes, geometry.groups, _pad(x, geometry, channels_first), channels_first)
     if channels_first:
         return _strided_im2col_first(kernel, axes, geometry.groups, _pad(x, geometry, True))
@@ -557,6 +560,36 @@ def _taps_as_channels(
     return moved, (*axes[:-1], Axis(outputs, 1)), groups, wide
 
 
+def _moves_to_first(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, x: np.ndarray) -> bool:
+    """Whether `_stride1` runs a channels-last batch like `x` (unpadded) in channels-first form.
+
+    The callers then pad straight into that form: one copy instead of a pad and a transpose.
+    """
+    cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
+    if groups == 1 and kernel.size == cg * fg:
+        return False
+    pixels = math.prod(axis.output + axis.extent - 1 for axis in axes)
+    layout = _tap_gemm_layout(x.dtype, cg, fg, pixels)
+    if layout is not None:
+        return layout == "first"
+    if _wide_suits(kernel, axes, groups, x.dtype, x.nbytes, pixels):
+        return False
+    return cg <= _FEW_CHANNELS or groups > 1
+
+
+def _wide_suits(
+    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, dtype: np.dtype, nbytes: int, pixels: int
+) -> bool:
+    """Whether to move the last axis's taps into the channels (`_taps_as_channels`)."""
+    cg, fg, last = kernel.shape[-2], kernel.shape[-1] // groups, axes[-1]
+    return (
+        groups == 1
+        and last.kernel > 1
+        and nbytes * last.kernel <= _WIDE_BYTES
+        and _tap_gemm_layout(dtype, cg * last.kernel, fg, pixels) is not None
+    )
+
+
 def _stride1(
     kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray, channels_first: bool
 ) -> np.ndarray:
@@ -577,14 +610,8 @@ def _stride1(
             return _tap_gemm_first(kernel, axes, groups, np.ascontiguousarray(xp))
         moved = np.ascontiguousarray(np.moveaxis(xp, -1, 1))
         return _back(np.moveaxis(_tap_gemm_first(kernel, axes, groups, moved), 1, -1), False)
-    last = axes[-1]
-    if (
-        not channels_first  # channels-first im2col copies whole rows: as fast, measured
-        and groups == 1
-        and last.kernel > 1
-        and xp.nbytes * last.kernel <= _WIDE_BYTES
-        and _tap_gemm_layout(xp.dtype, cg * last.kernel, fg, pixels) is not None
-    ):
+    # (channels-first im2col copies whole rows: as fast as moving the taps, measured)
+    if not channels_first and _wide_suits(kernel, axes, groups, xp.dtype, xp.nbytes, pixels):
         # Few channels, a wide kernel: copy the last axis's taps into channels, then tap GEMMs.
         return _stride1(*_taps_as_channels(kernel, axes, groups, xp, channels_first), channels_first)
     if channels_first:
@@ -692,10 +719,14 @@ def _transposed_stride1(
     grid = tuple(Axis(axis.output + 2 * (axis.extent - 1), axis.kernel, 1, axis.dilation) for axis in axes)
     if all(axis.extent == 1 for axis in axes):
         return _stride1(swapped, grid, groups, y, channels_first)
+    moved = not channels_first and _moves_to_first(swapped, grid, groups, y)
+    if moved:  # pad straight into the channels-first form the products run in
+        y, pads = np.moveaxis(y, -1, 1), [(0, 0), (0, 0), *spatial]
     padded = _scratch("padded", tuple(size + lo + hi for size, (lo, hi) in zip(y.shape, pads)), y.dtype)
     padded.fill(0)
     padded[tuple(slice(lo, lo + size) for size, (lo, _) in zip(y.shape, pads))] = y
-    return _stride1(swapped, grid, groups, padded, channels_first)
+    result = _stride1(swapped, grid, groups, padded, channels_first or moved)
+    return np.moveaxis(result, 1, -1) if moved else result
 
 
 def _adjoint_stride1(
