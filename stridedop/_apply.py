@@ -774,10 +774,12 @@ def _adjoint_by_scatter(
     xp = _scratch("scatter", (groups, cg, total), dtype)
     xp.fill(0)
     length = total - reach
-    block = max(256, 4 * _BLOCK_BYTES // (groups * taps * cg * dtype.itemsize))
+    block = min(length, max(256, 4 * _BLOCK_BYTES // (groups * taps * cg * dtype.itemsize)))
+    buffer = _scratch("products", (groups, taps * cg, block), dtype)
     for start in range(0, length, block):
         stop = min(start + block, length)
-        products = np.matmul(weights, flat[:, :, start:stop]).reshape(groups, taps, cg, stop - start)
+        products = np.matmul(weights, flat[:, :, start:stop], out=buffer[:, :, : stop - start])
+        products = products.reshape(groups, taps, cg, stop - start)
         for t, shift in enumerate(shifts):
             xp[:, :, start + shift : stop + shift] += products[:, t]
     return np.moveaxis(xp.reshape(groups * cg, batch, *padded), 1, 0)
