@@ -181,13 +181,18 @@ def _circular_axis(axis: Axis) -> Axis:
     padded input has ``(o - 1) * s + extent`` entries per axis, whatever the dilation or the
     padding amounts. Axes padded by at most ``m`` are returned as they are.
     """
+    return _circular_layout(axis)[0]
+
+
+def _circular_layout(axis: Axis) -> tuple[Axis, bool]:
+    """`_circular_axis`, and whether its kernel folds (a new kernel of size ``m``)."""
     if axis.lo + axis.hi <= axis.size:
-        return axis
+        return axis, False
     lo = axis.lo % axis.size
     high = (axis.output - 1) * axis.stride + axis.extent - axis.size - lo
     if axis.extent <= axis.size and high >= 0:
-        return Axis(axis.size, axis.kernel, axis.stride, axis.dilation, lo, high)
-    return Axis(axis.size, axis.size, axis.stride, 1, 0, (axis.output - 1) * axis.stride)
+        return Axis(axis.size, axis.kernel, axis.stride, axis.dilation, lo, high), False
+    return Axis(axis.size, axis.size, axis.stride, 1, 0, (axis.output - 1) * axis.stride), True
 
 
 def _direct_axes(geometry: Geometry) -> tuple[Axis, ...]:
@@ -206,8 +211,8 @@ def _fold_circular(
     cast to `dtype`, the dtype of the products.
     """
     axes = _direct_axes(geometry)
-    for i, (axis, folded) in enumerate(zip(geometry.axes, axes)):
-        if folded.kernel == axis.kernel:
+    for i, axis in enumerate(geometry.axes):
+        if not (geometry.circular and _circular_layout(axis)[1]):
             continue
         residues = (np.arange(axis.kernel) * axis.dilation - axis.lo) % axis.size
         wide = np.zeros((*kernel.shape[:i], axis.size, *kernel.shape[i + 1 :]), dtype=kernel.dtype)

@@ -4,6 +4,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from oracles import loop_operator, pads_for
 from test_operator import random_like as random
 
@@ -227,6 +229,7 @@ MODE_CASES = [
     ((7, 6), (2, 3), 4, 4, {"padding": [(2, 1), (0, 3)], "stride": (2, 1), "dilation": (1, 2), "groups": 2}),
     ((5,), (3,), 1, 2, {"padding": 4, "dilation": 3}),  # padding wider than the input
     ((4, 3), (2, 2), 8, 4, {"padding": [(9, 6), (1, 7)], "stride": 2}),  # wrap by several periods
+    ((2,), (2,), 1, 2, {"padding": [(0, 3)], "dilation": 2}),  # circular: folds to a kernel as wide
 ]
 
 
@@ -291,3 +294,38 @@ def test_folded_circular_taps_add_up_in_the_kernel_dtype():
     assert dense.ravel().tolist() == [44]
     np.testing.assert_array_equal(op @ x, np.tensordot(dense, x, 2))
     np.testing.assert_array_equal(op @ x.astype(np.int64), np.tensordot(dense, x.astype(np.int64), 2))
+
+
+@st.composite
+def geometries(draw):
+    n = draw(st.integers(1, 3))
+    m = tuple(draw(st.integers(1, 7)) for _ in range(n))
+    k = tuple(draw(st.integers(1, 4)) for _ in range(n))
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    channels = groups * draw(st.integers(1, 9))
+    filters = groups * draw(st.integers(1, 4))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(n))
+    dilation = tuple(draw(st.integers(1, 3)) for _ in range(n))
+    mode = draw(st.sampled_from(list(NUMPY_MODES)))
+    extents = [(size - 1) * d + 1 for size, d in zip(k, dilation)]
+    pads = []
+    for size, extent in zip(m, extents):
+        lo = draw(st.integers(0, extent + 2))
+        hi = draw(st.integers(max(0, extent - size - lo), extent + 2))
+        pads.append((lo, hi))
+    options = {"padding": pads, "stride": stride, "dilation": dilation, "groups": groups}
+    return m, k, channels, filters, options, mode
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=geometries(), method=st.sampled_from(["auto", "direct", "fft"]), data=st.data())
+def test_random_geometries_against_np_pad_and_the_loop_oracle(case, method, data):
+    m, k, channels, filters, options, mode = case
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    kernel = rng.standard_normal((*k, channels // options["groups"], filters))
+    op = stridedop.ConvOperator(kernel, (*m, channels), padding_mode=mode, method=method, **options)
+    dense = mode_dense(kernel, m, channels, options, mode)
+    x = rng.standard_normal((2, *op.input_shape))
+    y = rng.standard_normal((2, *op.output_shape))
+    np.testing.assert_allclose((op @ x).reshape(2, -1), x.reshape(2, -1) @ dense.T, atol=1e-9)
+    np.testing.assert_allclose((op.H @ y).reshape(2, -1), y.reshape(2, -1) @ dense, atol=1e-9)
