@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _spectral
 from ._dense import check_allocation
 from ._geometry import as_numeric_array, brief
 from ._sparse import require_scipy
@@ -165,6 +166,139 @@ class BaseOperator:
 
     def _composed_with(self, first: BaseOperator) -> BaseOperator:
         return ProductOperator([self, first])
+
+    def _repr_html_(self) -> str:
+        """A table of shapes and parts (and for convolutions a picture of the matrix)."""
+        from ._display import operator_html
+
+        return operator_html(self)
+
+    # -- singular values and norms ------------------------------------------------------------------
+    def _spectral_layer(self) -> Any:
+        """The single convolution whose singular values this operator has, or None (ConvOperator)."""
+        return None
+
+    def svdvals(self, k: int | None = None) -> np.ndarray:
+        """Singular values of the unfolded matrix, descending (float64).
+
+        Parameters
+        ----------
+        k : int, optional
+            Return only the `k` largest. By default all ``min(rows, columns)`` of them.
+
+        Returns
+        -------
+        (min(rows, columns),) or (k,) ndarray of float64
+
+        Raises
+        ------
+        ValueError
+            If `k` is not an int between 1 and ``min(rows, columns)``.
+        MemoryError
+            When all values are asked for and the dense matrix does not fit in memory (except for
+            circular padding); pass `k` to use the matrix-free Lanczos iteration.
+
+        Notes
+        -----
+        A circular convolution: exact, from the DFT of the kernel (any number of axes, stride,
+        dilation, groups; real kernels use half the frequencies); the dense matrix is never
+        formed. Every other operator: the dense SVD of `to_matrix` when all values are asked for
+        or the matrix is small (guarded like `materialize`), else Golub-Kahan-Lanczos
+        bidiagonalization on ``op @ x`` and ``op.H @ y``, converged to relative 1e-10.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import stridedop
+        >>> kernel = np.random.default_rng(0).standard_normal((3, 3, 2, 4))
+        >>> op = stridedop.ConvOperator(kernel, (8, 6, 2), padding="circular", stride=2)
+        >>> s = op.svdvals()
+        >>> bool(np.allclose(s, np.linalg.svd(op.to_matrix(), compute_uv=False)))
+        True
+        """
+        return _spectral.svdvals(_spectral.linear_map_of(self), k)
+
+    def svds(self, k: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The `k` largest singular triplets ``(u, s, vh)``.
+
+        Returns
+        -------
+        u : (k, *output_shape) ndarray
+        s : (k,) ndarray of float64, descending
+        vh : (k, *input_shape) ndarray
+            Unit vectors with ``op @ vh[i] == s[i] * u[i]`` (for a complex operator, ``vh[i]`` is
+            the right singular vector itself, the conjugate of a row of NumPy's ``vh``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import stridedop
+        >>> op = stridedop.ConvOperator(np.ones((3, 1, 1)), (10, 1), padding="same")
+        >>> u, s, vh = op.svds(2)
+        >>> u.shape, s.shape, vh.shape
+        ((2, 10, 1), (2,), (2, 10, 1))
+        >>> bool(np.allclose(op @ vh[0], s[0] * u[0]))
+        True
+        """
+        return _spectral.svds(_spectral.linear_map_of(self), k)
+
+    def norm(self, ord: int | str = 2) -> float:
+        """Spectral (``ord=2``) or Frobenius (``ord="fro"``) norm of the unfolded matrix.
+
+        ``ord=2`` is exact for circular padding (DFT of the kernel) and converged to relative
+        1e-10 otherwise (see `svdvals`). ``"fro"`` of a convolution is exact from the kernel and
+        geometry, with no product at all (taps that fold onto one input entry are summed first);
+        of a composed operator, from its dense matrix (guarded like `materialize`).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import stridedop
+        >>> op = stridedop.ConvOperator(np.arange(24.0).reshape(2, 3, 4), (7, 3), padding="same")
+        >>> bool(np.isclose(op.norm("fro"), np.linalg.norm(op.to_matrix())))
+        True
+        >>> bool(np.isclose(op.norm(), np.linalg.norm(op.to_matrix(), 2)))
+        True
+        """
+        return _spectral.norm(_spectral.linear_map_of(self), ord)
+
+    def norm_bounds(self) -> tuple[float, float]:
+        """Cheap ``(lower, upper)`` with ``lower <= op.norm(2) <= upper``, without the dense matrix.
+
+        Why each bound holds (both carry a relative margin of 1e-12 against rounding):
+
+        * ``lower = norm(op @ v) / norm(v)`` for an explicit vector ``v`` (the Ritz vector of a few
+          Lanczos steps): the spectral norm is the maximum of that ratio.
+        * circular padding: ``upper`` is the exact norm (the largest singular value of the DFT
+          blocks, see `svdvals`).
+        * zero padding: along each axis, embed the input at offset ``lo`` in a grid of length ``L``
+          (a multiple of the stride with ``L >= lo + m``, ``L >= (o - 1) * stride + ke - lo`` and
+          ``L >= o * stride``). Every tap of every output then reads either the same input entry
+          as the zero-padded operator or a wrapped position below ``lo``, which holds zero. So the
+          operator is ``R C E``: the circulant ``C`` of the kernel on that grid with an isometric
+          embedding ``E`` and a row selection ``R``, and ``||op|| <= ||C||``, exact from the DFT.
+        * reflect / replicate: ``op = V P`` with the padding map ``P`` (a Kronecker product of 0/1
+          matrices with one 1 per row, so ``||P||`` is the product over axes of the square root of
+          the largest number of padded positions reading one input entry) and the 'valid'
+          convolution ``V`` on the padded grid, bounded as for zero padding: ``||op|| <= ||V|| ||P||``.
+        * sums and products of operators: ``sum |c_i| upper_i`` (triangle inequality) and
+          ``prod upper_i`` (submultiplicativity).
+        * ``op.H``, ``op.T`` and ``op.conj()`` have the singular values of ``op``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import stridedop
+        >>> rng = np.random.default_rng(1)
+        >>> op = stridedop.ConvOperator(rng.standard_normal((3, 3, 2, 2)), (6, 5, 2), padding="same")
+        >>> lower, upper = op.norm_bounds()
+        >>> bool(lower <= op.norm() <= upper)
+        True
+        >>> lower, upper = (op.H @ op).norm_bounds()
+        >>> bool(lower <= (op.H @ op).norm() <= upper)
+        True
+        """
+        return _spectral.norm_bounds(_spectral.linear_map_of(self))
 
     # -- exports ----------------------------------------------------------------------------------
     def adjoint(self) -> BaseOperator:

@@ -8,7 +8,6 @@ flips the first, ``.H`` both. Every member is written once, for all four.
 
 from __future__ import annotations
 
-import html
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -16,9 +15,10 @@ from typing import Any, Literal
 
 import numpy as np
 
+from . import _spectral
 from ._algebra import BaseOperator, check_sparse_format
 from ._apply import convolve, convolve_adjoint, resolve_method
-from ._buffer import plan_buffer
+from ._buffer import plan_buffer, read_kernel
 from ._compose import compose_convolutions
 from ._conv import StridedOperator, canonical_kernel, plan, require_view
 from ._dense import check_allocation, check_out, fill_dense
@@ -26,6 +26,7 @@ from ._geometry import Geometry, IntOrInts, LayoutName, Padding, PaddingModeName
 from ._memory import format_bytes
 from ._modes import pad_adjoint
 from ._sparse import sparse_matrix
+from ._view import OperatorView
 
 __all__ = ["ConvOperator"]
 
@@ -85,9 +86,10 @@ class ConvOperator(BaseOperator):
 
     Attributes
     ----------
-    view : ndarray
-        The read-only operator view, shape ``(*output_shape, *input_shape)``; built on first
-        use. Raises ValueError for the padding modes that have none.
+    view : OperatorView
+        The read-only operator view, shape ``(*output_shape, *input_shape)``, whose
+        ``view.operator`` is this operator; its buffer is built on first use. Raises ValueError
+        for the padding modes that have none.
     shape, ndim, dtype : tuple of int, int, numpy.dtype
         Those of the dense operator (and of `view`).
     input_shape, output_shape : tuple of int
@@ -190,9 +192,24 @@ class ConvOperator(BaseOperator):
         return self._state.method
 
     @property
-    def view(self) -> np.ndarray:
-        """The read-only strided view of the operator (a view, never a copy)."""
-        return self._state.buffer(self._conjugated).view(adjoint=self._transposed)
+    def view(self) -> OperatorView:
+        """The read-only strided view of the operator (a view, never a copy); ``view.operator is self``."""
+        return self._state.buffer(self._conjugated).view(self, adjoint=self._transposed)
+
+    def _strided(self) -> StridedOperator | None:
+        """The buffer of `view` with its geometry and plan (None for the modes without a view)."""
+        return self._state.buffer(self._conjugated) if self._geometry.mode.has_view else None
+
+    @classmethod
+    def _of_buffer(cls, strided: StridedOperator) -> ConvOperator:
+        """The forward operator whose view `strided` holds, sharing that buffer (`conv_view`'s)."""
+        geometry = strided.geometry
+        kernel = read_kernel(geometry, strided.plan, strided.buffer)  # (*k, Cg, F)
+        if geometry.layout == "channels_first":
+            kernel = np.moveaxis(kernel, (-1, -2), (0, 1))
+        operator = cls._from_kernel(kernel, geometry, "auto")
+        operator._state._buffers[False] = strided
+        return operator
 
     @property
     def input_shape(self) -> tuple[int, ...]:  # type: ignore[override]
@@ -365,6 +382,39 @@ class ConvOperator(BaseOperator):
         forward = sparse_matrix(kernel, self._geometry, "csr")
         return (forward.T if self._transposed else forward).asformat(format)
 
+    # -- singular values and norms (svdvals, svds, norm, norm_bounds: see BaseOperator) ---------
+    def _spectral_layer(self) -> _spectral.Layer:
+        """The convolution whose singular values this operator has, in every direction."""
+        return _spectral.Layer(self._state.canonical_kernel, self._geometry)
+
+    def norm_grad(self) -> np.ndarray:
+        """Gradient of ``op.norm(2)`` with respect to the kernel, in the kernel's shape and layout.
+
+        The correlation of the top singular vectors ``u``, ``v`` of the convolution
+        (``d sigma = Re(u^H dA v)``); for a complex kernel the complex gradient
+        ``d/dRe + i d/dIm``. Every direction (``op.H``, ``op.T``) has the norm, so the gradient,
+        of the kernel's convolution. Defined where the largest singular value is simple.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import stridedop
+        >>> kernel = np.random.default_rng(2).standard_normal((3, 2, 2))
+        >>> op = stridedop.ConvOperator(kernel, (9, 2), padding="same")
+        >>> step = np.zeros_like(kernel)
+        >>> step[1, 0, 1] = 1e-6
+        >>> plus = stridedop.ConvOperator(kernel + step, (9, 2), padding="same").norm()
+        >>> minus = stridedop.ConvOperator(kernel - step, (9, 2), padding="same").norm()
+        >>> bool(np.isclose(op.norm_grad()[1, 0, 1], (plus - minus) / 2e-6))
+        True
+        """
+        forward = self._direction(False, False)
+        gradient = _spectral.norm_grad(_spectral.linear_map_of(forward))
+        if self._geometry.layout == "channels_first":
+            n = gradient.ndim - 2
+            gradient = gradient.transpose(n + 1, n, *range(n))
+        return gradient
+
     # -- pickling and display -----------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         geometry = self._geometry
@@ -414,11 +464,10 @@ class ConvOperator(BaseOperator):
         )
 
     def _repr_html_(self) -> str:
-        body = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(name)}</th><td>{html.escape(str(value))}</td></tr>"
-            for name, value in self._rows()
-        )
-        return f"<table><caption>ConvOperator{self._direction_name()}</caption>{body}</table>"
+        """A table (shapes, geometry, bytes) and an SVG picture of the unfolded matrix."""
+        from ._display import operator_html
+
+        return operator_html(self)
 
 
 def _new_state(kernel: np.ndarray, geometry: Geometry, method: str) -> _Convolution:

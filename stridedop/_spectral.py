@@ -1,0 +1,739 @@
+"""Singular values and norms of convolution operators.
+
+Everything here works on plain inputs: the channels-last kernel ``(*k, C // groups, F)`` with its
+`Geometry` and padding mode (a `Layer`), and/or the operator as a pair of matrix-free callables
+(a `LinearMap`). `ConvOperator` and the composed operators only wrap these functions.
+
+Circular padding is block-diagonalised by the discrete Fourier transform. Along an axis where the
+stride ``s`` divides the size ``m`` (and there are ``m / s`` outputs) the polyphase decomposition
+splits the input into ``s`` phases of length ``n = m / s``; tap ``r`` reads phase
+``p = (r * d - lo) mod s`` shifted by ``q = (r * d - lo - p) / s``, so at frequency ``b`` (of ``n``)
+the operator is the small matrix
+
+    M_b[f, (p, c)] = sum over taps r with phase p of K[r, c, f] * exp(2 pi i b q / n)
+
+(taps that fold onto one position just add up). Along any other axis the rows do not form a
+subgroup, and the axis is kept as an explicit ``(o, m)`` 0/1 matrix per tap instead. Groups are
+independent blocks. The singular values of the operator are those of all the blocks (the DFT is
+unitary), plus zeros up to ``min(rows, columns)``::
+
+    operator  =  F_out^H  diag(M_0, M_1, ..., M_{B-1})  F_in       (F unitary, B blocks)
+
+For a real kernel ``M_{-b} = conj(M_b)``: only half of the frequencies along one axis are
+computed, each counted twice unless it is its own conjugate (``b = 0`` or ``b = n / 2``).
+
+Every other mode uses the dense SVD when the matrix is small enough, else Golub-Kahan-Lanczos
+bidiagonalization with full reorthogonalization on the two matrix-free products.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._dense import check_allocation
+from ._geometry import Axis, Geometry
+from ._memory import available_memory
+from ._modes import pad, padding_mode
+
+__all__ = [
+    "Layer",
+    "LinearMap",
+    "circular_blocks",
+    "circular_norm",
+    "circular_svdvals",
+    "frobenius_norm",
+    "lanczos_svds",
+    "linear_map_of",
+    "norm",
+    "norm_bounds",
+    "norm_grad",
+    "operator_upper_bound",
+    "padding_norm",
+    "padding_sources",
+    "svds",
+    "svdvals",
+    "upper_bound",
+]
+
+_DENSE_MAX_SIDE = 512  # below this min(rows, columns) the dense SVD is the fastest route
+_LANCZOS_BYTES = (256 * 2**20, 4 * 2**30)  # Krylov bases: at least, at most (else 1/8 of free memory)
+TOLERANCE = 1e-10
+_TWO_SIDED_ENTRIES = 2**19  # above this, Lanczos keeps (and reorthogonalizes) the shorter basis only
+_ROUNDING = 1e-12  # relative margin that makes floating-point bounds safe against rounding
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One convolution: channels-last kernel ``(*k, C // groups, F)`` and its geometry."""
+
+    kernel: np.ndarray
+    geometry: Geometry
+
+    @property
+    def mode(self) -> str:
+        return self.geometry.mode.name
+
+
+@dataclass(frozen=True)
+class LinearMap:
+    """An operator given by its two products on arrays of `input_shape` and `output_shape`.
+
+    `forward` and `adjoint` accept a batch ``(B, *shape)`` too. `dense` returns the dense matrix
+    ``(prod(output_shape), prod(input_shape))`` given ``max_bytes``; `layer` is the convolution
+    whose singular values the map has (the map is that convolution in any direction: itself, its
+    transpose, adjoint or conjugate); `upper` (optional) returns a proven upper bound of the
+    spectral norm.
+    """
+
+    forward: Callable[[np.ndarray], np.ndarray]
+    adjoint: Callable[[np.ndarray], np.ndarray]
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    dtype: np.dtype
+    dense: Callable[[Any], np.ndarray]
+    layer: Layer | None = None
+    upper: Callable[[], float] | None = field(default=None, compare=False)
+
+    @property
+    def rows(self) -> int:
+        return math.prod(self.output_shape)
+
+    @property
+    def columns(self) -> int:
+        return math.prod(self.input_shape)
+
+
+def linear_map_of(operator: Any) -> LinearMap:
+    """The `LinearMap` of a stridedop operator, through its public members.
+
+    A `ConvOperator` names its convolution through ``_spectral_layer()``; a sum (``.terms``) or a
+    product (``.factors``) gets the upper bound of `operator_upper_bound`.
+    """
+    layer = operator._spectral_layer()
+    return LinearMap(
+        forward=lambda x: operator @ x,
+        adjoint=lambda y: operator.H @ y,
+        input_shape=tuple(operator.input_shape),
+        output_shape=tuple(operator.output_shape),
+        dtype=np.dtype(operator.dtype),
+        dense=lambda max_bytes: operator.to_matrix(max_bytes=max_bytes),
+        layer=layer,
+        upper=None if layer is not None else (lambda: operator_upper_bound(operator)),
+    )
+
+
+def operator_upper_bound(operator: Any) -> float:
+    """A proven upper bound of the spectral norm of a convolution, sum or product of operators.
+
+    Sums: ``||sum c_i A_i|| <= sum |c_i| ||A_i||`` (triangle inequality); products:
+    ``||A_1 ... A_n|| <= prod ||A_i||`` (submultiplicativity); convolutions: `upper_bound`.
+    """
+    layer = operator._spectral_layer()
+    if layer is not None:
+        return upper_bound(layer)
+    terms = getattr(operator, "terms", None)
+    if terms is not None:
+        return math.fsum(abs(complex(c)) * operator_upper_bound(part) for c, part in terms)
+    factors = getattr(operator, "factors", None)
+    if factors is not None:
+        return math.prod(operator_upper_bound(factor) for factor in factors)
+    raise ValueError(f"no proven upper bound is known for {type(operator).__name__}")
+
+
+# -- padding maps -------------------------------------------------------------------------------------
+def padding_sources(axis: Axis, mode: str) -> np.ndarray:
+    """Input index read at each padded position of `axis` (``-1`` where the padding is zero).
+
+    Length ``lo + size + hi``: the 1-D padding map ``P`` of the mode as an index array.
+    """
+    return padding_mode(mode).source(np.arange(-axis.lo, axis.size + axis.hi), axis.size)
+
+
+def padding_norm(geometry: Geometry, mode: str) -> float:
+    """Exact spectral norm of the padding map ``P`` (identity on channels).
+
+    ``P`` is the Kronecker product of the per-axis 0/1 matrices ``P_a`` (one 1 per padded row), so
+    ``P_a^T P_a`` is diagonal with the number of padded positions reading each input index, and
+    ``||P||_2 = prod_a ||P_a||_2 = prod_a sqrt(max count)``.
+    """
+    result = 1.0
+    for axis in geometry.axes:
+        sources = padding_sources(axis, mode)
+        result *= math.sqrt(int(np.bincount(sources[sources >= 0], minlength=axis.size).max()))
+    return result
+
+
+# -- Frobenius norm ------------------------------------------------------------------------------------
+def _tap_overlaps(axis: Axis, mode: str) -> np.ndarray:
+    """``G[r, r']``: output positions where taps ``r`` and ``r'`` read the same real input entry.
+
+    With the 0/1 landing matrices ``L_r[o, i]`` of one axis, ``G = [sum_{o,i} L_r L_r']``; it is
+    diagonal (the in-range count) unless taps fold (circular, reflect, replicate).
+    """
+    sources = padding_sources(axis, mode)
+    outputs = np.arange(axis.output) * axis.stride
+    taps = np.arange(axis.kernel) * axis.dilation
+    read = sources[outputs[:, None] + taps[None, :]]  # (o, r): input index or -1
+    same = (read[:, :, None] == read[:, None, :]) & (read[:, :, None] >= 0)
+    return same.sum(axis=0).astype(np.float64)
+
+
+def frobenius_norm(layer: Layer) -> float:
+    """Exact Frobenius norm from the kernel and geometry, without any product.
+
+    The operator's entry at row ``(o, f)``, column ``(i, c)`` is ``sum_r K[r, c, f] prod_a L_a[r_a,
+    o_a, i_a]``, so its squared norm is ``sum_{r, r'} <K[r], K[r']> prod_a G_a[r_a, r'_a]`` with
+    the per-axis overlap matrices ``G_a`` of `_tap_overlaps`.
+    """
+    kernel = np.asarray(layer.kernel)
+    geometry = layer.geometry
+    n = geometry.ndim
+    flat = kernel.reshape(*kernel.shape[:n], -1).astype(
+        np.complex128 if kernel.dtype.kind == "c" else np.float64
+    )
+    # Gram of taps over channel pairs, contracted one axis at a time with that axis's overlaps.
+    gram = np.tensordot(flat, flat.conj(), axes=([n], [n]))  # (*k, *k)
+    for a, axis in enumerate(geometry.axes):
+        overlaps = _tap_overlaps(axis, layer.mode)
+        # contract axis a of the first copy and axis a of the second copy (now at position n - a)
+        gram = np.tensordot(gram, overlaps, axes=([0, n - a], [0, 1]))
+    return math.sqrt(max(float(np.real(gram)), 0.0))
+
+
+# -- circular padding: exact through the DFT --------------------------------------------------------
+def _polyphase(axis: Axis) -> bool:
+    """Whether the outputs of `axis` read every ``stride``-th position once around the circle."""
+    return axis.size % axis.stride == 0 and axis.output == axis.size // axis.stride
+
+
+def _axis_factors(axis: Axis, half: bool) -> np.ndarray:
+    """Per-tap factors ``T[r, b, R, Q]`` of one axis (frequencies ``0 .. n // 2`` only when `half`).
+
+    Polyphase axis (``s`` divides ``m``, ``m / s`` outputs): ``b`` frequency, ``R = 1``, ``Q = s``
+    phases. Otherwise ``b = 1`` block, ``R`` outputs and ``Q = m`` inputs (a 0/1 matrix per tap,
+    folded taps add).
+    """
+    m, s = axis.size, axis.stride
+    shifts = np.arange(axis.kernel) * axis.dilation - axis.lo
+    if _polyphase(axis):
+        n = m // s
+        phases = shifts % s
+        q = (shifts - phases) // s
+        count = n // 2 + 1 if half else n
+        b = np.arange(count)
+        angle = 2 * np.pi * ((b[None, :] * q[:, None]) % n) / n  # (r, b), exact integer reduction
+        factors = np.zeros((axis.kernel, count, 1, s), dtype=np.complex128)
+        factors[np.arange(axis.kernel), :, 0, phases] = np.exp(1j * angle)
+        return factors[..., np.unique(phases)]  # phases no tap reads are zero columns
+    outputs = axis.output
+    factors = np.zeros((axis.kernel, 1, outputs, m), dtype=np.complex128)
+    o = np.arange(outputs)
+    for r in range(axis.kernel):
+        np.add.at(factors[r, 0], (o, (o * s + shifts[r]) % m), 1.0)
+    return factors[..., factors.any(axis=(0, 1, 2))]  # inputs no tap reads are zero columns
+
+
+def circular_blocks(kernel: np.ndarray, axes: Sequence[Axis], groups: int) -> list[tuple[np.ndarray, float]]:
+    """The DFT blocks of a circular operator, as ``(blocks, multiplicity)`` pieces.
+
+    Each piece is a ``(B, cols, rows)`` stack of transposed blocks ``M^T`` (the transpose has the
+    same singular values and is what the contraction leaves contiguous). `axes` read the input
+    at ``(o * stride + r * dilation - lo) mod size``; the operator's singular values are those of
+    the blocks, each repeated by its multiplicity, plus zeros.
+
+    For a real kernel the longest polyphase axis keeps the frequencies ``0 .. n // 2`` only. Its
+    planes ``b = 0`` and ``b = n / 2`` are their own conjugates as a whole, so inside them only one
+    block of each conjugate pair (all other frequencies negated, same group) is kept.
+    """
+    kernel = np.asarray(kernel)
+    n = len(axes)
+    real = kernel.dtype.kind != "c"
+    polyphase = [_polyphase(axis) for axis in axes]
+    periods = [axis.size // axis.stride if polyphase[a] else 1 for a, axis in enumerate(axes)]
+    half = -1
+    if real and any(polyphase):
+        half = max((a for a in range(n) if polyphase[a]), key=lambda a: periods[a])
+    # Contract the taps axis by axis, the halved axis last, each time putting the factor's
+    # (b, R, Q) axes in front: the frequencies end up leading, the halved one first.
+    *taps, group_channels, filters = kernel.shape
+    work = kernel.reshape(*taps, group_channels, groups, filters // groups)
+    remaining = list(range(n))
+    for a in [a for a in range(n) if a != half] + ([half] if half >= 0 else []):
+        position = 3 * (n - len(remaining)) + remaining.index(a)
+        work = np.tensordot(_axis_factors(axis=axes[a], half=a == half), work, axes=([0], [position]))
+        remaining.remove(a)
+    # work: ([b, R, Q] for the axes in reverse contraction order, cg, g, fg)
+    lead = range(n)
+    b_axes, r_axes, q_axes = [3 * t for t in lead], [3 * t + 1 for t in lead], [3 * t + 2 for t in lead]
+    order = [*b_axes, 3 * n + 1, *q_axes, 3 * n, *r_axes, 3 * n + 2]
+    counts = [work.shape[i] for i in b_axes] + [groups]
+    columns = math.prod(work.shape[i] for i in q_axes) * group_channels
+    rows = math.prod(work.shape[i] for i in r_axes) * (filters // groups)
+    blocks = work.transpose(order).reshape(counts[0], math.prod(counts[1:]), columns, rows)
+    if real and not any(polyphase):
+        return [(blocks.reshape(-1, columns, rows).real, 1.0)]  # only 0/1 tap matrices: real blocks
+    if half < 0:
+        return [(blocks.reshape(-1, columns, rows), 1.0)]
+    # Planes 1 .. (n - 1) // 2 of the halved axis stand for their conjugates too.
+    pieces = [(blocks[1 : (periods[half] + 1) // 2].reshape(-1, columns, rows), 2.0)]
+    # The other axes in the order they lead, then groups: negate every frequency.
+    others = [a for a in reversed([a for a in range(n) if a != half])]
+    index = np.indices(counts[1:]).reshape(len(counts) - 1, -1)
+    partner = index.copy()
+    for t, a in enumerate(others):
+        partner[t] = (-index[t]) % periods[a]
+    partner_flat = np.ravel_multi_index(partner, counts[1:])
+    own = np.arange(partner_flat.size)
+    for plane in sorted({0, periods[half] // 2} if periods[half] % 2 == 0 else {0}):
+        pieces.append((blocks[plane, partner_flat == own], 1.0))
+        pieces.append((blocks[plane, partner_flat > own], 2.0))
+    return [(piece, weight) for piece, weight in pieces if len(piece)]
+
+
+def circular_svdvals(layer: Layer, k: int | None = None) -> np.ndarray:
+    """All (or the `k` largest) singular values of a circular layer, descending, from its DFT blocks."""
+    geometry = layer.geometry
+    pieces = circular_blocks(layer.kernel, geometry.axes, geometry.groups)
+    values = np.concatenate(
+        [np.repeat(np.linalg.svd(blocks, compute_uv=False).ravel(), int(weight)) for blocks, weight in pieces]
+    )
+    values = np.sort(values)[::-1]
+    total = min(geometry.input_size, geometry.output_size)
+    if values.size < total:
+        values = np.concatenate([values, np.zeros(total - values.size)])
+    return values[: total if k is None else k]
+
+
+def _largest_block_value(kernel: np.ndarray, axes: Sequence[Axis], groups: int) -> float:
+    """Largest singular value over the DFT blocks, from the top eigenvalue of each block's Gram.
+
+    The largest eigenvalue of the Hermitian Gram has a relative error of a few units in the last
+    place, so its square root is as accurate as the SVD's largest value, for less work.
+    """
+    best = 0.0
+    for blocks, _ in circular_blocks(kernel, axes, groups):
+        adjoint = blocks.conj().transpose(0, 2, 1)
+        gram = blocks @ adjoint if blocks.shape[1] <= blocks.shape[2] else adjoint @ blocks
+        best = max(best, float(np.linalg.eigvalsh(gram)[:, -1].max()))
+    return math.sqrt(best)
+
+
+def circular_norm(layer: Layer) -> float:
+    """Exact spectral norm of a circular layer: the largest singular value over the DFT blocks."""
+    return _largest_block_value(layer.kernel, layer.geometry.axes, layer.geometry.groups)
+
+
+# -- matrix-free: Golub-Kahan-Lanczos -----------------------------------------------------------------
+def _work_dtype(dtype: np.dtype) -> type:
+    return np.complex128 if np.dtype(dtype).kind == "c" else np.float64
+
+
+def _orthogonalize(w: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Remove from `w` its components along the orthonormal rows of `basis`.
+
+    Classical Gram-Schmidt, repeated when the first pass cancelled most of `w` (the DGKS test),
+    which keeps the result orthogonal to working precision.
+    """
+    if not len(basis):
+        return w
+    before = np.linalg.norm(w)
+    for _ in range(2):
+        coefficients = basis @ w if basis.dtype.kind != "c" else basis.conj() @ w
+        w = w - basis.T @ coefficients
+        after = np.linalg.norm(w)
+        if after > 0.7071 * before:
+            break
+        before = after
+    return w
+
+
+def _error_estimates(residuals: np.ndarray, values: np.ndarray, count: int) -> np.ndarray:
+    """Error estimates of the `count` largest Ritz values from their residuals.
+
+    ``[U p; V q] / sqrt(2)`` is a unit Ritz vector of the Hermitian ``[[0, A], [A^H, 0]]`` with
+    residual ``r / sqrt(2)``, so an eigenvalue (a singular value of ``A``) lies within ``r`` of
+    ``sigma``, and within ``r^2 / (2 * gap)`` once the other eigenvalues are ``gap`` away
+    (Kato-Temple). The gap is taken from the neighbouring Ritz values (`values` descending), as
+    ARPACK and PRIMME do.
+    """
+    padded = np.concatenate(([np.inf], values, [-np.inf]))
+    neighbours = np.minimum(padded[:count] - values[:count], values[:count] - padded[2 : count + 2])
+    residuals = residuals[:count]
+    gaps = neighbours - residuals
+    separated = gaps > residuals  # then gap > 0 and r^2 / (2 gap) < r / 2: no overflow
+    quadratic = np.divide(residuals**2, 2 * gaps, out=residuals.copy(), where=separated)
+    return np.minimum(residuals, quadratic)
+
+
+def _lanczos_pass(
+    forward: Callable[[np.ndarray], np.ndarray],
+    adjoint: Callable[[np.ndarray], np.ndarray],
+    shape: tuple[int, int],
+    k: int,
+    tol: float,
+    start: np.ndarray,
+    capacity: int,
+    limit: int,
+    random_vector: Callable[[int], np.ndarray],
+    two_sided: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """One Golub-Kahan-Lanczos run on flat vectors (restarted when the bases are full).
+
+    The right basis ``V`` is always fully reorthogonalized; the left one too when `two_sided`,
+    else only its last vector is kept and the left singular vectors are ``A v / sigma``.
+    """
+    rows, columns = shape
+    dimension = min(rows, columns)
+    dtype = start.dtype
+    v = start
+    total_steps = 0
+    while True:
+        V = np.zeros((capacity + 1, columns), dtype=dtype)
+        U = np.zeros((capacity if two_sided else 1, rows), dtype=dtype)
+        alphas = np.zeros(capacity)
+        betas = np.zeros(capacity)
+        V[0] = v / np.linalg.norm(v)
+        steps = 0
+        converged = False
+        for j in range(capacity):
+            here = j if two_sided else 0
+            u = forward(V[j])
+            if j:
+                u = u - betas[j - 1] * U[here - 1 if two_sided else 0]
+            if two_sided:
+                u = _orthogonalize(u, U[:j])
+            alphas[j] = np.linalg.norm(u)
+            U[here] = u / alphas[j] if alphas[j] > 0 else 0
+            w = _orthogonalize(adjoint(U[here]) - alphas[j] * V[j], V[: j + 1])
+            betas[j] = np.linalg.norm(w)
+            steps = j + 1
+            total_steps += 1
+            scale = max(alphas[:steps].max(), betas[:steps].max(), np.finfo(float).tiny)
+            if betas[j] <= 1e-14 * scale:
+                # An invariant subspace: its values are exact; go on with a fresh direction.
+                betas[j] = 0.0
+                if steps < dimension:
+                    w = _orthogonalize(random_vector(columns), V[: j + 1])
+                    V[j + 1] = w / np.linalg.norm(w)
+            else:
+                V[j + 1] = w / betas[j]
+            last = steps >= capacity or steps >= dimension
+            if not last and (steps < k or steps % max(2, steps // 16)):
+                continue  # test convergence every second step, then every 6 % or so
+            B = np.diag(alphas[:steps]) + np.diag(betas[: steps - 1], 1)
+            P, S, _ = np.linalg.svd(B)
+            top = min(k, steps)
+            errors = _error_estimates(np.abs(betas[steps - 1] * P[steps - 1]), S, top)
+            if steps >= dimension or np.all(errors <= tol * np.maximum(S[:top], np.finfo(float).tiny)):
+                converged = True
+                break
+            if last:
+                break
+        B = np.diag(alphas[:steps]) + np.diag(betas[: steps - 1], 1)
+        P, S, Qh = np.linalg.svd(B)
+        top = min(k, steps)
+        v_vectors = Qh[:top].conj() @ V[:steps]
+        if converged or total_steps >= limit:
+            if two_sided:
+                u_vectors = P[:, :top].T @ U[:steps]
+            else:
+                images = np.array([forward(vector) for vector in v_vectors])
+                u_vectors = images / np.maximum(np.linalg.norm(images, axis=1), np.finfo(float).tiny)[:, None]
+            return u_vectors, S[:top], v_vectors, converged
+        v = v_vectors.sum(axis=0)  # explicit restart from the Ritz vectors found so far
+
+
+def lanczos_svds(
+    linear_map: LinearMap,
+    k: int = 1,
+    *,
+    tol: float = TOLERANCE,
+    start: np.ndarray | None = None,
+    max_steps: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Largest `k` singular triplets by Golub-Kahan-Lanczos bidiagonalization.
+
+    Full reorthogonalization (classical Gram-Schmidt, repeated when needed) keeps both Krylov
+    bases orthonormal. Above ``2**19`` entries in the two vectors only the shorter basis is kept
+    and reorthogonalized (one-sided reorthogonalization, Simon & Zha 2000, which keeps the
+    singular values as accurate), and the other singular vectors are ``A v / sigma``.
+    After ``j`` steps ``A V_j = U_j B_j`` and ``A^H U_j = V_j B_j^H + beta_j v_{j+1} e_j^T`` with
+    ``B_j`` upper bidiagonal, so the Ritz triplet ``(U_j p, sigma, V_j q)`` of ``B_j = P S Q^H``
+    has residual ``|beta_j p_j|``: some singular value of ``A`` lies within it of ``sigma``, and
+    within its square over twice the gap to the other values (`_error_estimates`). The
+    iteration stops when that error is at most ``tol * sigma`` for the `k` largest. When the
+    bases reach their memory budget (1/8 of the free memory, between 256 MiB and 4 GiB) it
+    restarts from the combination of the current `k` Ritz vectors.
+
+    One start vector sees one copy of a repeated singular value, so for ``k > 1`` the found right
+    vectors are locked and the run repeats on ``A (I - V V^H)`` until its largest value is below
+    the `k`-th found: repeated values (circular and symmetric kernels have them) are not missed.
+
+    Returns ``(u, s, v, converged)``: ``u`` ``(k, rows)``, ``v`` ``(k, columns)`` flat, with
+    ``A v[i] = s[i] u[i]``.
+    """
+    rows, columns = linear_map.rows, linear_map.columns
+    two_sided = rows + columns <= _TWO_SIDED_ENTRIES
+    if not two_sided and rows < columns and start is None:
+        # Keep the shorter basis: run on the adjoint and exchange the singular vectors.
+        dense = linear_map.dense
+        swapped = LinearMap(
+            forward=linear_map.adjoint,
+            adjoint=linear_map.forward,
+            input_shape=linear_map.output_shape,
+            output_shape=linear_map.input_shape,
+            dtype=linear_map.dtype,
+            dense=lambda max_bytes: dense(max_bytes).conj().T,
+        )
+        u, s, v, converged = lanczos_svds(swapped, k, tol=tol, max_steps=max_steps, seed=seed)
+        return v, s, u, converged
+    dtype = _work_dtype(linear_map.dtype)
+    dimension = min(rows, columns)
+    low, high = _LANCZOS_BYTES
+    memory = max(low, min(high, (available_memory() or 0) // 8))
+    stored = columns + rows if two_sided else columns
+    budget = max(2 * k + 20, memory // (np.dtype(dtype).itemsize * stored))
+    capacity = min(dimension, budget if max_steps is None else max(max_steps, k))
+    limit = 40 * capacity if max_steps is None else max_steps
+    rng = np.random.default_rng(seed)
+
+    def random_vector(size: int) -> np.ndarray:
+        w = rng.standard_normal(size)
+        if dtype is np.complex128:
+            w = w + 1j * rng.standard_normal(size)
+        return w.astype(dtype)
+
+    locked_u: np.ndarray = np.zeros((0, rows), dtype=dtype)
+    locked_v: np.ndarray = np.zeros((0, columns), dtype=dtype)
+    locked_s = np.zeros(0)
+
+    def forward(v: np.ndarray) -> np.ndarray:
+        v = _orthogonalize(v, locked_v) if len(locked_v) else v
+        return np.asarray(linear_map.forward(v.reshape(linear_map.input_shape)), dtype=dtype).reshape(rows)
+
+    def adjoint(u: np.ndarray) -> np.ndarray:
+        w: np.ndarray = np.asarray(linear_map.adjoint(u.reshape(linear_map.output_shape)), dtype=dtype)
+        w = w.reshape(columns)
+        return _orthogonalize(w, locked_v) if len(locked_v) else w
+
+    v0 = random_vector(columns) if start is None else np.asarray(start, dtype=dtype).reshape(columns).copy()
+    if not np.linalg.norm(v0):
+        v0 = random_vector(columns)
+    wanted = k
+    converged = True
+    while True:
+        u, s, v, done = _lanczos_pass(
+            forward, adjoint, (rows, columns), wanted, tol, v0, capacity, limit, random_vector, two_sided
+        )
+        converged = converged and done
+        if len(locked_s) >= k and (not len(s) or s[0] <= locked_s[k - 1] * (1 + tol)):
+            break
+        locked_u = np.concatenate([locked_u, u])
+        locked_v = np.concatenate([locked_v, v])
+        locked_s = np.concatenate([locked_s, s])
+        order = np.argsort(locked_s)[::-1]
+        locked_u, locked_v, locked_s = locked_u[order], locked_v[order], locked_s[order]
+        if k == 1 or len(locked_s) >= dimension or not done:
+            break
+        wanted = 1  # look for a value the earlier runs did not see
+        v0 = _orthogonalize(random_vector(columns), locked_v)
+    return locked_u[:k], locked_s[:k], locked_v[:k], converged
+
+
+# -- dense ---------------------------------------------------------------------------------------------
+def _dense_matrix(linear_map: LinearMap, max_bytes: Any = None) -> np.ndarray:
+    """The dense matrix, guarded like `materialize` (MemoryError before allocating)."""
+    dtype = np.dtype(_work_dtype(linear_map.dtype))
+    check_allocation((linear_map.rows, linear_map.columns), dtype, max_bytes)
+    return np.asarray(linear_map.dense(max_bytes), dtype=dtype)
+
+
+def _use_dense(linear_map: LinearMap, k: int | None) -> bool:
+    side = min(linear_map.rows, linear_map.columns)
+    return k is None or side <= _DENSE_MAX_SIDE or 2 * k >= side
+
+
+def _check_k(k: Any, linear_map: LinearMap, allow_none: bool) -> int | None:
+    if k is None and allow_none:
+        return None
+    side = min(linear_map.rows, linear_map.columns)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= side:
+        allowed = "None or an int" if allow_none else "an int"
+        raise ValueError(f"`k` must be {allowed} between 1 and min(rows, columns) = {side}, got {k!r}")
+    return int(k)
+
+
+def _check_method(method: str) -> None:
+    if method not in ("auto", "dense", "lanczos"):
+        raise ValueError(f"`method` must be 'auto', 'dense' or 'lanczos', got {method!r}")
+
+
+# -- public entry points -------------------------------------------------------------------------------
+def svdvals(linear_map: LinearMap, k: Any = None, *, method: str = "auto") -> np.ndarray:
+    """Singular values, descending: all (`k` None) or the `k` largest. See `ConvOperator.svdvals`."""
+    k = _check_k(k, linear_map, allow_none=True)
+    _check_method(method)
+    layer = linear_map.layer
+    if method == "auto" and layer is not None and layer.mode == "circular":
+        return circular_svdvals(layer, k)
+    if method == "lanczos" and k is None:
+        k = min(linear_map.rows, linear_map.columns)
+    if method == "dense" or (method == "auto" and _use_dense(linear_map, k)):
+        try:
+            values = np.linalg.svd(_dense_matrix(linear_map), compute_uv=False)
+        except MemoryError as error:
+            if k is None:
+                raise MemoryError(
+                    f"{error}. For the largest singular values only, pass `k` (matrix-free Lanczos)"
+                ) from None
+        else:
+            return values if k is None else values[:k]
+    assert k is not None
+    _, s, _, _ = lanczos_svds(linear_map, k)
+    return s
+
+
+def svds(
+    linear_map: LinearMap, k: Any = 1, *, method: str = "auto"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(u, s, vh)``: ``u`` ``(k, *output_shape)``, ``vh`` ``(k, *input_shape)``, ``A vh[i] = s[i] u[i]``."""
+    k = _check_k(k, linear_map, allow_none=False)
+    assert k is not None
+    _check_method(method)
+    if method == "dense" or (method == "auto" and _use_dense(linear_map, k)):
+        try:
+            matrix = _dense_matrix(linear_map)
+        except MemoryError:
+            pass
+        else:
+            U, S, Vh = np.linalg.svd(matrix, full_matrices=False)
+            u, s, v = U[:, :k].T, S[:k], Vh[:k].conj()
+            return _shaped(linear_map, u, s, v)
+    u, s, v, _ = lanczos_svds(linear_map, k)
+    return _shaped(linear_map, u, s, v)
+
+
+def _shaped(
+    linear_map: LinearMap, u: np.ndarray, s: np.ndarray, v: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    k = len(s)
+    return u.reshape(k, *linear_map.output_shape), s, v.reshape(k, *linear_map.input_shape)
+
+
+def norm(linear_map: LinearMap, ord: Any = 2) -> float:
+    """Spectral (``ord=2``) or Frobenius (``ord="fro"``) norm. See `ConvOperator.norm`."""
+    if isinstance(ord, str) and ord == "fro":
+        if linear_map.layer is not None:
+            return frobenius_norm(linear_map.layer)
+        return float(np.linalg.norm(_dense_matrix(linear_map)))  # a composed operator: guarded
+    if isinstance(ord, bool) or ord != 2:
+        raise ValueError(f"`ord` must be 2 (spectral norm) or 'fro' (Frobenius norm), got {ord!r}")
+    layer = linear_map.layer
+    if layer is not None and layer.mode == "circular":
+        return circular_norm(layer)
+    return float(svdvals(linear_map, 1)[0])
+
+
+def _bound_axis(axis: Axis) -> Axis:
+    """The axis of a circulant that the zero-padded `axis` is a restriction of (see `upper_bound`)."""
+    m, s, lo = axis.size, axis.stride, axis.lo
+    needed = max(lo + m, (axis.output - 1) * s + axis.extent - lo, axis.output * s)
+    length = -(-needed // s) * s
+    return Axis(length, axis.kernel, s, axis.dilation, 0, axis.extent - 1)  # length / s outputs
+
+
+def upper_bound(layer: Layer) -> float:
+    """A proven upper bound of the layer's spectral norm (see `norm_bounds` for the proofs)."""
+    geometry = layer.geometry
+    if layer.mode == "circular":
+        return circular_norm(layer)
+    axes = geometry.axes
+    if layer.mode in ("reflect", "replicate"):
+        # valid convolution on the padded grid, after the padding map P
+        padded = tuple(Axis(a.size + a.lo + a.hi, a.kernel, a.stride, a.dilation) for a in axes)
+        factor = padding_norm(geometry, layer.mode)
+    else:
+        padded, factor = axes, 1.0
+    bound_axes = [_bound_axis(axis) for axis in padded]
+    return factor * _largest_block_value(layer.kernel, bound_axes, geometry.groups)
+
+
+def lower_bound(linear_map: LinearMap, steps: int = 12) -> float:
+    """``norm(A v) / norm(v)`` for the Ritz vector of a few Lanczos steps (an explicit vector)."""
+    _, _, v, _ = lanczos_svds(linear_map, 1, max_steps=min(steps, linear_map.columns, linear_map.rows))
+    vector = v[0].reshape(linear_map.input_shape)
+    image = np.asarray(linear_map.forward(vector))
+    return float(np.linalg.norm(image) / np.linalg.norm(vector))
+
+
+def norm_bounds(linear_map: LinearMap) -> tuple[float, float]:
+    """``(lower, upper)`` with ``lower <= norm(2) <= upper``. See `ConvOperator.norm_bounds`."""
+    if linear_map.layer is not None:
+        upper = upper_bound(linear_map.layer)
+    elif linear_map.upper is not None:
+        upper = linear_map.upper()
+    else:
+        raise ValueError("no proven upper bound is known for this operator")
+    upper *= 1 + _ROUNDING
+    lower = lower_bound(linear_map) * (1 - _ROUNDING)
+    return min(lower, upper), upper
+
+
+def _canonical_vector(vector: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """Move a channels-first ``(C, *m)`` vector to channels-last ``(*m, C)``."""
+    if geometry.layout == "channels_first":
+        return np.moveaxis(vector, 0, -1)
+    return vector
+
+
+def kernel_gradient(layer: Layer, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``G[r, c, f] = sum_o conj(u[o, f]) * P(v)[o * s + r * d, c]``: the correlation of ``u`` and ``v``.
+
+    `u` ``(*o, F)`` and `v` ``(*m, C)`` channels-last; ``Re(sum K * G) = Re(u^H A v)``.
+    """
+    geometry = layer.geometry
+    n = geometry.ndim
+    pads = [(axis.lo, axis.hi) for axis in geometry.axes]
+    padded = pad(v, [*pads, (0, 0)], geometry.mode)
+    extents = [axis.extent for axis in geometry.axes]
+    windows = np.lib.stride_tricks.sliding_window_view(padded, extents, axis=tuple(range(n)))
+    windows = windows[tuple(slice(None, axis.output * axis.stride, axis.stride) for axis in geometry.axes)]
+    windows = windows[(Ellipsis,) + tuple(slice(None, None, axis.dilation) for axis in geometry.axes)]
+    # windows: (*o, C, *k); split channels and filters by group
+    groups = geometry.groups
+    windows = windows.reshape(*windows.shape[:n], groups, geometry.group_channels, *windows.shape[n + 1 :])
+    u = u.reshape(*u.shape[:n], groups, geometry.group_filters)
+    letters = "abcdefghijklmnopqrstuvw"
+    o, r = letters[:n], letters[n : 2 * n]
+    gradient = np.einsum(f"{o}xy{r},{o}xz->{r}yxz", windows, u.conj(), optimize=True)
+    return gradient.reshape(*gradient.shape[:n], geometry.group_channels, geometry.filters)
+
+
+def norm_grad(linear_map: LinearMap) -> np.ndarray:
+    """Gradient of ``norm(2)`` with respect to the channels-last kernel (shape ``(*k, C // groups, F)``).
+
+    With the top singular pair ``A v = sigma u``, ``d sigma = Re(u^H dA v)`` and ``A`` is linear in
+    the kernel, so the gradient is the correlation `kernel_gradient` of ``u`` and ``v`` (its real
+    part for a real kernel; its conjugate, ``d/dRe + i d/dIm``, for a complex one). It exists where
+    the largest singular value is simple (or its multiplicity comes from the kernel's symmetry).
+    """
+    layer = linear_map.layer
+    if layer is None:
+        raise ValueError("`norm_grad` needs a single convolution")
+    u, s, v = svds(linear_map, 1)
+    geometry = layer.geometry
+    # to channels-last
+    if geometry.layout == "channels_first":
+        u_last, v_last = np.moveaxis(u[0], 0, -1), np.moveaxis(v[0], 0, -1)
+    else:
+        u_last, v_last = u[0], v[0]
+    gradient = kernel_gradient(layer, u_last, v_last)
+    if np.asarray(layer.kernel).dtype.kind == "c":
+        return gradient.conj()
+    return gradient.real

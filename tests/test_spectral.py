@@ -1,0 +1,357 @@
+"""Singular values and norms, compared with the dense SVD of independently built matrices."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from oracles import loop_operator
+
+import stridedop
+from stridedop import _spectral
+from stridedop._geometry import make_geometry
+
+MODES = ("zeros", "circular", "reflect", "replicate")
+NP_PAD = {"zeros": "constant", "circular": "wrap", "reflect": "reflect", "replicate": "edge"}
+
+
+def random_kernel(rng, shape, complex_=False):
+    kernel = rng.standard_normal(shape)
+    if complex_:
+        kernel = kernel + 1j * rng.standard_normal(shape)
+    return kernel
+
+
+def padding_matrix(size, lo, hi, mode):
+    """The 1-D padding map (lo + size + hi, size) of `mode`, from np.pad of the unit vectors."""
+    if mode == "zeros":
+        return np.pad(np.eye(size), ((lo, hi), (0, 0)))
+    return np.pad(np.eye(size), ((lo, hi), (0, 0)), mode=NP_PAD[mode])
+
+
+def dense_layer(kernel, m, pads, mode, stride, dilation, groups):
+    """Dense matrix of any mode: the 'valid' loop oracle on the padded grid times the padding map."""
+    n = kernel.ndim - 2
+    padded = [m[i] + pads[i][0] + pads[i][1] for i in range(n)]
+    valid = loop_operator(kernel, padded, stride=stride, dilation=dilation, groups=groups)
+    channels = kernel.shape[n] * groups
+    rows = math.prod(valid.shape[: n + 1])
+    V = valid.reshape(rows, -1)
+    P = np.eye(channels)
+    for i in reversed(range(n)):
+        P = np.kron(padding_matrix(m[i], *pads[i], mode), P)
+    return V @ P
+
+
+def layer_operator(kernel, m, pads, mode, stride=1, dilation=1, groups=1):
+    channels = kernel.shape[-2] * groups
+    return stridedop.ConvOperator(
+        kernel,
+        (*m, channels),
+        padding=list(pads),
+        padding_mode=mode,
+        stride=stride,
+        dilation=dilation,
+        groups=groups,
+    )
+
+
+def layer_map(*arguments, **keywords):
+    return _spectral.linear_map_of(layer_operator(*arguments, **keywords))
+
+
+def relative_error(values, reference):
+    return np.abs(np.asarray(values) - reference).max() / max(reference[0], 1e-300)
+
+
+# -- circular: exact from the DFT ---------------------------------------------------------------------
+def circular_case(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 4))
+    sizes = {1: (1, 9), 2: (1, 6), 3: (1, 4)}[n]
+    m = tuple(int(v) for v in rng.integers(*sizes, size=n))
+    k = tuple(int(v) for v in rng.integers(1, 4 if n < 3 else 3, size=n))
+    stride = tuple(int(v) for v in rng.integers(1, 4, size=n))
+    dilation = tuple(int(v) for v in rng.integers(1, 3, size=n))
+    groups = int(rng.choice([1, 1, 2, 3]))
+    cg, fg = int(rng.integers(1, 3)), int(rng.integers(1, 3))
+    complex_ = bool(rng.random() < 0.3)
+    kernel = random_kernel(rng, (*k, cg, fg * groups), complex_)
+    return kernel, (*m, cg * groups), stride, dilation, groups
+
+
+@pytest.mark.parametrize("seed", range(240))
+def test_circular_svdvals_equal_dense_svd(seed):
+    kernel, input_shape, stride, dilation, groups = circular_case(seed)
+    op = stridedop.ConvOperator(
+        kernel, input_shape, padding="circular", stride=stride, dilation=dilation, groups=groups
+    )
+    reference = np.linalg.svd(op.to_matrix(), compute_uv=False)
+    values = op.svdvals()
+    assert values.shape == reference.shape
+    assert relative_error(values, reference) <= 1e-10
+    assert abs(op.norm() - reference[0]) <= 1e-10 * reference[0]
+    assert np.array_equal(
+        op.svdvals(2 if reference.size > 1 else 1), values[: 2 if reference.size > 1 else 1]
+    )
+
+
+def test_circular_kernel_wider_than_input_folds():
+    rng = np.random.default_rng(5)
+    kernel = rng.standard_normal((7, 5, 2, 3))
+    op = stridedop.ConvOperator(kernel, (3, 2, 2), padding="circular")
+    dense = loop_operator(kernel, (3, 2), padding="circular").reshape(op.to_matrix().shape)
+    assert relative_error(op.svdvals(), np.linalg.svd(dense, compute_uv=False)) <= 1e-10
+
+
+def test_circular_real_kernel_uses_half_the_frequencies():
+    kernel = np.random.default_rng(0).standard_normal((3, 3, 2, 2))
+    geometry = make_geometry(kernel.shape, (8, 6, 2), padding="circular")
+    pieces = _spectral.circular_blocks(kernel, geometry.axes, 1)
+    # the longest axis (8) is halved to 5 planes: 3 interior ones stand for two, and the
+    # planes 0 and 4 keep 4 of their 6 blocks (0 and 3 are self-conjugate, 1 ~ 5 and 2 ~ 4)
+    assert sum(len(blocks) for blocks, _ in pieces) == 3 * 6 + 2 * 4
+    assert sum(len(blocks) * weight for blocks, weight in pieces) == 8 * 6
+    complex_pieces = _spectral.circular_blocks(kernel + 0j, geometry.axes, 1)
+    assert [(len(blocks), weight) for blocks, weight in complex_pieces] == [(48, 1.0)]
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+def test_circular_never_builds_the_dense_matrix(layout, monkeypatch):
+    kernel = np.random.default_rng(1).standard_normal((3, 3, 4, 4))
+    if layout == "channels_first":
+        kernel, shape = kernel.transpose(3, 2, 0, 1), (4, 10, 10)
+    else:
+        shape = (10, 10, 4)
+    op = stridedop.ConvOperator(kernel, shape, padding="circular", layout=layout)
+    reference = np.linalg.svd(op.to_matrix(), compute_uv=False)
+    monkeypatch.setattr(stridedop.ConvOperator, "to_matrix", None)
+    monkeypatch.setattr(stridedop.ConvOperator, "__matmul__", None)
+    assert relative_error(op.svdvals(), reference) <= 1e-10
+    assert abs(op.norm() - reference[0]) <= 1e-10 * reference[0]
+
+
+# -- every mode on small layers ---------------------------------------------------------------------
+GEOMETRIES = [
+    # kernel spatial, input spatial, pads, stride, dilation, groups
+    ((3,), (7,), ((1, 1),), (1,), (1,), 1),
+    ((3,), (8,), ((2, 1),), (2,), (1,), 2),
+    ((3, 2), (5, 4), ((1, 1), (1, 0)), (1, 1), (1, 1), 1),
+    ((2, 3), (6, 5), ((1, 2), (2, 2)), (2, 1), (2, 1), 1),
+    ((3, 3), (4, 6), ((2, 2), (2, 2)), (1, 2), (1, 1), 2),
+    ((2, 2, 2), (3, 4, 3), ((1, 0), (1, 1), (0, 1)), (1, 2, 1), (1, 1, 2), 1),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", range(len(GEOMETRIES)))
+@pytest.mark.parametrize("complex_", [False, True])
+def test_every_mode_svdvals_fro_and_bounds(mode, case, complex_):
+    k, m, pads, stride, dilation, groups = GEOMETRIES[case]
+    if mode == "reflect" and any(max(p) >= size for p, size in zip(pads, m)):
+        pytest.skip("reflect needs padding smaller than the size")
+    rng = np.random.default_rng(case)
+    kernel = random_kernel(rng, (*k, 2, 2 * groups), complex_)
+    linear_map = layer_map(kernel, m, pads, mode, stride, dilation, groups)
+    dense = dense_layer(kernel, m, pads, mode, stride, dilation, groups)
+    reference = np.linalg.svd(dense, compute_uv=False)
+    assert relative_error(_spectral.svdvals(linear_map), reference) <= 1e-10
+    top = _spectral.svdvals(linear_map, 3, method="lanczos")
+    assert relative_error(top, reference[:3]) <= 1e-10
+    assert np.isclose(_spectral.norm(linear_map, "fro"), np.linalg.norm(dense), rtol=1e-12)
+    lower, upper = _spectral.norm_bounds(linear_map)
+    assert lower <= reference[0] <= upper
+
+
+@pytest.mark.parametrize("padding", ["same", "valid", "full", ((2, 0), (1, 3))])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_zero_padding_operator_against_loop_oracle(padding, stride):
+    kernel = np.random.default_rng(3).standard_normal((3, 2, 2, 3))
+    m = (6, 5)
+    op = stridedop.ConvOperator(kernel, (*m, 2), padding=padding, stride=stride)
+    dense = loop_operator(kernel, m, padding=padding, stride=stride).reshape(op.to_matrix().shape)
+    reference = np.linalg.svd(dense, compute_uv=False)
+    assert relative_error(op.svdvals(), reference) <= 1e-10
+    assert abs(op.norm() - reference[0]) <= 1e-10 * reference[0]
+    assert np.isclose(op.norm("fro"), np.linalg.norm(dense), rtol=1e-12)
+    assert relative_error(op.T.svdvals(), reference) <= 1e-10
+
+
+def test_lanczos_converges_on_a_larger_zero_padded_layer():
+    kernel = np.random.default_rng(4).standard_normal((3, 3, 8, 8))
+    op = stridedop.ConvOperator(kernel, (12, 12, 8), padding="same")
+    reference = np.linalg.svd(op.to_matrix(), compute_uv=False)
+    u, s, v, converged = _spectral.lanczos_svds(_spectral.linear_map_of(op), 4)
+    assert converged
+    assert relative_error(s, reference[:4]) <= 1e-10
+
+
+# -- bounds -------------------------------------------------------------------------------------------
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    n=st.integers(1, 2),
+    mode=st.sampled_from(MODES),
+    channels=st.integers(1, 2),
+    filters=st.integers(1, 3),
+)
+def test_bounds_contain_the_norm(data, n, mode, channels, filters):
+    m = tuple(data.draw(st.integers(1, 6), label="m") for _ in range(n))
+    k = tuple(data.draw(st.integers(1, 3), label="k") for _ in range(n))
+    stride = tuple(data.draw(st.integers(1, 3), label="stride") for _ in range(n))
+    dilation = tuple(data.draw(st.integers(1, 2), label="dilation") for _ in range(n))
+    pads = []
+    for i in range(n):
+        limit = m[i] - 1 if mode == "reflect" else 4
+        pads.append(
+            (data.draw(st.integers(0, limit), label="lo"), data.draw(st.integers(0, limit), label="hi"))
+        )
+    if any(m[i] + sum(pads[i]) < (k[i] - 1) * dilation[i] + 1 for i in range(n)):
+        return
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    kernel = np.random.default_rng(seed).standard_normal((*k, channels, filters))
+    linear_map = layer_map(kernel, m, tuple(pads), mode, stride, dilation)
+    truth = np.linalg.norm(dense_layer(kernel, m, pads, mode, stride, dilation, 1), 2)
+    lower, upper = _spectral.norm_bounds(linear_map)
+    assert lower <= truth <= upper
+
+
+@pytest.mark.parametrize("padding", ["same", "valid", "circular", 1])
+def test_operator_bounds(padding):
+    kernel = np.random.default_rng(6).standard_normal((3, 3, 3, 4))
+    op = stridedop.ConvOperator(kernel, (7, 9, 3), padding=padding, stride=(1, 2))
+    lower, upper = op.norm_bounds()
+    truth = np.linalg.norm(op.to_matrix(), 2)
+    assert lower <= truth <= upper
+    assert upper / lower - 1 < 0.5
+
+
+def test_padding_norm_is_exact():
+    for mode in ("reflect", "replicate", "circular", "zeros"):
+        geometry = make_geometry((3, 3, 1, 1), (5, 4, 1), padding=((2, 3), (1, 1)), padding_mode=mode)
+        P = np.kron(padding_matrix(5, 2, 3, mode), padding_matrix(4, 1, 1, mode))
+        assert np.isclose(_spectral.padding_norm(geometry, mode), np.linalg.norm(P, 2), rtol=1e-12)
+
+
+# -- gradient -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "padding, stride, groups, complex_, layout",
+    [
+        ("same", 1, 1, False, "channels_last"),
+        ("valid", 2, 1, False, "channels_last"),
+        ("same", 1, 2, False, "channels_first"),
+        ("same", (1, 2), 1, True, "channels_last"),
+        ("circular", 1, 1, False, "channels_last"),
+    ],
+)
+def test_norm_grad_against_finite_differences(padding, stride, groups, complex_, layout):
+    rng = np.random.default_rng(7)
+    kernel = random_kernel(rng, (3, 2, 2, 2 * groups), complex_)
+    m = (7, 6)
+
+    def make(k):
+        if layout == "channels_first":
+            return stridedop.ConvOperator(
+                k.transpose(3, 2, 0, 1),
+                (2 * groups, *m),
+                padding=padding,
+                stride=stride,
+                groups=groups,
+                layout=layout,
+            )
+        return stridedop.ConvOperator(k, (*m, 2 * groups), padding=padding, stride=stride, groups=groups)
+
+    gradient = make(kernel).norm_grad()
+    if layout == "channels_first":
+        gradient = gradient.transpose(2, 3, 1, 0)
+    assert gradient.shape == kernel.shape and gradient.dtype == kernel.dtype
+    h = 1e-6
+    for index in [(0, 0, 0, 0), (1, 1, 1, 1), (2, 0, 1, 0), (2, 1, 0, 1)]:
+        step = np.zeros_like(kernel)
+        step[index] = h
+        slope = (make(kernel + step).norm() - make(kernel - step).norm()) / (2 * h)
+        assert np.isclose(gradient[index].real, slope, rtol=1e-5, atol=1e-7)
+        if complex_:
+            slope = (make(kernel + 1j * step).norm() - make(kernel - 1j * step).norm()) / (2 * h)
+            assert np.isclose(gradient[index].imag, slope, rtol=1e-5, atol=1e-7)
+
+
+# -- svds -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("padding", ["same", "circular", "valid"])
+@pytest.mark.parametrize("complex_", [False, True])
+@pytest.mark.parametrize("method", ["dense", "lanczos"])
+def test_svds_triplets(padding, complex_, method):
+    kernel = random_kernel(np.random.default_rng(8), (3, 3, 2, 3), complex_)
+    op = stridedop.ConvOperator(kernel, (6, 7, 2), padding=padding)
+    u, s, vh = _spectral.svds(_spectral.linear_map_of(op), 3, method=method)
+    assert u.shape == (3, *op.output_shape) and vh.shape == (3, *op.input_shape) and s.shape == (3,)
+    reference = np.linalg.svd(op.to_matrix(), compute_uv=False)
+    assert relative_error(s, reference[:3]) <= 1e-10
+    for i in range(3):
+        np.testing.assert_allclose(op @ vh[i], s[i] * u[i], atol=1e-9 * s[0])
+        assert np.isclose(np.linalg.norm(u[i]), 1) and np.isclose(np.linalg.norm(vh[i]), 1)
+    public = op.svds(2)
+    assert public[0].shape == (2, *op.output_shape)
+
+
+@pytest.mark.parametrize("complex_", [False, True])
+def test_every_direction_has_the_same_values(complex_):
+    kernel = random_kernel(np.random.default_rng(9), (3, 3, 2, 5), complex_)
+    op = stridedop.ConvOperator(kernel, (6, 6, 2), padding="same", stride=2)
+    for other in (op.H, op.transpose(), op.H.transpose()):
+        reference = np.linalg.svd(other.to_matrix(), compute_uv=False)
+        assert relative_error(other.svdvals(), reference) <= 1e-10
+        assert np.isclose(other.norm("fro"), np.linalg.norm(reference), rtol=1e-12)
+        u, s, vh = other.svds(1)
+        np.testing.assert_allclose(other @ vh[0], s[0] * u[0], atol=1e-10 * s[0])
+        np.testing.assert_allclose(other.norm_grad(), op.norm_grad(), atol=1e-8)
+
+
+@pytest.mark.parametrize("padding_mode", MODES)
+def test_composed_and_summed_operators(padding_mode):
+    rng = np.random.default_rng(10)
+    first = stridedop.ConvOperator(
+        rng.standard_normal((3, 3, 2, 3)), (6, 5, 2), padding="same", padding_mode=padding_mode, stride=(1, 2)
+    )
+    second = stridedop.ConvOperator(rng.standard_normal((2, 2, 3, 2)), first.output_shape, padding="valid")
+    third = stridedop.ConvOperator(
+        rng.standard_normal((1, 3, 2, 3)), (6, 5, 2), padding="same", stride=(1, 2)
+    )
+    for operator in (second @ first, first.H @ first, 2 * first - 0.5 * third, second @ (first + third)):
+        dense = operator.to_matrix()
+        reference = np.linalg.svd(dense, compute_uv=False)
+        assert relative_error(operator.svdvals(), reference) <= 1e-10
+        assert (
+            relative_error(
+                _spectral.svdvals(_spectral.linear_map_of(operator), 2, method="lanczos"), reference[:2]
+            )
+            <= 1e-10
+        )
+        assert abs(operator.norm() - reference[0]) <= 1e-10 * reference[0]
+        assert np.isclose(operator.norm("fro"), np.linalg.norm(dense), rtol=1e-12)
+        lower, upper = operator.norm_bounds()
+        assert lower <= reference[0] <= upper
+    product = second @ first
+    assert np.isclose(product.norm_bounds()[1], second.norm_bounds()[1] * first.norm_bounds()[1], rtol=1e-9)
+
+
+# -- errors -------------------------------------------------------------------------------------------
+def test_errors_name_the_argument():
+    op = stridedop.ConvOperator(np.ones((3, 1, 1)), (6, 1), padding="same")
+    with pytest.raises(ValueError, match="`k` must be None or an int between 1 and"):
+        op.svdvals(0)
+    with pytest.raises(ValueError, match="`k` must be an int between 1 and min"):
+        op.svds(7)
+    with pytest.raises(ValueError, match="`ord` must be 2"):
+        op.norm(1)
+    with pytest.raises(ValueError, match="`method` must be"):
+        _spectral.svdvals(_spectral.linear_map_of(op), method="qr")
+
+
+def test_all_values_of_a_huge_zero_padded_layer_need_k():
+    op = stridedop.ConvOperator(np.ones((3, 1, 1)), (2**21, 1), padding="same")  # 32 TiB dense
+    with pytest.raises(MemoryError, match="pass `k`"):
+        op.svdvals()
