@@ -81,17 +81,22 @@ def best_times(functions: dict[str, Callable[[], Any]], repeat: int) -> dict[str
     On a shared, noisy machine a slow spell then hits every candidate alike instead of only the
     one being timed at that moment.
     """
+    return {name: best for name, (best, _) in interleaved_times(functions, repeat).items()}
+
+
+def interleaved_times(functions: dict[str, Callable[[], Any]], rounds: int) -> dict[str, tuple[float, float]]:
+    """(best, median) time of one call of each function, the functions interleaved round by round."""
     numbers = {}
     for name, function in functions.items():
         function()
         start = time.perf_counter()
         function()
         numbers[name] = max(1, int(0.02 / max(time.perf_counter() - start, 1e-9)))
-    best = dict.fromkeys(functions, float("inf"))
-    for _ in range(repeat):
+    samples: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(rounds):
         for name, function in functions.items():
             start = time.perf_counter()
             for _ in range(numbers[name]):
                 function()
-            best[name] = min(best[name], (time.perf_counter() - start) / numbers[name])
-    return best
+            samples[name].append((time.perf_counter() - start) / numbers[name])
+    return {name: (min(values), float(np.median(values))) for name, values in samples.items()}

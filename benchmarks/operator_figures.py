@@ -12,13 +12,13 @@ import argparse
 import gc
 import os
 import sys
-import tracemalloc
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import best_time, best_times  # noqa: E402
+from planner_figures import sparse_table  # noqa: E402
 
 import stridedop  # noqa: E402
 
@@ -102,34 +102,6 @@ def dense_table(repeat: int) -> None:
     print(f"| {tensordot * 1e3:.2f} ms | {apply * 1e3:.3f} ms | {tensordot / apply:.0f}x |\n")
 
 
-def sparse_table(repeat: int) -> None:
-    try:
-        import scipy.sparse
-    except ImportError:
-        print("SciPy is not installed: skipping the sparse figures\n")
-        return
-    print("## to_sparse vs converting the materialized operator (3x3x8x8 on 32x32x8, float64)\n")
-    print("| geometry | nnz | csr_array(dense) | op.to_sparse() | ratio | peak bytes / nnz |")
-    print("|---|---|---|---|---|---|")
-    rng = np.random.default_rng(2)
-    for kwargs in ({}, {"padding": "same"}):
-        op = stridedop.ConvOperator(rng.standard_normal((3, 3, 8, 8)), (32, 32, 8), **kwargs)
-        dense = op.to_matrix()
-        convert = best_time(lambda: scipy.sparse.csr_array(dense), max(2, repeat // 3))
-        dense = None  # release the dense operator
-        gc.collect()
-        build = best_time(lambda: op.to_sparse(), repeat)
-        tracemalloc.start()
-        sparse = op.to_sparse()
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        print(
-            f"| {kwargs or 'valid'} | {sparse.nnz} | {convert * 1e3:.1f} ms | {build * 1e3:.2f} ms "
-            f"| {convert / build:.0f}x | {peak / sparse.nnz:.1f} |"
-        )
-    print()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -143,7 +115,7 @@ def main() -> None:
         )
         apply_table(repeat)
         dense_table(repeat)
-        sparse_table(repeat)
+        sparse_table(repeat)  # planner_figures' rows: this one and the 7x7 single-channel one
 
 
 if __name__ == "__main__":

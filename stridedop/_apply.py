@@ -1,54 +1,229 @@
 """Applying the operator and its adjoint to data without ever building the dense operator.
 
 Inputs are batches ``(B, *m, C)`` (channels-last) or ``(B, C, *m)`` (channels-first), kernels are
-always channels-last ``(*k, C // groups, F)``. The strategies, chosen per geometry:
+always channels-last ``(*k, C // groups, F)``. Two methods, as in `scipy.signal.correlate`:
 
-* *flat im2col* (stride 1): pad the input and flatten its batch and spatial axes into one pixel
-  axis. Output pixel ``q`` (on the padded grid) reads the window of pixels ``q + shift(tap)``,
-  where ``shift`` is the tap's offset in the flattened grid, so the im2col matrix is one
-  strided view of the flat input (rows overlap in memory). It is copied block by block into a
-  small buffer that stays in cache and multiplied by the kernel matrix ``(taps * C, F)``: one
-  large GEMM per block. Output pixels that fall off the real output grid are computed (a few
-  percent) and dropped. Channels-first runs the transposed product, with the same windows, so
-  that every copy is contiguous and the result comes out channels-first; channels-last inputs
-  with few channels are moved to channels-first for it, since their windows are too thin.
-* *strided im2col* (stride > 1): the windows of the output grid itself, from
-  ``sliding_window_view``, copied once and multiplied by the kernel matrix.
-* *tap GEMM* (the adjoint at stride > 1): one product of every output pixel with all taps,
-  then a strided slice-add of each tap into the padded input.
+* ``"direct"``: spatial-domain products, with a strategy per geometry, dtype and batch;
+* ``"fft"``: products of spectra, for large kernels on real and complex floats.
 
-The adjoint at stride 1 is a correlation of the zero-padded ``y`` with the flipped kernel whose
-channel axes are swapped, so it uses the flat im2col too; with few input channels (few rows for
-that product) it is a *scatter* instead: one GEMM for every tap of every pixel of ``y``, then one
-contiguous slice-add per tap on the flat padded input.
+`resolve_method` turns ``"auto"`` into one of them from a cost model of both.
+
+Direct strategies, forward direction (output ``y[o] = sum_r x[o * stride + r * dilation] K[r]``
+on the padded input):
+
+* *1x1 kernel*: one matrix product on the batch as it is.
+* *tap GEMM* (stride 1, enough channels, BLAS floats, SciPy installed): pad the input and flatten
+  its spatial axes (channels-last: and its batch) into one pixel axis, so that output pixel ``q``
+  reads pixel ``q + shift(tap)`` for each tap. Every tap is then one GEMM of a contiguous slice
+  of the flat input with the tap's ``(C, F)`` matrix, accumulated in place (BLAS ``beta = 1``,
+  through `scipy.linalg.blas`) into the output. Nothing is copied but the padding; output pixels
+  that fall off the real output grid are computed (a few percent) and dropped.
+* *taps as channels* (stride 1, channels-last, few channels, no groups, a wide kernel, inputs up
+  to `_WIDE_BYTES`): the last axis's taps are copied into channels, then tap GEMMs.
+* *flat im2col* (stride 1, otherwise): the same windows, copied block by block into a small
+  buffer and multiplied by the kernel matrix ``(taps * C, F)``. With few channels per group
+  (depthwise among them) the channels-first form copies whole rows.
+* *strided im2col* (stride > 1): the windows of the output grid itself, copied block by block,
+  in either layout.
+
+Adjoint (``xp[o * stride + r * dilation] += K[r]^T y[o]``, then `_unpad`):
+
+* *correlation* (stride 1): the correlation of ``y`` zero-padded by ``extent - 1`` with the
+  flipped kernel whose channel axes are swapped, through the stride-1 strategies above;
+* *scatter* (stride 1, few input channels): one GEMM gives every tap of a block of pixels of
+  ``y``, then one contiguous slice-add per tap on the flat padded input;
+* *polyphase* (stride > 1): the padded input splits into ``prod(stride)`` phases; each phase
+  receives the taps of one residue and is a stride-1 adjoint (correlation or scatter) of ``y``.
+
+Memory: every strategy works in blocks of about `_BLOCK_BYTES`; besides the input and the output
+it holds a padded copy of one of them. Work arrays up to `_SCRATCH_BYTES` in all are kept per
+thread and reused (`_scratch`): fresh pages cost more than the products for small layers.
+
+Circular padding by more than the input's size, or with a dilated kernel wider than the input,
+is laid out near the input (`_circular_axis`): the padded input stays within about twice the
+input, or the output, whatever the dilation and the amounts.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib
+import itertools
 import math
+import threading
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
-from ._buffer import kernel_taps
 from ._geometry import Axis, Geometry
 from ._modes import pad, pad_adjoint
 
-__all__ = ["convolve", "convolve_adjoint"]
+__all__ = ["METHODS", "convolve", "convolve_adjoint", "resolve_method"]
 
-_BLOCK_BYTES = 2**20  # size of one block of the im2col matrix: stays in the L2/L3 cache
-_FEW_CHANNELS = 4  # input channels per group up to which stride-1 products go channels-first
+METHODS = ("auto", "direct", "fft")
+
+_BLOCK_BYTES = 2**20  # one block of work: stays in the L2/L3 cache
+_FEW_CHANNELS = 4  # channels per group up to which stride-1 products go channels-first
+_TAP_GEMM_CHANNELS = 8  # channels per group from which one GEMM per tap beats im2col
+_BLAS_KINDS = {"float32", "float64", "complex64", "complex128"}
+_WIDE_BYTES = 16 * 2**20  # largest copy of the input with the taps of one axis as channels
+_SCRATCH_BYTES = 16 * 2**20  # work arrays kept per thread for reuse, all purposes together
+
+_local = threading.local()
 
 
-def _flat_grid(padded: tuple[int, ...], axes: tuple[Axis, ...]) -> tuple[list[int], int]:
-    """Pixel steps of the flattened padded grid, and how far past a pixel its window reaches."""
-    steps = [math.prod(padded[i + 1 :]) for i in range(len(padded))]
-    return steps, sum((axis.extent - 1) * step for axis, step in zip(axes, steps))
+def _scratch(purpose: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised work array, reused across calls in this thread when it is small enough.
+
+    Fresh large allocations come from the system as new pages, each zeroed on its first touch;
+    on a machine where other work frees memory in between, that costs more than the products
+    themselves for the layers of a network. The few work arrays of one call have distinct
+    `purpose` names; none of them is ever returned to the caller. At most `_SCRATCH_BYTES` stay
+    allocated per thread; beyond that the array is a fresh one.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    buffers = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = {}
+    buffer = buffers.get(purpose)
+    if buffer is None or buffer.nbytes < nbytes:
+        held = sum(kept.nbytes for name, kept in buffers.items() if name != purpose)
+        if held + nbytes > _SCRATCH_BYTES:
+            return np.empty(shape, dtype=dtype)
+        buffer = buffers[purpose] = np.empty(max(nbytes, 4096) // 16 + 1, dtype=np.complex128).view(np.uint8)
+    return buffer[:nbytes].view(dtype).reshape(shape)
+
+
+# -- the planner ----------------------------------------------------------------------------------
+def resolve_method(method: Any, geometry: Geometry, dtype: Any) -> str:
+    """``"direct"`` or ``"fft"``: the method `method` names, or the planner's choice for ``"auto"``.
+
+    Parameters
+    ----------
+    method : {"auto", "direct", "fft"}
+        ``"auto"`` compares the cost of both methods for this geometry and dtype.
+    geometry : Geometry
+        The convolution.
+    dtype : numpy.dtype
+        The kernel's dtype; the FFT serves real and complex floats only.
+
+    Returns
+    -------
+    str
+        ``"direct"`` or ``"fft"``.
+
+    Raises
+    ------
+    ValueError
+        If `method` is not one of `METHODS`, or is ``"fft"`` for an integer or bool dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stridedop._geometry import make_geometry
+    >>> large = make_geometry((31, 31, 1, 1), (256, 256, 1), padding="same")
+    >>> resolve_method("auto", large, np.float64), resolve_method("auto", large, np.int32)
+    ('fft', 'direct')
+    >>> resolve_method("AUTO", make_geometry((3, 3, 16, 16), (32, 32, 16)), np.float32)
+    'direct'
+    """
+    if not isinstance(method, str) or method.lower() not in METHODS:
+        choices = ", ".join(map(repr, METHODS))
+        raise ValueError(f"`method` must be one of {choices}, got {method!r}")
+    method, dtype = method.lower(), np.dtype(dtype)
+    if method == "fft":
+        if dtype.kind not in "fc":
+            raise ValueError(
+                f"`method`='fft' needs a floating or complex kernel, got dtype {dtype}; "
+                "use method='direct' or 'auto'"
+            )
+        return "fft"
+    if method == "direct" or dtype.kind not in "fc":
+        return "direct"
+    return "fft" if _fft_cost(geometry, dtype) < _direct_cost(geometry, dtype) else "direct"
+
+
+def _direct_cost(geometry: Geometry, dtype: np.dtype) -> float:
+    """Rough seconds of the direct method for one input: multiply-adds times their unit cost."""
+    cg, fg = geometry.group_channels, geometry.group_filters
+    outputs = math.prod(geometry.spatial_output)
+    taps = math.prod(axis.kernel for axis in _direct_axes(geometry))
+    unit = 1.5e-11 * (dtype.itemsize / 4 if dtype.kind == "f" else dtype.itemsize / 2)
+    # Few channels per group: small products and elementwise work, far from the BLAS peak.
+    unit *= 1 + 24 / (cg * fg)
+    return outputs * taps * cg * geometry.filters * unit
+
+
+def _fft_cost(geometry: Geometry, dtype: np.dtype) -> float:
+    """Rough seconds of the FFT method for one input: transforms plus the spectral products."""
+    lengths = _fft_lengths(geometry.axes, geometry.circular)
+    size = math.prod(lengths)
+    scale = (dtype.itemsize / 8 if dtype.kind == "f" else dtype.itemsize / 8) + 0.5
+    transforms = (geometry.channels + geometry.filters) * size * math.log2(max(size, 2)) * 2.5e-10 * scale
+    # Real inputs: half the frequencies. The spectra are also read and written once more each.
+    frequencies = size / 2 if dtype.kind == "f" else size
+    products = frequencies * geometry.group_channels * geometry.filters * 2.0e-9 * scale
+    return transforms + products + (geometry.channels + geometry.filters) * size * 1e-9
+
+
+# -- padding --------------------------------------------------------------------------------------
+def _circular_axis(axis: Axis) -> Axis:
+    """A circular axis as the direct strategies lay it on the padded input: at most ~2x the input.
+
+    Tap ``r`` of output ``o`` reads input ``(o * s + r * d - lo) mod m``, so whole periods of
+    padding change nothing: ``lo`` is taken modulo ``m`` and the high side padded just enough.
+    A dilated kernel wider than the input folds: the taps that land on the same residue add up
+    into one tap of a kernel of size ``m``, with dilation 1 and no low padding. Either way the
+    padded input has ``(o - 1) * s + extent`` entries per axis, whatever the dilation or the
+    padding amounts. Axes padded by at most ``m`` are returned as they are.
+    """
+    return _circular_layout(axis)[0]
+
+
+def _circular_layout(axis: Axis) -> tuple[Axis, bool]:
+    """`_circular_axis`, and whether its kernel folds (a new kernel of size ``m``)."""
+    if axis.lo + axis.hi <= axis.size:
+        return axis, False
+    lo = axis.lo % axis.size
+    high = (axis.output - 1) * axis.stride + axis.extent - axis.size - lo
+    if axis.extent <= axis.size and high >= 0:
+        return Axis(axis.size, axis.kernel, axis.stride, axis.dilation, lo, high), False
+    return Axis(axis.size, axis.size, axis.stride, 1, 0, (axis.output - 1) * axis.stride), True
+
+
+def _direct_axes(geometry: Geometry) -> tuple[Axis, ...]:
+    """The axes the direct strategies pad and slide over (circular ones kept near the input)."""
+    if not geometry.circular:
+        return geometry.axes
+    return tuple(_circular_axis(axis) for axis in geometry.axes)
+
+
+def _fold_circular(
+    kernel: np.ndarray, geometry: Geometry, dtype: np.dtype
+) -> tuple[np.ndarray, tuple[Axis, ...]]:
+    """The kernel and axes the direct strategies work with: folded along wide circular axes.
+
+    Taps fold in the kernel's own dtype (as the view's buffer folds them), then the kernel is
+    cast to `dtype`, the dtype of the products.
+    """
+    axes = _direct_axes(geometry)
+    for i, axis in enumerate(geometry.axes):
+        if not (geometry.circular and _circular_layout(axis)[1]):
+            continue
+        residues = (np.arange(axis.kernel) * axis.dilation - axis.lo) % axis.size
+        wide = np.zeros((*kernel.shape[:i], axis.size, *kernel.shape[i + 1 :]), dtype=kernel.dtype)
+        np.add.at(wide, (slice(None),) * i + (residues,), kernel)  # type: ignore[arg-type]
+        kernel = wide
+    return kernel.astype(dtype, copy=False), axes
 
 
 def _spatial_pads(geometry: Geometry, channels_first: bool) -> list[tuple[int, int]]:
     """``(lo, hi)`` for every axis of a batch: the spatial ones, none on batch and channels."""
-    spatial = list(geometry.pads)
+    spatial = [(axis.lo, axis.hi) for axis in _direct_axes(geometry)]
     return [(0, 0), (0, 0), *spatial] if channels_first else [(0, 0), *spatial, (0, 0)]
 
 
@@ -62,24 +237,225 @@ def _unpad(xp: np.ndarray, geometry: Geometry, channels_first: bool) -> np.ndarr
     return pad_adjoint(xp, _spatial_pads(geometry, channels_first), geometry.mode)
 
 
-def convolve(kernel: np.ndarray, geometry: Geometry, x: np.ndarray, channels_first: bool) -> np.ndarray:
+# -- entry points ---------------------------------------------------------------------------------
+def _prepared(
+    kernel: np.ndarray, geometry: Geometry, data: np.ndarray, method: str
+) -> tuple[str, np.ndarray, np.ndarray, bool]:
+    """The resolved method, the kernel and batch for it, and whether the batch is empty.
+
+    The batch takes the common dtype; the kernel too for the FFT, while the direct method casts
+    it after folding (`_fold_circular`).
+    """
+    method = resolve_method(method, geometry, kernel.dtype)
+    dtype = np.result_type(kernel.dtype, data.dtype)
+    if method == "fft":
+        kernel = kernel.astype(dtype, copy=False)
+    return method, kernel, data.astype(dtype, copy=False), data.size == 0
+
+
+def _batch_like(
+    data: np.ndarray, channels: int, spatial: tuple[int, ...], channels_first: bool
+) -> np.ndarray:
+    """Zeros of shape ``(B, channels, *spatial)`` or ``(B, *spatial, channels)`` (an empty batch)."""
+    batch = data.shape[0]
+    shape = (batch, channels, *spatial) if channels_first else (batch, *spatial, channels)
+    return np.zeros(shape, dtype=data.dtype)
+
+
+def _channels_last(x: np.ndarray, channels_first: bool) -> np.ndarray:
+    return np.moveaxis(x, 1, -1) if channels_first else x
+
+
+def _back(result: np.ndarray, channels_first: bool) -> np.ndarray:
+    """A channels-last result in the caller's layout, C-ordered."""
+    return np.ascontiguousarray(np.moveaxis(result, -1, 1) if channels_first else result)
+
+
+def _by_fft(
+    kernel: np.ndarray, geometry: Geometry, data: np.ndarray, channels_first: bool, *, adjoint: bool
+) -> np.ndarray:
+    """Either direction by FFT.
+
+    Zero and circular padding happen inside the transform; the other padding modes pad (or fold
+    back) around the 'valid' correlation on the padded grid.
+    """
+    data = _channels_last(data, channels_first)
+    if _fft_pads_itself(geometry):
+        return _back(_fft_apply(kernel, geometry, data, adjoint), channels_first)
+    valid = geometry.valid_on_padded()
+    if adjoint:
+        return _back(_unpad(_fft_apply(kernel, valid, data, True), geometry, False), channels_first)
+    return _back(_fft_apply(kernel, valid, _pad(data, geometry, False), False), channels_first)
+
+
+def convolve(
+    kernel: np.ndarray, geometry: Geometry, x: np.ndarray, channels_first: bool, method: str = "auto"
+) -> np.ndarray:
     """Convolve a batch ``x``; returns ``(B, *o, F)`` or ``(B, F, *o)``."""
-    dtype = np.result_type(kernel.dtype, x.dtype)
-    kernel = kernel.astype(dtype, copy=False)
-    x = x.astype(dtype, copy=False)
-    if all(axis.stride == 1 for axis in geometry.axes):
-        if channels_first:
-            return _flat_im2col(kernel, geometry.axes, geometry.groups, _pad(x, geometry, True), True)
-        if geometry.group_channels <= _FEW_CHANNELS:
-            # Few channels: the channels-first product copies whole rows; move the arrays there.
+    method, kernel, x, empty = _prepared(kernel, geometry, x, method)
+    if empty:
+        return _batch_like(x, geometry.filters, geometry.spatial_output, channels_first)
+    if method == "fft":
+        return _by_fft(kernel, geometry, x, channels_first, adjoint=False)
+    kernel, axes = _fold_circular(kernel, geometry, x.dtype)
+    if all(axis.stride == 1 for axis in axes):
+        if not channels_first and _moves_to_first(kernel, axes, geometry.groups, x):
             xp = _pad(np.moveaxis(x, -1, 1), geometry, True)
-            result = _flat_im2col(kernel, geometry.axes, geometry.groups, xp, True)
-            return np.ascontiguousarray(np.moveaxis(result, 1, -1))
-        return _flat_im2col(kernel, geometry.axes, geometry.groups, _pad(x, geometry, False), False)
+            return _back(np.moveaxis(_stride1(kernel, axes, geometry.groups, xp, True), 1, -1), False)
+        return _stride1(kernel, axes, geometry.groups, _pad(x, geometry, channels_first), channels_first)
     if channels_first:
-        xp = _pad(np.moveaxis(x, 1, -1), geometry, False)
-        return np.ascontiguousarray(np.moveaxis(_strided_im2col(kernel, geometry, xp), -1, 1))
-    return _strided_im2col(kernel, geometry, _pad(x, geometry, False))
+        return _strided_im2col_first(kernel, axes, geometry.groups, _pad(x, geometry, True))
+    return _strided_im2col(kernel, axes, geometry.groups, _pad(x, geometry, False))
+
+
+def convolve_adjoint(
+    kernel: np.ndarray, geometry: Geometry, y: np.ndarray, channels_first: bool, method: str = "auto"
+) -> np.ndarray:
+    """Apply the adjoint (transposed convolution) to a batch ``y`` of outputs.
+
+    `kernel` must already be conjugated for a complex adjoint. Returns ``(B, *m, C)`` or
+    ``(B, C, *m)``.
+    """
+    method, kernel, y, empty = _prepared(kernel, geometry, y, method)
+    if empty:
+        return _batch_like(y, geometry.channels, geometry.spatial_input, channels_first)
+    if method == "fft":
+        return _by_fft(kernel, geometry, y, channels_first, adjoint=True)
+    kernel, axes = _fold_circular(kernel, geometry, y.dtype)
+    groups = geometry.groups
+    if all(axis.stride == 1 for axis in axes):
+        xp, layout_first, reused = _adjoint_stride1(kernel, axes, groups, y, channels_first)
+    else:
+        xp = _adjoint_polyphase(kernel, axes, groups, _channels_last(y, channels_first))
+        layout_first, reused = False, True
+    # The scatter and the polyphase strategies leave their result in a reused work array: copy.
+    if layout_first != channels_first:
+        xp = np.moveaxis(xp, 1, -1) if layout_first else np.moveaxis(xp, -1, 1)
+    result = _unpad(xp, geometry, channels_first)
+    return np.array(result, order="C", copy=True) if reused else np.ascontiguousarray(result)
+
+
+# -- stride-1 strategies --------------------------------------------------------------------------
+@functools.cache
+def _blas() -> ModuleType | None:
+    """SciPy's BLAS wrappers (GEMM with accumulation), or None without SciPy."""
+    try:
+        return importlib.import_module("scipy.linalg.blas")
+    except ImportError:
+        return None
+
+
+def _tap_gemm_layout(dtype: np.dtype, group_channels: int, group_filters: int, pixels: int) -> str | None:
+    """Whether one accumulating GEMM per tap is the better stride-1 product, and in which layout.
+
+    BLAS runs such a GEMM near its peak when the matrix it writes is tall: the channels-last form
+    writes ``(F, pixels)`` (wants many filters), the channels-first form ``(pixels, F)`` per image
+    (wants enough work per call, since it makes one call per image, group and tap).
+    """
+    dtype = np.dtype(dtype)
+    if dtype.name not in _BLAS_KINDS or not dtype.isnative or _blas() is None:
+        return None
+    if group_channels < _TAP_GEMM_CHANNELS or group_filters < _FEW_CHANNELS:
+        return None
+    if group_filters >= 16:
+        return "last"
+    return "first" if pixels * group_channels * group_filters >= 2**17 else None
+
+
+def _flat_grid(padded: tuple[int, ...], axes: tuple[Axis, ...]) -> tuple[list[int], int]:
+    """Pixel steps of the flattened padded grid, and how far past a pixel its window reaches."""
+    steps = [math.prod(padded[i + 1 :]) for i in range(len(padded))]
+    return steps, sum((axis.extent - 1) * step for axis, step in zip(axes, steps))
+
+
+def _tap_shifts(axes: tuple[Axis, ...], steps: list[int]) -> list[int]:
+    """Offset of every kernel tap (C order) on the flat padded grid."""
+    per_axis = [[r * axis.dilation * step for r in range(axis.kernel)] for axis, step in zip(axes, steps)]
+    return [sum(offsets) for offsets in itertools.product(*per_axis)]
+
+
+def _crop_output(out: np.ndarray, axes: tuple[Axis, ...], channels_first: bool) -> np.ndarray:
+    """The real outputs of a result laid on the padded grid: a new C-ordered array."""
+    crop = tuple(slice(0, axis.output) for axis in axes)
+    index = (slice(None), slice(None), *crop) if channels_first else (slice(None), *crop)
+    return np.array(out[index], order="C", copy=True)
+
+
+def _tap_gemm(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray) -> np.ndarray:
+    """Stride-1 correlation of the padded channels-last batch `xp`: one accumulating GEMM per tap.
+
+    ``out[q] = sum_t xflat[q + shift_t] @ K_t``; in BLAS's column-major terms the C-ordered
+    ``(pixels, F)`` output block is an ``(F, pixels)`` matrix ``C`` and each tap adds
+    ``K_t^T @ X_t^T`` to it, every operand a contiguous slice (no copy).
+    """
+    xp = np.ascontiguousarray(xp)
+    batch, padded, dtype = xp.shape[0], xp.shape[1:-1], xp.dtype
+    *taps_shape, cg, filters = kernel.shape
+    fg = filters // groups
+    total = batch * math.prod(padded)
+    steps, reach = _flat_grid(padded, axes)
+    shifts = _tap_shifts(axes, steps)
+    length = total - reach
+    gemm = _blas().get_blas_funcs("gemm", dtype=dtype)  # type: ignore[union-attr]
+    if groups == 1:
+        sources = xp.reshape(1, total, cg)
+    else:
+        sources = _scratch("sources", (groups, total, cg), dtype)
+        np.copyto(sources, xp.reshape(total, groups, cg).transpose(1, 0, 2))
+    # (*k, Cg, G * Fg) -> (G, taps, Cg, Fg), each (Cg, Fg) matrix C-ordered.
+    weights = kernel.reshape(len(shifts), cg, groups, fg).transpose(2, 0, 1, 3)
+    weights = np.ascontiguousarray(weights)
+    out = _scratch("grid", (groups, total, fg), dtype)
+    block = max(256, _BLOCK_BYTES // ((cg + fg) * dtype.itemsize))
+    for g in range(groups):
+        source, target = sources[g], out[g]
+        for start in range(0, length, block):
+            stop = min(start + block, length)
+            accumulator = target[start:stop].T
+            for t, shift in enumerate(shifts):
+                gemm(
+                    1.0,
+                    weights[g, t].T,
+                    source[start + shift : stop + shift].T,
+                    1.0 if t else 0.0,
+                    accumulator,
+                    overwrite_c=True,
+                )
+    result = out.transpose(1, 0, 2).reshape(batch, *padded, filters)
+    return _crop_output(result, axes, False)
+
+
+def _tap_gemm_first(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray) -> np.ndarray:
+    """`_tap_gemm` for a padded channels-first batch ``(B, C, *P)``; returns ``(B, F, *o)``.
+
+    Per image and group, ``out[f, q] = sum_t sum_c K_t[c, f] x[c, q + shift_t]``. In BLAS's terms
+    the ``(F, P)`` output is a column-major ``(P, F)`` matrix and the shifted input the column-major
+    ``(P, C)`` matrix that starts `shift` entries into the image, with the image's own leading
+    dimension: a contiguous stretch of memory once the batch has `reach` entries of slack at its
+    end. Rows read past an image's end belong to pixels that are dropped.
+    """
+    batch, channels, padded, dtype = xp.shape[0], xp.shape[1], xp.shape[2:], xp.dtype
+    *taps_shape, cg, filters = kernel.shape
+    fg = filters // groups
+    pixels = math.prod(padded)
+    steps, reach = _flat_grid(padded, axes)
+    shifts = _tap_shifts(axes, steps)
+    size = batch * channels * pixels
+    flat = _scratch("flat", (size + reach,), dtype)
+    flat[:size] = xp.reshape(-1)
+    flat[size:] = 0
+    gemm = _blas().get_blas_funcs("gemm", dtype=dtype)  # type: ignore[union-attr]
+    # (*k, Cg, G * Fg) -> (G, taps, Fg, Cg): the transpose of each tap's (Cg, Fg) matrix, C-ordered.
+    weights = np.ascontiguousarray(kernel.reshape(len(shifts), cg, groups, fg).transpose(2, 0, 3, 1))
+    out = _scratch("grid", (batch, groups, fg, pixels), dtype)
+    for b in range(batch):
+        for g in range(groups):
+            base = (b * channels + g * cg) * pixels
+            accumulator = out[b, g].T
+            for t, shift in enumerate(shifts):
+                window = flat[base + shift : base + shift + cg * pixels].reshape(cg, pixels).T
+                gemm(1.0, window, weights[g, t].T, 1.0 if t else 0.0, accumulator, overwrite_c=True)
+    return _crop_output(out.reshape(batch, filters, *padded), axes, True)
 
 
 def _flat_im2col(
@@ -89,8 +465,8 @@ def _flat_im2col(
     # The windows below are strides into C-ordered memory; np.pad, for one, keeps the memory order
     # of its input, and a reshape that merges no axes keeps any strides.
     xp = np.ascontiguousarray(xp)
-    n = len(axes)
     *taps_shape, group_channels, filters = kernel.shape
+    n = len(taps_shape)
     group_filters = filters // groups
     rows = math.prod(taps_shape) * group_channels
     batch = xp.shape[0]
@@ -100,23 +476,24 @@ def _flat_im2col(
     shifts = [axis.dilation * step for axis, step in zip(axes, grid_steps)]
     channels = groups * group_channels
     item, dtype = xp.itemsize, xp.dtype
-    block = max(64, _BLOCK_BYTES // (groups * rows * item))
+    count = pixels if channels_first else batch * pixels
+    block = min(max(64, _BLOCK_BYTES // (groups * rows * item)), max(1, count - reach))
     # Channels-first: (F, rows) @ (rows, pixels), each im2col row a contiguous copy.
     # Channels-last: (pixels, rows) @ (rows, F), each im2col row a window of taps * C entries.
     weights = kernel.reshape(*taps_shape, group_channels, groups, group_filters)
     weights = np.moveaxis(weights, n + 1, 0)  # (G, *k, Cg, Fg)
     if channels_first:
         weights = np.ascontiguousarray(np.moveaxis(weights, -1, 1)).reshape(groups, group_filters, rows)
-        buffer = np.empty((groups, *taps_shape, group_channels, block), dtype=dtype)
+        buffer = _scratch("columns", (groups, *taps_shape, group_channels, block), dtype)
     else:
         weights = np.ascontiguousarray(weights).reshape(groups, rows, group_filters)
-        buffer = np.empty((groups, block, *taps_shape, group_channels), dtype=dtype)
+        buffer = _scratch("columns", (groups, block, *taps_shape, group_channels), dtype)
 
     if channels_first:  # one image at a time: (C, pixels), the pixels contiguous
-        out = np.empty((batch, groups, group_filters, pixels), dtype=dtype)
+        out = _scratch("grid", (batch, groups, group_filters, pixels), dtype)
         images = [(xp[b].reshape(channels, pixels), pixels, 1, pixels, out[b]) for b in range(batch)]
     else:  # the whole batch as one flat grid: (B * pixels, C)
-        out = np.empty((batch * pixels, groups, group_filters), dtype=dtype)
+        out = _scratch("grid", (batch * pixels, groups, group_filters), dtype)
         flat = xp.reshape(batch * pixels, channels)
         images = [(flat, 1, channels, batch * pixels, out.transpose(1, 2, 0))]
     for image, channel_step, pixel_step, count, target in images:
@@ -145,141 +522,484 @@ def _flat_im2col(
                 np.copyto(columns, np.moveaxis(windows[..., start:stop], -1, 1))
                 products = columns.reshape(groups, stop - start, rows)
                 np.matmul(products, weights, out=np.swapaxes(target[..., start:stop], 1, 2))
-    crop = tuple(slice(0, axis.output) for axis in axes)
+    shape = (batch, filters, *padded) if channels_first else (batch, *padded, filters)
+    return _crop_output(out.reshape(shape), axes, channels_first)
+
+
+def _taps_as_channels(
+    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray, channels_first: bool
+) -> tuple[np.ndarray, tuple[Axis, ...], int, np.ndarray]:
+    """The same correlation with the last axis's taps moved into the channels.
+
+    Input channel ``(g, c, r)`` of the new batch holds ``x[g, c]`` shifted by ``r * d`` along the
+    last axis, cut to the outputs: a copy of ``k`` times the input (im2col copies ``prod(k)``
+    times), after which the last axis has a kernel of size 1 and the channels are ``k`` times more.
+    """
+    n, last = len(axes), axes[-1]
+    *taps_shape, cg, filters = kernel.shape
+    batch, channels = xp.shape[0], groups * cg
+    outputs = last.output
+    spatial = xp.shape[2:-1] if channels_first else xp.shape[1:-2]
     if channels_first:
-        index = (slice(None), slice(None), *crop)
-        return np.ascontiguousarray(out.reshape(batch, filters, *padded)[index])
-    index = (slice(None), *crop)
-    return np.ascontiguousarray(out.reshape(batch, *padded, filters)[index])
+        shape = (batch, groups, cg, last.kernel, *spatial, outputs)
+        source = xp.reshape(batch, groups, cg, 1, *xp.shape[2:])
+    else:
+        shape = (batch, *spatial, outputs, groups, cg, last.kernel)
+        source = xp.reshape(*xp.shape[:-1], groups, cg, 1)
+    wide = np.empty(shape, dtype=xp.dtype)
+    axis = -1 if channels_first else n
+    for r in range(last.kernel):
+        start = r * last.dilation
+        window = [slice(None)] * source.ndim
+        window[axis] = slice(start, start + outputs)
+        tap = [slice(None)] * len(shape)
+        tap[3 if channels_first else -1] = slice(r, r + 1)
+        wide[tuple(tap)] = source[tuple(window)]
+    wide_channels = channels * last.kernel
+    if channels_first:
+        wide = wide.reshape(batch, wide_channels, *spatial, outputs)
+    else:
+        wide = wide.reshape(batch, *spatial, outputs, wide_channels)
+    # (*k, Cg, F) -> (*k', 1, Cg * k_last, F), the new channel (c, r).
+    moved = np.moveaxis(kernel, n - 1, n).reshape(*taps_shape[:-1], 1, cg * last.kernel, filters)
+    return moved, (*axes[:-1], Axis(outputs, 1)), groups, wide
 
 
-def _strided_im2col(kernel: np.ndarray, geometry: Geometry, xp: np.ndarray) -> np.ndarray:
-    """Correlation with strides of the padded channels-last batch `xp` by one im2col copy."""
-    groups, cg, fg, n = geometry.groups, geometry.group_channels, geometry.group_filters, geometry.ndim
-    batch = xp.shape[0]
-    extents = tuple(axis.extent for axis in geometry.axes)
+def _moves_to_first(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, x: np.ndarray) -> bool:
+    """Whether `_stride1` runs a channels-last batch like `x` (unpadded) in channels-first form.
+
+    The callers then pad straight into that form: one copy instead of a pad and a transpose.
+    """
+    cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
+    if groups == 1 and kernel.size == cg * fg:
+        return False
+    pixels = math.prod(axis.output + axis.extent - 1 for axis in axes)
+    layout = _tap_gemm_layout(x.dtype, cg, fg, pixels)
+    if layout is not None:
+        return layout == "first"
+    if _wide_suits(kernel, axes, groups, x.dtype, x.nbytes, pixels):
+        return False
+    return cg <= _FEW_CHANNELS or groups > 1
+
+
+def _wide_suits(
+    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, dtype: np.dtype, nbytes: int, pixels: int
+) -> bool:
+    """Whether to move the last axis's taps into the channels (`_taps_as_channels`)."""
+    cg, fg, last = kernel.shape[-2], kernel.shape[-1] // groups, axes[-1]
+    return (
+        groups == 1
+        and last.kernel > 1
+        and nbytes * last.kernel <= _WIDE_BYTES
+        and _tap_gemm_layout(dtype, cg * last.kernel, fg, pixels) is not None
+    )
+
+
+def _stride1(
+    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray, channels_first: bool
+) -> np.ndarray:
+    """Stride-1 correlation of a padded batch: tap GEMM or flat im2col, in the caller's layout."""
+    cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
+    if groups == 1 and kernel.size == cg * fg:  # a 1x1 kernel: one product, nothing copied
+        weights = kernel.reshape(cg, fg)
+        if channels_first:
+            out = np.matmul(weights.T, xp.reshape(xp.shape[0], cg, -1))
+            return out.reshape(xp.shape[0], fg, *xp.shape[2:])
+        return np.matmul(xp.reshape(-1, cg), weights).reshape(*xp.shape[:-1], fg)
+    pixels = math.prod(xp.shape[2:] if channels_first else xp.shape[1:-1])
+    layout = _tap_gemm_layout(xp.dtype, cg, fg, pixels)
+    if layout == "last" and not channels_first:
+        return _tap_gemm(kernel, axes, groups, xp)
+    if layout is not None:
+        if channels_first:
+            return _tap_gemm_first(kernel, axes, groups, np.ascontiguousarray(xp))
+        moved = np.ascontiguousarray(np.moveaxis(xp, -1, 1))
+        return _back(np.moveaxis(_tap_gemm_first(kernel, axes, groups, moved), 1, -1), False)
+    # (channels-first im2col copies whole rows: as fast as moving the taps, measured)
+    if not channels_first and _wide_suits(kernel, axes, groups, xp.dtype, xp.nbytes, pixels):
+        # Few channels, a wide kernel: copy the last axis's taps into channels, then tap GEMMs.
+        return _stride1(*_taps_as_channels(kernel, axes, groups, xp, channels_first), channels_first)
+    if channels_first:
+        return _flat_im2col(kernel, axes, groups, xp, True)
+    if cg <= _FEW_CHANNELS or groups > 1:
+        # Few channels per group: the channels-first product copies whole rows; move there.
+        return _back(
+            np.moveaxis(_flat_im2col(kernel, axes, groups, np.moveaxis(xp, -1, 1), True), 1, -1), False
+        )
+    return _flat_im2col(kernel, axes, groups, xp, False)
+
+
+def _strided_im2col(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray) -> np.ndarray:
+    """Correlation with strides of the padded channels-last batch `xp`, blocked im2col."""
+    n = len(axes)
+    *taps_shape, cg, filters = kernel.shape
+    fg, taps = filters // groups, math.prod(taps_shape)
+    batch, outputs = xp.shape[0], tuple(axis.output for axis in axes)
+    extents = tuple(axis.extent for axis in axes)
     windows = sliding_window_view(xp, extents, axis=tuple(range(1, n + 1)))  # (B, *w, C, *ke)
     index = (
         slice(None),
-        *(slice(None, None, axis.stride) for axis in geometry.axes),
+        *(slice(0, (axis.output - 1) * axis.stride + 1, axis.stride) for axis in axes),
         slice(None),
-        *(slice(None, None, axis.dilation) for axis in geometry.axes),
+        *(slice(None, None, axis.dilation) for axis in axes),
     )
+    # (B * o1, *o', C, *k): blocks of the leading output rows, moved to (tap, channel) order.
+    # (B, *o, G, *k, Cg): the (tap, channel) order of the kernel's rows; still a view.
     windows = windows[index]
-    # (B, *o, C, *k) -> rows (G, B * outputs, taps * Cg) in the kernel's (tap, channel) order;
-    # the one copy of the input happens here.
-    outputs = batch * math.prod(geometry.spatial_output)
-    rows = np.ascontiguousarray(np.moveaxis(windows, n + 1, -1))
-    rows = rows.reshape(outputs, geometry.taps, groups, cg).transpose(2, 0, 1, 3)
-    rows = rows.reshape(groups, outputs, geometry.taps * cg)
-    weights = kernel.reshape(geometry.taps * cg, groups, fg).transpose(1, 0, 2)
-    out = np.matmul(rows, weights)  # (G, outputs, Fg)
-    out = out.transpose(1, 0, 2)
-    return out.reshape(batch, *geometry.spatial_output, geometry.filters)
+    windows = windows.reshape(*windows.shape[: n + 1], groups, cg, *taps_shape)
+    windows = np.moveaxis(windows, n + 2, -1)
+    weights = kernel.reshape(taps * cg, groups, fg).transpose(1, 0, 2)  # (G, taps * Cg, Fg)
+    row_pixels = math.prod(outputs[1:])
+    out = np.empty((batch, *outputs, groups, fg), dtype=xp.dtype)
+    rows_per_block = max(1, _BLOCK_BYTES // max(1, row_pixels * taps * cg * groups * xp.itemsize))
+    for b in range(batch):
+        for start in range(0, outputs[0], rows_per_block):
+            stop = min(start + rows_per_block, outputs[0])
+            block = _scratch("columns", windows[b, start:stop].shape, xp.dtype)
+            np.copyto(block, windows[b, start:stop])  # the one copy of these windows
+            block = block.reshape((stop - start) * row_pixels, groups, taps * cg).transpose(1, 0, 2)
+            target = out[b, start:stop].reshape(-1, groups, fg).transpose(1, 0, 2)
+            np.matmul(block, weights, out=target)
+    return out.reshape(batch, *outputs, filters)
 
 
-def convolve_adjoint(
-    kernel: np.ndarray, geometry: Geometry, y: np.ndarray, channels_first: bool
+def _strided_im2col_first(
+    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray
 ) -> np.ndarray:
-    """Apply the adjoint (transposed convolution) to a batch ``y`` of outputs.
+    """`_strided_im2col` for a padded channels-first batch ``(B, C, *P)``; returns ``(B, F, *o)``.
 
-    `kernel` must already be conjugated for a complex adjoint. Returns ``(B, *m, C)`` or
-    ``(B, C, *m)``.
+    Per image and block of output rows: ``(G, Fg, Cg * taps) @ (G, Cg * taps, pixels)``, the
+    im2col rows copied from the windows in (channel, tap) order, the product landing in place.
     """
-    dtype = np.result_type(kernel.dtype, y.dtype)
-    y = y.astype(dtype, copy=False)
-    kernel = kernel.astype(dtype, copy=False)
-    if all(axis.stride == 1 for axis in geometry.axes):
-        if geometry.group_channels <= _FEW_CHANNELS:
-            # Channels-first rows are contiguous: move the (small) arrays there and back.
-            if channels_first:
-                xp = _adjoint_by_scatter(kernel, geometry, y)
-            else:
-                xp = np.moveaxis(_adjoint_by_scatter(kernel, geometry, np.moveaxis(y, -1, 1)), 1, -1)
-        else:
-            xp = _adjoint_by_correlation(kernel, geometry, y, channels_first)
-    else:
-        if channels_first:
-            y = np.moveaxis(y, 1, -1)
-        xp = _adjoint_tap_gemm(kernel, geometry, y)
-        if channels_first:
-            xp = np.moveaxis(xp, -1, 1)
-    return np.ascontiguousarray(_unpad(xp, geometry, channels_first))
+    n = len(axes)
+    *taps_shape, cg, filters = kernel.shape
+    fg, taps = filters // groups, math.prod(taps_shape)
+    batch, outputs = xp.shape[0], tuple(axis.output for axis in axes)
+    extents = tuple(axis.extent for axis in axes)
+    windows = sliding_window_view(xp, extents, axis=tuple(range(2, n + 2)))  # (B, C, *w, *ke)
+    index = (
+        slice(None),
+        slice(None),
+        *(slice(0, (axis.output - 1) * axis.stride + 1, axis.stride) for axis in axes),
+        *(slice(None, None, axis.dilation) for axis in axes),
+    )
+    # (B, G, Cg, *k, *o): the im2col rows in the (channel, tap) order of the weights; a view.
+    windows = windows[index].reshape(batch, groups, cg, *outputs, *taps_shape)
+    windows = np.moveaxis(windows, tuple(range(3 + n, 3 + 2 * n)), tuple(range(3, 3 + n)))
+    # (*k, Cg, G * Fg) -> (G, Fg, Cg * taps)
+    weights = kernel.reshape(taps, cg, groups, fg).transpose(2, 3, 1, 0).reshape(groups, fg, cg * taps)
+    out = np.empty((batch, groups, fg, *outputs), dtype=xp.dtype)
+    row_pixels = math.prod(outputs[1:])
+    rows_per_block = max(1, 4 * _BLOCK_BYTES // max(1, row_pixels * taps * cg * groups * xp.itemsize))
+    for b in range(batch):
+        for start in range(0, outputs[0], rows_per_block):
+            stop = min(start + rows_per_block, outputs[0])
+            part = windows[(b, Ellipsis, slice(start, stop)) + (slice(None),) * (n - 1)]
+            block = _scratch("columns", part.shape, xp.dtype)
+            np.copyto(block, part)  # the one copy of these windows
+            target = out[b, :, :, start:stop].reshape(groups, fg, -1)
+            np.matmul(weights, block.reshape(groups, cg * taps, -1), out=target)
+    return out.reshape(batch, filters, *outputs)
 
 
-def _adjoint_by_correlation(
-    kernel: np.ndarray, geometry: Geometry, y: np.ndarray, channels_first: bool
+# -- adjoint strategies ---------------------------------------------------------------------------
+def _transposed_stride1(
+    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, y: np.ndarray, channels_first: bool
 ) -> np.ndarray:
-    """Stride-1 adjoint into the padded input: ``xp[p] = sum_r y[p - r*d] K[r]^T``.
+    """Stride-1 adjoint onto the padded input: ``xp[p] = sum_r y[p - r*d] K[r]^T``.
 
     That is a correlation of ``y`` zero-padded by ``extent - 1`` on both sides with the kernel
-    flipped along its taps, its channel axes swapped group by group.
+    flipped along its taps, its channel axes swapped group by group. Returns ``(B, *P, C)`` or
+    ``(B, C, *P)`` with ``P = output + extent - 1``.
     """
-    n, groups = geometry.ndim, geometry.groups
-    cg, fg = geometry.group_channels, geometry.group_filters
+    n = len(axes)
+    *taps_shape, cg, filters = kernel.shape
+    fg = filters // groups
     flipped = kernel[(slice(None, None, -1),) * n]
     # (*k, Cg, G * Fg) -> (*k, Fg, G * Cg): within each group, inputs and outputs trade places.
-    swapped = flipped.reshape(*geometry.spatial_kernel, cg, groups, fg)
-    swapped = swapped.transpose(*range(n), n + 2, n + 1, n).reshape(*geometry.spatial_kernel, fg, groups * cg)
-    spatial = [(axis.extent - 1, axis.extent - 1) for axis in geometry.axes]
+    swapped = flipped.reshape(*taps_shape, cg, groups, fg)
+    swapped = swapped.transpose(*range(n), n + 2, n + 1, n).reshape(*taps_shape, fg, groups * cg)
+    spatial = [(axis.extent - 1, axis.extent - 1) for axis in axes]
     pads = [(0, 0), (0, 0), *spatial] if channels_first else [(0, 0), *spatial, (0, 0)]
-    axes = tuple(
-        Axis(axis.output + 2 * (axis.extent - 1), axis.kernel, 1, axis.dilation) for axis in geometry.axes
-    )
-    return _flat_im2col(swapped, axes, groups, np.pad(y, pads), channels_first)
+    grid = tuple(Axis(axis.output + 2 * (axis.extent - 1), axis.kernel, 1, axis.dilation) for axis in axes)
+    if all(axis.extent == 1 for axis in axes):
+        return _stride1(swapped, grid, groups, y, channels_first)
+    moved = not channels_first and _moves_to_first(swapped, grid, groups, y)
+    if moved:  # pad straight into the channels-first form the products run in
+        y, pads = np.moveaxis(y, -1, 1), [(0, 0), (0, 0), *spatial]
+    padded = _scratch("padded", tuple(size + lo + hi for size, (lo, hi) in zip(y.shape, pads)), y.dtype)
+    padded.fill(0)
+    padded[tuple(slice(lo, lo + size) for size, (lo, _) in zip(y.shape, pads))] = y
+    result = _stride1(swapped, grid, groups, padded, channels_first or moved)
+    return np.moveaxis(result, 1, -1) if moved else result
 
 
-def _adjoint_by_scatter(kernel: np.ndarray, geometry: Geometry, y: np.ndarray) -> np.ndarray:
-    """Stride-1 adjoint of a channels-first batch ``y`` into the padded input, for few channels.
+def _adjoint_stride1(
+    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, y: np.ndarray, channels_first: bool
+) -> tuple[np.ndarray, bool, bool]:
+    """Stride-1 adjoint onto the padded input, and whether it is channels-first and reused.
 
-    ``xp[q + shift(r)] += K[r]^T y[q]``: `y` is placed on the flat padded grid (zeros elsewhere),
-    one GEMM per image gives every tap of every pixel, and each tap is added back with one
-    contiguous slice-add per channel row. With few input channels this beats the correlation,
-    whose GEMM would have only C output rows.
+    Few input channels per group (and more than one filter): the correlation's product would
+    have only C outputs per pixel, so scatter instead (into a reused work array).
     """
-    groups = geometry.groups
-    cg, fg, taps = geometry.group_channels, geometry.group_filters, geometry.taps
+    if kernel.shape[-2] <= _FEW_CHANNELS and kernel.shape[-1] > groups:
+        return _adjoint_by_scatter(kernel, axes, groups, y, channels_first), True, True
+    return _transposed_stride1(kernel, axes, groups, y, channels_first), channels_first, False
+
+
+def _adjoint_by_scatter(
+    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, y: np.ndarray, channels_first: bool
+) -> np.ndarray:
+    """Stride-1 adjoint of ``y`` onto the padded input ``(B, C, *P)``, for few channels.
+
+    Returns a view of a reused work array.
+
+    ``xp[q + shift(r)] += K[r]^T y[q]``: `y` is placed on the flat padded grid of the whole batch
+    (zeros elsewhere, channels first); for each block of pixels one GEMM gives every tap, and each
+    tap is added back with one contiguous slice-add. With few input channels this beats the
+    correlation, whose GEMM would have only C output rows.
+    """
+    *taps_shape, cg, filters = kernel.shape
+    fg, taps = filters // groups, math.prod(taps_shape)
     batch, dtype = y.shape[0], y.dtype
-    padded = tuple(axis.size + axis.lo + axis.hi for axis in geometry.axes)
-    pixels = math.prod(padded)
-    grid_steps, reach = _flat_grid(padded, geometry.axes)
-    shifts = [
-        sum(r * axis.dilation * step for r, axis, step in zip(tap, geometry.axes, grid_steps))
-        for tap in kernel_taps(geometry)
-    ]
-    grid = np.zeros((batch, groups, fg, *padded), dtype=dtype)
-    index = (slice(None), slice(None), slice(None), *(slice(0, axis.output) for axis in geometry.axes))
-    grid[index] = y.reshape(batch, groups, fg, *geometry.spatial_output)
-    grid = grid.reshape(batch, groups, fg, pixels)
-    length = pixels - reach
+    outputs = tuple(axis.output for axis in axes)
+    padded = tuple(axis.output + axis.extent - 1 for axis in axes)
+    total = batch * math.prod(padded)
+    steps, reach = _flat_grid(padded, axes)
+    shifts = _tap_shifts(axes, steps)
+    grid = _scratch("grid", (groups, fg, batch, *padded), dtype)
+    grid.fill(0)
+    y_first = y if channels_first else np.moveaxis(y, -1, 1)
+    placed = y_first.reshape(batch, groups, fg, *outputs).transpose(1, 2, 0, *range(3, 3 + len(axes)))
+    grid[(slice(None),) * 3 + tuple(slice(0, size) for size in outputs)] = placed
+    flat = grid.reshape(groups, fg, total)
     # (*k, Cg, G * Fg) -> (G, taps * Cg, Fg)
-    grouped = np.moveaxis(kernel.reshape(taps, cg, groups, fg), 2, 0)
-    weights = np.ascontiguousarray(grouped).reshape(groups, taps * cg, fg)
-    xp = np.zeros((batch, groups, cg, pixels), dtype=dtype)
-    for b in range(batch):
-        products = np.matmul(weights, grid[b, :, :, :length]).reshape(groups, taps, cg, length)
+    weights = np.ascontiguousarray(np.moveaxis(kernel.reshape(taps, cg, groups, fg), 2, 0))
+    weights = weights.reshape(groups, taps * cg, fg)
+    xp = _scratch("scatter", (groups, cg, total), dtype)
+    xp.fill(0)
+    length = total - reach
+    block = min(length, max(256, 4 * _BLOCK_BYTES // (groups * taps * cg * dtype.itemsize)))
+    buffer = _scratch("products", (groups, taps * cg, block), dtype)
+    for start in range(0, length, block):
+        stop = min(start + block, length)
+        products = np.matmul(weights, flat[:, :, start:stop], out=buffer[:, :, : stop - start])
+        products = products.reshape(groups, taps, cg, stop - start)
         for t, shift in enumerate(shifts):
-            xp[b, :, :, shift : shift + length] += products[:, t]
-    return xp.reshape(batch, groups * cg, *padded)
+            xp[:, :, start + shift : stop + shift] += products[:, t]
+    return np.moveaxis(xp.reshape(groups * cg, batch, *padded), 1, 0)
 
 
-def _adjoint_tap_gemm(kernel: np.ndarray, geometry: Geometry, y: np.ndarray) -> np.ndarray:
-    """Adjoint into the padded channels-last input: one GEMM, then a slice-add per tap."""
-    groups, cg, fg, taps = geometry.groups, geometry.group_channels, geometry.group_filters, geometry.taps
-    batch = y.shape[0]
-    outputs = batch * math.prod(geometry.spatial_output)
-    # (G, outputs, Fg) @ (G, Fg, taps * Cg): every output times every tap, back onto channels.
-    rows = y.reshape(outputs, groups, fg).transpose(1, 0, 2)
-    weights = kernel.reshape(taps, cg, groups, fg).transpose(2, 3, 0, 1).reshape(groups, fg, taps * cg)
-    products = np.matmul(rows, weights).reshape(groups, batch, *geometry.spatial_output, taps, cg)
-    padded = tuple(axis.size + axis.lo + axis.hi for axis in geometry.axes)
-    xp = np.zeros((batch, *padded, groups, cg), dtype=y.dtype)
-    for t, tap in enumerate(kernel_taps(geometry)):
-        window = tuple(
-            slice(r * axis.dilation, r * axis.dilation + (axis.output - 1) * axis.stride + 1, axis.stride)
-            for r, axis in zip(tap, geometry.axes)
-        )
-        index = (slice(None), *window)
-        target = xp[index]
-        target += np.moveaxis(products[..., t, :], 0, -2)
-    return xp.reshape(batch, *padded, geometry.channels)
+def _residue_taps(axis: Axis, phase: int) -> tuple[int, int, int, int] | None:
+    """Taps of `axis` that land on padded positions ``phase (mod stride)``.
+
+    Returns ``(first, step, count, offset)``: taps ``first + j * step`` for ``j < count``; they
+    read phase positions ``o + offset + j * (dilation * step // stride)``. None if there are none.
+    """
+    stride, dilation = axis.stride, axis.dilation
+    step = stride // math.gcd(stride, dilation)
+    first = next((r for r in range(min(step, axis.kernel)) if r * dilation % stride == phase), None)
+    if first is None:
+        return None
+    count = (axis.kernel - 1 - first) // step + 1
+    return first, step, count, (first * dilation - phase) // stride
+
+
+def _adjoint_polyphase(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, y: np.ndarray) -> np.ndarray:
+    """Adjoint with strides of a channels-last batch `y`, onto the padded input ``(B, *P, C)``.
+
+    Returns a reused work array.
+
+    Padded position ``p = o * s + r * d`` falls in phase ``p mod s``. The taps of one phase form
+    a kernel ``K[first::step]`` with dilation ``d * step / s``, and that phase of the padded input
+    is the stride-1 transposed correlation of ``y`` with it, shifted by ``offset``: every phase is
+    one dense stride-1 problem and one strided write.
+    """
+    n = len(axes)
+    batch, channels = y.shape[0], groups * kernel.shape[-2]
+    padded = tuple(axis.size + axis.lo + axis.hi for axis in axes)
+    xp = _scratch("phases", (batch, *padded, channels), y.dtype)
+    xp.fill(0)
+    # Padded positions p < P fall in phases p mod s: no more than P of them, whatever the stride.
+    phases = [range(min(axis.stride, size)) for axis, size in zip(axes, padded)]
+    for phase in itertools.product(*phases):
+        found = [_residue_taps(axis, p) for axis, p in zip(axes, phase)]
+        parts = [part for part in found if part is not None]
+        if len(parts) < n:
+            continue
+        sub = kernel[tuple(slice(first, None, step) for first, step, _, _ in parts)]
+        sub_axes = []
+        for axis, (_, step, count, _) in zip(axes, parts):
+            dilation = axis.dilation * step // axis.stride
+            sub_axes.append(Axis(axis.output + (count - 1) * dilation, count, 1, dilation))
+        part, first, _ = _adjoint_stride1(sub, tuple(sub_axes), groups, y, False)  # (B, *(o + ext' - 1), C)
+        part = np.moveaxis(part, 1, -1) if first else part
+        target = [slice(None)]
+        for p, axis, (_, _, _, offset), size in zip(phase, axes, parts, part.shape[1 : n + 1]):
+            target.append(slice(p + offset * axis.stride, p + (offset + size) * axis.stride, axis.stride))
+        xp[tuple(target)] = part
+    return xp
+
+
+# -- the FFT method -------------------------------------------------------------------------------
+@functools.cache
+def _fft_module() -> ModuleType:
+    """`scipy.fft` where installed (faster, keeps float32), else `numpy.fft`."""
+    try:
+        return importlib.import_module("scipy.fft")
+    except ImportError:
+        return np.fft
+
+
+def _fast_length(n: int) -> int:
+    """The smallest 2-3-5-smooth integer >= n."""
+    best = 2 ** max(0, (n - 1).bit_length())
+    power5 = 1
+    while power5 < best:
+        power3 = power5
+        while power3 < best:
+            length = power3
+            while length < n:
+                length *= 2
+            best = min(best, length)
+            power3 *= 3
+        power5 *= 5
+    return best
+
+
+def _output_positions(axes: tuple[Axis, ...], lengths: tuple[int, ...]) -> tuple[Any, ...]:
+    """Index of the outputs ``o * s`` (mod ``N``) on the transform grid: slices where they fit."""
+    if all((axis.output - 1) * axis.stride < length for axis, length in zip(axes, lengths)):
+        return (slice(None), *(slice(0, (axis.output - 1) * axis.stride + 1, axis.stride) for axis in axes))
+    positions = [np.arange(axis.output) * axis.stride % length for axis, length in zip(axes, lengths)]
+    return (slice(None), *np.ix_(*positions))
+
+
+def _fft_pads_itself(geometry: Geometry) -> bool:
+    """Zero and circular padding happen inside the transform; the other modes pad first."""
+    return geometry.mode.name in ("zeros", "circular")
+
+
+def _fft_lengths(axes: tuple[Axis, ...], circular: bool) -> tuple[int, ...]:
+    """Transform length per axis: the input's own for circular, else long enough not to wrap.
+
+    With the input at positions ``[0, m)`` and zeros up to ``N``, tap ``r`` at ``(r*d - lo) mod
+    N`` and output ``o`` read at ``o * s``, the reads that fall outside the input land on zeros
+    as long as ``N >= m + max(lo, hi)``, ``N > (o - 1) * s`` and ``N >= extent``.
+    """
+    if circular:
+        return tuple(axis.size for axis in axes)
+    return tuple(
+        _fast_length(max(axis.size + max(axis.lo, axis.hi), (axis.output - 1) * axis.stride + 1, axis.extent))
+        for axis in axes
+    )
+
+
+_SPECTRA: dict[tuple[Any, ...], np.ndarray] = {}
+_SPECTRA_LIMIT = 8
+
+
+def _kernel_spectrum(
+    kernel: np.ndarray, axes: tuple[Axis, ...], lengths: tuple[int, ...], adjoint: bool
+) -> np.ndarray:
+    """Spectrum of the kernel laid on the transform grid, ``(*frequencies, Cg, F)``, cached.
+
+    Tap ``r`` sits at ``(r * d - lo) mod N`` (folded taps add up). The forward direction
+    correlates, so it takes ``conj(FFT(conj(kernel)))``; the adjoint convolves, with ``FFT(kernel)``.
+    """
+    digest = hashlib.blake2b(np.ascontiguousarray(kernel).tobytes(), digest_size=16).digest()
+    key = (
+        digest,
+        kernel.shape,
+        kernel.dtype.str,
+        tuple((a.size, a.kernel, a.stride, a.dilation, a.lo, a.hi) for a in axes),
+        lengths,
+        adjoint,
+    )
+    spectrum = _SPECTRA.get(key)
+    if spectrum is not None:
+        return spectrum
+    n = len(axes)
+    laid = np.zeros((*lengths, *kernel.shape[n:]), dtype=kernel.dtype)
+    positions = np.ix_(
+        *((np.arange(axis.kernel) * axis.dilation - axis.lo) % length for axis, length in zip(axes, lengths))
+    )
+    np.add.at(laid, positions, kernel)
+    fft, spatial = _fft_module(), tuple(range(n))
+    if kernel.dtype.kind == "f":
+        spectrum = fft.rfftn(laid, axes=spatial)
+        spectrum = spectrum if adjoint else spectrum.conj()
+    else:
+        spectrum = fft.fftn(laid, axes=spatial) if adjoint else fft.fftn(laid.conj(), axes=spatial).conj()
+    if len(_SPECTRA) >= _SPECTRA_LIMIT:
+        _SPECTRA.pop(next(iter(_SPECTRA)))
+    _SPECTRA[key] = spectrum
+    return spectrum
+
+
+def _fft_dtype(dtype: np.dtype) -> np.dtype:
+    """Half floats are transformed in single precision."""
+    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
+
+
+def _spectral_product(spectra: np.ndarray, spectrum: np.ndarray, groups: int) -> np.ndarray:
+    """``out[b, w, g, f] = sum_c spectra[b, w, g, c] * spectrum[w, c, g, f]`` (flat frequencies ``w``)."""
+    batch, frequencies = spectra.shape[:2]
+    cg, fg = spectrum.shape[-2], spectrum.shape[-1] // groups
+    inputs = spectra.reshape(batch, frequencies, groups, cg)
+    weights = spectrum.reshape(frequencies, cg, groups, fg)
+    if fg == 1 and cg == 1:
+        return inputs[..., 0] * weights[:, 0, :, 0]
+    out = np.zeros((batch, frequencies, groups, fg), dtype=np.result_type(spectra, spectrum))
+    for c in range(cg):
+        out += inputs[:, :, :, c, None] * weights[:, c]
+    return out.reshape(batch, frequencies, groups * fg)
+
+
+def _transform(x: np.ndarray, lengths: tuple[int, ...], real: bool) -> np.ndarray:
+    fft, spatial = _fft_module(), tuple(range(1, len(lengths) + 1))
+    return fft.rfftn(x, s=lengths, axes=spatial) if real else fft.fftn(x, s=lengths, axes=spatial)
+
+
+def _inverse(spectra: np.ndarray, lengths: tuple[int, ...], real: bool) -> np.ndarray:
+    fft, spatial = _fft_module(), tuple(range(1, len(lengths) + 1))
+    return (
+        fft.irfftn(spectra, s=lengths, axes=spatial) if real else fft.ifftn(spectra, s=lengths, axes=spatial)
+    )
+
+
+def _fft_apply(kernel: np.ndarray, geometry: Geometry, data: np.ndarray, adjoint: bool) -> np.ndarray:
+    """The correlation of a channels-last batch by FFT, ``(B, *o, F)``, or its adjoint, ``(B, *m, C)``.
+
+    Returns the input's dtype. The adjoint places ``y`` at the outputs' positions ``o * s`` of
+    the transform grid, multiplies by the transposed spectrum and reads back ``[0, m)``.
+    """
+    dtype, axes, n = data.dtype, geometry.axes, geometry.ndim
+    work = _fft_dtype(dtype)
+    real = work.kind == "f"
+    lengths = _fft_lengths(axes, geometry.circular)
+    spectrum = _kernel_spectrum(kernel.astype(work, copy=False), axes, lengths, adjoint)
+    groups, cg, fg = geometry.groups, geometry.group_channels, geometry.group_filters
+    outputs = _output_positions(axes, lengths)
+    if adjoint:
+        inputs, results = geometry.filters, geometry.channels
+        # (*w, Cg, G * Fg) -> (*w, Fg, G * Cg): the transposed product, group by group.
+        spectrum = spectrum.reshape(-1, cg, groups, fg).transpose(0, 3, 2, 1).reshape(-1, fg, groups * cg)
+        if not all(isinstance(part, slice) for part in outputs) or any(axis.stride > 1 for axis in axes):
+            placed = np.zeros((data.shape[0], *lengths, inputs), dtype=work)
+            if all(isinstance(part, slice) for part in outputs):
+                placed[outputs] = data
+            else:  # circular: outputs a whole period apart read the same position
+                np.add.at(placed, outputs, data)
+            data = placed
+        # (otherwise the transform pads with zeros up to `lengths`)
+        index: tuple[Any, ...] = (slice(None), *(slice(0, axis.size) for axis in axes))
+    else:
+        inputs, results = geometry.channels, geometry.filters
+        spectrum = spectrum.reshape(-1, cg, groups * fg)
+        index = outputs
+    spectra = _transform(data.astype(work, copy=False), lengths, real)
+    frequencies = spectra.shape[1 : n + 1]
+    product = _spectral_product(spectra.reshape(data.shape[0], -1, inputs), spectrum, groups)
+    full = _inverse(product.reshape(data.shape[0], *frequencies, results), lengths, real)
+    return full[index].astype(dtype, copy=False)

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _spectral
 from ._algebra import BaseOperator, check_sparse_format
-from ._apply import convolve, convolve_adjoint
+from ._apply import convolve, convolve_adjoint, resolve_method
 from ._buffer import fold_circular_taps, plan_buffer, read_kernel
 from ._compose import compose_convolutions
 from ._conv import StridedOperator, canonical_kernel, plan, require_view
@@ -32,14 +32,7 @@ from ._view import OperatorView
 
 __all__ = ["ConvOperator"]
 
-Method = Literal["auto", "direct"]
-METHODS = ("auto", "direct")
-
-
-def _check_method(method: Any) -> str:
-    if not isinstance(method, str) or method.lower() not in METHODS:
-        raise ValueError(f"`method` must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
-    return method.lower()
+Method = Literal["auto", "direct", "fft"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,8 +101,10 @@ class ConvOperator(BaseOperator):
     padding, padding_mode, stride, dilation, groups, layout
         As in `conv_view`. Every padding mode works here, including ``'reflect'`` and
         ``'replicate'``, which have no view.
-    method : {'auto', 'direct'}
-        The algorithm for ``@`` and ``.H @``; `method` names the one in use.
+    method : {'auto', 'direct', 'fft'}
+        The algorithm for ``@`` and ``.H @``: spatial-domain products, products of spectra (real
+        and complex floats), or the planner's choice from the geometry and dtype. Results agree to
+        rounding whatever the method; `method` names the one in use.
 
     Attributes
     ----------
@@ -172,7 +167,8 @@ class ConvOperator(BaseOperator):
     ) -> None:
         kernel = as_numeric_array(kernel, "kernel")
         geometry, _ = plan(kernel.shape, input_shape, padding, padding_mode, stride, dilation, groups, layout)
-        self._become(_new_state(kernel, geometry, _check_method(method)), transposed=False, conjugated=False)
+        state = _new_state(kernel, geometry, resolve_method(method, geometry, kernel.dtype))
+        self._become(state, transposed=False, conjugated=False)
 
     def _become(self, state: _Convolution, *, transposed: bool, conjugated: bool) -> None:
         self._state = state
@@ -214,8 +210,8 @@ class ConvOperator(BaseOperator):
 
     @property
     def method(self) -> str:
-        """The algorithm in use for ``@`` and ``.H @``."""
-        return "direct"
+        """The algorithm in use for ``@`` and ``.H @``: ``"direct"`` or ``"fft"``."""
+        return self._state.method
 
     @property
     def view(self) -> OperatorView:
@@ -329,8 +325,8 @@ class ConvOperator(BaseOperator):
             return self._product_by_matrix(batch, dtype)
         channels_first = geometry.layout == "channels_first"
         if self._transposed:
-            return convolve_adjoint(kernel, geometry, batch, channels_first)
-        return convolve(kernel, geometry, batch, channels_first)
+            return convolve_adjoint(kernel, geometry, batch, channels_first, self._state.method)
+        return convolve(kernel, geometry, batch, channels_first, self._state.method)
 
     def _product_by_matrix(self, batch: np.ndarray, dtype: np.dtype) -> np.ndarray:
         """``matrix @ x`` for a batch, with the sparse matrix if SciPy is there, else the dense one."""
@@ -518,7 +514,7 @@ class ConvOperator(BaseOperator):
         names = ("padding", "padding_mode", "stride", "dilation", "groups", "layout")
         geometry, _ = plan(kernel.shape, state["input_shape"], *[state[name] for name in names])
         self._become(
-            _new_state(kernel, geometry, _check_method(state["method"])),
+            _new_state(kernel, geometry, resolve_method(state["method"], geometry, kernel.dtype)),
             transposed=state["transposed"],
             conjugated=state["conjugated"],
         )

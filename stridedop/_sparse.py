@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from ._geometry import Axis, Geometry
 
@@ -36,93 +38,130 @@ def sparse_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float32) if dtype == np.float16 else dtype
 
 
-def _offsets(axis: Axis) -> np.ndarray:
-    """Offsets ``o*s + r*d - lo`` from the input's start of one axis's (output, tap) pairs, ``(O, k)``.
-
-    In int64, or in Python ints (an object array) where huge strides, dilations or padding
-    could overflow it; a padding mode's `source` maps either to an input index.
-    """
+def _position_dtype(axis: Axis) -> type:
+    """int64, or Python ints (object) where huge strides, dilations or padding could overflow it."""
     largest = max(axis.output * axis.stride, axis.kernel * axis.dilation, axis.lo)
-    dtype = np.int64 if largest < 2**62 else object
-    return (
-        np.arange(axis.output, dtype=dtype)[:, None] * axis.stride
-        + np.arange(axis.kernel, dtype=dtype)[None, :] * axis.dilation
-        - axis.lo
-    )
+    return np.int64 if largest < 2**62 else object
+
+
+def _tap_runs(axis: Axis, zeros: bool) -> list[tuple[int, int, int, int]]:
+    """Runs ``(start, stop, first, count)`` of outputs whose in-range taps are the same.
+
+    Output ``o`` reads input ``o * s + r * d - lo``; the taps that land inside ``[0, m)`` are
+    ``first <= r < first + count``. Interior outputs share one run, each border adds a few.
+    The padding modes other than zeros give every tap an input entry: one run with all the taps.
+    """
+    if not zeros:
+        return [(0, axis.output, 0, axis.kernel)]
+    o = np.arange(axis.output, dtype=np.int64)
+    first = np.maximum(0, -((o * axis.stride - axis.lo) // axis.dilation))  # ceil((lo - o*s) / d)
+    stop = np.minimum(axis.kernel, (axis.size - 1 + axis.lo - o * axis.stride) // axis.dilation + 1)
+    count = np.maximum(stop - first, 0)
+    first = np.where(count > 0, first, 0)
+    edges = np.flatnonzero((np.diff(first) != 0) | (np.diff(count) != 0)) + 1
+    starts = [0, *edges.tolist()]
+    stops = [*edges.tolist(), axis.output]
+    return [(a, b, int(first[a]), int(count[a])) for a, b in zip(starts, stops)]
 
 
 def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -> Any:
     """CSR array of the operator, ``(prod(output_shape), prod(input_shape))``, then `format`.
 
-    Every row ``(o, f)`` holds the taps that land inside the input, each with the channels of
-    its group; the column of a tap follows from the output position alone, so the index array
-    is one broadcast sum of a small per-(output, tap) part and a small per-channel part.
+    Built from index arithmetic alone: along each spatial axis the outputs fall into a few runs
+    that read the same range of taps (`_tap_runs`). For one run per axis, the entries form a
+    regular block ``(*outputs, F, *taps, C)`` (channels-first: ``(F, *outputs, C, *taps)``) that
+    sits in the CSR arrays at fixed strides, so its column indices are written as a broadcast
+    sum of small per-axis terms and its values as a broadcast of one slice of the kernel.
     """
     sparse = require_scipy("`to_sparse`")
     kernel = kernel.astype(sparse_dtype(kernel.dtype), copy=False)
     n = geometry.ndim
-    groups, fg, cg = geometry.groups, geometry.group_filters, geometry.group_channels
+    cg, filters = geometry.group_channels, geometry.filters
     channels_last = geometry.layout == "channels_last"
     sizes = geometry.spatial_input
     # Column steps of each spatial axis and of the channel axis in the input's flat order.
-    spatial_steps = [math.prod(sizes[i + 1 :]) for i in range(n)]
+    steps = [math.prod(sizes[i + 1 :]) for i in range(n)]
     if channels_last:
-        spatial_steps = [step * geometry.channels for step in spatial_steps]
+        steps = [step * geometry.channels for step in steps]
         channel_step = 1
     else:
         channel_step = math.prod(sizes)
-    index_dtype = np.int32 if max(geometry.input_size, geometry.nonzero_count) < 2**31 else np.int64
+    zeros = geometry.mode.name == "zeros"
+    runs = [_tap_runs(axis, zeros) for axis in geometry.axes]
+    per_output = [np.zeros(axis.output, dtype=np.int64) for axis in geometry.axes]
+    for counts, axis_runs in zip(per_output, runs):
+        for start, stop, _, count in axis_runs:
+            counts[start:stop] = count
+    totals = [int(counts.sum()) for counts in per_output]  # (output, tap) pairs per axis
+    nnz = math.prod(totals) * cg * filters
+    index_dtype = np.int32 if max(geometry.input_size, nnz) < 2**31 else np.int64
+    indices = np.empty(nnz, dtype=index_dtype)
+    data = np.empty(nnz, dtype=kernel.dtype)
+    cumulative = [np.concatenate([[0], np.cumsum(counts)]) for counts in per_output]
+    # Input channel of (filter, channel-in-group): g(f) * Cg + c, as a column offset.
+    group_of_filter = np.arange(filters) // geometry.group_filters
+    channel_part = (group_of_filter[:, None] * cg + np.arange(cg)) * channel_step
 
-    # Part that depends on (output position, tap): arrays of shape (*o, *k).
-    spatial_part = np.zeros(geometry.spatial_output + geometry.spatial_kernel, dtype=index_dtype)
-    inside = np.ones(spatial_part.shape, dtype=bool)
-    for i, (axis, step) in enumerate(zip(geometry.axes, spatial_steps)):
-        shape = [1] * (2 * n)
-        shape[i], shape[n + i] = axis.output, axis.kernel
-        position = _offsets(axis).reshape(shape)
-        source = geometry.mode.source(position, axis.size).astype(np.int64)  # -1 where a tap reads a zero
-        inside = inside & (source >= 0)
-        spatial_part = spatial_part + (np.maximum(source, 0) * step).astype(index_dtype)
-    channel_part = (np.arange(groups)[:, None] * cg + np.arange(cg)[None, :]) * channel_step
-    channel_part = channel_part.astype(index_dtype)  # (G, Cg)
+    for combination in itertools.product(*runs):
+        tap_counts = [count for _, _, _, count in combination]
+        if 0 in tap_counts:
+            continue
+        lengths = [stop - start for start, stop, _, _ in combination]
+        inner = math.prod(tap_counts) * cg  # entries of one row
+        # Entries before output o: sum_i prod_{l<i} c_l * cum_i(o_i) * prod_{l>i} S_l (* F, * Cg).
+        scale = filters * cg if channels_last else cg
+        base = 0
+        output_strides = []
+        for i, (start, _, _, _) in enumerate(combination):
+            unit = math.prod(tap_counts[:i]) * math.prod(totals[i + 1 :]) * scale
+            base += unit * int(cumulative[i][start])
+            output_strides.append(unit * tap_counts[i])
+        tap_strides = [math.prod(tap_counts[i + 1 :]) for i in range(n)]
+        if channels_last:  # (*outputs, F, *taps, C)
+            shape = (*lengths, filters, *tap_counts, cg)
+            strides = (*output_strides, inner, *(t * cg for t in tap_strides), 1)
+        else:  # (F, *outputs, C, *taps)
+            shape = (filters, *lengths, cg, *tap_counts)
+            strides = (math.prod(totals) * cg, *output_strides, math.prod(tap_counts), *tap_strides)
+        target = as_strided(indices[base:], shape, tuple(s * indices.itemsize for s in strides))
+        values = as_strided(data[base:], shape, tuple(s * data.itemsize for s in strides))
 
-    # Full index arrays in row-major row order, entries within a row in increasing column
-    # order: channels-last (*o, G, Fg, *k, Cg), channels-first (G, Fg, *o, Cg, *k).
-    # The output positions are one axis here (o, below): with N of them the arrays would have
-    # 2N + 3 axes, beyond NumPy's 64 for N = 31.
-    out_shape, kernel_shape = geometry.spatial_output, geometry.spatial_kernel
-    outputs, ones = math.prod(out_shape), (1,) * n
-    arranged = np.moveaxis(kernel.reshape(*kernel_shape, cg, groups, fg), (n + 1, n + 2), (0, 1))
-    if channels_last:
-        spatial_shape = (outputs, 1, 1, *kernel_shape, 1)
-        channel_shape = (1, groups, 1, *ones, cg)
-        values = arranged.reshape(1, groups, fg, *kernel_shape, cg)
-    else:
-        spatial_shape = (1, 1, outputs, 1, *kernel_shape)
-        channel_shape = (groups, 1, 1, cg, *ones)
-        values = np.moveaxis(arranged, -1, 2).reshape(groups, fg, 1, cg, *kernel_shape)
-    columns = spatial_part.reshape(spatial_shape) + channel_part.reshape(channel_shape)
-    # (np.broadcast_shapes handles at most 32 axes)
-    full_shape = tuple([max(a, b) for a, b in zip(columns.shape, values.shape)])
-    columns = np.broadcast_to(columns, full_shape)
-    values = np.broadcast_to(values, full_shape)
-    if inside.all():
-        indices = np.array(columns, copy=True).reshape(-1)  # writable: scipy sorts in place
-        data = np.array(values, copy=True).reshape(-1)
-    else:
-        keep = np.broadcast_to(inside.reshape(spatial_shape), full_shape)
-        indices = columns[keep]
-        data = values[keep]
+        # Column: channel part, then each axis' input position times its step.
+        channel_shape = [1] * len(shape)
+        if channels_last:
+            channel_shape[n], channel_shape[-1] = filters, cg
+        else:
+            channel_shape[0], channel_shape[n + 1] = filters, cg
+        target[...] = channel_part.reshape(channel_shape)
+        for i, (axis, (start, stop, first, count)) in enumerate(zip(geometry.axes, combination)):
+            wide = _position_dtype(axis)
+            position = (
+                np.arange(start, stop, dtype=wide)[:, None] * axis.stride
+                + (first + np.arange(count, dtype=wide))[None, :] * axis.dilation
+                - axis.lo
+            )
+            if not zeros:
+                position = geometry.mode.source(position, axis.size)
+            term_shape = [1] * len(shape)
+            if channels_last:
+                term_shape[i], term_shape[n + 1 + i] = stop - start, count
+            else:
+                term_shape[1 + i], term_shape[n + 2 + i] = stop - start, count
+            target += (np.asarray(position).astype(np.int64) * steps[i]).astype(index_dtype).reshape(term_shape)
+        block = kernel[tuple(slice(first, first + count) for _, _, first, count in combination)]
+        if channels_last:  # (*taps, Cg, F) -> (F, *taps, Cg)
+            values[...] = np.moveaxis(block, -1, 0)
+        else:  # -> (F, Cg, *taps)
+            values[...] = block.transpose(n + 1, n, *range(n)).reshape(filters, *(1,) * n, cg, *tap_counts)
 
-    # Entries per row: taps inside the input times the channels of a group.
-    per_output = inside.reshape(*out_shape, -1).sum(axis=-1).ravel() * cg
-    counts = (
-        np.tile(per_output, geometry.filters)
-        if not channels_last
-        else np.repeat(per_output, geometry.filters)
-    )
-    indptr = np.zeros(counts.size + 1, dtype=index_dtype)
-    np.cumsum(counts, out=indptr[1:])
+    # Entries per row: the product of the per-axis tap counts, times the channels of a group.
+    per_row = per_output[0]
+    for counts in per_output[1:]:
+        per_row = np.multiply.outer(per_row, counts)
+    per_row = per_row.ravel() * cg
+    rows = np.repeat(per_row, filters) if channels_last else np.tile(per_row, filters)
+    indptr = np.zeros(rows.size + 1, dtype=index_dtype)
+    np.cumsum(rows, out=indptr[1:])
     matrix = sparse.csr_array((data, indices, indptr), shape=(geometry.output_size, geometry.input_size))
     if geometry.mode.folds:
         matrix.sum_duplicates()  # taps that read the same input entry share a column

@@ -1,0 +1,331 @@
+"""Every method and every internal strategy of `op @ x` and `op.H @ y` against the loop oracle."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from oracles import loop_operator, pads_for
+from test_operator import random_like as random
+
+import stridedop
+from stridedop import _apply
+
+# (spatial input, spatial kernel, C, F, geometry): each reaches one strategy of the direct method
+# (tap GEMM needs >= 8 channels per group; few channels go channels-first; depthwise; strides take
+# the strided im2col forward and the polyphase adjoint; circular kernels wider than the input fold).
+CASES = {
+    "tap GEMM": ((6, 5), (3, 2), 8, 4, {"padding": "same"}),
+    "tap GEMM, groups, dilation": (
+        (7, 6),
+        (2, 2),
+        16,
+        8,
+        {"groups": 2, "dilation": (2, 1), "padding": "full"},
+    ),
+    "few channels, scatter adjoint": ((6, 7), (3, 3), 2, 5, {"padding": [(2, 0), (1, 3)]}),
+    "depthwise": ((6, 5), (3, 2), 3, 3, {"groups": 3, "padding": "same"}),
+    "many channels im2col": ((5, 6), (2, 3), 6, 3, {}),
+    "stride": ((7, 8), (3, 2), 2, 3, {"stride": (2, 3), "padding": "same"}),
+    "stride and dilation": (
+        (9, 7),
+        (3, 2),
+        4,
+        4,
+        {"stride": 2, "dilation": (3, 2), "groups": 2, "padding": 1},
+    ),
+    "stride, many channels": ((7, 6), (2, 3), 8, 8, {"stride": (3, 2), "dilation": 2, "padding": "full"}),
+    "circular": ((5, 6), (3, 2), 2, 3, {"padding": "circular"}),
+    "circular, wide kernel": ((3, 4), (4, 3), 2, 2, {"padding": "circular", "dilation": (5, 7)}),
+    "circular, wide kernel, stride": (
+        (4, 3),
+        (3, 5),
+        1,
+        2,
+        {"padding": "circular", "stride": 2, "dilation": 3},
+    ),
+    "1-D": ((9,), (4,), 8, 8, {"padding": "full", "dilation": 2}),
+    "1x1": ((5, 4), (1, 1), 3, 4, {"padding": 1}),
+    "3-D": ((4, 3, 5), (2, 2, 3), 2, 3, {"padding": "same", "stride": (1, 2, 1)}),
+}
+
+
+def make_case(name, dtype, layout, method, seed=0):
+    m, k, channels, filters, options = CASES[name]
+    rng = np.random.default_rng(seed)
+    groups = options.get("groups", 1)
+    kernel = rng.standard_normal((*k, channels // groups, filters))
+    if np.dtype(dtype).kind == "c":
+        kernel = kernel + 1j * rng.standard_normal(kernel.shape)
+    kernel = kernel.astype(dtype)
+    dense = loop_operator(kernel, m, **options)  # (*o, F, *m, C)
+    n = len(m)
+    if layout == "channels_first":
+        dense = np.moveaxis(np.moveaxis(dense, n, 0), -1, n + 1)  # (F, *o, C, *m)
+        kernel = kernel.transpose(n + 1, n, *range(n))
+        op = stridedop.ConvOperator(kernel, (channels, *m), layout=layout, method=method, **options)
+    else:
+        op = stridedop.ConvOperator(kernel, (*m, channels), method=method, **options)
+    return op, dense
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_both_directions_equal_the_loop_oracle(name, layout, dtype, method):
+    op, dense = make_case(name, dtype, layout, method)
+    assert op.method == method
+    n_in, n_out = len(op.input_shape), len(op.output_shape)
+    x = random((2, *op.input_shape), dtype, 1)
+    y = random((2, *op.output_shape), dtype, 2)
+    expected = np.stack([np.tensordot(dense, v, n_in) for v in x])
+    expected_adjoint = np.stack([np.tensordot(v, dense.conj(), n_out) for v in y])
+    tolerance = 1e-4 if np.dtype(dtype) == np.float32 else 1e-10
+    got, got_adjoint = op @ x, op.H @ y
+    assert got.dtype == expected.dtype and got_adjoint.dtype == expected_adjoint.dtype
+    np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(got_adjoint, expected_adjoint, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("name", ["tap GEMM", "few channels, scatter adjoint", "stride and dilation"])
+def test_without_scipy_blas_the_numpy_products_agree(monkeypatch, name, layout):
+    op, dense = make_case(name, np.float64, layout, "direct")
+    monkeypatch.setattr(_apply, "_blas", lambda: None)
+    x = random(op.input_shape, np.float64, 3)
+    y = random(op.output_shape, np.float64, 4)
+    np.testing.assert_allclose(op @ x, np.tensordot(dense, x, len(op.input_shape)), atol=1e-10)
+    np.testing.assert_allclose(op.H @ y, np.tensordot(y, dense, len(op.output_shape)), atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.bool_, np.float16])
+def test_direct_serves_every_numeric_dtype(dtype):
+    rng = np.random.default_rng(5)
+    kernel = (rng.integers(0, 3, (3, 2, 8, 8)) > 0).astype(dtype)
+    op = stridedop.ConvOperator(kernel, (5, 4, 8), padding="same")
+    assert op.method == "direct"
+    x = (rng.integers(0, 3, op.input_shape) > 0).astype(dtype)
+    dense = loop_operator(kernel.astype(np.float64), (5, 4), padding="same")
+    expected = np.tensordot(dense, x.astype(np.float64), 3)
+    got = op @ x
+    assert got.dtype == np.result_type(kernel, x)
+    if dtype is np.bool_:
+        np.testing.assert_array_equal(got, expected > 0)
+    else:
+        np.testing.assert_allclose(got.astype(np.float64), expected, rtol=1e-2)
+
+
+def test_method_is_validated():
+    kernel = np.ones((3, 3, 1, 1))
+    with pytest.raises(ValueError, match=r"`method` must be one of 'auto', 'direct', 'fft', got 'FFT2'"):
+        stridedop.ConvOperator(kernel, (8, 8, 1), method="FFT2")
+    with pytest.raises(
+        ValueError, match=r"`method`='fft' needs a floating or complex kernel, got dtype int64"
+    ):
+        stridedop.ConvOperator(kernel.astype(np.int64), (8, 8, 1), method="fft")
+
+
+@pytest.mark.parametrize(
+    ("kernel_shape", "input_shape", "expected"),
+    [
+        ((31, 31, 1, 1), (256, 256, 1), "fft"),  # a large single-channel kernel
+        ((3, 3, 16, 16), (32, 32, 16), "direct"),  # a small multi-channel layer
+    ],
+)
+def test_auto_picks_fft_for_large_kernels_only(kernel_shape, input_shape, expected):
+    op = stridedop.ConvOperator(np.ones(kernel_shape), input_shape, padding="same")
+    assert op.method == expected
+    assert op.H.method == expected
+    assert stridedop.ConvOperator(np.ones(kernel_shape, dtype=np.int32), input_shape).method == "direct"
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("name", ["few channels, scatter adjoint", "tap GEMM", "stride"])
+def test_empty_batches_give_empty_results(name, layout, method):
+    op, _ = make_case(name, np.float64, layout, method)
+    assert (op @ np.ones((0, *op.input_shape))).shape == (0, *op.output_shape)
+    assert (op.H @ np.ones((0, 3, *op.output_shape))).shape == (0, 3, *op.input_shape)
+
+
+def test_adjoint_memory_is_bounded_by_input_and_output():
+    # Issue 10 item 13, scaled down: 256^2 x 4 channels, 7x7 (the scatter adjoint's case).
+    rng = np.random.default_rng(6)
+    op = stridedop.ConvOperator(rng.standard_normal((7, 7, 4, 4)), (256, 256, 4), padding="same")
+    y = rng.standard_normal(op.output_shape)
+    tracemalloc.start()
+    op.H @ y
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 4 * 2 * y.nbytes + 8 * 2**20, peak
+
+
+def test_circular_memory_does_not_grow_with_the_dilation():
+    # Issue 10 item 14: a wide dilated kernel on 5 entries folds onto them.
+    op = stridedop.ConvOperator(
+        np.arange(1.0, 3.0)[:, None, None], (5, 1), padding="circular", dilation=10**8
+    )
+    x = np.arange(5.0)[:, None]
+    tracemalloc.start()
+    y = op @ x
+    z = op.H @ y
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 2**16, peak
+    dense = loop_operator(np.arange(1.0, 3.0)[:, None, None], (5,), padding="circular", dilation=10**8)
+    np.testing.assert_allclose(y, np.tensordot(dense, x, 2))
+    np.testing.assert_allclose(z, np.tensordot(y, dense, 2))
+
+
+@pytest.mark.parametrize("form", ["first", "last"])
+@pytest.mark.parametrize("dtype", [np.float32, np.complex128])
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("name", ["tap GEMM", "tap GEMM, groups, dilation", "stride, many channels", "1-D"])
+def test_tap_gemm_in_both_forms(monkeypatch, name, layout, dtype, form):
+    # The planner takes these forms for large layers only; force them on small ones.
+    monkeypatch.setattr(_apply, "_tap_gemm_layout", lambda *args: form)
+    test_both_directions_equal_the_loop_oracle(name, layout, dtype, "direct")
+
+
+SPARSE_CASES = [
+    ((9,), (4,), 2, 2, {"padding": 5, "dilation": 2}),  # outputs that read no input at all
+    ((7, 6), (3, 4), 2, 4, {"padding": [(4, 1), (0, 5)], "stride": (2, 3), "groups": 2}),
+    ((8, 5), (3, 2), 1, 1, {"padding": "same", "dilation": (3, 2)}),
+    ((5, 4), (7, 6), 1, 2, {"padding": "full"}),  # kernel wider than the input
+    ((4, 3, 5), (2, 3, 2), 2, 3, {"padding": "same", "stride": (1, 2, 1)}),
+    ((4, 5), (3, 7), 2, 2, {"padding": "circular", "dilation": (1, 2)}),  # wide circular kernel folds
+]
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("case", SPARSE_CASES)
+def test_sparse_from_index_arithmetic(case, layout):
+    m, k, channels, filters, options = case
+    groups = options.get("groups", 1)
+    rng = np.random.default_rng(7)
+    kernel = rng.standard_normal((*k, channels // groups, filters)) + 1  # no zero taps
+    n = len(m)
+    dense = loop_operator(kernel, m, **options)  # (*o, F, *m, C)
+    if layout == "channels_first":
+        dense = np.moveaxis(np.moveaxis(dense, n, 0), -1, n + 1)
+        op = stridedop.ConvOperator(
+            kernel.transpose(n + 1, n, *range(n)), (channels, *m), layout=layout, **options
+        )
+    else:
+        op = stridedop.ConvOperator(kernel, (*m, channels), **options)
+    matrix = op.to_sparse()
+    expected = dense.reshape(matrix.shape)
+    np.testing.assert_allclose(matrix.toarray(), expected, atol=1e-12)
+    assert matrix.has_canonical_format
+    if options.get("padding") != "circular":
+        assert matrix.nnz == np.count_nonzero(expected)
+
+
+NUMPY_MODES = {"zeros": "constant", "circular": "wrap", "reflect": "reflect", "replicate": "edge"}
+MODE_CASES = [
+    ((6, 5), (3, 2), 2, 3, {"padding": "same"}),
+    ((7, 6), (2, 3), 4, 4, {"padding": [(2, 1), (0, 3)], "stride": (2, 1), "dilation": (1, 2), "groups": 2}),
+    ((5,), (3,), 1, 2, {"padding": 4, "dilation": 3}),  # padding wider than the input
+    ((4, 3), (2, 2), 8, 4, {"padding": [(9, 6), (1, 7)], "stride": 2}),  # wrap by several periods
+    ((2,), (2,), 1, 2, {"padding": [(0, 3)], "dilation": 2}),  # circular: folds to a kernel as wide
+]
+
+
+def mode_dense(kernel, m, channels, options, mode):
+    """The operator's matrix: the 'valid' loop oracle on the padded grid times np.pad's matrix."""
+    n = len(m)
+    k = kernel.shape[:n]
+    stride, dilation = options.get("stride", 1), options.get("dilation", 1)
+    strides = [stride] * n if isinstance(stride, int) else list(stride)
+    dilations = [dilation] * n if isinstance(dilation, int) else list(dilation)
+    pads = pads_for(options["padding"], m, k, strides, dilations)
+    padded = [size + lo + hi for size, (lo, hi) in zip(m, pads)]
+    size = int(np.prod(m)) * channels
+    units = np.eye(size).reshape(size, *m, channels)
+    columns = np.pad(units, [(0, 0), *pads, (0, 0)], mode=NUMPY_MODES[mode]).reshape(size, -1)
+    valid = loop_operator(kernel, padded, stride=stride, dilation=dilation, groups=options.get("groups", 1))
+    return valid.reshape(-1, columns.shape[1]) @ columns.T
+
+
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize("mode", list(NUMPY_MODES))
+@pytest.mark.parametrize("case", MODE_CASES)
+def test_every_padding_mode_with_every_method(case, mode, method):
+    m, k, channels, filters, options = case
+    groups = options.get("groups", 1)
+    rng = np.random.default_rng(9)
+    kernel = rng.standard_normal((*k, channels // groups, filters))
+    op = stridedop.ConvOperator(kernel, (*m, channels), padding_mode=mode, method=method, **options)
+    dense = check_both_directions(op, mode_dense(kernel, m, channels, options, mode), rng)
+    np.testing.assert_allclose(op.to_sparse().toarray(), dense, atol=1e-12)
+
+
+def check_both_directions(op, dense, rng):
+    """`op @ x` and `op.H @ y` on a batch of two against the dense matrix; returns `dense`."""
+    x = rng.standard_normal((2, *op.input_shape))
+    y = rng.standard_normal((2, *op.output_shape))
+    np.testing.assert_allclose((op @ x).reshape(2, -1), x.reshape(2, -1) @ dense.T, atol=1e-9)
+    np.testing.assert_allclose((op.H @ y).reshape(2, -1), y.reshape(2, -1) @ dense, atol=1e-9)
+    return dense
+
+
+@pytest.mark.parametrize("name", ["few channels, scatter adjoint", "circular, wide kernel"])
+def test_taps_moved_into_channels(monkeypatch, name):
+    # The planner does this for few channels and wide kernels on large inputs only; force it.
+    calls = []
+    original = _apply._taps_as_channels
+
+    def spy(*args):
+        calls.append(args[0].shape)
+        return original(*args)
+
+    monkeypatch.setattr(_apply, "_taps_as_channels", spy)
+    monkeypatch.setattr(
+        _apply, "_tap_gemm_layout", lambda dtype, cg, fg, pixels: "first" if cg >= 5 else None
+    )
+    test_both_directions_equal_the_loop_oracle(name, "channels_last", np.float64, "direct")
+    assert calls
+
+
+def test_folded_circular_taps_add_up_in_the_kernel_dtype():
+    # As the view's buffer does: uint8 taps 200 and 100 that land on one input entry give 44.
+    kernel = np.array([200, 100], dtype=np.uint8)[:, None, None]
+    op = stridedop.ConvOperator(kernel, (1, 1), padding="circular", dilation=3)
+    x = np.ones((1, 1), dtype=np.uint8)
+    dense = np.array(op.view)
+    assert dense.ravel().tolist() == [44]
+    np.testing.assert_array_equal(op @ x, np.tensordot(dense, x, 2))
+    np.testing.assert_array_equal(op @ x.astype(np.int64), np.tensordot(dense, x.astype(np.int64), 2))
+
+
+@st.composite
+def geometries(draw):
+    n = draw(st.integers(1, 3))
+    m = tuple(draw(st.integers(1, 7)) for _ in range(n))
+    k = tuple(draw(st.integers(1, 4)) for _ in range(n))
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    channels = groups * draw(st.integers(1, 9))
+    filters = groups * draw(st.integers(1, 4))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(n))
+    dilation = tuple(draw(st.integers(1, 3)) for _ in range(n))
+    mode = draw(st.sampled_from(list(NUMPY_MODES)))
+    extents = [(size - 1) * d + 1 for size, d in zip(k, dilation)]
+    pads = []
+    for size, extent in zip(m, extents):
+        lo = draw(st.integers(0, extent + 2))
+        hi = draw(st.integers(max(0, extent - size - lo), extent + 2))
+        pads.append((lo, hi))
+    options = {"padding": pads, "stride": stride, "dilation": dilation, "groups": groups}
+    return m, k, channels, filters, options, mode
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=geometries(), method=st.sampled_from(["auto", "direct", "fft"]), data=st.data())
+def test_random_geometries_against_np_pad_and_the_loop_oracle(case, method, data):
+    m, k, channels, filters, options, mode = case
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    kernel = rng.standard_normal((*k, channels // options["groups"], filters))
+    op = stridedop.ConvOperator(kernel, (*m, channels), padding_mode=mode, method=method, **options)
+    check_both_directions(op, mode_dense(kernel, m, channels, options, mode), rng)
