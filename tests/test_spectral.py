@@ -238,16 +238,18 @@ def test_padding_norm_is_exact():
 
 # -- gradient -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "padding, stride, groups, complex_, layout",
+    "padding, stride, groups, complex_, layout, mode",
     [
-        ("same", 1, 1, False, "channels_last"),
-        ("valid", 2, 1, False, "channels_last"),
-        ("same", 1, 2, False, "channels_first"),
-        ("same", (1, 2), 1, True, "channels_last"),
-        ("circular", 1, 1, False, "channels_last"),
+        ("same", 1, 1, False, "channels_last", "zeros"),
+        ("valid", 2, 1, False, "channels_last", "zeros"),
+        ("same", 1, 2, False, "channels_first", "zeros"),
+        ("same", (1, 2), 1, True, "channels_last", "zeros"),
+        ("circular", 1, 1, False, "channels_last", "circular"),
+        (((2, 1), (1, 2)), (2, 1), 1, False, "channels_first", "reflect"),
+        ("same", 1, 2, True, "channels_last", "replicate"),
     ],
 )
-def test_norm_grad_against_finite_differences(padding, stride, groups, complex_, layout):
+def test_norm_grad_against_finite_differences(padding, stride, groups, complex_, layout, mode):
     rng = np.random.default_rng(7)
     kernel = random_kernel(rng, (3, 2, 2, 2 * groups), complex_)
     m = (7, 6)
@@ -258,11 +260,14 @@ def test_norm_grad_against_finite_differences(padding, stride, groups, complex_,
                 k.transpose(3, 2, 0, 1),
                 (2 * groups, *m),
                 padding=padding,
+                padding_mode=mode,
                 stride=stride,
                 groups=groups,
                 layout=layout,
             )
-        return stridedop.ConvOperator(k, (*m, 2 * groups), padding=padding, stride=stride, groups=groups)
+        return stridedop.ConvOperator(
+            k, (*m, 2 * groups), padding=padding, padding_mode=mode, stride=stride, groups=groups
+        )
 
     gradient = make(kernel).norm_grad()
     if layout == "channels_first":
