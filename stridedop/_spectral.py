@@ -193,16 +193,12 @@ def frobenius_norm(layer: Layer) -> float:
     kernel = np.asarray(layer.kernel)
     geometry = layer.geometry
     n = geometry.ndim
-    flat = kernel.reshape(*kernel.shape[:n], -1).astype(
-        np.complex128 if kernel.dtype.kind == "c" else np.float64
-    )
-    # Gram of taps over channel pairs, contracted one axis at a time with that axis's overlaps.
-    gram = np.tensordot(flat, flat.conj(), axes=([n], [n]))  # (*k, *k)
+    flat = kernel.reshape(*kernel.shape[:n], -1).astype(_work_dtype(kernel.dtype))
+    # (prod_a G_a) applied to the kernel one tap axis at a time, then <K, G K>: O(taps * sum(k) * C * F).
+    applied = flat
     for a, axis in enumerate(geometry.axes):
-        overlaps = _tap_overlaps(axis, layer.mode)
-        # contract axis a of the first copy and axis a of the second copy (now at position n - a)
-        gram = np.tensordot(gram, overlaps, axes=([0, n - a], [0, 1]))
-    return math.sqrt(max(float(np.real(gram)), 0.0))
+        applied = np.moveaxis(np.tensordot(_tap_overlaps(axis, layer.mode), applied, axes=([1], [a])), 0, a)
+    return math.sqrt(max(float(np.real(np.vdot(flat, applied))), 0.0))
 
 
 # -- circular padding: exact through the DFT --------------------------------------------------------
@@ -726,14 +722,9 @@ def norm_grad(linear_map: LinearMap) -> np.ndarray:
     layer = linear_map.layer
     if layer is None:
         raise ValueError("`norm_grad` needs a single convolution")
-    u, s, v = svds(linear_map, 1)
+    u, _, v = svds(linear_map, 1)
     geometry = layer.geometry
-    # to channels-last
-    if geometry.layout == "channels_first":
-        u_last, v_last = np.moveaxis(u[0], 0, -1), np.moveaxis(v[0], 0, -1)
-    else:
-        u_last, v_last = u[0], v[0]
-    gradient = kernel_gradient(layer, u_last, v_last)
+    gradient = kernel_gradient(layer, _canonical_vector(u[0], geometry), _canonical_vector(v[0], geometry))
     if np.asarray(layer.kernel).dtype.kind == "c":
         return gradient.conj()
     return gradient.real
