@@ -193,7 +193,7 @@ def frobenius_norm(layer: Layer) -> float:
     kernel = np.asarray(layer.kernel)
     geometry = layer.geometry
     n = geometry.ndim
-    flat = kernel.reshape(*kernel.shape[:n], -1).astype(_work_dtype(kernel.dtype))
+    flat: np.ndarray = kernel.reshape(*kernel.shape[:n], -1).astype(_work_dtype(kernel.dtype))
     # (prod_a G_a) applied to the kernel one tap axis at a time, then <K, G K>: O(taps * sum(k) * C * F).
     applied = flat
     for a, axis in enumerate(geometry.axes):
