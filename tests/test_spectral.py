@@ -360,3 +360,16 @@ def test_all_values_of_a_huge_zero_padded_layer_need_k():
     op = stridedop.ConvOperator(np.ones((3, 1, 1)), (2**21, 1), padding="same")  # 32 TiB dense
     with pytest.raises(MemoryError, match="pass `k`"):
         op.svdvals()
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_lanczos_restarts_thick(k, monkeypatch):
+    monkeypatch.setattr(_spectral, "_LANCZOS_ENTRIES", 1)  # the smallest bases: 2k + 40 vectors
+    kernel = np.random.default_rng(11).standard_normal((3, 3, 8, 8))
+    op = stridedop.ConvOperator(kernel, (12, 12, 8), padding="same")
+    reference = np.linalg.svd(op.to_matrix(), compute_uv=False)
+    u, s, v, converged = _spectral.lanczos_svds(_spectral.linear_map_of(op), k)
+    assert converged
+    assert relative_error(s, reference[:k]) <= 1e-10
+    for i in range(k):
+        np.testing.assert_allclose((op @ v[i].reshape(op.input_shape)).ravel(), s[i] * u[i], atol=1e-8 * s[0])
