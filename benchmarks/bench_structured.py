@@ -55,3 +55,26 @@ class ScipyStructured:
 
     def peakmem_dense(self, kind, n):
         self.function(*self.arguments)
+
+
+class StructuredProduct:
+    """``T @ v`` on a Toeplitz view (through its operator, by FFT) against NumPy on the plain view."""
+
+    params = [[1000, 20000]]
+    param_names = ["n"]
+
+    def setup(self, n):
+        rng = np.random.default_rng(0)
+        self.T = stridedop.toeplitz(rng.standard_normal(n), rng.standard_normal(n))
+        self.plain = np.asarray(self.T)
+        self.v = rng.standard_normal(n)
+        self.T @ self.v  # builds T.operator
+
+    def time_view_matvec(self, n):
+        self.T @ self.v
+
+    def time_view_rmatvec(self, n):
+        self.v @ self.T
+
+    def time_numpy_on_plain_view(self, n):
+        self.plain @ self.v

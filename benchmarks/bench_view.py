@@ -6,7 +6,8 @@ import numpy as np
 from numpy.lib.array_utils import byte_bounds
 
 import stridedop
-from stridedop._conv import _cached_plan
+from stridedop._buffer import _view
+from stridedop._conv import StridedOperator, _cached_plan
 
 from .common import advanced_index, loop_fill
 
@@ -69,3 +70,52 @@ class DenseConstructions:
 
     def time_advanced_index(self):
         advanced_index(self.kernel, (5, 5, 3))
+
+
+class ViewContractions:
+    """Contractions on the view (through its operator) against ``op @ x``; 3x3x16x16 kernels."""
+
+    params = [["32x32x16 float32", "64x64x16 float64"]]
+    param_names = ["input"]
+
+    def setup(self, case):
+        size, dtype = (32, np.float32) if case.startswith("32") else (64, np.float64)
+        rng = np.random.default_rng(0)
+        self.x = rng.standard_normal((size, size, 16)).astype(dtype)
+        self.W = stridedop.conv_view(rng.standard_normal((3, 3, 16, 16)).astype(dtype), self.x.shape)
+        self.op = self.W.operator
+        self.y = self.op @ self.x
+
+    def time_tensordot_view(self, case):
+        np.tensordot(self.W, self.x, 3)
+
+    def time_einsum_view(self, case):
+        np.einsum("abcdef,def->abc", self.W, self.x)
+
+    def time_tensordot_transpose_view(self, case):
+        np.tensordot(self.y, self.W, 3)
+
+    def time_apply(self, case):
+        self.op @ self.x
+
+    def peakmem_tensordot_view(self, case):
+        np.tensordot(self.W, self.x, 3)
+
+    def peakmem_einsum_view(self, case):
+        np.einsum("abcdef,def->abc", self.W, self.x)
+
+
+class ViewBuild:
+    """What the OperatorView subclass adds to building a view from a filled buffer."""
+
+    def setup(self):
+        kernel = np.random.default_rng(0).standard_normal((3, 3, 16, 16))
+        geometry = stridedop.ConvOperator(kernel, (32, 32, 16))._geometry
+        self.strided = StridedOperator.build(kernel, geometry)
+
+    def time_plain_view(self):
+        geometry, plan, buffer = self.strided
+        _view(buffer, plan.origin, geometry.view_shape, plan.view_steps)
+
+    def time_operator_view(self):
+        self.strided.view()

@@ -6,6 +6,9 @@ conv_view
     The operator ``W`` with ``np.tensordot(W, x, x.ndim) == conv(x)`` as a read-only view.
 materialize
     A dense, writable copy of such a view, guarded against running out of memory.
+OperatorView
+    What `conv_view` returns: the read-only view that knows its operator (``W.operator``), so
+    that ``np.tensordot(W, x, x.ndim)`` runs through it.
 ConvOperator
     The operator as an object: apply, adjoint (``.H``), algebra, dense, sparse, SciPy and
     PyLops exports, for every padding mode.
@@ -20,9 +23,11 @@ from ._dottest import dottest
 from ._materialize import materialize
 from ._operator import ConvOperator
 from ._structured import circulant, convolution_matrix, hankel, toeplitz
+from ._view import OperatorView
 
 __all__ = [
     "ConvOperator",
+    "OperatorView",
     "circulant",
     "conv_view",
     "convolution_matrix",

@@ -167,6 +167,12 @@ class BaseOperator:
     def _composed_with(self, first: BaseOperator) -> BaseOperator:
         return ProductOperator([self, first])
 
+    def _repr_html_(self) -> str:
+        """A table of shapes and parts (and for convolutions a picture of the matrix)."""
+        from ._display import operator_html
+
+        return operator_html(self)
+
     # -- singular values and norms ------------------------------------------------------------------
     def _spectral_layer(self) -> Any:
         """The single convolution whose singular values this operator has, or None (ConvOperator)."""

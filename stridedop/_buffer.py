@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import itertools
 import math
-import weakref
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from ._geometry import Geometry
+from ._view import OperatorView
 
 __all__ = [
     "BufferPlan",
     "canonical_permutation",
     "fill_buffer",
-    "lookup_buffer",
+    "folded_kernel_view",
+    "kernel_view",
     "operator_view",
     "plan_buffer",
+    "read_kernel",
     "strided_view",
 ]
 
@@ -165,7 +166,9 @@ def fill_buffer(geometry: Geometry, plan: BufferPlan, kernel: np.ndarray) -> np.
     """Allocate the buffer, write the channels-last `kernel` ``(*k, C//groups, F)``, freeze it.
 
     The returned array reads its memory through a read-only memoryview, so neither it nor any
-    view of it can ever be made writable again (NumPy refuses ``setflags(write=True)``).
+    view of it can ever be made writable again (NumPy refuses ``setflags(write=True)``). It is a
+    `FrozenBuffer`: NumPy then stops at an `OperatorView` when it shortens the chain of ``.base``
+    of a plain view of it, so that any slice of a view still leads to its operator.
     """
     storage = bytearray(plan.size * kernel.dtype.itemsize)  # zero-filled
     buffer = np.frombuffer(storage, dtype=kernel.dtype)
@@ -175,7 +178,13 @@ def fill_buffer(geometry: Geometry, plan: BufferPlan, kernel: np.ndarray) -> np.
         _fill_circular(geometry, grouped, buffer)
     else:
         _view(buffer, plan.kernel_origin, grouped.shape, plan.kernel_steps)[...] = grouped
-    return np.frombuffer(memoryview(storage).toreadonly(), dtype=kernel.dtype)
+    # (NumPy keeps the read-only memoryview as the base of `frombuffer`, not the bytearray.)
+    frozen = np.frombuffer(memoryview(storage).toreadonly(), dtype=kernel.dtype)
+    return frozen.view(FrozenBuffer)
+
+
+class FrozenBuffer(np.ndarray):
+    """The 1-D read-only buffer of an operator, a type of its own (see `fill_buffer`)."""
 
 
 def _fill_circular(geometry: Geometry, grouped: np.ndarray, buffer: np.ndarray) -> None:
@@ -253,41 +262,63 @@ def canonical_permutation(geometry: Geometry, *, adjoint: bool = False) -> tuple
 
 
 def operator_view(
-    buffer: np.ndarray, geometry: Geometry, plan: BufferPlan, *, adjoint: bool = False
-) -> np.ndarray:
-    """The operator view of a filled buffer, in the public axis order of `geometry`."""
+    buffer: np.ndarray, geometry: Geometry, plan: BufferPlan, origin: Any, *, adjoint: bool = False
+) -> OperatorView:
+    """The `OperatorView` of a filled buffer in the public axis order of `geometry`.
+
+    `origin` is its operator, or a recipe ``(factory, *arguments)`` that builds it on first use.
+    """
     if not adjoint:
-        return _view(buffer, plan.origin, geometry.view_shape, plan.view_steps)  # reach checked
-    order = canonical_permutation(geometry, adjoint=True)
-    shape = tuple([geometry.canonical_shape[axis] for axis in order])
-    steps = tuple([plan.steps[axis] for axis in order])
-    return _view(buffer, plan.origin, shape, steps)  # reach checked by `plan_buffer`
+        shape, steps = geometry.view_shape, plan.view_steps  # reach checked by `plan_buffer`
+    else:
+        order = canonical_permutation(geometry, adjoint=True)
+        shape = tuple([geometry.canonical_shape[axis] for axis in order])
+        steps = tuple([plan.steps[axis] for axis in order])
+    itemsize = buffer.itemsize
+    strides = tuple([step * itemsize if n > 1 else 0 for n, step in zip(shape, steps)])
+    view = np.ndarray.__new__(OperatorView, shape, buffer.dtype, buffer, plan.origin * itemsize, strides)
+    view._origin = origin
+    return view  # type: ignore[no-any-return]
 
 
-# Buffers made by `fill_buffer`, so that `materialize` can recognise their views and write only
-# the kernel entries. The registry holds no reference to the buffer itself.
-_REGISTRY: dict[int, tuple[Callable[[], Any], Geometry, BufferPlan]] = {}
+def kernel_view(geometry: Geometry, plan: BufferPlan, buffer: np.ndarray) -> np.ndarray:
+    """The kernel entries in a (not circular) buffer, as ``(*k, C // groups, groups, F // groups)``."""
+    shape = (*geometry.spatial_kernel, geometry.group_channels, geometry.groups, geometry.group_filters)
+    return strided_view(buffer, plan.kernel_origin, shape, plan.kernel_steps)
 
 
-def register_buffer(buffer: np.ndarray, geometry: Geometry, plan: BufferPlan) -> None:
-    """Remember `buffer`'s geometry and buffer plan for as long as the buffer lives."""
-    key = id(buffer)
+def folded_kernel_view(geometry: Geometry, plan: BufferPlan, buffer: np.ndarray) -> np.ndarray:
+    """The folded kernel in a circular buffer, as ``(*m, C // groups, groups, F // groups)``.
 
-    def forget(_: weakref.ref) -> None:
-        _REGISTRY.pop(key, None)
+    Residue ``p`` of an axis sits at row entry ``p + last`` (``last = (o - 1) * s``), and the
+    view's origin is every axis's entry ``last``.
+    """
+    shape = (*geometry.spatial_input, geometry.group_channels, geometry.groups, geometry.group_filters)
+    filter_steps = (geometry.group_filters * plan.filter_step + geometry.group_channels, plan.filter_step)
+    return strided_view(buffer, plan.origin, shape, (*plan.input_steps, 1, *filter_steps))
 
-    _REGISTRY[key] = (weakref.ref(buffer, forget), geometry, plan)
 
+def read_kernel(geometry: Geometry, plan: BufferPlan, buffer: np.ndarray) -> np.ndarray:
+    """A channels-last kernel ``(*k, C // groups, F)`` whose buffer is `buffer` (a new array).
 
-def lookup_buffer(array: np.ndarray) -> tuple[np.ndarray, Geometry, BufferPlan] | None:
-    """The stridedop buffer under `array` with its geometry and buffer plan, or None."""
-    base: Any = array
-    while getattr(base, "base", None) is not None:
-        base = base.base
-        entry = _REGISTRY.get(id(base))
-        if entry is not None and entry[0]() is base:  # the id was not reused by another object
-            return base, entry[1], entry[2]
-    return None
+    Without circular padding it is the kernel itself. A circular buffer holds the kernel folded
+    (taps that land on one input entry added up): each sum is put on the first of its taps and
+    the others are zero, which gives the same operator, exactly.
+    """
+    if not geometry.circular:
+        grouped = kernel_view(geometry, plan, buffer)
+    else:
+        grouped = folded_kernel_view(geometry, plan, buffer)
+        first = np.ones(geometry.spatial_kernel, dtype=bool)
+        for i, axis in enumerate(geometry.axes):
+            residues = (np.arange(axis.kernel) * axis.dilation - axis.lo) % axis.size
+            grouped = grouped.take(residues, axis=i)
+            _, firsts = np.unique(residues, return_index=True)
+            along = np.zeros(axis.kernel, dtype=bool)
+            along[firsts] = True
+            first &= along.reshape((1,) * i + (-1,) + (1,) * (geometry.ndim - i - 1))
+        grouped = np.where(first[(...,) + (None,) * 3], grouped, np.zeros((), grouped.dtype))
+    return grouped.reshape(*geometry.spatial_kernel, geometry.group_channels, geometry.filters)
 
 
 def kernel_taps(geometry: Geometry) -> itertools.product:

@@ -7,13 +7,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._buffer import (
-    BufferPlan,
-    fill_buffer,
-    operator_view,
-    plan_buffer,
-    register_buffer,
-)
+from ._buffer import BufferPlan, fill_buffer, operator_view, plan_buffer
 from ._geometry import (
     Geometry,
     IntOrInts,
@@ -24,6 +18,7 @@ from ._geometry import (
     make_geometry,
 )
 from ._memory import INTP_MAX, available_memory, check_addressable, format_bytes
+from ._view import OperatorView
 
 __all__ = ["StridedOperator", "canonical_kernel", "conv_view", "plan", "require_view"]
 
@@ -64,13 +59,24 @@ class StridedOperator(NamedTuple):
                 f"{format_bytes(available)} are available; the kernel and `input_shape` "
                 f"{geometry.input_shape} are too large for a view on this machine"
             )
-        buffer = fill_buffer(geometry, plan, kernel)
-        register_buffer(buffer, geometry, plan)
-        return cls(geometry, plan, buffer)
+        return cls(geometry, plan, fill_buffer(geometry, plan, kernel))
 
-    def view(self, *, adjoint: bool = False) -> np.ndarray:
-        """The read-only operator view (shape ``(*output_shape, *input_shape)``, or reversed)."""
-        return operator_view(self.buffer, self.geometry, self.plan, adjoint=adjoint)
+    def view(self, origin: Any = None, *, adjoint: bool = False) -> OperatorView:
+        """The read-only operator view (shape ``(*output_shape, *input_shape)``, or reversed).
+
+        `origin` is the view's operator; by default a `ConvOperator` of this buffer, built when
+        ``view.operator`` is first asked for.
+        """
+        if origin is None:
+            origin = (_conv_operator, self)
+        return operator_view(self.buffer, self.geometry, self.plan, origin, adjoint=adjoint)
+
+
+def _conv_operator(strided: StridedOperator) -> Any:
+    """The `ConvOperator` (forward direction) whose view is `strided`'s, sharing its buffer."""
+    from ._operator import ConvOperator  # the operator module builds on this one
+
+    return ConvOperator._of_buffer(strided)
 
 
 def conv_view(
@@ -83,7 +89,7 @@ def conv_view(
     dilation: IntOrInts = 1,
     groups: int = 1,
     layout: LayoutName = "channels_last",
-) -> np.ndarray:
+) -> OperatorView:
     """Return the linear operator of a convolution as a read-only strided view.
 
     The convolution (a cross-correlation, as in TensorFlow and PyTorch) of an input ``x`` with
@@ -121,9 +127,10 @@ def conv_view(
 
     Returns
     -------
-    W : (*o, F, *m, C) or (F, *o, C, *m) ndarray
+    W : (*o, F, *m, C) or (F, *o, C, *m) OperatorView
         A read-only view (``W.flags.writeable`` is False and cannot be set), of the kernel's
-        dtype, whose entries are the kernel's own values and exact zeros.
+        dtype, whose entries are the kernel's own values and exact zeros. ``W.operator`` is the
+        `ConvOperator`, and ``np.tensordot(W, x, N + 1)`` is computed through it.
 
     Raises
     ------
@@ -139,6 +146,7 @@ def conv_view(
     See Also
     --------
     materialize : a writable dense copy of `W`.
+    OperatorView : what `W` is, and which contractions go through its operator.
     ConvOperator : the same operator, applied without building it.
 
     Notes

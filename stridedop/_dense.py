@@ -14,14 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ._buffer import (
-    BufferPlan,
-    kernel_taps,
-    lookup_buffer,
-    strided_view,
-)
+from ._buffer import BufferPlan, folded_kernel_view, kernel_taps, kernel_view, strided_view
 from ._geometry import Geometry, outputs_inside, positions_in_range
 from ._memory import available_memory, format_bytes
+from ._view import find_operator_view
 
 __all__ = ["check_allocation", "check_out", "fill_dense"]
 
@@ -74,11 +70,12 @@ def fill_dense(
 ) -> np.ndarray:
     """Copy `array` into `out` (allocated C-contiguous when None) and return `out`.
 
-    If `array` is a stridedop view, only the kernel entries are written, into an `out` that is
-    zeroed first (unless `zeroed` says it already is); `progress(done, total)` is then called
-    after each kernel tap.
+    If `array` is an `OperatorView` (or a view of one with its axes permuted), only the kernel
+    entries are written, read from the buffer of ``W.operator``, into an `out` that is zeroed
+    first (unless `zeroed` says it already is); `progress(done, total)` is then called after
+    each kernel tap.
     """
-    found = lookup_buffer(array)
+    found = _buffer_of(array)
     permutation = None if found is None else _view_permutation(array, *found)
     if permutation is None or (out is not None and not out.flags.c_contiguous):
         if out is None:
@@ -96,6 +93,13 @@ def fill_dense(
     canonical_out = out.transpose(np.argsort(permutation))
     _write_kernel_entries(canonical_out, out, buffer, geometry, plan, progress)
     return out
+
+
+def _buffer_of(array: np.ndarray) -> tuple[np.ndarray, Geometry, BufferPlan] | None:
+    """The buffer behind `array`'s `OperatorView` with its geometry and buffer plan, or None."""
+    view = find_operator_view(array)
+    strided = getattr(view.operator, "_strided", lambda: None)() if view is not None else None
+    return None if strided is None else (strided.buffer, strided.geometry, strided.plan)
 
 
 def _view_permutation(
@@ -145,8 +149,7 @@ def _write_kernel_entries(
     groups, group_filters = geometry.groups, geometry.group_filters
     group_channels = geometry.group_channels
     if not geometry.circular:  # the circular buffer holds the folded kernel, read further down
-        kernel_shape = (*geometry.spatial_kernel, group_channels, groups, group_filters)
-        kernel = strided_view(buffer, plan.kernel_origin, kernel_shape, plan.kernel_steps)
+        kernel = kernel_view(geometry, plan, buffer)
         all_taps = kernel.transpose(n + 1, n + 2, *range(n), n)  # (groups, F // groups, *k, Cg)
     flat = out.reshape(-1)  # a view: `out` is C-contiguous
     axes = geometry.axes
@@ -184,8 +187,6 @@ def _write_kernel_entries(
             target = strided_view(flat, offset, shape, (*along_o, *filter_steps, out_c))
             target[...] = kernel[tap].transpose(1, 2, 0)  # (groups, F // groups, Cg)
 
-    filter_steps_in_buffer = (group_filters * plan.filter_step + group_channels, plan.filter_step)
-
     def write_folded(job: tuple[list[tuple[int, int]], list[int], tuple[int, ...]]) -> None:
         ranges, shifts, residues = job
         offset = sum(
@@ -201,11 +202,7 @@ def _write_kernel_entries(
     # Jobs write disjoint entries, so they can go to several threads: NumPy releases the GIL
     # while it copies, and the first-touch page faults of a large output then run on every core.
     if geometry.circular:
-        folded_shape = (*geometry.spatial_input, group_channels, groups, group_filters)
-        # The folded kernel (*m, Cg, groups, F // groups); residue p of an axis sits at row entry
-        # p + last (last = (o - 1) * s), and the view's origin is every axis's entry last.
-        folded_steps = (*plan.input_steps, 1, filter_steps_in_buffer[0], filter_steps_in_buffer[1])
-        folded = strided_view(buffer, plan.origin, folded_shape, folded_steps)
+        folded = folded_kernel_view(geometry, plan, buffer)  # (*m, Cg, groups, F // groups)
         jobs: list[Any] = list(_circular_placements(geometry))
         write_job: Callable[[Any], None] = write_folded
     else:

@@ -8,7 +8,6 @@ flips the first, ``.H`` both. Every member is written once, for all four.
 
 from __future__ import annotations
 
-import html
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import numpy as np
 from . import _spectral
 from ._algebra import BaseOperator, check_sparse_format
 from ._apply import convolve, convolve_adjoint
-from ._buffer import plan_buffer
+from ._buffer import plan_buffer, read_kernel
 from ._compose import compose_convolutions
 from ._conv import StridedOperator, canonical_kernel, plan, require_view
 from ._dense import check_allocation, check_out, fill_dense
@@ -27,6 +26,7 @@ from ._geometry import Geometry, IntOrInts, LayoutName, Padding, PaddingModeName
 from ._memory import format_bytes
 from ._modes import pad_adjoint
 from ._sparse import sparse_matrix
+from ._view import OperatorView
 
 __all__ = ["ConvOperator"]
 
@@ -91,9 +91,10 @@ class ConvOperator(BaseOperator):
 
     Attributes
     ----------
-    view : ndarray
-        The read-only operator view, shape ``(*output_shape, *input_shape)``; built on first
-        use. Raises ValueError for the padding modes that have none.
+    view : OperatorView
+        The read-only operator view, shape ``(*output_shape, *input_shape)``, whose
+        ``view.operator`` is this operator; its buffer is built on first use. Raises ValueError
+        for the padding modes that have none.
     shape, ndim, dtype : tuple of int, int, numpy.dtype
         Those of the dense operator (and of `view`).
     input_shape, output_shape : tuple of int
@@ -195,9 +196,24 @@ class ConvOperator(BaseOperator):
         return "direct"
 
     @property
-    def view(self) -> np.ndarray:
-        """The read-only strided view of the operator (a view, never a copy)."""
-        return self._state.buffer(self._conjugated).view(adjoint=self._transposed)
+    def view(self) -> OperatorView:
+        """The read-only strided view of the operator (a view, never a copy); ``view.operator is self``."""
+        return self._state.buffer(self._conjugated).view(self, adjoint=self._transposed)
+
+    def _strided(self) -> StridedOperator | None:
+        """The buffer of `view` with its geometry and plan (None for the modes without a view)."""
+        return self._state.buffer(self._conjugated) if self._geometry.mode.has_view else None
+
+    @classmethod
+    def _of_buffer(cls, strided: StridedOperator) -> ConvOperator:
+        """The forward operator whose view `strided` holds, sharing that buffer (`conv_view`'s)."""
+        geometry = strided.geometry
+        kernel = read_kernel(geometry, strided.plan, strided.buffer)  # (*k, Cg, F)
+        if geometry.layout == "channels_first":
+            kernel = np.moveaxis(kernel, (-1, -2), (0, 1))
+        operator = cls._from_kernel(kernel, geometry, "auto")
+        operator._state._buffers[False] = strided
+        return operator
 
     @property
     def input_shape(self) -> tuple[int, ...]:  # type: ignore[override]
@@ -452,11 +468,10 @@ class ConvOperator(BaseOperator):
         )
 
     def _repr_html_(self) -> str:
-        body = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(name)}</th><td>{html.escape(str(value))}</td></tr>"
-            for name, value in self._rows()
-        )
-        return f"<table><caption>ConvOperator{self._direction_name()}</caption>{body}</table>"
+        """A table (shapes, geometry, bytes) and an SVG picture of the unfolded matrix."""
+        from ._display import operator_html
+
+        return operator_html(self)
 
 
 def _new_state(kernel: np.ndarray, geometry: Geometry, method: str) -> _Convolution:

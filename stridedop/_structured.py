@@ -16,23 +16,33 @@ import numpy as np
 
 from ._conv import StridedOperator
 from ._geometry import Padding, as_int, as_numeric_array, make_geometry
+from ._matrix import matrix_operator
+from ._view import make_view
 
 __all__ = ["circulant", "convolution_matrix", "hankel", "toeplitz"]
 
 
-def _banded_view(values: np.ndarray, columns: int, padding: Padding) -> np.ndarray:
+def _banded_view(values: np.ndarray, columns: int, padding: Padding, *, reverse: bool = False) -> np.ndarray:
     """Operator view ``(*batch, rows, columns)`` of the 1-D correlation with kernels `values`.
 
     `values` has shape ``(*batch, k)``; entry ``[..., i, j]`` of the result is
-    ``values[..., j - i + lo]`` (zero outside the kernel), or its circular fold.
+    ``values[..., j - i + lo]`` (zero outside the kernel), or its circular fold; with `reverse`,
+    the columns are reversed. A single matrix is an `OperatorView` whose operator is that
+    convolution on vectors (see `MatrixOperator`); a batch is a plain read-only view.
     """
     batch, taps = values.shape[:-1], values.shape[-1]
     filters = math.prod(batch)
     kernel = values.reshape(filters, taps).T.reshape(taps, 1, filters)  # (k, C=1, F)
     geometry = make_geometry(kernel.shape, (columns,), padding=padding)
-    view = StridedOperator.build(kernel, geometry).view()  # (rows, F, columns, 1)
+    strided = StridedOperator.build(kernel, geometry)
+    view = strided.view()  # (rows, F, columns, 1)
     rows = view.shape[0]
-    return view[..., 0].transpose(1, 0, 2).reshape(*batch, rows, columns)
+    matrices = view[..., 0].transpose(1, 0, 2).reshape(*batch, rows, columns)
+    if reverse:
+        matrices = matrices[..., ::-1]
+    if batch:
+        return matrices
+    return make_view(matrices, (matrix_operator, strided, reverse))
 
 
 def _empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -74,7 +84,8 @@ def toeplitz(c: np.typing.ArrayLike, r: np.typing.ArrayLike | None = None) -> np
     A : (..., M, N) ndarray
         A read-only view of dtype ``np.result_type(c, r)`` over one buffer of ``M + N - 1``
         entries per matrix: ``A[..., i, j] == c[..., i - j]`` for ``i >= j``, else
-        ``r[..., j - i]``.
+        ``r[..., j - i]``. A single matrix is an `OperatorView`: ``A @ v``, ``np.dot(A, v)`` and
+        ``A.dot(v)`` go through ``A.operator``, never reading the dense matrix.
 
     Raises
     ------
@@ -90,9 +101,10 @@ def toeplitz(c: np.typing.ArrayLike, r: np.typing.ArrayLike | None = None) -> np
     --------
     >>> import stridedop
     >>> stridedop.toeplitz([1, 2, 3], [1, 4, 5, 6])
-    array([[1, 4, 5, 6],
-           [2, 1, 4, 5],
-           [3, 2, 1, 4]])
+    OperatorView([[1, 4, 5, 6],
+                  [2, 1, 4, 5],
+                  [3, 2, 1, 4]], dtype=int64,
+      operator=<MatrixOperator (3, 4) int64: 6-tap convolution; 96 B dense, 48 B held>)
     """
     c = _as_vectors(c, "c")
     r = c.conjugate() if r is None else _as_vectors(r, "r")
@@ -133,9 +145,10 @@ def hankel(c: np.typing.ArrayLike, r: np.typing.ArrayLike | None = None) -> np.n
     --------
     >>> import stridedop
     >>> stridedop.hankel([1, 17, 99])
-    array([[ 1, 17, 99],
-           [17, 99,  0],
-           [99,  0,  0]])
+    OperatorView([[ 1, 17, 99],
+                  [17, 99,  0],
+                  [99,  0,  0]], dtype=int64,
+      operator=<MatrixOperator (3, 3) int64: 5-tap convolution, reversed columns; 72 B dense, 40 B held>)
     """
     c = _as_vectors(c, "c")
     r = np.zeros_like(c) if r is None else _as_vectors(r, "r")
@@ -143,7 +156,7 @@ def hankel(c: np.typing.ArrayLike, r: np.typing.ArrayLike | None = None) -> np.n
     if 0 in (rows, columns) or math.prod(batch) == 0:
         return _empty((*batch, rows, columns), values.dtype)
     # With its columns reversed, a Hankel matrix is the Toeplitz matrix of the reversed values.
-    return _banded_view(values[..., ::-1], columns, [(rows - 1, rows - 1)])[..., ::-1]
+    return _banded_view(values[..., ::-1], columns, [(rows - 1, rows - 1)], reverse=True)
 
 
 def circulant(c: np.typing.ArrayLike) -> np.ndarray:
@@ -173,9 +186,10 @@ def circulant(c: np.typing.ArrayLike) -> np.ndarray:
     --------
     >>> import stridedop
     >>> stridedop.circulant([1, 2, 3])
-    array([[1, 3, 2],
-           [2, 1, 3],
-           [3, 2, 1]])
+    OperatorView([[1, 3, 2],
+                  [2, 1, 3],
+                  [3, 2, 1]], dtype=int64,
+      operator=<MatrixOperator (3, 3) int64: 3-tap convolution; 72 B dense, 40 B held>)
     """
     c = _as_vectors(c, "c")
     size = c.shape[-1]
@@ -225,12 +239,12 @@ def convolution_matrix(
     >>> import numpy as np
     >>> import stridedop
     >>> A = stridedop.convolution_matrix([-1, 4, -2], 5, mode="same")
-    >>> A
-    array([[ 4, -1,  0,  0,  0],
-           [-2,  4, -1,  0,  0],
-           [ 0, -2,  4, -1,  0],
-           [ 0,  0, -2,  4, -1],
-           [ 0,  0,  0, -2,  4]])
+    >>> print(np.asarray(A))
+    [[ 4 -1  0  0  0]
+     [-2  4 -1  0  0]
+     [ 0 -2  4 -1  0]
+     [ 0  0 -2  4 -1]
+     [ 0  0  0 -2  4]]
     >>> v = np.array([1, 2, 3, 4, 5])
     >>> np.array_equal(A @ v, np.convolve([-1, 4, -2], v, mode="same"))
     True
