@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from . import _spectral
-from ._dense import check_allocation
+from ._dask import apply as apply_dask
+from ._dask import is_dask_array
+from ._dense import check_allocation, dense_allocation
 from ._geometry import as_numeric_array, brief
 from ._sparse import require_scipy
 
@@ -93,8 +95,11 @@ class BaseOperator:
     def apply(self, x: np.typing.ArrayLike) -> np.ndarray:
         """Apply the operator to `x` of shape `input_shape` or ``(*batch, *input_shape)``.
 
-        Returns a new array of shape ``(*batch, *output_shape)``; nothing dense is built.
+        Returns a new array of shape ``(*batch, *output_shape)``; nothing dense is built. A
+        `dask.array.Array` gives a lazy dask array (needs the extra ``dask``).
         """
+        if is_dask_array(x):  # checked without importing dask
+            return apply_dask(self, x)
         batch, leading = _as_batch(x, self.input_shape, "x")
         result = self._product(batch)
         return result.reshape(*leading, *self.output_shape)
@@ -424,9 +429,10 @@ class SumOperator(BaseOperator):
 
     def to_matrix(self, max_bytes: int | None = None) -> np.ndarray:
         check_allocation(self.matrix_shape, self.dtype, max_bytes)
-        out = np.zeros(self.matrix_shape, dtype=self.dtype)
-        for coefficient, part in self.terms:
-            out += coefficient * part.to_matrix(max_bytes)
+        with dense_allocation(self.matrix_shape, self.dtype):
+            out = np.zeros(self.matrix_shape, dtype=self.dtype)
+            for coefficient, part in self.terms:
+                out += coefficient * part.to_matrix(max_bytes)
         return out
 
     def to_sparse(self, format: str = "csr") -> Any:
@@ -466,10 +472,11 @@ class ProductOperator(BaseOperator):
 
     def to_matrix(self, max_bytes: int | None = None) -> np.ndarray:
         check_allocation(self.matrix_shape, self.dtype, max_bytes)
-        result = self.factors[-1].to_matrix(max_bytes)
-        for factor in reversed(self.factors[:-1]):
-            result = factor.to_matrix(max_bytes) @ result
-        return np.ascontiguousarray(result, dtype=self.dtype)
+        with dense_allocation(self.matrix_shape, self.dtype):
+            result = self.factors[-1].to_matrix(max_bytes)
+            for factor in reversed(self.factors[:-1]):
+                result = factor.to_matrix(max_bytes) @ result
+            return np.ascontiguousarray(result, dtype=self.dtype)
 
     def to_sparse(self, format: str = "csr") -> Any:
         format = check_sparse_format(format)

@@ -13,13 +13,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._geometry import Geometry
+from ._geometry import Axis, Geometry
 from ._view import OperatorView
 
 __all__ = [
     "BufferPlan",
     "canonical_permutation",
     "fill_buffer",
+    "fold_circular_taps",
     "folded_kernel_view",
     "kernel_view",
     "operator_view",
@@ -165,10 +166,12 @@ def _mixed_radix(widths: list[int], innermost: int) -> tuple[int, ...]:
 def fill_buffer(geometry: Geometry, plan: BufferPlan, kernel: np.ndarray) -> np.ndarray:
     """Allocate the buffer, write the channels-last `kernel` ``(*k, C//groups, F)``, freeze it.
 
-    The returned array reads its memory through a read-only memoryview, so neither it nor any
-    view of it can ever be made writable again (NumPy refuses ``setflags(write=True)``). It is a
-    `FrozenBuffer`: NumPy then stops at an `OperatorView` when it shortens the chain of ``.base``
-    of a plain view of it, so that any slice of a view still leads to its operator.
+    The buffer is filled in a scratch `bytearray`, then copied into an immutable `bytes` object
+    that the returned array reads: nothing reachable from it or from any view of it (``.base``,
+    a memoryview's ``.obj``) can be written, made writable or released, so no view can ever
+    change or outlive its memory. The copy doubles the buffer's memory while it is built. It is
+    a `FrozenBuffer`: NumPy then stops at an `OperatorView` when it shortens the chain of
+    ``.base`` of a plain view of it, so that any slice of a view still leads to its operator.
     """
     storage = bytearray(plan.size * kernel.dtype.itemsize)  # zero-filled
     buffer = np.frombuffer(storage, dtype=kernel.dtype)
@@ -178,8 +181,8 @@ def fill_buffer(geometry: Geometry, plan: BufferPlan, kernel: np.ndarray) -> np.
         _fill_circular(geometry, grouped, buffer)
     else:
         _view(buffer, plan.kernel_origin, grouped.shape, plan.kernel_steps)[...] = grouped
-    # (NumPy keeps the read-only memoryview as the base of `frombuffer`, not the bytearray.)
-    frozen = np.frombuffer(memoryview(storage).toreadonly(), dtype=kernel.dtype)
+    del buffer  # releases its export of `storage`
+    frozen = np.frombuffer(bytes(storage), dtype=kernel.dtype)
     return frozen.view(FrozenBuffer)
 
 
@@ -187,22 +190,65 @@ class FrozenBuffer(np.ndarray):
     """The 1-D read-only buffer of an operator, a type of its own (see `fill_buffer`)."""
 
 
+def _fold_axis(array: np.ndarray, index: int, axis: Axis) -> np.ndarray:
+    """Sum the taps along axis `index` of `array` that read one input entry of a circular `axis`.
+
+    Tap ``r`` reads residue ``(r * d - lo) mod m``; the result has `m` entries along that axis,
+    entry ``p`` the sum (in `array`'s dtype, wrapping as NumPy does) of the taps that read ``p``.
+    Works on 3-D reshapes: `np.add.at` crashes on arrays of more than 32 axes.
+    """
+    before, after = math.prod(array.shape[:index]), math.prod(array.shape[index + 1 :])
+    target = np.zeros((before, axis.size, after), dtype=array.dtype)
+    np.add.at(target, (slice(None), residues(axis)), array.reshape(before, axis.kernel, after))  # type: ignore[arg-type]
+    return target.reshape(*array.shape[:index], axis.size, *array.shape[index + 1 :])
+
+
+def residues(axis: Axis) -> np.ndarray:
+    """``(r * d - lo) mod m`` for every tap ``r`` of a circular axis, without int64 overflow."""
+    step, shift, size = axis.dilation % axis.size, axis.lo % axis.size, axis.size
+    if axis.kernel * size < 2**62:
+        return (np.arange(axis.kernel, dtype=np.int64) * step - shift) % size
+    return np.array([(r * step - shift) % size for r in range(axis.kernel)], dtype=np.intp)
+
+
+def fold_circular_taps(kernel: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, Geometry]:
+    """The circular operator with each axis's taps folded onto the input entries they read.
+
+    Along each axis whose dilated kernel is wider than the input (the only axes where taps can
+    coincide), the channels-last `kernel` gets ``m`` taps at dilation 1, tap ``p`` reading
+    ``(o * s + p) mod m`` (padding ``(0, (o - 1) * s)``), each the sum in the kernel's dtype of
+    the taps that read that entry: the operator as the view shows it, entry for entry (uint8
+    ``200 + 100`` is 44, bool ``True + True`` is True), and no padding wider than the input,
+    whatever the dilation. Returns the kernel and geometry unchanged when no axis is that wide.
+    """
+    axes = list(geometry.axes)
+    for i, axis in enumerate(geometry.axes):
+        if axis.extent > axis.size:
+            kernel = _fold_axis(kernel, i, axis)
+            last = (axis.output - 1) * axis.stride
+            axes[i] = Axis(axis.size, axis.size, axis.stride, 1, 0, last)
+    if axes == list(geometry.axes):
+        return kernel, geometry
+    return kernel, geometry.replace(axes=tuple(axes), padding=[(axis.lo, axis.hi) for axis in axes])
+
+
 def _fill_circular(geometry: Geometry, grouped: np.ndarray, buffer: np.ndarray) -> None:
     """Fold each axis's taps modulo its size (taps that coincide add up), then lay the rows out."""
     groups, group_filters = geometry.groups, geometry.group_filters
     group_channels, n = geometry.group_channels, geometry.ndim
     sizes = geometry.spatial_input
-    folded = np.zeros((groups, group_filters, *sizes, geometry.channels), dtype=buffer.dtype)
-    # Index arrays broadcasting over the grouped kernel's axes (*k, Cg, groups, Fg).
-    group = np.arange(groups).reshape((1,) * (n + 1) + (groups, 1))
-    index = [group, np.arange(group_filters).reshape((1,) * (n + 2) + (group_filters,))]
+    # Fold one axis at a time, in the kernel's dtype, into (*m, Cg, groups, F // groups).
+    folded = grouped
     for i, axis in enumerate(geometry.axes):
-        position = (np.arange(axis.kernel) * axis.dilation - axis.lo) % axis.size
-        index.append(position.reshape((1,) * i + (-1,) + (1,) * (n + 2 - i)))
-    index.append(group * group_channels + np.arange(group_channels).reshape((1,) * n + (-1, 1, 1)))
-    np.add.at(folded, tuple(index), grouped)
+        folded = _fold_axis(folded, i, axis)
+    # Each group's channels at their place among all C: (groups, F // groups, *m, C).
+    placed = np.zeros((groups, group_filters, *sizes, geometry.channels), dtype=buffer.dtype)
+    group = np.arange(groups)[:, None]
+    placed[group, ..., group * group_channels + np.arange(group_channels)] = folded.transpose(
+        n + 1, n, n + 2, *range(n)
+    )  # (groups, Cg, F // groups, *m), the order of the indexed axes first
     # Entry j of an axis's row holds the residue (j - last) mod m, last = (output - 1) * stride.
-    repeated = folded
+    repeated = placed
     for i, axis in enumerate(geometry.axes):
         last = (axis.output - 1) * axis.stride
         repeated = repeated.take((np.arange(last + axis.size) - last) % axis.size, axis=2 + i)
@@ -311,9 +357,9 @@ def read_kernel(geometry: Geometry, plan: BufferPlan, buffer: np.ndarray) -> np.
         grouped = folded_kernel_view(geometry, plan, buffer)
         first = np.ones(geometry.spatial_kernel, dtype=bool)
         for i, axis in enumerate(geometry.axes):
-            residues = (np.arange(axis.kernel) * axis.dilation - axis.lo) % axis.size
-            grouped = grouped.take(residues, axis=i)
-            _, firsts = np.unique(residues, return_index=True)
+            reached = residues(axis)
+            grouped = grouped.take(reached, axis=i)
+            _, firsts = np.unique(reached, return_index=True)
             along = np.zeros(axis.kernel, dtype=bool)
             along[firsts] = True
             first &= along.reshape((1,) * i + (-1,) + (1,) * (geometry.ndim - i - 1))

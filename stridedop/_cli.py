@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import math
 import os
 import shutil
+import signal
 import sys
+import tempfile
 import timeit
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -153,8 +158,22 @@ def demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _numeric_dtype(text: str) -> np.dtype:
+    """The dtype named by ``--dtype``, refusing the non-numeric ones (object, str, bytes, void)."""
+    try:
+        dtype = np.dtype(text)
+    except (TypeError, ValueError):
+        raise TypeError(f"`--dtype` {text!r} is not a NumPy dtype name such as float64 or int8") from None
+    if dtype.kind not in "biufc":
+        raise TypeError(
+            f"`--dtype` {text!r} is {dtype}, which is not numeric; expected a bool, integer, floating or "
+            "complex dtype such as float64, float32, int8 or complex128"
+        )
+    return dtype
+
+
 def info(args: argparse.Namespace) -> int:
-    dtype = np.dtype(args.dtype)
+    dtype = _numeric_dtype(args.dtype)
     geometry = make_geometry(args.kernel, args.input, **_geometry_arguments(args))
     itemsize = dtype.itemsize
     dense = geometry.dense_size * itemsize
@@ -200,35 +219,157 @@ def _progress_bar(total_bytes: int) -> tuple[Callable[[int, int], None], Callabl
     return update, bar.close
 
 
-def materialize_command(args: argparse.Namespace) -> int:
+def _load_kernel(path: str) -> np.ndarray:
+    """The numeric kernel saved in the ``.npy`` file `path`, with a clear message for anything else."""
     try:
-        kernel = np.load(args.kernel_file, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read the kernel file {args.kernel_file!r}: {error}") from None
-    kernel = as_numeric_array(kernel, "kernel")
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        reason = "the file is empty or cut short" if isinstance(error, EOFError) else str(error)
+        raise ValueError(f"cannot read the kernel file {path!r}: {reason}") from None
+    if not isinstance(loaded, np.ndarray):  # an .npz archive
+        names = list(getattr(loaded, "files", []))
+        getattr(loaded, "close", lambda: None)()
+        raise ValueError(
+            f"the kernel file {path!r} is an .npz archive holding {names}; save one kernel as an .npy "
+            "file with numpy.save (e.g. np.save('kernel.npy', archive['name']))"
+        )
+    return as_numeric_array(loaded, "kernel")
+
+
+def _same_file(first: str, second: str) -> bool:
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def _reserve(file: Any, nbytes: int, directory: str) -> None:
+    """Give the open `file` its `nbytes` on disk now, so that writing through a map cannot fail later.
+
+    A memory map of a sparse file gets SIGBUS when the disk fills; ``posix_fallocate`` instead
+    fails here, cleanly, with ENOSPC. Where the file system cannot preallocate, zeros are written.
+    """
+    try:
+        os.posix_fallocate(file.fileno(), 0, nbytes)
+        return
+    except AttributeError:  # not on this system
+        pass
+    except OSError as error:
+        if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise OSError(
+                f"cannot reserve {format_bytes(nbytes)} ({nbytes} bytes) for the output in {directory}: "
+                f"{error.strerror or error}"
+            ) from None
+    file.seek(0, os.SEEK_END)
+    block = bytes(2**20)
+    remaining = nbytes - file.tell()
+    while remaining > 0:
+        remaining -= file.write(block[: min(remaining, len(block))])
+    file.flush()
+
+
+def _write_npy(path: str, shape: tuple[int, ...], dtype: np.dtype, fill: Callable[[np.ndarray], Any]) -> None:
+    """Create the ``.npy`` file `path`: header, reserved space, then `fill` writes through a map.
+
+    The map starts as zeros (the reserved space reads as zeros).
+    """
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    with open(path, "r+b") as file:
+        try:
+            np.lib.format.write_array_header_1_0(file, header)
+        except ValueError:  # a header longer than 64 KiB
+            file.seek(0)
+            np.lib.format.write_array_header_2_0(file, header)
+        offset = file.tell()
+        _reserve(file, offset + math.prod(shape) * dtype.itemsize, os.path.dirname(path))
+        out = np.memmap(file, dtype=dtype, mode="r+", offset=offset, shape=shape)
+        try:
+            fill(out)
+            out.flush()
+        finally:
+            del out
+        os.fsync(file.fileno())
+
+
+def materialize_command(args: argparse.Namespace) -> int:
+    output = args.output
+    if _same_file(args.kernel_file, output):
+        raise ValueError(f"`--output` {output!r} is the kernel file itself; choose another file name")
+    if _is_zarr_output(output):
+        return materialize_zarr_command(args)
+    if os.path.isdir(output):
+        raise ValueError(f"`--output` {output!r} is a directory; give the name of the .npy file to write")
+    kernel = _load_kernel(args.kernel_file)
     geometry = make_geometry(kernel.shape, args.input, **_geometry_arguments(args))
     needed = geometry.dense_size * kernel.itemsize
-    directory = os.path.dirname(os.path.abspath(args.output))
+    directory = os.path.dirname(os.path.abspath(output))
     free = shutil.disk_usage(directory).free
     if needed > free:
-        raise MemoryError(
+        raise OSError(
             f"the dense operator needs {format_bytes(needed)} ({needed} bytes) but {directory} has "
             f"only {format_bytes(free)} free; use `stridedop info` to size it, or apply it with ConvOperator"
         )
     operator = ConvOperator(kernel, geometry.input_shape, **_geometry_arguments(args))
-    shape = operator.shape
-    out = np.lib.format.open_memmap(args.output, mode="w+", dtype=kernel.dtype, shape=shape)
-    update, close = _progress_bar(needed)
-    try:
-        if geometry.mode.has_view:
-            fill_dense(operator.view, out, zeroed=True, progress=update)  # a new file reads as zeros
+
+    def fill(out: np.ndarray) -> None:
+        if geometry.mode.has_view:  # only the kernel entries: the new file reads as zeros
+            fill_dense(operator.view, out, zeroed=True, progress=update)
         else:
             operator.materialize(out=out)
-        out.flush()
+
+    # Write a hidden temporary file next to the output and rename it only once complete: an error
+    # or a signal (Ctrl-C, SIGTERM) never leaves a partial file that `np.load` would accept.
+    temporary = None
+    try:
+        descriptor, temporary = tempfile.mkstemp(
+            dir=directory, prefix=f".{os.path.basename(output)}.", suffix=".tmp"
+        )
+        os.close(descriptor)
+        update, close = _progress_bar(needed)
+        try:
+            _write_npy(temporary, operator.shape, operator.dtype, fill)
+        finally:
+            close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as `open` would have made it
+        os.replace(temporary, output)
+    except BaseException:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+        raise
+    print(f"wrote {output}: shape {operator.shape}, {kernel.dtype}, {format_bytes(needed)}")
+    return 0
+
+
+# -- materialize --output X.zarr: a separate path, through the optional extra `dask` ------------------
+def _is_zarr_output(path: str) -> bool:
+    return path.rstrip("/\\").lower().endswith(".zarr")
+
+
+def materialize_zarr_command(args: argparse.Namespace) -> int:
+    """Write the dense operator to a new zarr store: only the chunks in the band, atomically."""
+    from ._dask import write_zarr_store
+
+    kernel = _load_kernel(args.kernel_file)
+    operator = ConvOperator(kernel, args.input, **_geometry_arguments(args))
+    update, close = _progress_bar(operator.nbytes)
+    try:
+        array = write_zarr_store(args.output, operator, args.chunks, progress=update)
+    except ImportError as error:
+        print(f"stridedop materialize: error: {error}", file=sys.stderr)
+        return 1
     finally:
         close()
-        del out
-    print(f"wrote {args.output}: shape {shape}, {kernel.dtype}, {format_bytes(needed)}")
+    stored = array.nbytes_stored() if callable(array.nbytes_stored) else array.nbytes_stored  # zarr 3, 2
+    print(
+        f"wrote {args.output}: shape {operator.shape}, {kernel.dtype}, chunks {array.chunks}, "
+        f"{array.nchunks_initialized} of {array.nchunks} chunks stored, {format_bytes(stored)} on disk "
+        f"for {format_bytes(operator.nbytes)} dense"
+    )
     return 0
 
 
@@ -265,15 +406,33 @@ def build_parser() -> argparse.ArgumentParser:
         "materialize",
         help="write the dense operator to a .npy memory map",
         description=(
-            "Write the dense operator to a .npy file through a memory map, writing only the kernel entries."
+            "Write the dense operator to a .npy file through a memory map, writing only the kernel entries. "
+            "The space is reserved first and the file is written under a temporary name next to the "
+            "output, renamed only when complete: a full disk, an error or Ctrl-C leaves no partial file."
         ),
     )
     mat_parser.add_argument("kernel_file", help="kernel as a .npy file")
     mat_parser.add_argument("--input", type=_shape, required=True, help="input shape, e.g. 32x32x16")
-    mat_parser.add_argument("--output", "-o", required=True, help="the .npy file to write")
+    mat_parser.add_argument(
+        "--output", "-o", required=True, help="the .npy file to write, or a .zarr store (extra `dask`)"
+    )
+    mat_parser.add_argument(
+        "--chunks",
+        type=_shape,
+        default=None,
+        help="zarr chunk shape, e.g. 4x4x16x4x4x16 (default: at most 1 MiB, spatial axes split first)",
+    )
     _add_geometry(mat_parser)
     mat_parser.set_defaults(handler=materialize_command)
     return parser
+
+
+class _TerminatedError(Exception):
+    """SIGTERM, raised in the main thread so that the cleanup code runs as for Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _TerminatedError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -281,8 +440,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["demo", *(argv or [])])
+    prefix = f"stridedop {args.command}:"
+    nothing = "; nothing was written" if args.command == "materialize" else ""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
     try:
         return int(args.handler(args))
     except (ValueError, TypeError, MemoryError, OSError) as error:
-        print(f"stridedop {args.command}: error: {error}", file=sys.stderr)
+        print(f"{prefix} error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"\n{prefix} interrupted{nothing}", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except _TerminatedError:
+        print(f"\n{prefix} terminated{nothing}", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

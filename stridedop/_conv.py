@@ -17,7 +17,14 @@ from ._geometry import (
     as_numeric_array,
     make_geometry,
 )
-from ._memory import INTP_MAX, available_memory, check_addressable, format_bytes
+from ._memory import (
+    INTP_MAX,
+    DescribedMemoryError,
+    available_memory,
+    check_addressable,
+    format_bytes,
+    refused_allocation,
+)
 from ._view import OperatorView
 
 __all__ = ["StridedOperator", "canonical_kernel", "conv_view", "plan", "require_view"]
@@ -53,13 +60,21 @@ class StridedOperator(NamedTuple):
         needed = plan.size * itemsize
         # Small buffers cannot exhaust memory: ask the system only about large ones.
         available = available_memory() if needed > _QUERY_MEMORY_ABOVE else None
-        if available is not None and needed > available:
-            raise MemoryError(
-                f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes) but only "
+        # It is filled in scratch memory, then frozen into an immutable copy: twice, briefly.
+        if available is not None and 2 * needed > available:
+            raise DescribedMemoryError(
+                f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes, twice that while "
+                f"it is built) but only "
                 f"{format_bytes(available)} are available; the kernel and `input_shape` "
                 f"{geometry.input_shape} are too large for a view on this machine"
             )
-        return cls(geometry, plan, fill_buffer(geometry, plan, kernel))
+        with refused_allocation(
+            lambda: f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes), more than "
+            f"this process may allocate; the kernel and `input_shape` {geometry.input_shape} are too "
+            "large for a view here"
+        ):
+            buffer = fill_buffer(geometry, plan, kernel)
+        return cls(geometry, plan, buffer)
 
     def view(self, origin: Any = None, *, adjoint: bool = False) -> OperatorView:
         """The read-only operator view (shape ``(*output_shape, *input_shape)``, or reversed).

@@ -27,6 +27,7 @@ Padding = PaddingName | int | Sequence[int] | Sequence[tuple[int, int]]
 IntOrInts = int | Sequence[int]
 
 LAYOUTS = ("channels_last", "channels_first")
+MAX_SPATIAL_AXES = 31  # the operator view (*o, F, *m, C) has 2N + 2 axes; NumPy allows 64
 PADDING_NAMES = ("valid", "same", "full", "circular")
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "as_int",
     "as_numeric_array",
     "brief",
+    "distinct_residues",
     "make_geometry",
     "outputs_inside",
     "positions_in_range",
@@ -55,7 +57,16 @@ def brief(value: Any) -> str:
 
 
 def as_numeric_array(value: Any, name: str) -> np.ndarray:
-    """Return `value` as an ndarray (no copy when possible) with a numeric or bool dtype."""
+    """Return `value` as an ndarray (no copy when possible) with a numeric or bool dtype.
+
+    A masked array with masked entries is refused: `np.asarray` would silently drop its mask.
+    """
+    masked = np.ma.count_masked(value) if isinstance(value, np.ma.MaskedArray) else 0
+    if masked:
+        raise ValueError(
+            f"`{name}` is a masked array with {masked} masked entries; "
+            f"fill them first (`{name}.filled(0)`) or pass `{name}.data` to use the values under the mask"
+        )
     array = np.asarray(value)
     kind = array.dtype.kind
     if kind not in "biufc":
@@ -247,9 +258,16 @@ class Geometry:
     def nonzero_count(self) -> int:
         """Number of structural non-zeros (distinct input entries each output reads, per channel)."""
         # The axes are independent: the total is a product over axes times the channel pairs.
+        # Zero and circular padding count in closed form, at no cost proportional to the kernel
+        # or the input.
         total = self.filters * self.group_channels
         for axis in self.axes:
-            total *= _axis_nonzeros(axis, self.mode)
+            if not self.mode.folds:
+                total *= _pairs_inside(axis)
+            elif self.circular:
+                total *= axis.output * distinct_residues(axis)
+            else:
+                total *= _folded_nonzeros(axis, self.mode)
         return total
 
     def describe(self) -> str:
@@ -268,18 +286,111 @@ class Geometry:
         return ", ".join(parts)
 
 
-def _axis_nonzeros(axis: Axis, mode: PaddingMode) -> int:
-    """(output, input) pairs along one axis where some tap reads that input entry."""
-    if not mode.folds:
-        count = 0
-        for tap in range(axis.kernel):
-            first, stop = positions_in_range(axis, tap)
-            count += stop - first
-        return count
-    outputs = np.arange(axis.output)[:, None] * axis.stride
-    taps = np.arange(axis.kernel)[None, :] * axis.dilation - axis.lo
-    sources = np.sort(mode.source(outputs + taps, axis.size), axis=1)
-    return int(axis.output + np.count_nonzero(sources[:, 1:] != sources[:, :-1]))
+def _folded_nonzeros(axis: Axis, mode: PaddingMode) -> int:
+    """Reflect and replicate: the distinct input entries each output reads, summed over outputs.
+
+    Outputs whose taps all land inside the input read `kernel` distinct entries. Replicate counts
+    the others in closed form; reflect per output in closed form, over at most one period of the
+    reflection (``2(m - 1)`` outputs' offsets) per border, a chunk at a time. Nothing costs in
+    proportion to the kernel.
+    """
+    size, kernel, stride, dilation, lo = axis.size, axis.kernel, axis.stride, axis.dilation, axis.lo
+    if size == 1:
+        return axis.output  # every tap reads the one entry
+    if mode.name == "replicate":
+        return _replicate_nonzeros(axis)
+    first = min(axis.output, -(-lo // stride))  # the first output whose taps are all inside
+    stop = min(axis.output, max(first, (size - 1 + lo - (kernel - 1) * dilation) // stride + 1))
+    total = (stop - first) * kernel
+    # The count depends on the offset o*s - lo modulo P = 2(m - 1) only: periodic in o.
+    period = 2 * (size - 1)
+    cycle = period // math.gcd(stride % period, period)
+    for begin, end in ((0, first), (stop, axis.output)):
+        repeats, rest = divmod(end - begin, cycle)
+        if repeats:
+            total += repeats * _reflect_sum(begin, begin + cycle, axis)
+        total += _reflect_sum(begin, begin + rest, axis)
+    return total
+
+
+def _reflect_sum(begin: int, end: int, axis: Axis) -> int:
+    """Sum of `_reflect_sources` over the outputs ``[begin, end)``, a chunk at a time."""
+    period = 2 * (axis.size - 1)
+    total = 0
+    step, shift = axis.stride % period, axis.lo % period
+    exact = end * period < 2**62  # else Python ints, which cannot overflow
+    for start in range(begin, end, _BORDER_CHUNK):
+        outputs = np.arange(start, min(end, start + _BORDER_CHUNK), dtype=np.int64 if exact else object)
+        offsets = ((outputs * step - shift) % period).astype(np.int64)
+        total += int(_reflect_sources(offsets, axis).sum())
+    return total
+
+
+_BORDER_CHUNK = 2**18  # outputs counted per vectorized step
+
+
+def _congruent(begin: int, end: int, step: int, target: int, modulus: int) -> int:
+    """``#{o in [begin, end) : o * step = target (mod modulus)}`` in closed form."""
+    if end <= begin:
+        return 0
+    g = math.gcd(step, modulus)
+    if target % g:
+        return 0
+    period = modulus // g
+    solution = (target // g) * pow((step // g) % period, -1, period) % period if period > 1 else 0
+    return (end - 1 - solution) // period - (begin - 1 - solution) // period
+
+
+def _replicate_nonzeros(axis: Axis) -> int:
+    """Replicate padding (``m >= 2``): the entries each output reads, summed, in closed form.
+
+    Taps inside are distinct; all taps below the input read entry 0 and all above entry m - 1,
+    one more entry each unless a tap lands on it exactly.
+    """
+    size, stride, dilation, lo, output = axis.size, axis.stride, axis.dilation, axis.lo, axis.output
+    reach = (axis.kernel - 1) * dilation
+    # Outputs with a tap below (o*s < lo), minus those with a tap exactly on 0 (o*s = lo - r*d).
+    below = min(output, -(-lo // stride))
+    on_first = _congruent(max(0, -(-(lo - reach) // stride)), below, stride, lo % dilation, dilation)
+    # Outputs with a tap above (o*s + reach - lo >= m), minus those with a tap exactly on m - 1.
+    above = min(output, max(0, -(-(size + lo - reach) // stride)))
+    last_reaching = min(output, (size - 1 + lo) // stride + 1)
+    on_last = _congruent(above, last_reaching, stride, (size - 1 + lo) % dilation, dilation)
+    return _pairs_inside(axis) + (below - on_first) + (output - above - on_last)
+
+
+def _reflect_sources(first: np.ndarray, axis: Axis) -> np.ndarray:
+    """Distinct entries read by taps ``first + r*d`` reflected at the ends (``m >= 2``).
+
+    Reflection reads ``min(t mod P, -t mod P)`` with ``P = 2(m - 1)``: the entries read are the
+    orbits of ``x -> -x`` on ``Z_P`` that the residues ``R = {first + r*d mod P}`` meet, so their
+    number is ``(2|R| - |R & -R| + fixed) / 2``, where ``fixed`` counts 0 and ``P/2`` in ``R``.
+    With ``g = gcd(d, P)`` and ``q = P/g``, ``R`` has ``K = min(k, q)`` residues, and ``x`` is in
+    ``R`` when ``r = (x - first)/g * inv(d/g) mod q`` is below ``K``.
+    """
+    period = 2 * (axis.size - 1)
+    g = math.gcd(axis.dilation, period)
+    q = period // g
+    count = min(axis.kernel, q)
+    inverse = pow((axis.dilation // g) % q, -1, q) if q > 1 else 0
+    start = first % period
+
+    def tap_of(target: Any) -> Any:
+        """The tap reaching residue `target`, or q where none does."""
+        difference = (target - start) % period
+        return np.where(difference % g == 0, (difference // g) * inverse % q, q)
+
+    fixed = (tap_of(0) < count).astype(np.int64) + (tap_of(period // 2) < count)
+    # |R & -R|: taps r with some tap r' and (r + r') d = -2 first (mod P), i.e. r + r' = c (mod q);
+    # for r in [0, K) the partners c - r (mod q) form a cyclic interval, counted against [0, K).
+    twice = (-2 * start) % period
+    c = np.where(twice % g == 0, (twice // g) * inverse % q, -1)
+    low = (c - count + 1) % q
+    overlap = np.maximum(0, np.minimum(low + count, count) - low) + np.maximum(
+        0, np.minimum(low + count, q + count) - np.maximum(low, q)
+    )
+    both = np.where(c >= 0, overlap, 0)
+    return (2 * count - both + fixed) // 2
 
 
 def outputs_inside(axis: Axis, shift: int) -> tuple[int, int]:
@@ -296,6 +407,56 @@ def positions_in_range(axis: Axis, tap: int) -> tuple[int, int]:
     ``[0, size)`` are padding.
     """
     return outputs_inside(axis, tap * axis.dilation - axis.lo)
+
+
+def _floor_sum(count: int, divisor: int, slope: int, offset: int) -> int:
+    """``sum((slope * i + offset) // divisor for i in range(count))`` in O(log) steps.
+
+    For non-negative `slope` and `offset` and a positive `divisor` (the classic Euclid-like
+    reduction: take out the whole multiples, then swap the roles of the axes).
+    """
+    total = 0
+    while count > 0:
+        if slope >= divisor:
+            total += (count - 1) * count // 2 * (slope // divisor)
+            slope %= divisor
+        if offset >= divisor:
+            total += count * (offset // divisor)
+            offset %= divisor
+        last = slope * count + offset
+        if last < divisor:
+            break
+        count, offset = last // divisor, last % divisor
+        divisor, slope = slope, divisor
+    return total
+
+
+def _outputs_reaching(axis: Axis, top: int) -> int:
+    """``sum(#{o < output : o * stride <= top - r * dilation} for r in range(kernel))``."""
+    output, stride, dilation = axis.output, axis.stride, axis.dilation
+    # Taps r <= full reach every output, taps r >= empty reach none; in between, tap r reaches
+    # (top - r * dilation) // stride + 1 outputs, summed below with r counted down from the top.
+    full = min(axis.kernel, max(0, (top - (output - 1) * stride) // dilation + 1))
+    empty = min(axis.kernel, max(full, top // dilation + 1)) if top >= 0 else full
+    between = empty - full
+    if between <= 0:
+        return full * output
+    base = top - (empty - 1) * dilation  # >= 0: the value at the last partial tap
+    return full * output + between + _floor_sum(between, stride, dilation, base)
+
+
+def _pairs_inside(axis: Axis) -> int:
+    """Pairs (output, tap) of one zero-padded axis whose input ``o*s + r*d - lo`` is in ``[0, m)``."""
+    return _outputs_reaching(axis, axis.size - 1 + axis.lo) - _outputs_reaching(axis, axis.lo - 1)
+
+
+def distinct_residues(axis: Axis) -> int:
+    """Distinct input positions ``(r * d - lo) mod m`` of a circular axis's taps.
+
+    ``r * d mod m`` runs through the multiples of ``g = gcd(d, m)`` with period ``m / g``, all
+    distinct within a period.
+    """
+    return min(axis.kernel, axis.size // math.gcd(axis.dilation, axis.size))
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -445,6 +606,12 @@ def make_geometry(
     if 0 in kernel_shape:
         raise ValueError(f"`kernel` must not be empty, got shape {kernel_shape}")
     ndim = len(kernel_shape) - 2
+    if len(kernel_shape) - 2 > MAX_SPATIAL_AXES:
+        raise ValueError(
+            f"`kernel` has {len(kernel_shape) - 2} spatial axes (shape {kernel_shape}); at most "
+            f"{MAX_SPATIAL_AXES} are supported: the operator has 2N + 2 axes and NumPy arrays at most "
+            f"{2 * MAX_SPATIAL_AXES + 2}. Merge spatial axes of size 1 into their neighbours"
+        )
     spatial_kernel, group_channels, filters = _split_kernel_shape(kernel_shape, layout)
 
     groups = as_int(groups, "groups")

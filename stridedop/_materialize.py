@@ -6,13 +6,14 @@ from typing import Any
 
 import numpy as np
 
+from ._dask import is_zarr_array, write_zarr
 from ._dense import check_allocation, check_out, fill_dense
 from ._operator import ConvOperator
 
 __all__ = ["materialize"]
 
 
-def materialize(a: Any, *, out: np.ndarray | None = None, max_bytes: int | None = None) -> np.ndarray:
+def materialize(a: Any, *, out: Any = None, max_bytes: int | None = None) -> Any:
     """Return a dense, writable, C-contiguous copy of an operator view or any array.
 
     This is the only function in stridedop that copies the dense operator. For a view made by
@@ -24,9 +25,12 @@ def materialize(a: Any, *, out: np.ndarray | None = None, max_bytes: int | None 
     a : ndarray, array_like or ConvOperator
         A view from `conv_view`, `ConvOperator.view` or the structured matrices, a slice of
         one, any array, or a `ConvOperator` (of any padding mode, with or without a view).
-    out : ndarray, optional
+    out : ndarray or zarr.Array, optional
         Array (for instance a `numpy.memmap`) of the same shape and dtype to fill and return
-        instead of allocating one. It must be writable.
+        instead of allocating one. It must be writable. A zarr array (optional extra ``dask``)
+        is written chunk by chunk in parallel threads; when its fill value is 0 and it holds no
+        chunks yet, only the chunks in the operator's band (any other array: the chunks that are
+        not all zeros) are written. Pass a new zarr array: a failed write leaves it partial.
     max_bytes : int, optional
         Largest allocation allowed; default: the memory available on this machine. With `out`
         it is only checked to be valid.
@@ -65,6 +69,9 @@ def materialize(a: Any, *, out: np.ndarray | None = None, max_bytes: int | None 
     """
     if isinstance(a, ConvOperator):
         return a.materialize(out=out, max_bytes=max_bytes)
+    if is_zarr_array(out):
+        check_allocation((0,), np.dtype(out.dtype), max_bytes)  # validates `max_bytes` alone
+        return write_zarr(a, out)
     array = np.asarray(a)
     if out is None:
         check_allocation(array.shape, array.dtype, max_bytes)

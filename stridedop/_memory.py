@@ -2,33 +2,170 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
-__all__ = ["INTP_MAX", "available_memory", "check_addressable", "format_bytes"]
+__all__ = [
+    "INTP_MAX",
+    "DescribedMemoryError",
+    "available_memory",
+    "check_addressable",
+    "format_bytes",
+    "memory_limits",
+    "refused_allocation",
+]
 
 INTP_MAX = int(np.iinfo(np.intp).max)
+
+# Where Linux reports memory and control groups (module constants so that tests can point
+# them at a fake tree).
+_MEMINFO = "/proc/meminfo"
+_PROC_CGROUP = "/proc/self/cgroup"
+_CGROUP_ROOT = "/sys/fs/cgroup"
+_PROC_STATUS = "/proc/self/status"
+_UNLIMITED = 2**60  # cgroup v1 writes "no limit" as a huge page-rounded number
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as file:
+            return file.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _system_available() -> int | None:
+    """Linux's ``MemAvailable`` (which counts reclaimable caches), else the free physical pages."""
+    text = _read_text(_MEMINFO)
+    if text is not None:
+        for line in text.splitlines():
+            if line.startswith("MemAvailable:"):
+                try:
+                    return int(line.split()[1]) * 1024
+                except (ValueError, IndexError):
+                    break
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _read_int(path: str) -> int | None:
+    """The integer in a cgroup file, or None when absent or ``max`` (no limit)."""
+    text = _read_text(path)
+    if text is None:
+        return None
+    try:
+        value = int(text.split()[0])
+    except (ValueError, IndexError):
+        return None  # "max", or unreadable
+    return None if value >= _UNLIMITED else value
+
+
+def _inactive_file(path: str, key: str) -> int:
+    """Reclaimable page cache charged to a cgroup (its ``memory.stat`` entry `key`), else 0."""
+    text = _read_text(path) or ""
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            with contextlib.suppress(ValueError):
+                return int(value)
+    return 0
+
+
+def _cgroup_directories() -> Iterator[tuple[str, str, str, str]]:
+    """``(directory, limit file, usage file, reclaimable key)`` of each memory cgroup that applies.
+
+    This process's own memory cgroup and each of its ancestors, for cgroup v2 and v1 alike.
+    """
+    text = _read_text(_PROC_CGROUP) or ""
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":  # cgroup v2: "0::/path"
+            root, files = _CGROUP_ROOT, ("memory.max", "memory.current", "inactive_file")
+        elif "memory" in controllers.split(","):
+            root = os.path.join(_CGROUP_ROOT, "memory")
+            files = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+        else:
+            continue
+        relative = path.strip("/")
+        while True:
+            yield (os.path.join(root, relative), *files)
+            if not relative:
+                break
+            relative = os.path.dirname(relative)
+
+
+def _cgroup_headroom() -> int | None:
+    """The smallest ``limit - usage`` over this process's memory cgroups (v2 or v1), or None.
+
+    Usage counts the page cache; its inactive part is reclaimable, so it is not subtracted.
+    """
+    headroom = None
+    for directory, limit_file, usage_file, reclaimable in _cgroup_directories():
+        limit = _read_int(os.path.join(directory, limit_file))
+        if limit is None:
+            continue
+        usage = _read_int(os.path.join(directory, usage_file)) or 0
+        usage -= _inactive_file(os.path.join(directory, "memory.stat"), reclaimable)
+        room = max(0, limit - max(0, usage))
+        headroom = room if headroom is None else min(headroom, room)
+    return headroom
+
+
+def _rlimit_headroom(name: str, status_key: str) -> int | None:
+    """The soft resource limit `name` minus the usage ``/proc/self/status`` reports as `status_key`.
+
+    None without such a limit (or off POSIX). The usage counts as 0 where it cannot be read.
+    """
+    try:
+        import resource
+    except ImportError:  # not on a POSIX system
+        return None
+    soft, _ = resource.getrlimit(getattr(resource, name))
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return None
+    used = 0
+    for line in (_read_text(_PROC_STATUS) or "").splitlines():
+        if line.startswith(status_key + ":"):
+            with contextlib.suppress(ValueError, IndexError):
+                used = int(line.split()[1]) * 1024  # kB
+    return max(0, soft - used)
+
+
+def memory_limits() -> dict[str, int]:
+    """Each limit on a new allocation that this machine reports, in bytes.
+
+    Keys: ``"MemAvailable"`` (the system's available memory), ``"cgroup"`` (the control
+    group's ``memory.max`` minus its usage, v2 or v1, the tightest over its ancestors),
+    ``"RLIMIT_AS"`` (the address-space limit minus the address space in use) and
+    ``"RLIMIT_DATA"`` (the data-segment limit, which Linux applies to private mappings too,
+    minus the data in use); a limit that does not apply is left out.
+    """
+    limits = {
+        "MemAvailable": _system_available(),
+        "cgroup": _cgroup_headroom(),
+        "RLIMIT_AS": _rlimit_headroom("RLIMIT_AS", "VmSize"),
+        "RLIMIT_DATA": _rlimit_headroom("RLIMIT_DATA", "VmData"),
+    }
+    return {name: value for name, value in limits.items() if value is not None}
 
 
 def available_memory() -> int | None:
     """Bytes of memory available to a new allocation, or None when it cannot be told.
 
-    Linux's ``MemAvailable`` (which counts reclaimable caches) where there is one, else the free
-    physical pages reported by ``sysconf``.
+    The smallest of the limits in `memory_limits`: the system's ``MemAvailable``, the control
+    group's headroom and the ``RLIMIT_AS`` and ``RLIMIT_DATA`` headrooms.
     """
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (AttributeError, OSError, ValueError):
-        return None
+    limits = memory_limits()
+    return min(limits.values()) if limits else None
 
 
 def format_bytes(count: int) -> str:
@@ -48,7 +185,28 @@ def check_addressable(shape: tuple[int, ...], itemsize: int, what: str) -> None:
     size = math.prod(shape)
     limit = INTP_MAX
     if size * itemsize > limit:
-        raise MemoryError(
+        raise DescribedMemoryError(
             f"{what} of shape {shape} would span {size * itemsize} bytes, more than NumPy can "
             f"address ({limit}); use `ConvOperator(...) @ x` or `.to_sparse()` instead"
         )
+
+
+class DescribedMemoryError(MemoryError):
+    """A `MemoryError` whose message already gives the sizes and the alternatives."""
+
+
+@contextlib.contextmanager
+def refused_allocation(message: Callable[[], str]) -> Iterator[None]:
+    """Turn a `MemoryError` raised by the allocations inside into one with ``message()``.
+
+    The guards compare sizes with `available_memory` before allocating, but the system may still
+    refuse (other processes, overcommit rules, fragmentation); the user then gets the same
+    descriptive message instead of NumPy's bare "Unable to allocate".
+    """
+    try:
+        yield
+    except DescribedMemoryError:
+        raise
+    except MemoryError as error:
+        detail = f": {error}" if str(error) else ""
+        raise DescribedMemoryError(f"{message()} (the allocation was refused{detail})") from None

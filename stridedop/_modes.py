@@ -22,13 +22,22 @@ mode           ``np.pad`` mode  padded position p reads       folds  view
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["PADDING_MODES", "PaddingMode", "PaddingModeName", "pad", "pad_adjoint", "padding_mode"]
+__all__ = [
+    "PADDING_MODES",
+    "PaddingMode",
+    "PaddingModeName",
+    "affine_runs",
+    "pad",
+    "pad_adjoint",
+    "padding_mode",
+]
 
 PaddingModeName = Literal["zeros", "circular", "reflect", "replicate"]
 
@@ -130,11 +139,13 @@ def pad_adjoint(xp: np.ndarray, pads: list[tuple[int, int]], mode: PaddingMode) 
         else:
             offsets = np.concatenate((np.arange(-lo, 0), np.arange(size, size + hi)))
             flank = np.concatenate((np.arange(lo), np.arange(lo + size, lo + size + hi)))
-            folded = np.array(xp[inner], copy=True)
+            folded = np.array(xp[inner], copy=True, order="C")
+            # On 3-D reshapes (before, axis, after): `np.add.at` crashes on more than 32 axes.
+            before, after = math.prod(folded.shape[:axis]), math.prod(folded.shape[axis + 1 :])
             np.add.at(
-                np.moveaxis(folded, axis, 0),
-                mode.source(offsets, size),
-                np.moveaxis(xp.take(flank, axis=axis), axis, 0),
+                folded.reshape(before, size, after),
+                (slice(None), mode.source(offsets, size)),  # type: ignore[arg-type]
+                xp.take(flank, axis=axis).reshape(before, len(flank), after),
             )
             xp = folded
     return xp
@@ -148,3 +159,33 @@ def _fold_periods(xp: np.ndarray, axis: int, lo: int, size: int) -> np.ndarray:
     widths[axis] = (0, blocks * size - padded)
     grid = np.pad(xp, widths).reshape(*xp.shape[:axis], blocks, size, *xp.shape[axis + 1 :])
     return np.roll(grid.sum(axis=axis, dtype=xp.dtype), -lo, axis=axis)
+
+
+def affine_runs(values: np.ndarray, valid: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Cut a sequence of indices into runs on which it is affine: ``values[i] = first + slope * i``.
+
+    Returns ``(start, count, first, slope)`` for each maximal piece of `valid` positions on which
+    consecutive differences stay equal (a run of one has slope 0). A padding mode's `source`
+    over a range of positions is affine between its wrap-arounds, reflections and clips, so a
+    handful of runs, each one strided slice, covers it.
+    """
+    size = len(values)
+    if size == 0:
+        return []
+    values = np.asarray(values, dtype=np.int64)
+    valid = np.asarray(valid, dtype=bool)
+    steps = np.diff(values)
+    starts = np.zeros(size, dtype=bool)
+    starts[0] = True
+    starts[1:] |= valid[1:] != valid[:-1]
+    # Break between i and i + 1 where the step into i + 1 differs from the step into i (from a
+    # valid i - 1: a run's first step sets its slope).
+    starts[2:] |= (steps[1:] != steps[:-1]) & valid[:-2]
+    bounds = [*np.flatnonzero(starts).tolist(), size]
+    runs = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        if valid[start]:
+            count = stop - start
+            slope = int(steps[start]) if count > 1 else 0
+            runs.append((start, count, int(values[start]), slope))
+    return runs

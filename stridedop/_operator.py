@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -18,11 +19,12 @@ import numpy as np
 from . import _spectral
 from ._algebra import BaseOperator, check_sparse_format
 from ._apply import convolve, convolve_adjoint
-from ._buffer import plan_buffer, read_kernel
+from ._buffer import fold_circular_taps, plan_buffer, read_kernel
 from ._compose import compose_convolutions
 from ._conv import StridedOperator, canonical_kernel, plan, require_view
-from ._dense import check_allocation, check_out, fill_dense
-from ._geometry import Geometry, IntOrInts, LayoutName, Padding, PaddingModeName, as_numeric_array
+from ._dask import is_zarr_array, to_dask, write_zarr
+from ._dense import check_allocation, check_out, dense_allocation, fill_dense
+from ._geometry import Geometry, IntOrInts, LayoutName, Padding, PaddingModeName, as_numeric_array, brief
 from ._memory import format_bytes
 from ._modes import pad_adjoint
 from ._sparse import sparse_matrix
@@ -58,6 +60,26 @@ class _Convolution:
         """The channels-last kernel, conjugated for a conjugated direction of a complex kernel."""
         kernel = self.canonical_kernel
         return kernel.conj() if conjugated and kernel.dtype.kind == "c" else kernel
+
+    def applied(self, conjugated: bool) -> tuple[np.ndarray, Geometry]:
+        """The channels-last kernel and the geometry that `@` computes with.
+
+        Circular axes whose dilated kernel is wider than the input are folded first (see
+        `fold_circular_taps`): taps that read one input entry are summed in the kernel's dtype,
+        so the operator's entries are those of the view (uint8 ``200 + 100`` is 44) whatever the
+        dtype of the input, and no padding is wider than the input, whatever the dilation.
+        """
+        kernel = self.oriented_kernel(conjugated)
+        if not self.geometry.circular:
+            return kernel, self.geometry
+        folded, geometry = self._folded
+        if geometry is self.geometry:
+            return kernel, geometry
+        return (folded.conj() if conjugated and folded.dtype.kind == "c" else folded), geometry
+
+    @cached_property
+    def _folded(self) -> tuple[np.ndarray, Geometry]:
+        return fold_circular_taps(self.canonical_kernel, self.geometry)
 
     def buffer(self, conjugated: bool) -> StridedOperator:
         """The filled buffer of the views (of the conjugated kernel if asked), built once."""
@@ -297,12 +319,28 @@ class ConvOperator(BaseOperator):
 
     # -- applying -----------------------------------------------------------------------------
     def _product(self, batch: np.ndarray) -> np.ndarray:
-        geometry = self._geometry
-        kernel = self._state.oriented_kernel(self._conjugated)
+        kernel, geometry = self._state.applied(self._conjugated)
+        dtype = np.result_type(kernel.dtype, batch.dtype)
+        mode = geometry.mode
+        if mode.folds and not mode.has_view and kernel.dtype.kind in "biu" and dtype != kernel.dtype:
+            # Reflect and replicate padding sum the taps that read one entry where they do, in the
+            # kernel's dtype (uint8 200 + 100 is 44): no kernel folds once for all outputs, so a
+            # promoted product goes through the matrix, whose entries are those sums.
+            return self._product_by_matrix(batch, dtype)
         channels_first = geometry.layout == "channels_first"
         if self._transposed:
             return convolve_adjoint(kernel, geometry, batch, channels_first)
         return convolve(kernel, geometry, batch, channels_first)
+
+    def _product_by_matrix(self, batch: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """``matrix @ x`` for a batch, with the sparse matrix if SciPy is there, else the dense one."""
+        try:
+            matrix = self.to_sparse("csr")
+        except ImportError:
+            matrix = self.to_matrix()
+        columns = batch.reshape(batch.shape[0], -1).T
+        result = np.asarray(matrix @ columns).T.astype(dtype, copy=False)
+        return result.reshape(batch.shape[0], *self.output_shape)
 
     # -- the algebra: results that are one convolution again -----------------------------------
     def _forward_kernel(self) -> np.ndarray:
@@ -338,12 +376,16 @@ class ConvOperator(BaseOperator):
         return super()._composed_with(first)
 
     # -- dense and sparse forms ---------------------------------------------------------------
-    def materialize(self, out: np.ndarray | None = None, max_bytes: int | None = None) -> np.ndarray:
+    def materialize(self, out: Any = None, max_bytes: int | None = None) -> Any:
         """Dense writable copy of the operator, shape `shape`; see `stridedop.materialize`.
 
         Every padding mode works: the modes without a view are the 'valid' operator on the padded
-        grid with each padded input entry folded back onto the entry it reads.
+        grid with each padded input entry folded back onto the entry it reads. `out` may also be
+        a zarr array (extra ``dask``): only its chunks in the band are written.
         """
+        if is_zarr_array(out):
+            check_allocation((0,), self.dtype, max_bytes)  # validates `max_bytes` alone
+            return write_zarr(self, out)
         if self._geometry.mode.has_view:
             if out is None:
                 check_allocation(self.shape, self.dtype, max_bytes)
@@ -359,16 +401,51 @@ class ConvOperator(BaseOperator):
             out = check_out(out, self.shape, self.dtype, max_bytes)
         else:
             check_allocation(self.shape, self.dtype, max_bytes)
-        dense = valid.materialize(max_bytes=max_bytes)  # the padded grid: a little larger
-        spatial = list(geometry.pads)
-        input_pads = [(0, 0), *spatial] if geometry.layout == "channels_first" else [*spatial, (0, 0)]
-        output_axes = [(0, 0)] * len(self._geometry.output_shape)
-        pads = input_pads + output_axes if self._transposed else output_axes + input_pads
-        folded = pad_adjoint(dense, pads, geometry.mode)
-        if out is None:
-            return np.ascontiguousarray(folded)
+        with dense_allocation(self.shape, self.dtype):
+            dense = valid.materialize(max_bytes=max_bytes)  # the padded grid: a little larger
+            spatial = list(geometry.pads)
+            input_pads = [(0, 0), *spatial] if geometry.layout == "channels_first" else [*spatial, (0, 0)]
+            output_axes = [(0, 0)] * len(self._geometry.output_shape)
+            pads = input_pads + output_axes if self._transposed else output_axes + input_pads
+            folded = pad_adjoint(dense, pads, geometry.mode)
+            if out is None:
+                return np.ascontiguousarray(folded)
         out[...] = folded
         return out
+
+    def to_dask(self, chunks: Any = "auto") -> Any:
+        """The dense operator as a lazy ``dask.array.Array``, built block by block where computed.
+
+        The task graph holds the kernel and geometry once, whatever the number of blocks; each
+        block is built where it is computed, by allocating zeros and writing only the kernel
+        entries that fall inside it, so a block outside the band costs nothing until touched.
+        Needs the optional extra ``dask`` (``pip install stridedop[dask]``). Every padding mode
+        works.
+
+        Parameters
+        ----------
+        chunks : int, tuple, dict or 'auto'
+            Block sizes, as `dask.array.from_array` takes them (``'auto'``: Dask's
+            ``array.chunk-size``).
+
+        Returns
+        -------
+        dask.array.Array
+            Shape `shape`, dtype `dtype`, equal to `view` (to `materialize` for the modes without
+            a view).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import stridedop
+        >>> op = stridedop.ConvOperator(np.ones((2, 1, 1)), (5, 1))
+        >>> D = op.to_dask(chunks=2)
+        >>> D.shape, D.numblocks
+        ((4, 1, 5, 1), (2, 1, 3, 1))
+        >>> np.array_equal(D.compute(), op.view)
+        True
+        """
+        return to_dask(self, chunks)
 
     def to_matrix(self, max_bytes: int | None = None) -> np.ndarray:
         """Dense writable matrix `matrix_shape` (a copy)."""
@@ -379,7 +456,9 @@ class ConvOperator(BaseOperator):
 
         The structural non-zeros are the places where a kernel tap reads an input entry,
         whatever the tap's value (taps that read the same entry add up). Built from the
-        geometry, never through the dense form.
+        geometry, never through the dense form. The dtype is the operator's, in native byte
+        order, and float32 for float16 (which `scipy.sparse` does not support; the values are
+        exact).
         """
         format = check_sparse_format(format)
         kernel = self._state.oriented_kernel(self._conjugated)
@@ -433,13 +512,15 @@ class ConvOperator(BaseOperator):
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        # A pickle is untrusted input: checked as strictly as the arguments of __init__.
+        state = _checked_state(state)
         kernel = as_numeric_array(state["kernel"], "kernel")
         names = ("padding", "padding_mode", "stride", "dilation", "groups", "layout")
         geometry, _ = plan(kernel.shape, state["input_shape"], *[state[name] for name in names])
         self._become(
             _new_state(kernel, geometry, _check_method(state["method"])),
-            transposed=bool(state["transposed"]),
-            conjugated=bool(state["conjugated"]),
+            transposed=state["transposed"],
+            conjugated=state["conjugated"],
         )
 
     def _direction_name(self) -> str:
@@ -472,6 +553,39 @@ class ConvOperator(BaseOperator):
         from ._display import operator_html
 
         return operator_html(self)
+
+
+_STATE_KEYS = frozenset(
+    ("kernel", "input_shape", "padding", "padding_mode", "stride", "dilation", "groups", "layout")
+    + ("method", "transposed", "conjugated")
+)
+
+
+def _checked_state(state: Any) -> dict[str, Any]:
+    """A pickled operator's state, refused with TypeError or ValueError unless well formed.
+
+    The state must be a dict with exactly the keys `__getstate__` writes, an ndarray kernel and
+    bool directions; the geometry is then checked by `plan` as for `__init__`.
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"a pickled ConvOperator's state must be a dict, got {type(state).__name__}")
+    missing, unexpected = sorted(_STATE_KEYS - state.keys()), sorted(map(str, state.keys() - _STATE_KEYS))
+    if missing or unexpected:
+        raise ValueError(
+            f"a pickled ConvOperator's state must have the keys {sorted(_STATE_KEYS)}; "
+            f"missing {missing}, unexpected {unexpected}"
+        )
+    if not isinstance(state["kernel"], np.ndarray):
+        raise TypeError(
+            f"a pickled ConvOperator's `kernel` must be a numpy.ndarray, got {type(state['kernel']).__name__}"
+        )
+    for name in ("transposed", "conjugated"):
+        if not isinstance(state[name], (bool, np.bool_)):
+            raise TypeError(
+                f"a pickled ConvOperator's `{name}` must be a bool, got {brief(state[name])} "
+                f"of type {type(state[name]).__name__}"
+            )
+    return {**state, "transposed": bool(state["transposed"]), "conjugated": bool(state["conjugated"])}
 
 
 def _new_state(kernel: np.ndarray, geometry: Geometry, method: str) -> _Convolution:

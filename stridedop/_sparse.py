@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from ._geometry import Geometry
+from ._geometry import Axis, Geometry
 
-__all__ = ["require_scipy", "sparse_matrix"]
+__all__ = ["require_scipy", "sparse_dtype", "sparse_matrix"]
 
 
 def require_scipy(feature: str) -> ModuleType:
@@ -26,6 +26,31 @@ def require_scipy(feature: str) -> ModuleType:
         ) from error
 
 
+def sparse_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype `scipy.sparse` holds `dtype`'s values in: native byte order, float16 as float32.
+
+    SciPy's sparse arrays support neither byte-swapped dtypes nor float16; both conversions are
+    exact.
+    """
+    dtype = dtype.newbyteorder("=")
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
+
+
+def _offsets(axis: Axis) -> np.ndarray:
+    """Offsets ``o*s + r*d - lo`` from the input's start of one axis's (output, tap) pairs, ``(O, k)``.
+
+    In int64, or in Python ints (an object array) where huge strides, dilations or padding
+    could overflow it; a padding mode's `source` maps either to an input index.
+    """
+    largest = max(axis.output * axis.stride, axis.kernel * axis.dilation, axis.lo)
+    dtype = np.int64 if largest < 2**62 else object
+    return (
+        np.arange(axis.output, dtype=dtype)[:, None] * axis.stride
+        + np.arange(axis.kernel, dtype=dtype)[None, :] * axis.dilation
+        - axis.lo
+    )
+
+
 def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -> Any:
     """CSR array of the operator, ``(prod(output_shape), prod(input_shape))``, then `format`.
 
@@ -34,6 +59,7 @@ def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -
     is one broadcast sum of a small per-(output, tap) part and a small per-channel part.
     """
     sparse = require_scipy("`to_sparse`")
+    kernel = kernel.astype(sparse_dtype(kernel.dtype), copy=False)
     n = geometry.ndim
     groups, fg, cg = geometry.groups, geometry.group_filters, geometry.group_channels
     channels_last = geometry.layout == "channels_last"
@@ -53,12 +79,8 @@ def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -
     for i, (axis, step) in enumerate(zip(geometry.axes, spatial_steps)):
         shape = [1] * (2 * n)
         shape[i], shape[n + i] = axis.output, axis.kernel
-        position = (
-            np.arange(axis.output)[:, None] * axis.stride
-            + np.arange(axis.kernel)[None, :] * axis.dilation
-            - axis.lo
-        ).reshape(shape)
-        source = geometry.mode.source(position, axis.size)  # -1 where a tap reads a zero
+        position = _offsets(axis).reshape(shape)
+        source = geometry.mode.source(position, axis.size).astype(np.int64)  # -1 where a tap reads a zero
         inside = inside & (source >= 0)
         spatial_part = spatial_part + (np.maximum(source, 0) * step).astype(index_dtype)
     channel_part = (np.arange(groups)[:, None] * cg + np.arange(cg)[None, :]) * channel_step
@@ -66,19 +88,22 @@ def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -
 
     # Full index arrays in row-major row order, entries within a row in increasing column
     # order: channels-last (*o, G, Fg, *k, Cg), channels-first (G, Fg, *o, Cg, *k).
+    # The output positions are one axis here (o, below): with N of them the arrays would have
+    # 2N + 3 axes, beyond NumPy's 64 for N = 31.
     out_shape, kernel_shape = geometry.spatial_output, geometry.spatial_kernel
-    ones = (1,) * n
+    outputs, ones = math.prod(out_shape), (1,) * n
     arranged = np.moveaxis(kernel.reshape(*kernel_shape, cg, groups, fg), (n + 1, n + 2), (0, 1))
     if channels_last:
-        spatial_shape = (*out_shape, 1, 1, *kernel_shape, 1)
-        channel_shape = (*ones, groups, 1, *ones, cg)
-        values = arranged.reshape(*ones, groups, fg, *kernel_shape, cg)
+        spatial_shape = (outputs, 1, 1, *kernel_shape, 1)
+        channel_shape = (1, groups, 1, *ones, cg)
+        values = arranged.reshape(1, groups, fg, *kernel_shape, cg)
     else:
-        spatial_shape = (1, 1, *out_shape, 1, *kernel_shape)
-        channel_shape = (groups, 1, *ones, cg, *ones)
-        values = np.moveaxis(arranged, -1, 2).reshape(groups, fg, *ones, cg, *kernel_shape)
+        spatial_shape = (1, 1, outputs, 1, *kernel_shape)
+        channel_shape = (groups, 1, 1, cg, *ones)
+        values = np.moveaxis(arranged, -1, 2).reshape(groups, fg, 1, cg, *kernel_shape)
     columns = spatial_part.reshape(spatial_shape) + channel_part.reshape(channel_shape)
-    full_shape = np.broadcast_shapes(columns.shape, values.shape)
+    # (np.broadcast_shapes handles at most 32 axes)
+    full_shape = tuple([max(a, b) for a, b in zip(columns.shape, values.shape)])
     columns = np.broadcast_to(columns, full_shape)
     values = np.broadcast_to(values, full_shape)
     if inside.all():

@@ -46,10 +46,12 @@ def _banded_view(values: np.ndarray, columns: int, padding: Padding, *, reverse:
 
 
 def _empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """A read-only empty result, as SciPy returns for empty inputs."""
-    result = np.zeros(shape, dtype=dtype)
-    result.flags.writeable = False
-    return result
+    """A read-only empty result, as SciPy returns for empty inputs.
+
+    A view of an immutable ``bytes`` object, so that, like the other views, it cannot be made
+    writable again.
+    """
+    return np.frombuffer(b"", dtype=dtype).reshape(shape)
 
 
 def _as_vectors(value: Any, name: str) -> np.ndarray:

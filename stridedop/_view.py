@@ -183,7 +183,12 @@ class OperatorView(np.ndarray):
 
 def _operator_view(operator: Any) -> OperatorView:
     """Unpickle: the view of an operator (built again from its kernel and geometry)."""
-    return operator.view  # type: ignore[no-any-return]
+    from ._algebra import BaseOperator  # imports this module
+
+    if not (isinstance(operator, BaseOperator) and hasattr(type(operator), "view")):  # tampered
+        kind = type(operator).__name__
+        raise TypeError(f"a pickled OperatorView must hold a stridedop operator with a view, got {kind}")
+    return operator.view  # type: ignore[attr-defined,no-any-return]
 
 
 def make_view(array: np.ndarray, origin: Any) -> OperatorView:

@@ -7,7 +7,27 @@ try:
 except ImportError:  # NumPy 1.26
     from numpy import byte_bounds
 
-__all__ = ["byte_bounds", "owner", "to_channels_first_kernel", "to_channels_first_operator"]
+__all__ = ["NUMERIC_DTYPES", "byte_bounds", "owner", "to_channels_first_kernel", "to_channels_first_operator"]
+
+# Every numeric dtype NumPy has (bool, ints, floats, complex), native byte order.
+NUMERIC_DTYPES = [
+    np.bool_,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.float16,
+    np.float32,
+    np.float64,
+    np.longdouble,
+    np.complex64,
+    np.complex128,
+    np.clongdouble,
+]
 
 
 def owner(view):

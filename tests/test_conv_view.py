@@ -2,7 +2,13 @@ import math
 
 import numpy as np
 import pytest
-from helpers import byte_bounds, owner, to_channels_first_kernel, to_channels_first_operator
+from helpers import (
+    NUMERIC_DTYPES,
+    byte_bounds,
+    owner,
+    to_channels_first_kernel,
+    to_channels_first_operator,
+)
 from oracles import direct_convolution, index_operator, loop_operator
 
 import stridedop
@@ -96,24 +102,7 @@ def test_later_changes_to_the_kernel_do_not_show():
     np.testing.assert_array_equal(W, before)
 
 
-DTYPES = [
-    np.bool_,
-    np.int8,
-    np.int16,
-    np.int32,
-    np.int64,
-    np.uint8,
-    np.uint16,
-    np.uint32,
-    np.uint64,
-    np.float16,
-    np.float32,
-    np.float64,
-    np.longdouble,
-    np.complex64,
-    np.complex128,
-    np.clongdouble,
-]
+DTYPES = NUMERIC_DTYPES
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -323,9 +312,12 @@ def test_buffer_larger_than_available_memory_raises_memory_error(monkeypatch):
     # Pretend 100 MiB are available: a 256 MiB buffer must be refused before it is allocated.
     monkeypatch.setattr("stridedop._conv.available_memory", lambda: 100 * 2**20)
     kernel = np.broadcast_to(np.float64(1.0), (1, 2**10, 1))
-    with pytest.raises(
-        MemoryError, match=r"the operator.s buffer needs 256 MiB \(268427264 bytes\) but only 100 MiB"
-    ):
+    needs = r"the operator.s buffer needs 256 MiB \(268427264 bytes, twice that while it is built\)"
+    with pytest.raises(MemoryError, match=needs + " but only 100 MiB"):
+        stridedop.conv_view(kernel, (2**14, 2**10))
+    # Issue 10, item 1: the buffer is frozen into an immutable copy, so twice its size must fit.
+    monkeypatch.setattr("stridedop._conv.available_memory", lambda: 400 * 2**20)
+    with pytest.raises(MemoryError, match="twice that while it is built"):
         stridedop.conv_view(kernel, (2**14, 2**10))
 
 

@@ -1,4 +1,5 @@
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from hypothesis import strategies as st
 from oracles import direct_convolution, loop_operator, pads_for
 
 import stridedop
+from stridedop._geometry import make_geometry
 
 
 def footprint_bound(itemsize, m, pads, channels, filters, circular):
@@ -203,3 +205,70 @@ def test_tensordot_matches_torch(n, padding, stride, dilation, groups, layout):
         got = np.tensordot(W, x_cf, n + 1)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def _reads(mode, offset, m):
+    """The input entry a tap at `offset` from the input's start reads, or None (a zero)."""
+    if mode == "zeros":
+        return offset if 0 <= offset < m else None
+    if mode == "circular":
+        return offset % m
+    if mode == "replicate":
+        return min(max(offset, 0), m - 1)
+    if m == 1:  # reflect
+        return 0
+    phase = offset % (2 * (m - 1))
+    return phase if phase < m else 2 * (m - 1) - phase
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    m=st.integers(1, 40),
+    k=st.integers(1, 9),
+    stride=st.integers(1, 6),
+    dilation=st.integers(1, 7),
+    pads=st.tuples(st.integers(0, 30), st.integers(0, 30)),
+    mode=st.sampled_from(["zeros", "circular", "reflect", "replicate"]),
+)
+def test_nonzero_count_is_the_count_of_entries_each_output_reads(m, k, stride, dilation, pads, mode):
+    # Issue 10, item 12: the count is closed-form now; compare it with counting by loops.
+    assume((k - 1) * dilation + 1 <= m + sum(pads))
+    geometry = make_geometry(
+        (k, 2, 3), (m,), padding=[pads], padding_mode=mode, stride=stride, dilation=dilation
+    )
+    (axis,) = geometry.axes
+    places = [
+        {_reads(mode, o * stride + r * dilation - axis.lo, m) for r in range(k)} - {None}
+        for o in range(axis.output)
+    ]
+    assert geometry.nonzero_count == 2 * 3 * sum(len(p) for p in places)
+
+
+@pytest.mark.parametrize(
+    ("padding", "mode"),
+    [("valid", "zeros"), ("same", "zeros"), ("full", "zeros"), ("circular", "zeros")]
+    + [("valid", "replicate"), ("same", "replicate"), ("full", "replicate")],
+)
+def test_nonzero_count_costs_nothing_proportional_to_the_kernel(padding, mode):
+    # Issue 10, item 12: a 10^8-tap axis (and 10^15 for circular folding) is counted without any
+    # allocation or loop over the taps.
+    tracemalloc.start()
+    try:
+        for size in (10**8, 10**15):
+            dilation = 3 if padding == "circular" else 1
+            geometry = make_geometry(
+                (size, 1, 1), (size,), padding=padding, padding_mode=mode, dilation=dilation
+            )
+            count = geometry.nonzero_count
+            _, peak = tracemalloc.get_traced_memory()
+            assert peak < 2**20
+            # gcd(3, 10**k) == 1: every circular tap reaches its own position; 'valid' has one
+            # output; 'same' loses lo(lo+1)/2 pairs below the input and hi(hi+1)/2 above it.
+            # Replicate reads the same entries: each output's taps are contiguous and reach inside.
+            lo = (size - 1) // 2
+            hi = size - 1 - lo
+            expected = {"valid": size, "same": size * size - lo * (lo + 1) // 2 - hi * (hi + 1) // 2}
+            expected |= {"full": size * size, "circular": size * size}
+            assert count == expected[padding]
+    finally:
+        tracemalloc.stop()

@@ -136,6 +136,9 @@ def test_bad_max_bytes_is_refused(max_bytes):
     W = stridedop.conv_view(np.ones((2, 1, 1)), (4, 1))
     with pytest.raises(ValueError, match="`max_bytes` must be a non-negative int or None"):
         stridedop.materialize(W, max_bytes=max_bytes)
+    # Issue 10, item 10: also when `out=` makes it unused.
+    with pytest.raises(ValueError, match="`max_bytes` must be a non-negative int or None"):
+        stridedop.materialize(W, out=np.zeros(W.shape), max_bytes=max_bytes)
 
 
 @pytest.mark.parametrize(
