@@ -63,7 +63,7 @@ __all__ = [
 _DENSE_MAX_SIDE = 512  # below this min(rows, columns) the dense SVD is the fastest route
 _LANCZOS_BYTES = (256 * 2**20, 4 * 2**30)  # Krylov bases: at least, at most (else 1/8 of free memory)
 TOLERANCE = 1e-10
-_TWO_SIDED_ENTRIES = 2**19  # above this, Lanczos keeps (and reorthogonalizes) the shorter basis only
+_LANCZOS_ENTRIES = 2**25  # entries of the two Krylov bases before Lanczos restarts
 _ROUNDING = 1e-12  # relative margin that makes floating-point bounds safe against rounding
 
 
@@ -193,16 +193,12 @@ def frobenius_norm(layer: Layer) -> float:
     kernel = np.asarray(layer.kernel)
     geometry = layer.geometry
     n = geometry.ndim
-    flat = kernel.reshape(*kernel.shape[:n], -1).astype(
-        np.complex128 if kernel.dtype.kind == "c" else np.float64
-    )
-    # Gram of taps over channel pairs, contracted one axis at a time with that axis's overlaps.
-    gram = np.tensordot(flat, flat.conj(), axes=([n], [n]))  # (*k, *k)
+    flat: np.ndarray = kernel.reshape(*kernel.shape[:n], -1).astype(_work_dtype(kernel.dtype))
+    # (prod_a G_a) applied to the kernel one tap axis at a time, then <K, G K>: O(taps * sum(k) * C * F).
+    applied = flat
     for a, axis in enumerate(geometry.axes):
-        overlaps = _tap_overlaps(axis, layer.mode)
-        # contract axis a of the first copy and axis a of the second copy (now at position n - a)
-        gram = np.tensordot(gram, overlaps, axes=([0, n - a], [0, 1]))
-    return math.sqrt(max(float(np.real(gram)), 0.0))
+        applied = np.moveaxis(np.tensordot(_tap_overlaps(axis, layer.mode), applied, axes=([1], [a])), 0, a)
+    return math.sqrt(max(float(np.real(np.vdot(flat, applied))), 0.0))
 
 
 # -- circular padding: exact through the DFT --------------------------------------------------------
@@ -334,22 +330,29 @@ def _work_dtype(dtype: np.dtype) -> type:
 
 
 def _orthogonalize(w: np.ndarray, basis: np.ndarray) -> np.ndarray:
-    """Remove from `w` its components along the orthonormal rows of `basis`.
+    """Remove from `w` its components along the orthonormal rows of `basis`."""
+    return _orthogonalize_with_coefficients(w, basis)[0]
+
+
+def _orthogonalize_with_coefficients(w: np.ndarray, basis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`w` minus its components along the orthonormal rows of `basis`, and those components.
 
     Classical Gram-Schmidt, repeated when the first pass cancelled most of `w` (the DGKS test),
     which keeps the result orthogonal to working precision.
     """
+    coefficients = np.zeros(len(basis), dtype=np.result_type(w, basis))
     if not len(basis):
-        return w
+        return w, coefficients
     before = np.linalg.norm(w)
     for _ in range(2):
-        coefficients = basis @ w if basis.dtype.kind != "c" else basis.conj() @ w
-        w = w - basis.T @ coefficients
+        step = basis @ w if basis.dtype.kind != "c" else basis.conj() @ w
+        w = w - basis.T @ step
+        coefficients += step
         after = np.linalg.norm(w)
         if after > 0.7071 * before:
             break
         before = after
-    return w
+    return w, coefficients
 
 
 def _error_estimates(residuals: np.ndarray, values: np.ndarray, count: int) -> np.ndarray:
@@ -380,72 +383,66 @@ def _lanczos_pass(
     capacity: int,
     limit: int,
     random_vector: Callable[[int], np.ndarray],
-    two_sided: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
-    """One Golub-Kahan-Lanczos run on flat vectors (restarted when the bases are full).
+    """One Golub-Kahan-Lanczos run on flat vectors, thick-restarted when the bases are full.
 
-    The right basis ``V`` is always fully reorthogonalized; the left one too when `two_sided`,
-    else only its last vector is kept and the left singular vectors are ``A v / sigma``.
+    ``B = U^H A V`` is kept as a dense matrix: each new column holds the coefficients that the
+    reorthogonalization of ``A v_j`` against ``U`` removed (``beta_{j-1}`` in a plain step) and
+    ``alpha_j``. A restart keeps the best half of the Ritz triplets and the next vector
+    ``v_{j+1}``; then ``B`` starts as ``diag(sigma)`` and the couplings ``U_i^H A v_{j+1}`` come
+    out of the next reorthogonalization by themselves.
     """
     rows, columns = shape
     dimension = min(rows, columns)
     dtype = start.dtype
-    v = start
+    V = np.zeros((capacity + 1, columns), dtype=dtype)
+    U = np.zeros((capacity, rows), dtype=dtype)
+    B = np.zeros((capacity, capacity), dtype=dtype)
+    V[0] = start / np.linalg.norm(start)
+    j = 0  # columns of B filled
     total_steps = 0
+    since_check = 0
+    converged = False
     while True:
-        V = np.zeros((capacity + 1, columns), dtype=dtype)
-        U = np.zeros((capacity if two_sided else 1, rows), dtype=dtype)
-        alphas = np.zeros(capacity)
-        betas = np.zeros(capacity)
-        V[0] = v / np.linalg.norm(v)
-        steps = 0
-        converged = False
-        for j in range(capacity):
-            here = j if two_sided else 0
-            u = forward(V[j])
-            if j:
-                u = u - betas[j - 1] * U[here - 1 if two_sided else 0]
-            if two_sided:
-                u = _orthogonalize(u, U[:j])
-            alphas[j] = np.linalg.norm(u)
-            U[here] = u / alphas[j] if alphas[j] > 0 else 0
-            w = _orthogonalize(adjoint(U[here]) - alphas[j] * V[j], V[: j + 1])
-            betas[j] = np.linalg.norm(w)
-            steps = j + 1
-            total_steps += 1
-            scale = max(alphas[:steps].max(), betas[:steps].max(), np.finfo(float).tiny)
-            if betas[j] <= 1e-14 * scale:
-                # An invariant subspace: its values are exact; go on with a fresh direction.
-                betas[j] = 0.0
-                if steps < dimension:
-                    w = _orthogonalize(random_vector(columns), V[: j + 1])
-                    V[j + 1] = w / np.linalg.norm(w)
-            else:
-                V[j + 1] = w / betas[j]
-            last = steps >= capacity or steps >= dimension
-            if not last and (steps < k or steps % max(2, steps // 16)):
-                continue  # test convergence every second step, then every 6 % or so
-            B = np.diag(alphas[:steps]) + np.diag(betas[: steps - 1], 1)
-            P, S, _ = np.linalg.svd(B)
-            top = min(k, steps)
-            errors = _error_estimates(np.abs(betas[steps - 1] * P[steps - 1]), S, top)
-            if steps >= dimension or np.all(errors <= tol * np.maximum(S[:top], np.finfo(float).tiny)):
-                converged = True
-                break
-            if last:
-                break
-        B = np.diag(alphas[:steps]) + np.diag(betas[: steps - 1], 1)
-        P, S, Qh = np.linalg.svd(B)
-        top = min(k, steps)
-        v_vectors = Qh[:top].conj() @ V[:steps]
-        if converged or total_steps >= limit:
-            if two_sided:
-                u_vectors = P[:, :top].T @ U[:steps]
-            else:
-                images = np.array([forward(vector) for vector in v_vectors])
-                u_vectors = images / np.maximum(np.linalg.norm(images, axis=1), np.finfo(float).tiny)[:, None]
-            return u_vectors, S[:top], v_vectors, converged
-        v = v_vectors.sum(axis=0)  # explicit restart from the Ritz vectors found so far
+        u = forward(V[j])
+        u, B[:j, j] = _orthogonalize_with_coefficients(u, U[:j])
+        alpha = np.linalg.norm(u)
+        B[j, j] = alpha
+        U[j] = u / alpha if alpha > 0 else 0
+        w = _orthogonalize(adjoint(U[j]) - alpha * V[j], V[: j + 1])
+        beta = float(np.linalg.norm(w))
+        j += 1
+        total_steps += 1
+        since_check += 1
+        if beta <= 1e-14 * max(np.abs(B[:j, :j]).max(), np.finfo(float).tiny):
+            # An invariant subspace: its values are exact; go on with a fresh direction.
+            beta = 0.0
+            if j < dimension:
+                w = _orthogonalize(random_vector(columns), V[:j])
+                V[j] = w / np.linalg.norm(w)
+        else:
+            V[j] = w / beta
+        full = j >= capacity or j >= dimension
+        if not full and (j < k or since_check < max(2, total_steps // 16)):
+            continue  # test convergence every second step, then every 6 % or so
+        since_check = 0
+        P, S, Qh = np.linalg.svd(B[:j, :j])
+        top = min(k, j)
+        errors = _error_estimates(np.abs(beta * P[j - 1]), S, top)
+        if j >= dimension or np.all(errors <= tol * np.maximum(S[:top], np.finfo(float).tiny)):
+            converged = True
+            break
+        if total_steps >= limit:
+            break
+        if full:
+            keep = min(j - 1, max(k + 4, j // 2))
+            V[:keep], V[keep] = Qh[:keep].conj() @ V[:j], V[j].copy()
+            U[:keep] = P[:, :keep].T @ U[:j]
+            B[:] = 0
+            B[np.arange(keep), np.arange(keep)] = S[:keep]
+            j = keep
+    top = min(k, j)
+    return P[:, :top].T @ U[:j], S[:top], Qh[:top].conj() @ V[:j], converged
 
 
 def lanczos_svds(
@@ -460,16 +457,15 @@ def lanczos_svds(
     """Largest `k` singular triplets by Golub-Kahan-Lanczos bidiagonalization.
 
     Full reorthogonalization (classical Gram-Schmidt, repeated when needed) keeps both Krylov
-    bases orthonormal. Above ``2**19`` entries in the two vectors only the shorter basis is kept
-    and reorthogonalized (one-sided reorthogonalization, Simon & Zha 2000, which keeps the
-    singular values as accurate), and the other singular vectors are ``A v / sigma``.
-    After ``j`` steps ``A V_j = U_j B_j`` and ``A^H U_j = V_j B_j^H + beta_j v_{j+1} e_j^T`` with
-    ``B_j`` upper bidiagonal, so the Ritz triplet ``(U_j p, sigma, V_j q)`` of ``B_j = P S Q^H``
-    has residual ``|beta_j p_j|``: some singular value of ``A`` lies within it of ``sigma``, and
-    within its square over twice the gap to the other values (`_error_estimates`). The
-    iteration stops when that error is at most ``tol * sigma`` for the `k` largest. When the
-    bases reach their memory budget (1/8 of the free memory, between 256 MiB and 4 GiB) it
-    restarts from the combination of the current `k` Ritz vectors.
+    bases orthonormal. With ``B = U^H A V`` (upper bidiagonal between restarts),
+    ``A V = U B`` and ``A^H U = V B^H + beta v_{j+1} e_j^T``, so the Ritz triplet
+    ``(U p, sigma, V q)`` of ``B = P S Q^H`` has residual ``|beta p_j|``: some singular value of
+    ``A`` lies within it of ``sigma``, and within its square over twice the gap to the other
+    values (`_error_estimates`). The iteration stops when that error is at most ``tol * sigma``
+    for the `k` largest. The bases hold at most about ``2**25`` entries (and 1/8 of the free
+    memory), so that reorthogonalizing stays cheaper than the products; when they are full the
+    iteration restarts thick, from the better half of its Ritz vectors (Wu & Simon 2000; Baglama
+    & Reichel 2005).
 
     One start vector sees one copy of a repeated singular value, so for ``k > 1`` the found right
     vectors are locked and the run repeats on ``A (I - V V^H)`` until its largest value is below
@@ -479,28 +475,14 @@ def lanczos_svds(
     ``A v[i] = s[i] u[i]``.
     """
     rows, columns = linear_map.rows, linear_map.columns
-    two_sided = rows + columns <= _TWO_SIDED_ENTRIES
-    if not two_sided and rows < columns and start is None:
-        # Keep the shorter basis: run on the adjoint and exchange the singular vectors.
-        dense = linear_map.dense
-        swapped = LinearMap(
-            forward=linear_map.adjoint,
-            adjoint=linear_map.forward,
-            input_shape=linear_map.output_shape,
-            output_shape=linear_map.input_shape,
-            dtype=linear_map.dtype,
-            dense=lambda max_bytes: dense(max_bytes).conj().T,
-        )
-        u, s, v, converged = lanczos_svds(swapped, k, tol=tol, max_steps=max_steps, seed=seed)
-        return v, s, u, converged
     dtype = _work_dtype(linear_map.dtype)
     dimension = min(rows, columns)
     low, high = _LANCZOS_BYTES
     memory = max(low, min(high, (available_memory() or 0) // 8))
-    stored = columns + rows if two_sided else columns
-    budget = max(2 * k + 20, memory // (np.dtype(dtype).itemsize * stored))
-    capacity = min(dimension, budget if max_steps is None else max(max_steps, k))
-    limit = 40 * capacity if max_steps is None else max_steps
+    budget = memory // (np.dtype(dtype).itemsize * (rows + columns))
+    capacity = max(2 * k + 40, min(budget, _LANCZOS_ENTRIES // (rows + columns)))
+    capacity = min(dimension, capacity if max_steps is None else max(max_steps, k))
+    limit = 100 * capacity if max_steps is None else max_steps
     rng = np.random.default_rng(seed)
 
     def random_vector(size: int) -> np.ndarray:
@@ -529,7 +511,7 @@ def lanczos_svds(
     converged = True
     while True:
         u, s, v, done = _lanczos_pass(
-            forward, adjoint, (rows, columns), wanted, tol, v0, capacity, limit, random_vector, two_sided
+            forward, adjoint, (rows, columns), wanted, tol, v0, capacity, limit, random_vector
         )
         converged = converged and done
         if len(locked_s) >= k and (not len(s) or s[0] <= locked_s[k - 1] * (1 + tol)):
@@ -726,14 +708,9 @@ def norm_grad(linear_map: LinearMap) -> np.ndarray:
     layer = linear_map.layer
     if layer is None:
         raise ValueError("`norm_grad` needs a single convolution")
-    u, s, v = svds(linear_map, 1)
+    u, _, v = svds(linear_map, 1)
     geometry = layer.geometry
-    # to channels-last
-    if geometry.layout == "channels_first":
-        u_last, v_last = np.moveaxis(u[0], 0, -1), np.moveaxis(v[0], 0, -1)
-    else:
-        u_last, v_last = u[0], v[0]
-    gradient = kernel_gradient(layer, u_last, v_last)
+    gradient = kernel_gradient(layer, _canonical_vector(u[0], geometry), _canonical_vector(v[0], geometry))
     if np.asarray(layer.kernel).dtype.kind == "c":
         return gradient.conj()
     return gradient.real
