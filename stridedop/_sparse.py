@@ -135,7 +135,7 @@ def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -
         target[...] = channel_part.reshape(channel_shape)
         for i, (axis, (start, stop, first, count)) in enumerate(zip(geometry.axes, combination)):
             wide = _position_dtype(axis)
-            position = (
+            position: np.ndarray = (
                 np.arange(start, stop, dtype=wide)[:, None] * axis.stride
                 + (first + np.arange(count, dtype=wide))[None, :] * axis.dilation
                 - axis.lo
@@ -147,7 +147,8 @@ def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -
                 term_shape[i], term_shape[n + 1 + i] = stop - start, count
             else:
                 term_shape[1 + i], term_shape[n + 2 + i] = stop - start, count
-            target += (np.asarray(position).astype(np.int64) * steps[i]).astype(index_dtype).reshape(term_shape)
+            column = position.astype(np.int64) * steps[i]  # an input index: it fits in int64
+            target += column.astype(index_dtype).reshape(term_shape)
         block = kernel[tuple(slice(first, first + count) for _, _, first, count in combination)]
         if channels_last:  # (*taps, Cg, F) -> (F, *taps, Cg)
             values[...] = np.moveaxis(block, -1, 0)
