@@ -21,6 +21,7 @@ from ._dask import apply as apply_dask
 from ._dask import is_dask_array
 from ._dense import check_allocation, dense_allocation
 from ._geometry import as_numeric_array, brief
+from ._memory import format_bytes, refused_allocation
 from ._sparse import require_scipy
 
 __all__ = ["BaseOperator", "ProductOperator", "SumOperator", "is_scalar"]
@@ -101,7 +102,8 @@ class BaseOperator:
         if is_dask_array(x):  # checked without importing dask
             return apply_dask(self, x)
         batch, leading = _as_batch(x, self.input_shape, "x")
-        result = self._product(batch)
+        with refused_allocation(lambda: _apply_refusal(self, batch)):
+            result = self._product(batch)
         return result.reshape(*leading, *self.output_shape)
 
     def dot(self, x: np.typing.ArrayLike) -> np.ndarray:
@@ -374,6 +376,17 @@ def _pylops_operator(pylops: Any, operator: BaseOperator) -> Any:
             return (operator.H @ y.reshape(operator.output_shape)).ravel()
 
     return StridedopOperator()
+
+
+def _apply_refusal(operator: BaseOperator, batch: np.ndarray) -> str:
+    """Why applying `operator` to `batch` ran out of memory, with what to do instead."""
+    result = batch.shape[0] * math.prod(operator.output_shape) * np.dtype(operator.dtype).itemsize
+    return (
+        f"applying the operator to a batch of {batch.shape[0]} inputs of shape {operator.input_shape} "
+        f"needs its result ({format_bytes(result)}) and work arrays of a few times the input and output, "
+        "more memory than this process may use. Apply it to smaller batches, or to a `dask.array` "
+        "(`pip install stridedop[dask]`), which works chunk by chunk"
+    )
 
 
 def _as_batch(x: Any, expected: tuple[int, ...], name: str) -> tuple[np.ndarray, tuple[int, ...]]:

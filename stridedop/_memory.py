@@ -187,7 +187,8 @@ def check_addressable(shape: tuple[int, ...], itemsize: int, what: str) -> None:
     if size * itemsize > limit:
         raise DescribedMemoryError(
             f"{what} of shape {shape} would span {size * itemsize} bytes, more than NumPy can "
-            f"address ({limit}); use `ConvOperator(...) @ x` or `.to_sparse()` instead"
+            f"address ({limit}); apply the operator instead (`op @ x`, `op.H @ y`, which need no view) "
+            "or export it with `op.to_sparse()`"
         )
 
 

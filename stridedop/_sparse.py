@@ -12,6 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ._geometry import Axis, Geometry
+from ._memory import format_bytes, refused_allocation
 
 __all__ = ["require_scipy", "sparse_dtype", "sparse_matrix"]
 
@@ -42,6 +43,16 @@ def _position_dtype(axis: Axis) -> type:
     """int64, or Python ints (object) where huge strides, dilations or padding could overflow it."""
     largest = max(axis.output * axis.stride, axis.kernel * axis.dilation, axis.lo)
     return np.int64 if largest < 2**62 else object
+
+
+def _sparse_refusal(nnz: int, entry_bytes: int) -> str:
+    """Why the sparse export ran out of memory, with its size and the alternatives."""
+    needed = nnz * entry_bytes
+    return (
+        f"the sparse operator has {nnz} structural non-zeros, {format_bytes(needed)} ({needed} bytes) of "
+        "indices and values, more memory than this process may use; apply the operator instead "
+        "(`op @ x`, `op.H @ y`), which needs no matrix"
+    )
 
 
 def _tap_runs(axis: Axis, zeros: bool) -> list[tuple[int, int, int, int]]:
@@ -95,8 +106,10 @@ def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -
     totals = [int(counts.sum()) for counts in per_output]  # (output, tap) pairs per axis
     nnz = math.prod(totals) * cg * filters
     index_dtype = np.int32 if max(geometry.input_size, nnz) < 2**31 else np.int64
-    indices = np.empty(nnz, dtype=index_dtype)
-    data = np.empty(nnz, dtype=kernel.dtype)
+    entry_bytes = np.dtype(index_dtype).itemsize + kernel.dtype.itemsize
+    with refused_allocation(lambda: _sparse_refusal(nnz, entry_bytes)):
+        indices = np.empty(nnz, dtype=index_dtype)
+        data = np.empty(nnz, dtype=kernel.dtype)
     cumulative = [np.concatenate([[0], np.cumsum(counts)]) for counts in per_output]
     # Input channel of (filter, channel-in-group): g(f) * Cg + c, as a column offset.
     group_of_filter = np.arange(filters) // geometry.group_filters

@@ -333,3 +333,41 @@ def _pickled_call(function, argument):
             return (function, (argument,))
 
     return pickle.loads(pickle.dumps(Payload()))
+
+
+def test_a_refused_apply_gets_the_descriptive_message(monkeypatch):
+    # Issue 10 item 15: the system may refuse an allocation that the guards allowed.
+    from stridedop._operator import ConvOperator
+
+    def refuse(self, batch):
+        raise MemoryError("Unable to allocate 9 EiB")
+
+    monkeypatch.setattr(ConvOperator, "_product", refuse)
+    op = stridedop.ConvOperator(np.ones((3, 3, 2, 4)), (8, 8, 2), padding="same")
+    with pytest.raises(MemoryError, match=r"applying the operator to a batch of 1 inputs .*dask.array"):
+        op @ np.ones(op.input_shape)
+
+
+def test_a_refused_sparse_export_gets_the_descriptive_message(monkeypatch):
+    pytest.importorskip("scipy")
+    real_empty = np.empty
+
+    def refuse(shape, *args, **kwargs):
+        if isinstance(shape, int) and shape > 100:  # the index and value arrays
+            raise MemoryError("Unable to allocate")
+        return real_empty(shape, *args, **kwargs)
+
+    op = stridedop.ConvOperator(np.ones((3, 3, 2, 4)), (8, 8, 2), padding="circular")
+    monkeypatch.setattr("stridedop._sparse.np.empty", refuse)
+    with pytest.raises(MemoryError, match=r"the sparse operator has 4608 structural non-zeros.*op @ x"):
+        op.to_sparse()
+
+
+def test_a_view_beyond_what_numpy_can_address_names_op_at_x():
+    # Issue 10 item 11: the operator constructs; only .view refuses, naming `op @ x`.
+    op = stridedop.ConvOperator(np.ones((3, 3, 64, 64), np.float32), (2**17, 2**17, 64), padding="same")
+    assert op.nbytes == (2**17) ** 4 * 64 * 64 * 4
+    # Every tap of every (filter, channel) pair lands inside on 3m - 2 (output, tap) pairs per axis.
+    assert op.norm("fro") == pytest.approx(64 * (3 * 2**17 - 2))
+    with pytest.raises(MemoryError, match=r"`op @ x`"):
+        op.view  # noqa: B018
