@@ -96,42 +96,49 @@ def plan_buffer(geometry: Geometry) -> BufferPlan:
     # Along axis i, t = x - o*s + lo ranges over [first, last] for the views and the kernel sits
     # at [0, extent). An axis's width is chosen so that no difference t - r*d between a window
     # position and a kernel tap is a non-zero multiple of it: rows never alias (the outermost
-    # width is not used).
+    # width is not used). One pass from the innermost axis out lays the rows out in mixed radix.
     axes = geometry.axes
-    firsts = [axis.lo - (axis.output - 1) * axis.stride for axis in axes]
-    widths = [max(axis.size + axis.lo, axis.extent - first) for axis, first in zip(axes, firsts)]
-    input_steps = _mixed_radix(widths, channels)
-    window_low = window_high = kernel_high = 0
-    origin = 0
-    for axis, first, step in zip(axes, firsts, input_steps):
+    input_steps = []
+    output_steps = []
+    kernel_steps = [0, 0, 1]  # reversed below: the taps', then the channel, group and filter steps
+    step = channels
+    window_low = origin = 0
+    window_high = kernel_high = channels - 1
+    for axis in reversed(axes):
+        lo, stride, last = axis.lo, axis.stride, axis.size - 1 + axis.lo
+        first = lo - (axis.output - 1) * stride
+        input_steps.append(step)
+        output_steps.append(-stride * step)
+        kernel_steps.append(axis.dilation * step)
         window_low += first * step
-        window_high += (axis.size - 1 + axis.lo) * step
+        window_high += last * step
         kernel_high += (axis.extent - 1) * step
-        origin += axis.lo * step
-    window_high += channels - 1
-    kernel_high += channels - 1
+        origin += lo * step
+        step *= max(last + 1, axis.extent - first)
+    input_steps.reverse()
+    output_steps.reverse()
+    kernel_steps.reverse()
     # Filters are far enough apart that no window of one filter reaches another filter's kernel.
     filter_step = max(window_high + 1, kernel_high - window_low + 1)
     low = min(window_low, 0)
     high = (geometry.filters - 1) * filter_step + max(window_high, kernel_high)
     # Tap r of filter f = (g, j) and channel c goes to kernel_origin + f * filter_step
     # + sum(r_i * d_i * input_steps[i]) + g * Cg + c.
-    kernel_steps = (
-        *[axis.dilation * step for axis, step in zip(axes, input_steps)],
-        1,
-        geometry.group_filters * filter_step + geometry.group_channels,
-        filter_step,
-    )
+    kernel_steps[-2] = geometry.group_filters * filter_step + geometry.group_channels
+    kernel_steps[-1] = filter_step
+    # Every window lies in [window_low, window_high] + f * filter_step and every kernel entry in
+    # [0, kernel_high] + f * filter_step, both shifted by -low: inside the buffer by construction
+    # (`_verified` checks it once more).
     return _verified(
         geometry,
         BufferPlan(
             size=high - low + 1,
             origin=origin - low,
-            output_steps=tuple([-axis.stride * step for axis, step in zip(axes, input_steps)]),
+            output_steps=tuple(output_steps),
             filter_step=filter_step,
-            input_steps=input_steps,
+            input_steps=tuple(input_steps),
             kernel_origin=-low,
-            kernel_steps=kernel_steps,
+            kernel_steps=tuple(kernel_steps),
             view_steps=(),
         ),
     )
@@ -139,9 +146,11 @@ def plan_buffer(geometry: Geometry) -> BufferPlan:
 
 def _verified(geometry: Geometry, plan: BufferPlan) -> BufferPlan:
     """Add the public view's steps and check once that every view stays inside the buffer."""
-    _check_reach(plan.size, plan.origin, geometry.canonical_shape, plan.steps)
     steps = plan.steps
-    plan = plan._replace(view_steps=tuple([steps[axis] for axis in canonical_permutation(geometry)]))
+    _check_reach(plan.size, plan.origin, geometry.canonical_shape, steps)
+    if geometry.layout != "channels_last":  # the canonical order is the channels-last one
+        steps = tuple([steps[axis] for axis in canonical_permutation(geometry)])
+    plan = plan._replace(view_steps=steps)
     if plan.kernel_steps:
         kernel_shape = (
             *geometry.spatial_kernel,
@@ -173,17 +182,16 @@ def fill_buffer(geometry: Geometry, plan: BufferPlan, kernel: np.ndarray) -> np.
     a `FrozenBuffer`: NumPy then stops at an `OperatorView` when it shortens the chain of
     ``.base`` of a plain view of it, so that any slice of a view still leads to its operator.
     """
-    storage = bytearray(plan.size * kernel.dtype.itemsize)  # zero-filled
-    buffer = np.frombuffer(storage, dtype=kernel.dtype)
+    dtype = kernel.dtype
+    storage = bytearray(plan.size * dtype.itemsize)  # zero-filled
     # The kernel (*k, Cg, F) seen as (*k, Cg, groups, F // groups).
-    grouped = kernel.reshape(*kernel.shape[:-1], geometry.groups, geometry.group_filters)
+    grouped = kernel.reshape(kernel.shape[:-1] + (geometry.groups, geometry.group_filters))
     if geometry.circular:
-        _fill_circular(geometry, grouped, buffer)
+        _fill_circular(geometry, grouped, np.frombuffer(storage, dtype))
     else:
-        _view(buffer, plan.kernel_origin, grouped.shape, plan.kernel_steps)[...] = grouped
-    del buffer  # releases its export of `storage`
-    frozen = np.frombuffer(bytes(storage), dtype=kernel.dtype)
-    return frozen.view(FrozenBuffer)
+        # Written through an array on the scratch memory itself, released at once.
+        _view(storage, plan.kernel_origin, grouped.shape, plan.kernel_steps, dtype)[...] = grouped
+    return FrozenBuffer((plan.size,), dtype, bytes(storage))
 
 
 class FrozenBuffer(np.ndarray):
@@ -272,12 +280,19 @@ def _check_reach(size: int, offset: int, shape: tuple[int, ...], steps: tuple[in
         )
 
 
-def _view(buffer: np.ndarray, offset: int, shape: tuple[int, ...], steps: tuple[int, ...]) -> np.ndarray:
-    itemsize = buffer.itemsize
+def _view(
+    buffer: Any, offset: int, shape: tuple[int, ...], steps: tuple[int, ...], dtype: Any = None
+) -> np.ndarray:
+    """The array of `shape` with element `steps` from element `offset` of `buffer` (unchecked).
+
+    `buffer` is an ndarray, or any writable buffer of `dtype` items.
+    """
+    dtype = buffer.dtype if dtype is None else dtype
+    itemsize = dtype.itemsize
     # A length-1 axis never moves, so its stride is 0: an unused step (a huge stride, say) must not
     # overflow the C integers NumPy keeps strides in.
     strides = tuple([step * itemsize if n > 1 else 0 for n, step in zip(shape, steps)])
-    return np.ndarray(shape, buffer.dtype, buffer=buffer, offset=offset * itemsize, strides=strides)
+    return np.ndarray(shape, dtype, buffer, offset * itemsize, strides)
 
 
 def strided_view(
@@ -322,7 +337,7 @@ def operator_view(
         steps = tuple([plan.steps[axis] for axis in order])
     itemsize = buffer.itemsize
     strides = tuple([step * itemsize if n > 1 else 0 for n, step in zip(shape, steps)])
-    view = np.ndarray.__new__(OperatorView, shape, buffer.dtype, buffer, plan.origin * itemsize, strides)
+    view = OperatorView(shape, buffer.dtype, buffer, plan.origin * itemsize, strides)
     view._origin = origin
     return view  # type: ignore[no-any-return]
 

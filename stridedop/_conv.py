@@ -68,12 +68,15 @@ class StridedOperator(NamedTuple):
                 f"{format_bytes(available)} are available; the kernel and `input_shape` "
                 f"{geometry.input_shape} are too large for a view on this machine"
             )
-        with refused_allocation(
-            lambda: f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes), more than "
-            f"this process may allocate; the kernel and `input_shape` {geometry.input_shape} are too "
-            "large for a view here"
-        ):
+        try:
             buffer = fill_buffer(geometry, plan, kernel)
+        except MemoryError as error:  # the descriptive message; nothing to pay when all goes well
+            with refused_allocation(
+                lambda: f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes), more than "
+                f"this process may allocate; the kernel and `input_shape` {geometry.input_shape} are too "
+                "large for a view here"
+            ):
+                raise error
         return cls(geometry, plan, buffer)
 
     def view(self, origin: Any = None, *, adjoint: bool = False) -> OperatorView:

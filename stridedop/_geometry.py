@@ -110,13 +110,17 @@ def _as_int_tuple(value: Any, name: str, length: int | None = None) -> tuple[int
     return items
 
 
-def _at_least(values: tuple[int, ...], minimum: int, name: str, raw: Any) -> tuple[int, ...]:
-    if min(values) < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum} on every axis, got {raw!r}")
+def _positive_ints(value: Any, name: str, length: int) -> tuple[int, ...]:
+    """`length` ints ``>= 1``: `value` is one int for every axis or one per axis."""
+    if type(value) is int and value >= 1:  # the common case, without a detour
+        return (value,) * length
+    values = _as_int_tuple(value, name, length)
+    if min(values) < 1:
+        raise ValueError(f"`{name}` must be >= 1 on every axis, got {value!r}")
     return values
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Axis:
     """One spatial axis: input size, kernel size, stride, dilation and padding amounts.
 
@@ -128,17 +132,28 @@ class Axis:
 
     size: int
     kernel: int
-    stride: int = 1
-    dilation: int = 1
-    lo: int = 0
-    hi: int = 0
-    extent: int = field(init=False, compare=False, repr=False)
-    output: int = field(init=False, compare=False, repr=False)
+    stride: int
+    dilation: int
+    lo: int
+    hi: int
+    extent: int = field(compare=False, repr=False)
+    output: int = field(compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        extent = (self.kernel - 1) * self.dilation + 1
-        object.__setattr__(self, "extent", extent)
-        object.__setattr__(self, "output", (self.size + self.lo + self.hi - extent) // self.stride + 1)
+    def __init__(
+        self, size: int, kernel: int, stride: int = 1, dilation: int = 1, lo: int = 0, hi: int = 0
+    ) -> None:
+        # Frozen: the fields go straight into the instance dict (a frozen dataclass's own __init__
+        # calls object.__setattr__ once per field, several times slower).
+        extent = (kernel - 1) * dilation + 1
+        fields = self.__dict__
+        fields["size"] = size
+        fields["kernel"] = kernel
+        fields["stride"] = stride
+        fields["dilation"] = dilation
+        fields["lo"] = lo
+        fields["hi"] = hi
+        fields["extent"] = extent
+        fields["output"] = (size + lo + hi - extent) // stride + 1
 
     @property
     def padded(self) -> int:
@@ -146,7 +161,7 @@ class Axis:
         return self.size + self.lo + self.hi
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class Geometry:
     """A fully checked convolution geometry; see `make_geometry`.
 
@@ -159,38 +174,52 @@ class Geometry:
     groups: int
     mode: PaddingMode
     layout: LayoutName
-    padding: Any = field(compare=False)  # the argument as given, kept for repr
+    padding: Any  # the argument as given, kept for repr
+    ndim: int  # N, the number of spatial axes
+    group_channels: int
+    group_filters: int
+    spatial_input: tuple[int, ...]
+    spatial_output: tuple[int, ...]
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    view_shape: tuple[int, ...]
+    canonical_shape: tuple[int, ...]  # the operator's axes in the buffer's order: (*o, F, *m, C)
 
-    def __post_init__(self) -> None:
-        spatial_input = tuple([axis.size for axis in self.axes])
-        spatial_output = tuple([axis.output for axis in self.axes])
-        if self.layout == "channels_last":
-            input_shape = (*spatial_input, self.channels)
-            output_shape = (*spatial_output, self.filters)
+    def __init__(
+        self,
+        axes: tuple[Axis, ...],
+        channels: int,
+        filters: int,
+        groups: int,
+        mode: PaddingMode,
+        layout: LayoutName,
+        padding: Any,
+    ) -> None:
+        spatial_input = tuple([axis.size for axis in axes])
+        spatial_output = tuple([axis.output for axis in axes])
+        if layout == "channels_last":
+            input_shape = (*spatial_input, channels)
+            output_shape = (*spatial_output, filters)
         else:
-            input_shape = (self.channels, *spatial_input)
-            output_shape = (self.filters, *spatial_output)
-        set_field = object.__setattr__
-        set_field(self, "ndim", len(self.axes))  # N, the number of spatial axes
-        set_field(self, "group_channels", self.channels // self.groups)
-        set_field(self, "group_filters", self.filters // self.groups)
-        set_field(self, "spatial_input", spatial_input)
-        set_field(self, "spatial_output", spatial_output)
-        set_field(self, "input_shape", input_shape)
-        set_field(self, "output_shape", output_shape)
-        set_field(self, "view_shape", (*output_shape, *input_shape))
-        # The operator's axes in the buffer's own order, whatever the layout: (*o, F, *m, C).
-        set_field(self, "canonical_shape", (*spatial_output, self.filters, *spatial_input, self.channels))
-
-    ndim: int = field(init=False)
-    group_channels: int = field(init=False)
-    group_filters: int = field(init=False)
-    spatial_input: tuple[int, ...] = field(init=False)
-    spatial_output: tuple[int, ...] = field(init=False)
-    input_shape: tuple[int, ...] = field(init=False)
-    output_shape: tuple[int, ...] = field(init=False)
-    view_shape: tuple[int, ...] = field(init=False)
-    canonical_shape: tuple[int, ...] = field(init=False)
+            input_shape = (channels, *spatial_input)
+            output_shape = (filters, *spatial_output)
+        fields = self.__dict__  # frozen: written straight into the instance dict, see `Axis`
+        fields["axes"] = axes
+        fields["channels"] = channels
+        fields["filters"] = filters
+        fields["groups"] = groups
+        fields["mode"] = mode
+        fields["layout"] = layout
+        fields["padding"] = padding
+        fields["ndim"] = len(axes)
+        fields["group_channels"] = channels // groups
+        fields["group_filters"] = filters // groups
+        fields["spatial_input"] = spatial_input
+        fields["spatial_output"] = spatial_output
+        fields["input_shape"] = input_shape
+        fields["output_shape"] = output_shape
+        fields["view_shape"] = (*output_shape, *input_shape)
+        fields["canonical_shape"] = (*spatial_output, filters, *spatial_input, channels)
 
     def _key(self) -> tuple[Any, ...]:
         return (self.axes, self.channels, self.filters, self.groups, self.mode.name, self.layout)
@@ -543,10 +572,8 @@ def _layout_hint(kernel_shape: tuple[int, ...], sizes: tuple[int, ...], layout: 
     return f" (layout={layout!r}; layout={other!r} would not fit either)"
 
 
-def _spatial_input(
-    kernel_shape: tuple[int, ...], input_shape: Any, layout: str, ndim: int, channels: int, groups: int
-) -> tuple[int, ...]:
-    """The spatial sizes of `input_shape`, checked against the kernel's channels."""
+def _sizes(input_shape: Any) -> tuple[int, ...]:
+    """`input_shape` as a tuple of Python ints (an int is one size)."""
     if isinstance(input_shape, (str, bytes)):
         raise ValueError(f"`input_shape` must be a sequence of integers, got the string {input_shape!r}")
     if isinstance(input_shape, np.ndarray) and (input_shape.ndim != 1 or input_shape.dtype.kind not in "iu"):
@@ -556,7 +583,17 @@ def _spatial_input(
         )
     if not isinstance(input_shape, (tuple, list)) and np.ndim(input_shape) == 0:
         input_shape = (input_shape,)
-    sizes = tuple([as_int(v, "input_shape") for v in input_shape])
+    return tuple([as_int(v, "input_shape") for v in input_shape])
+
+
+def _spatial_input(
+    kernel_shape: tuple[int, ...], input_shape: Any, layout: str, ndim: int, channels: int, groups: int
+) -> tuple[int, ...]:
+    """The spatial sizes of `input_shape`, checked against the kernel's channels."""
+    if type(input_shape) is tuple and all([type(v) is int for v in input_shape]):
+        sizes = input_shape  # the common case: a shape such as ``x.shape``
+    else:
+        sizes = _sizes(input_shape)
     if len(sizes) == ndim + 1:
         given_channels = sizes[-1] if layout == "channels_last" else sizes[0]
         if given_channels != channels:
@@ -595,9 +632,10 @@ def make_geometry(
 
     Raises `ValueError` naming the offending argument and what would be accepted.
     """
-    if not isinstance(layout, str) or layout.lower() not in LAYOUTS:
-        raise ValueError(f"`layout` must be 'channels_last' or 'channels_first', got {brief(layout)}")
-    layout = layout.lower()
+    if type(layout) is not str or layout not in LAYOUTS:  # else the common case, as it is
+        if not isinstance(layout, str) or layout.lower() not in LAYOUTS:
+            raise ValueError(f"`layout` must be 'channels_last' or 'channels_first', got {brief(layout)}")
+        layout = layout.lower()
     if len(kernel_shape) < 3:
         raise ValueError(
             f"`kernel` must have at least 3 axes (N >= 1 spatial axes, input channels, filters), "
@@ -625,15 +663,15 @@ def make_geometry(
         )
     spatial_input = _spatial_input(kernel_shape, input_shape, layout, ndim, channels, groups)
 
-    strides = _at_least(_as_int_tuple(stride, "stride", ndim), 1, "stride", stride)
-    dilations = _at_least(_as_int_tuple(dilation, "dilation", ndim), 1, "dilation", dilation)
+    strides = _positive_ints(stride, "stride", ndim)
+    dilations = _positive_ints(dilation, "dilation", ndim)
     parsed = _parse_padding(padding, ndim)
     mode = _padding_mode_for(parsed, padding_mode)
 
     axes = []
     for i, (m, k, s, d) in enumerate(zip(spatial_input, spatial_kernel, strides, dilations)):
         extent = (k - 1) * d + 1
-        lo, hi = _pads(parsed, i, m, extent, s)
+        lo, hi = (0, 0) if parsed == "valid" else _pads(parsed, i, m, extent, s)
         if extent > m + lo + hi:
             raise ValueError(
                 f"the kernel (effective size {extent} = ({k} - 1) * dilation {d} + 1) is larger than "
@@ -642,15 +680,8 @@ def make_geometry(
             )
         axes.append(Axis(m, k, s, d, lo, hi))
 
-    return Geometry(
-        axes=tuple(axes),
-        channels=channels,
-        filters=filters,
-        groups=groups,
-        mode=mode,
-        layout=layout,  # type: ignore[arg-type]
-        padding=parsed if isinstance(parsed, str) else padding,
-    )
+    padding = parsed if type(parsed) is str else padding
+    return Geometry(tuple(axes), channels, filters, groups, mode, layout, padding)  # type: ignore[arg-type]
 
 
 def _padding_mode_for(parsed: str | tuple[tuple[int, int], ...], value: Any) -> PaddingMode:
