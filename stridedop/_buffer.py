@@ -43,8 +43,10 @@ class BufferPlan(NamedTuple):
     filter_step: int
     input_steps: tuple[int, ...]
     kernel_origin: int
-    kernel_steps: tuple[int, ...]  # of the grouped kernel (*k, Cg, groups, F // groups)
-    view_steps: tuple[int, ...]  # of the public view, shape `Geometry.view_shape`
+    # Of the grouped kernel (*k, Cg, groups, F // groups) and the public view (`Geometry.view_shape`),
+    # 0 along the axes of length 1, which never move (NumPy keeps strides in C integers).
+    kernel_steps: tuple[int, ...]
+    view_steps: tuple[int, ...]
 
     @property
     def steps(self) -> tuple[int, ...]:
@@ -81,25 +83,17 @@ def plan_buffer(geometry: Geometry) -> BufferPlan:
         filter_step = math.prod(widths) * channels
         origin = sum(last * step for last, step in zip(lasts, input_steps))
         output_steps = tuple(-axis.stride * step for axis, step in zip(geometry.axes, input_steps))
-        plan = BufferPlan(
-            size=filter_step * geometry.filters,
-            origin=origin,
-            output_steps=output_steps,
-            filter_step=filter_step,
-            input_steps=input_steps,
-            kernel_origin=0,
-            kernel_steps=(),  # the folded kernel is written whole, see `_fill_circular`
-            view_steps=(),
-        )
-        return _verified(geometry, plan)
+        # The folded kernel is written whole (see `_fill_circular`): no kernel steps.
+        size = filter_step * geometry.filters
+        return _verified(geometry, size, origin, output_steps, filter_step, input_steps)
 
     # Along axis i, t = x - o*s + lo ranges over [first, last] for the views and the kernel sits
     # at [0, extent). An axis's width is chosen so that no difference t - r*d between a window
     # position and a kernel tap is a non-zero multiple of it: rows never alias (the outermost
     # width is not used). One pass from the innermost axis out lays the rows out in mixed radix.
     axes = geometry.axes
-    input_steps = []
-    output_steps = []
+    input_list: list[int] = []
+    output_list: list[int] = []
     kernel_steps = [0, 0, 1]  # reversed below: the taps', then the channel, group and filter steps
     step = channels
     window_low = origin = 0
@@ -107,16 +101,16 @@ def plan_buffer(geometry: Geometry) -> BufferPlan:
     for axis in reversed(axes):
         lo, stride, last = axis.lo, axis.stride, axis.size - 1 + axis.lo
         first = lo - (axis.output - 1) * stride
-        input_steps.append(step)
-        output_steps.append(-stride * step)
+        input_list.append(step)
+        output_list.append(-stride * step)
         kernel_steps.append(axis.dilation * step)
         window_low += first * step
         window_high += last * step
         kernel_high += (axis.extent - 1) * step
         origin += lo * step
         step *= max(last + 1, axis.extent - first)
-    input_steps.reverse()
-    output_steps.reverse()
+    input_list.reverse()
+    output_list.reverse()
     kernel_steps.reverse()
     # Filters are far enough apart that no window of one filter reaches another filter's kernel.
     filter_step = max(window_high + 1, kernel_high - window_low + 1)
@@ -131,35 +125,64 @@ def plan_buffer(geometry: Geometry) -> BufferPlan:
     # (`_verified` checks it once more).
     return _verified(
         geometry,
-        BufferPlan(
-            size=high - low + 1,
-            origin=origin - low,
-            output_steps=tuple(output_steps),
-            filter_step=filter_step,
-            input_steps=tuple(input_steps),
-            kernel_origin=-low,
-            kernel_steps=tuple(kernel_steps),
-            view_steps=(),
-        ),
+        high - low + 1,
+        origin - low,
+        tuple(output_list),
+        filter_step,
+        tuple(input_list),
+        -low,
+        tuple(kernel_steps),
     )
 
 
-def _verified(geometry: Geometry, plan: BufferPlan) -> BufferPlan:
-    """Add the public view's steps and check once that every view stays inside the buffer."""
-    steps = plan.steps
-    _check_reach(plan.size, plan.origin, geometry.canonical_shape, steps)
+def _verified(
+    geometry: Geometry,
+    size: int,
+    origin: int,
+    output_steps: tuple[int, ...],
+    filter_step: int,
+    input_steps: tuple[int, ...],
+    kernel_origin: int = 0,
+    kernel_steps: tuple[int, ...] = (),
+) -> BufferPlan:
+    """The `BufferPlan`, with the public view's steps, checked once to stay inside the buffer."""
+    steps = (*output_steps, filter_step, *input_steps, 1)
+    view_steps = _checked_steps(size, origin, geometry.canonical_shape, steps)
     if geometry.layout != "channels_last":  # the canonical order is the channels-last one
-        steps = tuple([steps[axis] for axis in canonical_permutation(geometry)])
-    plan = plan._replace(view_steps=steps)
-    if plan.kernel_steps:
+        view_steps = tuple([view_steps[axis] for axis in canonical_permutation(geometry)])
+    if kernel_steps:
         kernel_shape = (
-            *geometry.spatial_kernel,
+            *[axis.kernel for axis in geometry.axes],
             geometry.group_channels,
             geometry.groups,
             geometry.group_filters,
         )
-        _check_reach(plan.size, plan.kernel_origin, kernel_shape, plan.kernel_steps)
-    return plan
+        kernel_steps = _checked_steps(size, kernel_origin, kernel_shape, kernel_steps)
+    return BufferPlan(
+        size, origin, output_steps, filter_step, input_steps, kernel_origin, kernel_steps, view_steps
+    )
+
+
+def _moving(shape: tuple[int, ...], steps: tuple[int, ...]) -> tuple[int, ...]:
+    """`steps` with 0 along the axes of length 1 (a huge unused step must not overflow a stride)."""
+    return tuple([step if n > 1 else 0 for n, step in zip(shape, steps)])
+
+
+def _checked_steps(size: int, offset: int, shape: tuple[int, ...], steps: tuple[int, ...]) -> tuple[int, ...]:
+    """`_moving` steps of a view of `shape` (no empty axis), checked by `_check_reach` in the same pass."""
+    low = high = offset
+    moving = []
+    for n, step in zip(shape, steps):
+        if n == 1:
+            step = 0
+        elif step < 0:
+            low += (n - 1) * step
+        else:
+            high += (n - 1) * step
+        moving.append(step)
+    if low < 0 or high >= size:
+        _check_reach(size, offset, shape, steps)  # raises, with the message
+    return tuple(moving)
 
 
 def _mixed_radix(widths: list[int], innermost: int) -> tuple[int, ...]:
@@ -190,7 +213,9 @@ def fill_buffer(geometry: Geometry, plan: BufferPlan, kernel: np.ndarray) -> np.
         _fill_circular(geometry, grouped, np.frombuffer(storage, dtype))
     else:
         # Written through an array on the scratch memory itself, released at once.
-        _view(storage, plan.kernel_origin, grouped.shape, plan.kernel_steps, dtype)[...] = grouped
+        itemsize = dtype.itemsize
+        strides = tuple([step * itemsize for step in plan.kernel_steps])
+        np.ndarray(grouped.shape, dtype, storage, plan.kernel_origin * itemsize, strides)[...] = grouped
     return FrozenBuffer((plan.size,), dtype, bytes(storage))
 
 
@@ -280,19 +305,12 @@ def _check_reach(size: int, offset: int, shape: tuple[int, ...], steps: tuple[in
         )
 
 
-def _view(
-    buffer: Any, offset: int, shape: tuple[int, ...], steps: tuple[int, ...], dtype: Any = None
-) -> np.ndarray:
-    """The array of `shape` with element `steps` from element `offset` of `buffer` (unchecked).
-
-    `buffer` is an ndarray, or any writable buffer of `dtype` items.
-    """
-    dtype = buffer.dtype if dtype is None else dtype
-    itemsize = dtype.itemsize
+def _view(buffer: np.ndarray, offset: int, shape: tuple[int, ...], steps: tuple[int, ...]) -> np.ndarray:
+    itemsize = buffer.itemsize
     # A length-1 axis never moves, so its stride is 0: an unused step (a huge stride, say) must not
     # overflow the C integers NumPy keeps strides in.
     strides = tuple([step * itemsize if n > 1 else 0 for n, step in zip(shape, steps)])
-    return np.ndarray(shape, dtype, buffer, offset * itemsize, strides)
+    return np.ndarray(shape, buffer.dtype, buffer, offset * itemsize, strides)
 
 
 def strided_view(
@@ -334,9 +352,9 @@ def operator_view(
     else:
         order = canonical_permutation(geometry, adjoint=True)
         shape = tuple([geometry.canonical_shape[axis] for axis in order])
-        steps = tuple([plan.steps[axis] for axis in order])
+        steps = _moving(shape, tuple([plan.steps[axis] for axis in order]))
     itemsize = buffer.itemsize
-    strides = tuple([step * itemsize if n > 1 else 0 for n, step in zip(shape, steps)])
+    strides = tuple([step * itemsize for step in steps])
     view = OperatorView(shape, buffer.dtype, buffer, plan.origin * itemsize, strides)
     view._origin = origin
     return view  # type: ignore[no-any-return]

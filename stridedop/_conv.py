@@ -269,6 +269,7 @@ def plan(kernel_shape: tuple[int, ...], *arguments: Any) -> tuple[Geometry, Buff
     ndarray's shape: always a tuple of ints.)
     """
     for argument in arguments:
-        if not _is_plain(argument):
+        kind = type(argument)
+        if kind is not int and kind is not str and not _is_plain(argument):
             return _plan(kernel_shape, *arguments)
     return _cached_plan(kernel_shape, *arguments)

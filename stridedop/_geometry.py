@@ -343,6 +343,71 @@ def _folded_nonzeros(axis: Axis, mode: PaddingMode) -> int:
 
 
 def _reflect_sum(begin: int, end: int, axis: Axis) -> int:
+    """Sum of `_reflect_sources` over the outputs ``[begin, end)``: by runs, else a chunk at a time."""
+    if axis.dilation == 1:
+        total = _reflect_run_sum(begin, end, axis)
+        if total is not None:
+            return total
+    return _reflect_chunk_sum(begin, end, axis)
+
+
+def _reflect_window(first: int, axis: Axis) -> int:
+    """Distinct entries read by the window ``[first, first + k)`` (dilation 1) reflected at the ends.
+
+    Reflection is a zigzag through the turning points ``j * (m - 1)``, monotone between them: a
+    window holding a whole segment between two turning points reads all `m` entries, one holding
+    a single turning point ``T`` reads ``max(T - first, last - T) + 1``, and one holding none
+    reads `k` distinct entries.
+    """
+    turn, last = axis.size - 1, first + axis.kernel - 1
+    low, high = -(-first // turn), last // turn  # the first and last turning points inside
+    if high > low:
+        return axis.size
+    if high == low:
+        point = low * turn
+        return max(point - first, last - point) + 1
+    return axis.kernel
+
+
+_MAX_RUNS = 2**12  # runs summed in closed form before counting per output instead
+
+
+def _reflect_run_sum(begin: int, end: int, axis: Axis) -> int | None:
+    """Sum of `_reflect_window` over the outputs ``[begin, end)`` (dilation 1), or None if too long.
+
+    As a function of the window's start ``a = o * s - lo`` the count is affine between breakpoints
+    near each turning point ``T`` (``a = T + 1``: ``T`` leaves the window, ``a = T - k + 1``: it
+    enters, ``a = T - (k - 1) / 2``: the longer side changes), so it is summed one run at a time as
+    an arithmetic series: no cost proportional to the kernel or the number of outputs.
+    """
+    if end <= begin:
+        return 0
+    size, kernel, stride, lo = axis.size, axis.kernel, axis.stride, axis.lo
+    turn = size - 1
+    if kernel - 1 >= 2 * turn:  # every window holds a whole segment
+        return (end - begin) * size
+    first, last = begin * stride - lo, (end - 1) * stride - lo  # the windows' starts
+    turns = range((first - kernel) // turn - 1, (last + kernel) // turn + 2)
+    if 4 * len(turns) > _MAX_RUNS:
+        return None
+    half = (kernel - 1) // 2
+    breaks = set()
+    for j in turns:
+        point = j * turn
+        breaks.update((point + 1, point - kernel + 1, point - half, point - half + 1))
+    total, output = 0, begin
+    for cut in [*sorted(b for b in breaks if first < b <= last), last + 1]:
+        stop = min(end, -(-(cut + lo) // stride))  # the outputs whose window starts before `cut`
+        count = stop - output
+        if count > 0:
+            value = _reflect_window(output * stride - lo, axis)
+            slope = _reflect_window((output + 1) * stride - lo, axis) - value if count > 1 else 0
+            total += count * value + slope * (count * (count - 1) // 2)
+            output = stop
+    return total
+
+
+def _reflect_chunk_sum(begin: int, end: int, axis: Axis) -> int:
     """Sum of `_reflect_sources` over the outputs ``[begin, end)``, a chunk at a time."""
     period = 2 * (axis.size - 1)
     total = 0
@@ -549,13 +614,11 @@ def _pads(
     return parsed[i]  # type: ignore[return-value]
 
 
-def _split_kernel_shape(kernel_shape: tuple[int, ...], layout: str) -> tuple[list[int], int, int]:
+def _split_kernel_shape(kernel_shape: tuple[int, ...], layout: str) -> tuple[tuple[int, ...], int, int]:
     """(spatial kernel sizes, channels per group, filters) of a kernel shape in `layout`."""
     if layout == "channels_last":
-        *spatial, group_channels, filters = kernel_shape
-    else:
-        filters, group_channels, *spatial = kernel_shape
-    return spatial, group_channels, filters
+        return kernel_shape[:-2], kernel_shape[-2], kernel_shape[-1]
+    return kernel_shape[2:], kernel_shape[1], kernel_shape[0]
 
 
 def _layout_hint(kernel_shape: tuple[int, ...], sizes: tuple[int, ...], layout: str, groups: int) -> str:
