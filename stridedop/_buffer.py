@@ -95,6 +95,7 @@ def plan_buffer(geometry: Geometry) -> BufferPlan:
     input_list: list[int] = []
     output_list: list[int] = []
     kernel_steps = [0, 0, 1]  # reversed below: the taps', then the channel, group and filter steps
+    taps = []
     step = channels
     window_low = origin = 0
     window_high = kernel_high = channels - 1
@@ -104,6 +105,7 @@ def plan_buffer(geometry: Geometry) -> BufferPlan:
         input_list.append(step)
         output_list.append(-stride * step)
         kernel_steps.append(axis.dilation * step)
+        taps.append(axis.kernel)
         window_low += first * step
         window_high += last * step
         kernel_high += (axis.extent - 1) * step
@@ -112,6 +114,7 @@ def plan_buffer(geometry: Geometry) -> BufferPlan:
     input_list.reverse()
     output_list.reverse()
     kernel_steps.reverse()
+    taps.reverse()
     # Filters are far enough apart that no window of one filter reaches another filter's kernel.
     filter_step = max(window_high + 1, kernel_high - window_low + 1)
     low = min(window_low, 0)
@@ -132,6 +135,7 @@ def plan_buffer(geometry: Geometry) -> BufferPlan:
         tuple(input_list),
         -low,
         tuple(kernel_steps),
+        (*taps, geometry.group_channels, geometry.groups, geometry.group_filters),
     )
 
 
@@ -144,19 +148,14 @@ def _verified(
     input_steps: tuple[int, ...],
     kernel_origin: int = 0,
     kernel_steps: tuple[int, ...] = (),
+    kernel_shape: tuple[int, ...] = (),
 ) -> BufferPlan:
     """The `BufferPlan`, with the public view's steps, checked once to stay inside the buffer."""
     steps = (*output_steps, filter_step, *input_steps, 1)
     view_steps = _checked_steps(size, origin, geometry.canonical_shape, steps)
     if geometry.layout != "channels_last":  # the canonical order is the channels-last one
         view_steps = tuple([view_steps[axis] for axis in canonical_permutation(geometry)])
-    if kernel_steps:
-        kernel_shape = (
-            *[axis.kernel for axis in geometry.axes],
-            geometry.group_channels,
-            geometry.groups,
-            geometry.group_filters,
-        )
+    if kernel_steps:  # of the grouped kernel, `kernel_shape`
         kernel_steps = _checked_steps(size, kernel_origin, kernel_shape, kernel_steps)
     return BufferPlan(
         size, origin, output_steps, filter_step, input_steps, kernel_origin, kernel_steps, view_steps

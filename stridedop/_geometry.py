@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._modes import PaddingMode, PaddingModeName, padding_mode
+from ._modes import PADDING_MODES, PaddingMode, PaddingModeName, padding_mode
 
 LayoutName = Literal["channels_last", "channels_first"]
 PaddingName = Literal["valid", "same", "full", "circular"]
@@ -387,12 +387,12 @@ def _reflect_run_sum(begin: int, end: int, axis: Axis) -> int | None:
     if kernel - 1 >= 2 * turn:  # every window holds a whole segment
         return (end - begin) * size
     first, last = begin * stride - lo, (end - 1) * stride - lo  # the windows' starts
-    turns = range((first - kernel) // turn - 1, (last + kernel) // turn + 2)
-    if 4 * len(turns) > _MAX_RUNS:
+    low, high = (first - kernel) // turn - 1, (last + kernel) // turn + 2  # turning points near
+    if 4 * (high - low) > _MAX_RUNS:
         return None
     half = (kernel - 1) // 2
-    breaks = set()
-    for j in turns:
+    breaks: set[int] = set()
+    for j in range(low, high):
         point = j * turn
         breaks.update((point + 1, point - kernel + 1, point - half, point - half + 1))
     total, output = 0, begin
@@ -749,7 +749,9 @@ def make_geometry(
 
 def _padding_mode_for(parsed: str | tuple[tuple[int, int], ...], value: Any) -> PaddingMode:
     """The padding mode, with ``padding='circular'`` as shorthand for the circular mode."""
-    mode = padding_mode(value)
+    mode = PADDING_MODES.get(value) if type(value) is str else None  # else case or type to check
+    if mode is None:
+        mode = padding_mode(value)
     if parsed == "circular":
         if mode.name not in ("zeros", "circular"):
             raise ValueError(
