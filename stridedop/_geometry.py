@@ -136,8 +136,8 @@ class Axis:
     dilation: int
     lo: int
     hi: int
-    extent: int = field(compare=False, repr=False)
-    output: int = field(compare=False, repr=False)
+    extent: int = field(init=False, compare=False, repr=False)
+    output: int = field(init=False, compare=False, repr=False)
 
     def __init__(
         self, size: int, kernel: int, stride: int = 1, dilation: int = 1, lo: int = 0, hi: int = 0
@@ -175,15 +175,15 @@ class Geometry:
     mode: PaddingMode
     layout: LayoutName
     padding: Any  # the argument as given, kept for repr
-    ndim: int  # N, the number of spatial axes
-    group_channels: int
-    group_filters: int
-    spatial_input: tuple[int, ...]
-    spatial_output: tuple[int, ...]
-    input_shape: tuple[int, ...]
-    output_shape: tuple[int, ...]
-    view_shape: tuple[int, ...]
-    canonical_shape: tuple[int, ...]  # the operator's axes in the buffer's order: (*o, F, *m, C)
+    ndim: int = field(init=False)  # N, the number of spatial axes
+    group_channels: int = field(init=False)
+    group_filters: int = field(init=False)
+    spatial_input: tuple[int, ...] = field(init=False)
+    spatial_output: tuple[int, ...] = field(init=False)
+    input_shape: tuple[int, ...] = field(init=False)
+    output_shape: tuple[int, ...] = field(init=False)
+    view_shape: tuple[int, ...] = field(init=False)
+    canonical_shape: tuple[int, ...] = field(init=False)  # in the buffer's order: (*o, F, *m, C)
 
     def __init__(
         self,
