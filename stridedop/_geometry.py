@@ -319,9 +319,11 @@ def _folded_nonzeros(axis: Axis, mode: PaddingMode) -> int:
     """Reflect and replicate: the distinct input entries each output reads, summed over outputs.
 
     Outputs whose taps all land inside the input read `kernel` distinct entries. Replicate counts
-    the others in closed form; reflect per output in closed form, over at most one period of the
-    reflection (``2(m - 1)`` outputs' offsets) per border, a chunk at a time. Nothing costs in
-    proportion to the kernel.
+    the others in closed form. Reflect sums the border outputs over at most one period of the
+    reflection (``2(m - 1)`` outputs' offsets) per border: by runs at dilation 1 (`_reflect_run_sum`),
+    else by taps (`_reflect_tap_sum`, up to a few thousand distinct taps), else per output in
+    closed form, a chunk at a time (`_reflect_chunk_sum`: only for dilated kernels with many taps
+    and many border outputs).
     """
     size, kernel, stride, dilation, lo = axis.size, axis.kernel, axis.stride, axis.dilation, axis.lo
     if size == 1:
@@ -348,7 +350,37 @@ def _reflect_sum(begin: int, end: int, axis: Axis) -> int:
         total = _reflect_run_sum(begin, end, axis)
         if total is not None:
             return total
-    return _reflect_chunk_sum(begin, end, axis)
+    total = _reflect_tap_sum(begin, end, axis)
+    return _reflect_chunk_sum(begin, end, axis) if total is None else total
+
+
+def _reflect_tap_sum(begin: int, end: int, axis: Axis) -> int | None:
+    """Sum of `_reflect_sources` over the outputs ``[begin, end)`` by taps, or None if too many.
+
+    Each output reads ``(2K - both + fixed) / 2`` entries (see `_reflect_sources`). ``fixed``
+    counts the taps on 0 or ``P/2``; ``both`` is ``h(v)``, the taps whose partner ``v - r``
+    (mod q) is also a tap, where ``v`` solves ``v * d = -2 * first (mod P)``. Summed over the
+    outputs, each is a count of outputs on one residue class, in closed form (`_congruent`):
+    O(K) of them for ``K = min(k, q)`` taps, whatever the number of outputs.
+    """
+    period = 2 * (axis.size - 1)
+    stride, dilation, lo = axis.stride, axis.dilation, axis.lo
+    q = period // math.gcd(dilation, period)
+    count = min(axis.kernel, q)
+    if 2 * count > _MAX_RUNS:
+        return None
+    fixed = 0
+    for r in range(count):  # the output o reads entry 0 (or m - 1) through tap r: o*s = lo - r*d
+        for target in (0, period // 2):
+            fixed += _congruent(begin, end, stride, (target + lo - r * dilation) % period, period)
+    both = 0
+    for v in range(min(q, 2 * count - 1)):  # 2*first = 2*(o*s - lo) = -v*d (mod P)
+        low = (v - count + 1) % q
+        pairs = max(0, count - low) + max(0, low + count - q)
+        if pairs:
+            target = (2 * lo - v * dilation) % period
+            both += pairs * _congruent(begin, end, 2 * stride, target, period)
+    return (2 * count * (end - begin) - both + fixed) // 2
 
 
 def _reflect_window(first: int, axis: Axis) -> int:

@@ -285,6 +285,37 @@ def test_reflect_count_never_counts_per_output(monkeypatch, stride):
         assert counts == {size: 3 * size * size // 4 + 1 for size in counts}
 
 
+@pytest.mark.parametrize(("taps", "stride"), [(3, 1), (5, 4)])
+def test_reflect_count_by_taps_never_counts_per_output(monkeypatch, taps, stride):
+    # Issue 10, item 12: a few taps with a dilation of half the input meet the reflection at
+    # every border output; they are counted by residue classes, one per tap, for any size.
+    def per_output(*arguments):
+        raise AssertionError("counted per output")
+
+    def count(size):
+        geometry = make_geometry(
+            (taps, 1, 1), (size,), padding="same", padding_mode="reflect", stride=stride, dilation=size // 2
+        )
+        return geometry.nonzero_count
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_geometry, "_reflect_chunk_sum", per_output)
+        counts = {size: count(size) for size in (10**3, 10**12)}
+    assert all(0 < counts[size] <= taps * size for size in counts)
+    monkeypatch.setattr(_geometry, "_reflect_tap_sum", lambda *arguments: None)
+    assert count(10**3) == counts[10**3]  # the per-output count agrees where it is affordable
+    m, dilation = 10**3, 10**3 // 2
+    geometry = make_geometry(
+        (taps, 1, 1), (m,), padding="same", padding_mode="reflect", stride=stride, dilation=dilation
+    )
+    lo = geometry.axes[0].lo
+    expected = sum(
+        len({_reads("reflect", o * stride + r * dilation - lo, m) for r in range(taps)})
+        for o in range(geometry.axes[0].output)
+    )
+    assert counts[10**3] == expected  # and both the entries each output reads
+
+
 @pytest.mark.parametrize(
     ("padding", "mode"),
     [("valid", "zeros"), ("same", "zeros"), ("full", "zeros"), ("circular", "zeros")]
