@@ -24,9 +24,17 @@ from numpy.lib.array_utils import byte_bounds
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import advanced_index, best_times, loop_fill, loop_fill_entries, touch_pages  # noqa: E402
+from common import (  # noqa: E402
+    advanced_index,
+    best_times,
+    interleaved_times,
+    loop_fill,
+    loop_fill_entries,
+    touch_pages,
+)
 
 import stridedop  # noqa: E402
+from stridedop._cli import _loop_operator  # noqa: E402
 from stridedop._conv import _cached_plan  # noqa: E402
 
 
@@ -40,6 +48,36 @@ def once(function: Callable[[], np.ndarray], touch: bool) -> float:
     del result
     gc.collect()
     return elapsed
+
+
+def seed_build_targets(quick: bool) -> None:
+    """Issue 12 item 2 at the seed size: first use and repeated builds against the seed's loops."""
+    print("## View build at the seed size (2x2x3x2 kernel on 5x5x3, float64), candidates interleaved\n")
+    kernel = np.random.default_rng(0).standard_normal((2, 2, 3, 2))
+    input_shape = (5, 5, 3)
+
+    def first_use() -> np.ndarray:
+        _cached_plan.cache_clear()  # the geometry and buffer plan computed again
+        return stridedop.conv_view(kernel, input_shape)
+
+    candidates = {
+        "first use (cache cleared)": first_use,
+        "repeated (cached plan)": lambda: stridedop.conv_view(kernel, input_shape),
+        "seed loop (benchmarks/common.py loop_fill)": lambda: loop_fill(kernel, input_shape),
+        "seed loop (stridedop._cli._loop_operator)": lambda: _loop_operator(kernel, input_shape),
+    }
+    times = interleaved_times(candidates, 15 if quick else 60)
+    loop_best = min(best for name, (best, _) in times.items() if name.startswith("seed loop"))
+    print("| build | best | median | fastest seed loop / this (best) |")
+    print("|---|---|---|---|")
+    for name, (best, median) in times.items():
+        print(f"| {name} | {best * 1e6:.2f} us | {median * 1e6:.2f} us | {loop_best / best:.2f}x |")
+    first, repeated = times["first use (cache cleared)"][0], times["repeated (cached plan)"][0]
+    print(
+        f"\nTargets (issue 12): first use <= 16 us and >= 1.5x the loop: {first * 1e6:.1f} us, "
+        f"{loop_best / first:.2f}x; repeated <= 8 us and >= 3x: {repeated * 1e6:.1f} us, "
+        f"{loop_best / repeated:.2f}x\n"
+    )
 
 
 def build_table(quick: bool) -> None:
@@ -164,11 +202,15 @@ def materialize_table(quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
+    parser.add_argument("--build-only", action="store_true", help="only the view build at the seed size")
     args = parser.parse_args()
     print(
         f"numpy {np.__version__}, stridedop {stridedop.__version__}, {os.cpu_count()} cores, "
         f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}\n"
     )
+    seed_build_targets(args.quick)
+    if args.build_only:
+        return
     build_table(args.quick)
     footprint_table()
     materialize_table(args.quick)

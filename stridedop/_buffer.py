@@ -43,8 +43,10 @@ class BufferPlan(NamedTuple):
     filter_step: int
     input_steps: tuple[int, ...]
     kernel_origin: int
-    kernel_steps: tuple[int, ...]  # of the grouped kernel (*k, Cg, groups, F // groups)
-    view_steps: tuple[int, ...]  # of the public view, shape `Geometry.view_shape`
+    # Of the grouped kernel (*k, Cg, groups, F // groups) and the public view (`Geometry.view_shape`),
+    # 0 along the axes of length 1, which never move (NumPy keeps strides in C integers).
+    kernel_steps: tuple[int, ...]
+    view_steps: tuple[int, ...]
 
     @property
     def steps(self) -> tuple[int, ...]:
@@ -81,76 +83,105 @@ def plan_buffer(geometry: Geometry) -> BufferPlan:
         filter_step = math.prod(widths) * channels
         origin = sum(last * step for last, step in zip(lasts, input_steps))
         output_steps = tuple(-axis.stride * step for axis, step in zip(geometry.axes, input_steps))
-        plan = BufferPlan(
-            size=filter_step * geometry.filters,
-            origin=origin,
-            output_steps=output_steps,
-            filter_step=filter_step,
-            input_steps=input_steps,
-            kernel_origin=0,
-            kernel_steps=(),  # the folded kernel is written whole, see `_fill_circular`
-            view_steps=(),
-        )
-        return _verified(geometry, plan)
+        # The folded kernel is written whole (see `_fill_circular`): no kernel steps.
+        size = filter_step * geometry.filters
+        return _verified(geometry, size, origin, output_steps, filter_step, input_steps)
 
     # Along axis i, t = x - o*s + lo ranges over [first, last] for the views and the kernel sits
     # at [0, extent). An axis's width is chosen so that no difference t - r*d between a window
     # position and a kernel tap is a non-zero multiple of it: rows never alias (the outermost
-    # width is not used).
+    # width is not used). One pass from the innermost axis out lays the rows out in mixed radix.
     axes = geometry.axes
-    firsts = [axis.lo - (axis.output - 1) * axis.stride for axis in axes]
-    widths = [max(axis.size + axis.lo, axis.extent - first) for axis, first in zip(axes, firsts)]
-    input_steps = _mixed_radix(widths, channels)
-    window_low = window_high = kernel_high = 0
-    origin = 0
-    for axis, first, step in zip(axes, firsts, input_steps):
+    input_list: list[int] = []
+    output_list: list[int] = []
+    kernel_steps = [0, 0, 1]  # reversed below: the taps', then the channel, group and filter steps
+    taps = []
+    step = channels
+    window_low = origin = 0
+    window_high = kernel_high = channels - 1
+    for axis in reversed(axes):
+        lo, stride, last = axis.lo, axis.stride, axis.size - 1 + axis.lo
+        first = lo - (axis.output - 1) * stride
+        input_list.append(step)
+        output_list.append(-stride * step)
+        kernel_steps.append(axis.dilation * step)
+        taps.append(axis.kernel)
         window_low += first * step
-        window_high += (axis.size - 1 + axis.lo) * step
+        window_high += last * step
         kernel_high += (axis.extent - 1) * step
-        origin += axis.lo * step
-    window_high += channels - 1
-    kernel_high += channels - 1
+        origin += lo * step
+        step *= max(last + 1, axis.extent - first)
+    input_list.reverse()
+    output_list.reverse()
+    kernel_steps.reverse()
+    taps.reverse()
     # Filters are far enough apart that no window of one filter reaches another filter's kernel.
     filter_step = max(window_high + 1, kernel_high - window_low + 1)
     low = min(window_low, 0)
     high = (geometry.filters - 1) * filter_step + max(window_high, kernel_high)
     # Tap r of filter f = (g, j) and channel c goes to kernel_origin + f * filter_step
     # + sum(r_i * d_i * input_steps[i]) + g * Cg + c.
-    kernel_steps = (
-        *[axis.dilation * step for axis, step in zip(axes, input_steps)],
-        1,
-        geometry.group_filters * filter_step + geometry.group_channels,
-        filter_step,
-    )
+    kernel_steps[-2] = geometry.group_filters * filter_step + geometry.group_channels
+    kernel_steps[-1] = filter_step
+    # Every window lies in [window_low, window_high] + f * filter_step and every kernel entry in
+    # [0, kernel_high] + f * filter_step, both shifted by -low: inside the buffer by construction
+    # (`_verified` checks it once more).
     return _verified(
         geometry,
-        BufferPlan(
-            size=high - low + 1,
-            origin=origin - low,
-            output_steps=tuple([-axis.stride * step for axis, step in zip(axes, input_steps)]),
-            filter_step=filter_step,
-            input_steps=input_steps,
-            kernel_origin=-low,
-            kernel_steps=kernel_steps,
-            view_steps=(),
-        ),
+        high - low + 1,
+        origin - low,
+        tuple(output_list),
+        filter_step,
+        tuple(input_list),
+        -low,
+        tuple(kernel_steps),
+        (*taps, geometry.group_channels, geometry.groups, geometry.group_filters),
     )
 
 
-def _verified(geometry: Geometry, plan: BufferPlan) -> BufferPlan:
-    """Add the public view's steps and check once that every view stays inside the buffer."""
-    _check_reach(plan.size, plan.origin, geometry.canonical_shape, plan.steps)
-    steps = plan.steps
-    plan = plan._replace(view_steps=tuple([steps[axis] for axis in canonical_permutation(geometry)]))
-    if plan.kernel_steps:
-        kernel_shape = (
-            *geometry.spatial_kernel,
-            geometry.group_channels,
-            geometry.groups,
-            geometry.group_filters,
-        )
-        _check_reach(plan.size, plan.kernel_origin, kernel_shape, plan.kernel_steps)
-    return plan
+def _verified(
+    geometry: Geometry,
+    size: int,
+    origin: int,
+    output_steps: tuple[int, ...],
+    filter_step: int,
+    input_steps: tuple[int, ...],
+    kernel_origin: int = 0,
+    kernel_steps: tuple[int, ...] = (),
+    kernel_shape: tuple[int, ...] = (),
+) -> BufferPlan:
+    """The `BufferPlan`, with the public view's steps, checked once to stay inside the buffer."""
+    steps = (*output_steps, filter_step, *input_steps, 1)
+    view_steps = _checked_steps(size, origin, geometry.canonical_shape, steps)
+    if geometry.layout != "channels_last":  # the canonical order is the channels-last one
+        view_steps = tuple([view_steps[axis] for axis in canonical_permutation(geometry)])
+    if kernel_steps:  # of the grouped kernel, `kernel_shape`
+        kernel_steps = _checked_steps(size, kernel_origin, kernel_shape, kernel_steps)
+    return BufferPlan(
+        size, origin, output_steps, filter_step, input_steps, kernel_origin, kernel_steps, view_steps
+    )
+
+
+def _moving(shape: tuple[int, ...], steps: tuple[int, ...]) -> tuple[int, ...]:
+    """`steps` with 0 along the axes of length 1 (a huge unused step must not overflow a stride)."""
+    return tuple([step if n > 1 else 0 for n, step in zip(shape, steps)])
+
+
+def _checked_steps(size: int, offset: int, shape: tuple[int, ...], steps: tuple[int, ...]) -> tuple[int, ...]:
+    """`_moving` steps of a view of `shape` (no empty axis), checked by `_check_reach` in the same pass."""
+    low = high = offset
+    moving = []
+    for n, step in zip(shape, steps):
+        if n == 1:
+            step = 0
+        elif step < 0:
+            low += (n - 1) * step
+        else:
+            high += (n - 1) * step
+        moving.append(step)
+    if low < 0 or high >= size:
+        _check_reach(size, offset, shape, steps)  # raises, with the message
+    return tuple(moving)
 
 
 def _mixed_radix(widths: list[int], innermost: int) -> tuple[int, ...]:
@@ -173,17 +204,18 @@ def fill_buffer(geometry: Geometry, plan: BufferPlan, kernel: np.ndarray) -> np.
     a `FrozenBuffer`: NumPy then stops at an `OperatorView` when it shortens the chain of
     ``.base`` of a plain view of it, so that any slice of a view still leads to its operator.
     """
-    storage = bytearray(plan.size * kernel.dtype.itemsize)  # zero-filled
-    buffer = np.frombuffer(storage, dtype=kernel.dtype)
+    dtype = kernel.dtype
+    storage = bytearray(plan.size * dtype.itemsize)  # zero-filled
     # The kernel (*k, Cg, F) seen as (*k, Cg, groups, F // groups).
-    grouped = kernel.reshape(*kernel.shape[:-1], geometry.groups, geometry.group_filters)
+    grouped = kernel.reshape(kernel.shape[:-1] + (geometry.groups, geometry.group_filters))
     if geometry.circular:
-        _fill_circular(geometry, grouped, buffer)
+        _fill_circular(geometry, grouped, np.frombuffer(storage, dtype))
     else:
-        _view(buffer, plan.kernel_origin, grouped.shape, plan.kernel_steps)[...] = grouped
-    del buffer  # releases its export of `storage`
-    frozen = np.frombuffer(bytes(storage), dtype=kernel.dtype)
-    return frozen.view(FrozenBuffer)
+        # Written through an array on the scratch memory itself, released at once.
+        itemsize = dtype.itemsize
+        strides = tuple([step * itemsize for step in plan.kernel_steps])
+        np.ndarray(grouped.shape, dtype, storage, plan.kernel_origin * itemsize, strides)[...] = grouped
+    return FrozenBuffer((plan.size,), dtype, bytes(storage))
 
 
 class FrozenBuffer(np.ndarray):
@@ -277,7 +309,7 @@ def _view(buffer: np.ndarray, offset: int, shape: tuple[int, ...], steps: tuple[
     # A length-1 axis never moves, so its stride is 0: an unused step (a huge stride, say) must not
     # overflow the C integers NumPy keeps strides in.
     strides = tuple([step * itemsize if n > 1 else 0 for n, step in zip(shape, steps)])
-    return np.ndarray(shape, buffer.dtype, buffer=buffer, offset=offset * itemsize, strides=strides)
+    return np.ndarray(shape, buffer.dtype, buffer, offset * itemsize, strides)
 
 
 def strided_view(
@@ -319,10 +351,10 @@ def operator_view(
     else:
         order = canonical_permutation(geometry, adjoint=True)
         shape = tuple([geometry.canonical_shape[axis] for axis in order])
-        steps = tuple([plan.steps[axis] for axis in order])
+        steps = _moving(shape, tuple([plan.steps[axis] for axis in order]))
     itemsize = buffer.itemsize
-    strides = tuple([step * itemsize if n > 1 else 0 for n, step in zip(shape, steps)])
-    view = np.ndarray.__new__(OperatorView, shape, buffer.dtype, buffer, plan.origin * itemsize, strides)
+    strides = tuple([step * itemsize for step in steps])
+    view = OperatorView(shape, buffer.dtype, buffer, plan.origin * itemsize, strides)
     view._origin = origin
     return view  # type: ignore[no-any-return]
 

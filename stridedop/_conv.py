@@ -68,12 +68,15 @@ class StridedOperator(NamedTuple):
                 f"{format_bytes(available)} are available; the kernel and `input_shape` "
                 f"{geometry.input_shape} are too large for a view on this machine"
             )
-        with refused_allocation(
-            lambda: f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes), more than "
-            f"this process may allocate; the kernel and `input_shape` {geometry.input_shape} are too "
-            "large for a view here"
-        ):
+        try:
             buffer = fill_buffer(geometry, plan, kernel)
+        except MemoryError as error:  # the descriptive message; nothing to pay when all goes well
+            with refused_allocation(
+                lambda: f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes), more than "
+                f"this process may allocate; the kernel and `input_shape` {geometry.input_shape} are too "
+                "large for a view here"
+            ):
+                raise error
         return cls(geometry, plan, buffer)
 
     def view(self, origin: Any = None, *, adjoint: bool = False) -> OperatorView:
@@ -266,6 +269,7 @@ def plan(kernel_shape: tuple[int, ...], *arguments: Any) -> tuple[Geometry, Buff
     ndarray's shape: always a tuple of ints.)
     """
     for argument in arguments:
-        if not _is_plain(argument):
+        kind = type(argument)
+        if kind is not int and kind is not str and not _is_plain(argument):
             return _plan(kernel_shape, *arguments)
     return _cached_plan(kernel_shape, *arguments)

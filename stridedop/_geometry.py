@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._modes import PaddingMode, PaddingModeName, padding_mode
+from ._modes import PADDING_MODES, PaddingMode, PaddingModeName, padding_mode
 
 LayoutName = Literal["channels_last", "channels_first"]
 PaddingName = Literal["valid", "same", "full", "circular"]
@@ -110,13 +110,17 @@ def _as_int_tuple(value: Any, name: str, length: int | None = None) -> tuple[int
     return items
 
 
-def _at_least(values: tuple[int, ...], minimum: int, name: str, raw: Any) -> tuple[int, ...]:
-    if min(values) < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum} on every axis, got {raw!r}")
+def _positive_ints(value: Any, name: str, length: int) -> tuple[int, ...]:
+    """`length` ints ``>= 1``: `value` is one int for every axis or one per axis."""
+    if type(value) is int and value >= 1:  # the common case, without a detour
+        return (value,) * length
+    values = _as_int_tuple(value, name, length)
+    if min(values) < 1:
+        raise ValueError(f"`{name}` must be >= 1 on every axis, got {value!r}")
     return values
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Axis:
     """One spatial axis: input size, kernel size, stride, dilation and padding amounts.
 
@@ -128,17 +132,28 @@ class Axis:
 
     size: int
     kernel: int
-    stride: int = 1
-    dilation: int = 1
-    lo: int = 0
-    hi: int = 0
+    stride: int
+    dilation: int
+    lo: int
+    hi: int
     extent: int = field(init=False, compare=False, repr=False)
     output: int = field(init=False, compare=False, repr=False)
 
-    def __post_init__(self) -> None:
-        extent = (self.kernel - 1) * self.dilation + 1
-        object.__setattr__(self, "extent", extent)
-        object.__setattr__(self, "output", (self.size + self.lo + self.hi - extent) // self.stride + 1)
+    def __init__(
+        self, size: int, kernel: int, stride: int = 1, dilation: int = 1, lo: int = 0, hi: int = 0
+    ) -> None:
+        # Frozen: the fields go straight into the instance dict (a frozen dataclass's own __init__
+        # calls object.__setattr__ once per field, several times slower).
+        extent = (kernel - 1) * dilation + 1
+        fields = self.__dict__
+        fields["size"] = size
+        fields["kernel"] = kernel
+        fields["stride"] = stride
+        fields["dilation"] = dilation
+        fields["lo"] = lo
+        fields["hi"] = hi
+        fields["extent"] = extent
+        fields["output"] = (size + lo + hi - extent) // stride + 1
 
     @property
     def padded(self) -> int:
@@ -146,7 +161,7 @@ class Axis:
         return self.size + self.lo + self.hi
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class Geometry:
     """A fully checked convolution geometry; see `make_geometry`.
 
@@ -159,30 +174,8 @@ class Geometry:
     groups: int
     mode: PaddingMode
     layout: LayoutName
-    padding: Any = field(compare=False)  # the argument as given, kept for repr
-
-    def __post_init__(self) -> None:
-        spatial_input = tuple([axis.size for axis in self.axes])
-        spatial_output = tuple([axis.output for axis in self.axes])
-        if self.layout == "channels_last":
-            input_shape = (*spatial_input, self.channels)
-            output_shape = (*spatial_output, self.filters)
-        else:
-            input_shape = (self.channels, *spatial_input)
-            output_shape = (self.filters, *spatial_output)
-        set_field = object.__setattr__
-        set_field(self, "ndim", len(self.axes))  # N, the number of spatial axes
-        set_field(self, "group_channels", self.channels // self.groups)
-        set_field(self, "group_filters", self.filters // self.groups)
-        set_field(self, "spatial_input", spatial_input)
-        set_field(self, "spatial_output", spatial_output)
-        set_field(self, "input_shape", input_shape)
-        set_field(self, "output_shape", output_shape)
-        set_field(self, "view_shape", (*output_shape, *input_shape))
-        # The operator's axes in the buffer's own order, whatever the layout: (*o, F, *m, C).
-        set_field(self, "canonical_shape", (*spatial_output, self.filters, *spatial_input, self.channels))
-
-    ndim: int = field(init=False)
+    padding: Any  # the argument as given, kept for repr
+    ndim: int = field(init=False)  # N, the number of spatial axes
     group_channels: int = field(init=False)
     group_filters: int = field(init=False)
     spatial_input: tuple[int, ...] = field(init=False)
@@ -190,7 +183,43 @@ class Geometry:
     input_shape: tuple[int, ...] = field(init=False)
     output_shape: tuple[int, ...] = field(init=False)
     view_shape: tuple[int, ...] = field(init=False)
-    canonical_shape: tuple[int, ...] = field(init=False)
+    canonical_shape: tuple[int, ...] = field(init=False)  # in the buffer's order: (*o, F, *m, C)
+
+    def __init__(
+        self,
+        axes: tuple[Axis, ...],
+        channels: int,
+        filters: int,
+        groups: int,
+        mode: PaddingMode,
+        layout: LayoutName,
+        padding: Any,
+    ) -> None:
+        spatial_input = tuple([axis.size for axis in axes])
+        spatial_output = tuple([axis.output for axis in axes])
+        if layout == "channels_last":
+            input_shape = (*spatial_input, channels)
+            output_shape = (*spatial_output, filters)
+        else:
+            input_shape = (channels, *spatial_input)
+            output_shape = (filters, *spatial_output)
+        fields = self.__dict__  # frozen: written straight into the instance dict, see `Axis`
+        fields["axes"] = axes
+        fields["channels"] = channels
+        fields["filters"] = filters
+        fields["groups"] = groups
+        fields["mode"] = mode
+        fields["layout"] = layout
+        fields["padding"] = padding
+        fields["ndim"] = len(axes)
+        fields["group_channels"] = channels // groups
+        fields["group_filters"] = filters // groups
+        fields["spatial_input"] = spatial_input
+        fields["spatial_output"] = spatial_output
+        fields["input_shape"] = input_shape
+        fields["output_shape"] = output_shape
+        fields["view_shape"] = (*output_shape, *input_shape)
+        fields["canonical_shape"] = (*spatial_output, filters, *spatial_input, channels)
 
     def _key(self) -> tuple[Any, ...]:
         return (self.axes, self.channels, self.filters, self.groups, self.mode.name, self.layout)
@@ -290,9 +319,11 @@ def _folded_nonzeros(axis: Axis, mode: PaddingMode) -> int:
     """Reflect and replicate: the distinct input entries each output reads, summed over outputs.
 
     Outputs whose taps all land inside the input read `kernel` distinct entries. Replicate counts
-    the others in closed form; reflect per output in closed form, over at most one period of the
-    reflection (``2(m - 1)`` outputs' offsets) per border, a chunk at a time. Nothing costs in
-    proportion to the kernel.
+    the others in closed form. Reflect sums the border outputs over at most one period of the
+    reflection (``2(m - 1)`` outputs' offsets) per border: by runs at dilation 1 (`_reflect_run_sum`),
+    else by taps (`_reflect_tap_sum`, up to a few thousand distinct taps), else per output in
+    closed form, a chunk at a time (`_reflect_chunk_sum`: only for dilated kernels with many taps
+    and many border outputs).
     """
     size, kernel, stride, dilation, lo = axis.size, axis.kernel, axis.stride, axis.dilation, axis.lo
     if size == 1:
@@ -314,6 +345,101 @@ def _folded_nonzeros(axis: Axis, mode: PaddingMode) -> int:
 
 
 def _reflect_sum(begin: int, end: int, axis: Axis) -> int:
+    """Sum of `_reflect_sources` over the outputs ``[begin, end)``: by runs, else a chunk at a time."""
+    if axis.dilation == 1:
+        total = _reflect_run_sum(begin, end, axis)
+        if total is not None:
+            return total
+    total = _reflect_tap_sum(begin, end, axis)
+    return _reflect_chunk_sum(begin, end, axis) if total is None else total
+
+
+def _reflect_tap_sum(begin: int, end: int, axis: Axis) -> int | None:
+    """Sum of `_reflect_sources` over the outputs ``[begin, end)`` by taps, or None if too many.
+
+    Each output reads ``(2K - both + fixed) / 2`` entries (see `_reflect_sources`). ``fixed``
+    counts the taps on 0 or ``P/2``; ``both`` is ``h(v)``, the taps whose partner ``v - r``
+    (mod q) is also a tap, where ``v`` solves ``v * d = -2 * first (mod P)``. Summed over the
+    outputs, each is a count of outputs on one residue class, in closed form (`_congruent`):
+    O(K) of them for ``K = min(k, q)`` taps, whatever the number of outputs.
+    """
+    period = 2 * (axis.size - 1)
+    stride, dilation, lo = axis.stride, axis.dilation, axis.lo
+    q = period // math.gcd(dilation, period)
+    count = min(axis.kernel, q)
+    if 2 * count > _MAX_RUNS:
+        return None
+    fixed = 0
+    for r in range(count):  # the output o reads entry 0 (or m - 1) through tap r: o*s = lo - r*d
+        for target in (0, period // 2):
+            fixed += _congruent(begin, end, stride, (target + lo - r * dilation) % period, period)
+    both = 0
+    for v in range(min(q, 2 * count - 1)):  # 2*first = 2*(o*s - lo) = -v*d (mod P)
+        low = (v - count + 1) % q
+        pairs = max(0, count - low) + max(0, low + count - q)
+        if pairs:
+            target = (2 * lo - v * dilation) % period
+            both += pairs * _congruent(begin, end, 2 * stride, target, period)
+    return (2 * count * (end - begin) - both + fixed) // 2
+
+
+def _reflect_window(first: int, axis: Axis) -> int:
+    """Distinct entries read by the window ``[first, first + k)`` (dilation 1) reflected at the ends.
+
+    Reflection is a zigzag through the turning points ``j * (m - 1)``, monotone between them: a
+    window holding a whole segment between two turning points reads all `m` entries, one holding
+    a single turning point ``T`` reads ``max(T - first, last - T) + 1``, and one holding none
+    reads `k` distinct entries.
+    """
+    turn, last = axis.size - 1, first + axis.kernel - 1
+    low, high = -(-first // turn), last // turn  # the first and last turning points inside
+    if high > low:
+        return axis.size
+    if high == low:
+        point = low * turn
+        return max(point - first, last - point) + 1
+    return axis.kernel
+
+
+_MAX_RUNS = 2**12  # runs summed in closed form before counting per output instead
+
+
+def _reflect_run_sum(begin: int, end: int, axis: Axis) -> int | None:
+    """Sum of `_reflect_window` over the outputs ``[begin, end)`` (dilation 1), or None if too long.
+
+    As a function of the window's start ``a = o * s - lo`` the count is affine between breakpoints
+    near each turning point ``T`` (``a = T + 1``: ``T`` leaves the window, ``a = T - k + 1``: it
+    enters, ``a = T - (k - 1) / 2``: the longer side changes), so it is summed one run at a time as
+    an arithmetic series: no cost proportional to the kernel or the number of outputs.
+    """
+    if end <= begin:
+        return 0
+    size, kernel, stride, lo = axis.size, axis.kernel, axis.stride, axis.lo
+    turn = size - 1
+    if kernel - 1 >= 2 * turn:  # every window holds a whole segment
+        return (end - begin) * size
+    first, last = begin * stride - lo, (end - 1) * stride - lo  # the windows' starts
+    low, high = (first - kernel) // turn - 1, (last + kernel) // turn + 2  # turning points near
+    if 4 * (high - low) > _MAX_RUNS:
+        return None
+    half = (kernel - 1) // 2
+    breaks: set[int] = set()
+    for j in range(low, high):
+        point = j * turn
+        breaks.update((point + 1, point - kernel + 1, point - half, point - half + 1))
+    total, output = 0, begin
+    for cut in [*sorted(b for b in breaks if first < b <= last), last + 1]:
+        stop = min(end, -(-(cut + lo) // stride))  # the outputs whose window starts before `cut`
+        count = stop - output
+        if count > 0:
+            value = _reflect_window(output * stride - lo, axis)
+            slope = _reflect_window((output + 1) * stride - lo, axis) - value if count > 1 else 0
+            total += count * value + slope * (count * (count - 1) // 2)
+            output = stop
+    return total
+
+
+def _reflect_chunk_sum(begin: int, end: int, axis: Axis) -> int:
     """Sum of `_reflect_sources` over the outputs ``[begin, end)``, a chunk at a time."""
     period = 2 * (axis.size - 1)
     total = 0
@@ -520,13 +646,11 @@ def _pads(
     return parsed[i]  # type: ignore[return-value]
 
 
-def _split_kernel_shape(kernel_shape: tuple[int, ...], layout: str) -> tuple[list[int], int, int]:
+def _split_kernel_shape(kernel_shape: tuple[int, ...], layout: str) -> tuple[tuple[int, ...], int, int]:
     """(spatial kernel sizes, channels per group, filters) of a kernel shape in `layout`."""
     if layout == "channels_last":
-        *spatial, group_channels, filters = kernel_shape
-    else:
-        filters, group_channels, *spatial = kernel_shape
-    return spatial, group_channels, filters
+        return kernel_shape[:-2], kernel_shape[-2], kernel_shape[-1]
+    return kernel_shape[2:], kernel_shape[1], kernel_shape[0]
 
 
 def _layout_hint(kernel_shape: tuple[int, ...], sizes: tuple[int, ...], layout: str, groups: int) -> str:
@@ -543,10 +667,8 @@ def _layout_hint(kernel_shape: tuple[int, ...], sizes: tuple[int, ...], layout: 
     return f" (layout={layout!r}; layout={other!r} would not fit either)"
 
 
-def _spatial_input(
-    kernel_shape: tuple[int, ...], input_shape: Any, layout: str, ndim: int, channels: int, groups: int
-) -> tuple[int, ...]:
-    """The spatial sizes of `input_shape`, checked against the kernel's channels."""
+def _sizes(input_shape: Any) -> tuple[int, ...]:
+    """`input_shape` as a tuple of Python ints (an int is one size)."""
     if isinstance(input_shape, (str, bytes)):
         raise ValueError(f"`input_shape` must be a sequence of integers, got the string {input_shape!r}")
     if isinstance(input_shape, np.ndarray) and (input_shape.ndim != 1 or input_shape.dtype.kind not in "iu"):
@@ -556,7 +678,17 @@ def _spatial_input(
         )
     if not isinstance(input_shape, (tuple, list)) and np.ndim(input_shape) == 0:
         input_shape = (input_shape,)
-    sizes = tuple([as_int(v, "input_shape") for v in input_shape])
+    return tuple([as_int(v, "input_shape") for v in input_shape])
+
+
+def _spatial_input(
+    kernel_shape: tuple[int, ...], input_shape: Any, layout: str, ndim: int, channels: int, groups: int
+) -> tuple[int, ...]:
+    """The spatial sizes of `input_shape`, checked against the kernel's channels."""
+    if type(input_shape) is tuple and all([type(v) is int for v in input_shape]):
+        sizes = input_shape  # the common case: a shape such as ``x.shape``
+    else:
+        sizes = _sizes(input_shape)
     if len(sizes) == ndim + 1:
         given_channels = sizes[-1] if layout == "channels_last" else sizes[0]
         if given_channels != channels:
@@ -595,9 +727,10 @@ def make_geometry(
 
     Raises `ValueError` naming the offending argument and what would be accepted.
     """
-    if not isinstance(layout, str) or layout.lower() not in LAYOUTS:
-        raise ValueError(f"`layout` must be 'channels_last' or 'channels_first', got {brief(layout)}")
-    layout = layout.lower()
+    if type(layout) is not str or layout not in LAYOUTS:  # else the common case, as it is
+        if not isinstance(layout, str) or layout.lower() not in LAYOUTS:
+            raise ValueError(f"`layout` must be 'channels_last' or 'channels_first', got {brief(layout)}")
+        layout = layout.lower()
     if len(kernel_shape) < 3:
         raise ValueError(
             f"`kernel` must have at least 3 axes (N >= 1 spatial axes, input channels, filters), "
@@ -625,15 +758,15 @@ def make_geometry(
         )
     spatial_input = _spatial_input(kernel_shape, input_shape, layout, ndim, channels, groups)
 
-    strides = _at_least(_as_int_tuple(stride, "stride", ndim), 1, "stride", stride)
-    dilations = _at_least(_as_int_tuple(dilation, "dilation", ndim), 1, "dilation", dilation)
+    strides = _positive_ints(stride, "stride", ndim)
+    dilations = _positive_ints(dilation, "dilation", ndim)
     parsed = _parse_padding(padding, ndim)
     mode = _padding_mode_for(parsed, padding_mode)
 
     axes = []
     for i, (m, k, s, d) in enumerate(zip(spatial_input, spatial_kernel, strides, dilations)):
         extent = (k - 1) * d + 1
-        lo, hi = _pads(parsed, i, m, extent, s)
+        lo, hi = (0, 0) if parsed == "valid" else _pads(parsed, i, m, extent, s)
         if extent > m + lo + hi:
             raise ValueError(
                 f"the kernel (effective size {extent} = ({k} - 1) * dilation {d} + 1) is larger than "
@@ -642,20 +775,15 @@ def make_geometry(
             )
         axes.append(Axis(m, k, s, d, lo, hi))
 
-    return Geometry(
-        axes=tuple(axes),
-        channels=channels,
-        filters=filters,
-        groups=groups,
-        mode=mode,
-        layout=layout,  # type: ignore[arg-type]
-        padding=parsed if isinstance(parsed, str) else padding,
-    )
+    padding = parsed if type(parsed) is str else padding
+    return Geometry(tuple(axes), channels, filters, groups, mode, layout, padding)  # type: ignore[arg-type]
 
 
 def _padding_mode_for(parsed: str | tuple[tuple[int, int], ...], value: Any) -> PaddingMode:
     """The padding mode, with ``padding='circular'`` as shorthand for the circular mode."""
-    mode = padding_mode(value)
+    mode = PADDING_MODES.get(value) if type(value) is str else None  # else case or type to check
+    if mode is None:
+        mode = padding_mode(value)
     if parsed == "circular":
         if mode.name not in ("zeros", "circular"):
             raise ValueError(

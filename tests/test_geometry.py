@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from oracles import direct_convolution, loop_operator, pads_for
 
 import stridedop
+from stridedop import _geometry
 from stridedop._geometry import make_geometry
 
 
@@ -242,6 +243,77 @@ def test_nonzero_count_is_the_count_of_entries_each_output_reads(m, k, stride, d
         for o in range(axis.output)
     ]
     assert geometry.nonzero_count == 2 * 3 * sum(len(p) for p in places)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    m=st.integers(2, 30),
+    k=st.integers(1, 70),
+    stride=st.integers(1, 7),
+    pads=st.tuples(st.integers(0, 80), st.integers(0, 80)),
+)
+def test_reflect_count_by_runs_matches_the_entries_each_output_reads(m, k, stride, pads):
+    # Issue 10, item 12: reflect at dilation 1 is summed by runs; kernels up to twice the input
+    # and wide padding reach every case (windows holding no, one, or two turning points).
+    assume(k <= m + sum(pads))
+    geometry = make_geometry((k, 1, 1), (m,), padding=[pads], padding_mode="reflect", stride=stride)
+    (axis,) = geometry.axes
+    expected = sum(
+        len({_reads("reflect", o * stride + r - axis.lo, m) for r in range(k)}) for o in range(axis.output)
+    )
+    assert geometry.nonzero_count == expected
+
+
+@pytest.mark.parametrize("stride", [1, 3])
+def test_reflect_count_never_counts_per_output(monkeypatch, stride):
+    # Issue 10, item 12: `info --kernel 100000000x1x1 --input 100000000 --padding same
+    # --padding-mode reflect` took 17 s counting border outputs one by one. With the per-output
+    # count disabled, 10^12-tap axes are still counted, and agree with a size it can count.
+    def per_output(*arguments):
+        raise AssertionError("counted per output")
+
+    def count(size):
+        geometry = make_geometry((size, 1, 1), (size,), padding="same", padding_mode="reflect", stride=stride)
+        return geometry.nonzero_count
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_geometry, "_reflect_chunk_sum", per_output)
+        counts = {size: count(size) for size in (10**4, 10**12)}
+    monkeypatch.setattr(_geometry, "_reflect_run_sum", lambda *arguments: None)
+    assert count(10**4) == counts[10**4]  # the per-output count agrees where it is affordable
+    if stride == 1:  # windows of N taps from -N/2 on: 3N^2/4 + 1 entries for an even N
+        assert counts == {size: 3 * size * size // 4 + 1 for size in counts}
+
+
+@pytest.mark.parametrize(("taps", "stride"), [(3, 1), (5, 4)])
+def test_reflect_count_by_taps_never_counts_per_output(monkeypatch, taps, stride):
+    # Issue 10, item 12: a few taps with a dilation of half the input meet the reflection at
+    # every border output; they are counted by residue classes, one per tap, for any size.
+    def per_output(*arguments):
+        raise AssertionError("counted per output")
+
+    def count(size):
+        geometry = make_geometry(
+            (taps, 1, 1), (size,), padding="same", padding_mode="reflect", stride=stride, dilation=size // 2
+        )
+        return geometry.nonzero_count
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_geometry, "_reflect_chunk_sum", per_output)
+        counts = {size: count(size) for size in (10**3, 10**12)}
+    assert all(0 < counts[size] <= taps * size for size in counts)
+    monkeypatch.setattr(_geometry, "_reflect_tap_sum", lambda *arguments: None)
+    assert count(10**3) == counts[10**3]  # the per-output count agrees where it is affordable
+    m, dilation = 10**3, 10**3 // 2
+    geometry = make_geometry(
+        (taps, 1, 1), (m,), padding="same", padding_mode="reflect", stride=stride, dilation=dilation
+    )
+    lo = geometry.axes[0].lo
+    expected = sum(
+        len({_reads("reflect", o * stride + r * dilation - lo, m) for r in range(taps)})
+        for o in range(geometry.axes[0].output)
+    )
+    assert counts[10**3] == expected  # and both the entries each output reads
 
 
 @pytest.mark.parametrize(
