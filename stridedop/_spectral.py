@@ -28,6 +28,8 @@ bidiagonalization with full reorthogonalization on the two matrix-free products.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -528,6 +530,271 @@ def lanczos_svds(
     return locked_u[:k], locked_s[:k], locked_v[:k], converged
 
 
+# -- matrix-free norm: Lanczos on the Gram operator -----------------------------------------------------
+class _Correlation:
+    """Zero-padded stride-1 correlation on channels-last arrays, as one GEMM per group (im2col).
+
+    ``out[o, g, f] = sum_{r, c} W[r, c, g, f] x[o + r * d - lo, g, c]`` for `weights`
+    ``(*k, Cg, G * Fg)``; `x` ``(*sizes, G * Cg)``. The input is copied into a padded buffer whose
+    border stays zero, and its windows (a strided view) into one ``(outputs, taps * Cg)`` matrix.
+    """
+
+    def __init__(
+        self,
+        weights: np.ndarray,
+        sizes: Sequence[int],
+        lo: Sequence[int],
+        hi: Sequence[int],
+        dilation: Sequence[int],
+        groups: int,
+    ) -> None:
+        n = len(sizes)
+        *taps, group_channels, filters = weights.shape
+        self.groups, self.group_filters = groups, filters // groups
+        self.extents = tuple((k - 1) * d + 1 for k, d in zip(taps, dilation))
+        self.outputs = tuple(m + a + b - e + 1 for m, a, b, e in zip(sizes, lo, hi, self.extents))
+        self.interior = tuple(slice(a, a + m) for a, m in zip(lo, sizes))
+        self.taps = tuple(slice(None, None, d) for d in dilation)
+        padded_shape = tuple(m + a + b for m, a, b in zip(sizes, lo, hi))
+        self.padded = np.zeros((*padded_shape, group_channels * groups), dtype=weights.dtype)
+        # a group's window axes (*o, Cg, *k) -> (*o, *k, Cg): the order of the weights' rows
+        self.order = (*range(n), *range(n + 1, 2 * n + 1), n)
+        self.columns = np.empty((*self.outputs, *taps, group_channels), dtype=weights.dtype)
+        rows = math.prod(taps) * group_channels
+        blocks = weights.reshape(rows, groups, self.group_filters)
+        self.matrices = [np.ascontiguousarray(blocks[:, g]) for g in range(groups)]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        n = len(self.outputs)
+        self.padded[self.interior] = x
+        windows = np.lib.stride_tricks.sliding_window_view(self.padded, self.extents, axis=tuple(range(n)))
+        windows = windows[(Ellipsis, *self.taps)]  # (*o, C, *k)
+        windows = windows.reshape(*self.outputs, self.groups, -1, *windows.shape[n + 1 :])
+        pixels = math.prod(self.outputs)
+        matrix = self.columns.reshape(pixels, -1)
+        parts = []
+        for g, weights in enumerate(self.matrices):
+            np.copyto(self.columns, windows[(slice(None),) * n + (g,)].transpose(self.order))
+            parts.append(matrix @ weights)
+        out = parts[0] if self.groups == 1 else np.concatenate(parts, axis=1)
+        return out.reshape(*self.outputs, -1)
+
+
+def _zero_padding_products(
+    layer: Layer,
+) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray], int, int] | None:
+    """``(forward, adjoint, columns, rows)`` on flat channels-last vectors of a stride-1 zero-padded layer.
+
+    The adjoint of a stride-1 correlation with zero padding ``(lo, hi)`` is the correlation of the
+    output with the kernel flipped along its taps, conjugated and its channels swapped group by
+    group, zero-padded by ``(extent - 1 - lo, extent - 1 - hi)``. None for any other layer (or
+    padding wider than the kernel's reach), whose products then come from the operator.
+    """
+    geometry = layer.geometry
+    axes = geometry.axes
+    if layer.mode != "zeros" or any(
+        a.stride != 1 or not (0 <= a.lo < a.extent and 0 <= a.hi < a.extent) for a in axes
+    ):
+        return None
+    n, groups = geometry.ndim, geometry.groups
+    kernel = np.asarray(layer.kernel)
+    kernel = kernel.astype(_work_dtype(kernel.dtype))
+    *taps, group_channels, filters = kernel.shape
+    flipped = kernel[(slice(None, None, -1),) * n].conj()
+    swapped = flipped.reshape(*taps, group_channels, groups, filters // groups)
+    swapped = swapped.transpose(*range(n), n + 2, n + 1, n).reshape(*taps, filters // groups, -1)
+    dilation = [a.dilation for a in axes]
+    sizes, outputs = [a.size for a in axes], [a.output for a in axes]
+    forward = _Correlation(kernel, sizes, [a.lo for a in axes], [a.hi for a in axes], dilation, groups)
+    adjoint = _Correlation(
+        swapped, outputs, [a.extent - 1 - a.lo for a in axes], [a.extent - 1 - a.hi for a in axes], dilation, groups
+    )
+    columns, rows = math.prod(sizes) * geometry.channels, math.prod(outputs) * geometry.filters
+    in_shape, out_shape = (*sizes, geometry.channels), (*outputs, geometry.filters)
+    return (
+        lambda v: forward(v.reshape(in_shape)).reshape(rows),
+        lambda u: adjoint(u.reshape(out_shape)).reshape(columns),
+        columns,
+        rows,
+    )
+
+
+def _top_value_error(values: np.ndarray, residuals: np.ndarray) -> float:
+    """Error bound of the largest Ritz value of a Hermitian operator (`values` descending).
+
+    The ``c`` largest Ritz vectors have the block residual ``R = beta v_{j+1} s^H`` of norm
+    ``sqrt(r_1^2 + ... + r_c^2)``, so (quadratic residual bound for a cluster: Mathias 1998,
+    Li & Li 2013) each of their values, the largest included, is within ``||R||^2 / delta`` of an
+    eigenvalue, ``delta`` being the gap from the cluster to the rest of the spectrum; it is
+    estimated from the next Ritz value and its residual, as ARPACK does. ``c = 1`` is Kato-Temple;
+    a larger cluster serves a nearly repeated top value, whose vectors mix long after the value is
+    known. Never more than ``r_1`` (Weyl).
+    """
+    best = float(residuals[0])
+    cluster = 0.0
+    for c in range(1, min(len(values), 8)):
+        cluster += float(residuals[c - 1]) ** 2
+        gap = float(values[c - 1] - values[c] - residuals[c])
+        if gap > 0:
+            best = min(best, cluster / gap)
+    return best
+
+
+def _krylov_capacity(size: int, itemsize: int, least: int) -> int:
+    """Vectors of length `size` a Krylov basis may hold (see `lanczos_svds`)."""
+    low, high = _LANCZOS_BYTES
+    memory = max(low, min(high, (available_memory() or 0) // 8))
+    return max(least, min(memory // (itemsize * size), _LANCZOS_ENTRIES // size))
+
+
+@functools.cache
+def _tridiagonal_solver() -> Callable[..., Any] | None:
+    """SciPy's `eigh_tridiagonal` (a few eigenpairs in O(j) each), or None without SciPy."""
+    try:
+        return importlib.import_module("scipy.linalg").eigh_tridiagonal  # type: ignore[no-any-return]
+    except ImportError:
+        return None
+
+
+def _top_tridiagonal(T: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `count` largest eigenpairs of the real symmetric tridiagonal `T`, descending.
+
+    Exact Lanczos leaves only the tridiagonal band; the reorthogonalization's corrections
+    elsewhere are rounding-sized and dropped.
+    """
+    j = len(T)
+    diagonal, off = np.real(np.diagonal(T)).copy(), np.real(np.diagonal(T, 1)).copy()
+    solver = _tridiagonal_solver()
+    assert solver is not None
+    values, vectors = solver(diagonal, off, select="i", select_range=(max(0, j - count), j - 1))
+    return values[::-1], vectors[:, ::-1]
+
+
+def _largest_eigenvalue(
+    gram: Callable[[np.ndarray], np.ndarray],
+    start: np.ndarray,
+    tol: float,
+    capacity: int,
+    limit: int,
+    random_vector: Callable[[int], np.ndarray],
+) -> tuple[float, bool]:
+    """Largest eigenvalue of the Hermitian positive semidefinite `gram` by Lanczos, and convergence.
+
+    ``T = V^H G V`` is kept dense: the known couplings of ``G v_j`` (``beta_{j-1}``, or the
+    thick-restart arrow) are removed first, then one classical Gram-Schmidt pass (a second only
+    when the first cancelled most of the vector) removes what is left and corrects ``T``. The
+    relative error of ``sqrt(theta)`` is at most ``error / (2 theta)`` (`_top_value_error`).
+    """
+    size = start.size
+    dtype = start.dtype
+    V = np.empty((capacity + 1, size), dtype=dtype)
+    T = np.zeros((capacity + 1, capacity + 1), dtype=dtype)
+    V[0] = start / np.linalg.norm(start)
+    j = steps = 0
+    next_check = 4
+    tridiagonal = True
+    while True:
+        w = gram(V[j])
+        known = np.flatnonzero(T[:j, j])
+        if known.size:
+            w -= T[known, j] @ V[known]
+        alpha = np.vdot(V[j], w)
+        w -= alpha * V[j]
+        T[j, j] += alpha
+        before = np.linalg.norm(w)
+        for _ in range(2):
+            basis = V[: j + 1]
+            step = basis @ w if dtype.kind != "c" else basis.conj() @ w
+            w -= basis.T @ step
+            T[: j + 1, j] += step
+            after = np.linalg.norm(w)
+            if after > 0.7071 * before:
+                break
+            before = after
+        T[j, : j + 1] = T[: j + 1, j].conj()
+        T[j, j] = T[j, j].real
+        beta = float(np.linalg.norm(w))
+        j += 1
+        steps += 1
+        if beta <= 1e-14 * max(float(np.abs(T[:j, :j]).max()), np.finfo(float).tiny):
+            beta = 0.0  # an invariant subspace: its values are exact; go on with a fresh direction
+            if j < size:
+                w = _orthogonalize(random_vector(size), V[:j])
+                V[j] = w / np.linalg.norm(w)
+        else:
+            V[j] = w / beta
+            T[j, j - 1] = T[j - 1, j] = beta
+        full = j >= capacity or j >= size
+        if not full and steps < next_check:
+            continue
+        if full or not tridiagonal or _tridiagonal_solver() is None:
+            next_check = steps + max(2, steps // 16)  # the dense eigensolver costs O(j^3)
+            values, vectors = np.linalg.eigh(T[:j, :j])
+            values, vectors = values[::-1], vectors[:, ::-1]
+        else:
+            next_check = steps + 2
+            values, vectors = _top_tridiagonal(T[:j, :j], 8)
+        top = max(float(values[0]), 0.0)
+        if j >= size:
+            return top, True
+        error = _top_value_error(values, np.abs(beta * vectors[j - 1]))
+        if error <= 2 * tol * top:
+            return top, True
+        if steps >= limit:
+            return top, False
+        if full:  # thick restart: the better half of the Ritz vectors, and the next vector
+            keep = min(j - 1, max(8, j // 2))
+            V[:keep], V[keep] = vectors[:, :keep].T @ V[:j], V[j].copy()
+            T[:] = 0
+            T[np.arange(keep), np.arange(keep)] = values[:keep]
+            j = keep
+            tridiagonal = False  # an arrow now
+
+
+def lanczos_norm(
+    linear_map: LinearMap, *, tol: float = TOLERANCE, max_steps: int | None = None, seed: int = 0
+) -> tuple[float, bool]:
+    """Largest singular value (no vectors) by Lanczos on ``A^H A`` or ``A A^H``, whichever is smaller.
+
+    The same Krylov spaces as Golub-Kahan-Lanczos (`lanczos_svds`) from the same start, but only one
+    basis to keep orthogonal, and a stop on the value alone: its error is quadratic in the
+    vectors' (`_top_value_error`), so it converges long before the vectors. A stride-1
+    zero-padded convolution is applied through `_zero_padding_products` (one GEMM per direction),
+    anything else through the map's own products. Returns ``(sigma, converged)``.
+    """
+    products = _zero_padding_products(linear_map.layer) if linear_map.layer is not None else None
+    if products is None:
+        dtype = _work_dtype(linear_map.dtype)
+        rows, columns = linear_map.rows, linear_map.columns
+
+        def forward(v: np.ndarray) -> np.ndarray:
+            return np.asarray(linear_map.forward(v.reshape(linear_map.input_shape)), dtype=dtype).reshape(rows)
+
+        def adjoint(u: np.ndarray) -> np.ndarray:
+            return np.asarray(linear_map.adjoint(u.reshape(linear_map.output_shape)), dtype=dtype).reshape(columns)
+
+    else:
+        forward, adjoint, columns, rows = products
+        dtype = _work_dtype(linear_map.dtype if linear_map.layer is None else linear_map.layer.kernel.dtype)
+    if columns <= rows:
+        size, gram = columns, (lambda v: adjoint(forward(v)))
+    else:
+        size, gram = rows, (lambda u: forward(adjoint(u)))
+    capacity = min(size, _krylov_capacity(size, np.dtype(dtype).itemsize, 48))
+    capacity = capacity if max_steps is None else min(size, max(max_steps, 1))
+    limit = 100 * capacity if max_steps is None else max_steps
+    rng = np.random.default_rng(seed)
+
+    def random_vector(length: int) -> np.ndarray:
+        w = rng.standard_normal(length)
+        if dtype is np.complex128:
+            w = w + 1j * rng.standard_normal(length)
+        return w.astype(dtype)
+
+    value, converged = _largest_eigenvalue(gram, random_vector(size), tol, capacity, limit, random_vector)
+    return math.sqrt(value), converged
+
+
 # -- dense ---------------------------------------------------------------------------------------------
 def _dense_matrix(linear_map: LinearMap, max_bytes: Any = None) -> np.ndarray:
     """The dense matrix, guarded like `materialize` (MemoryError before allocating)."""
@@ -577,6 +844,8 @@ def svdvals(linear_map: LinearMap, k: Any = None, *, method: str = "auto") -> np
         else:
             return values if k is None else values[:k]
     assert k is not None
+    if k == 1:
+        return np.array([lanczos_norm(linear_map)[0]])
     _, s, _, _ = lanczos_svds(linear_map, k)
     return s
 
