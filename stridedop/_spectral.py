@@ -568,7 +568,7 @@ class _Correlation:
         n = len(self.outputs)
         self.padded[self.interior] = x
         windows = np.lib.stride_tricks.sliding_window_view(self.padded, self.extents, axis=tuple(range(n)))
-        windows = windows[(Ellipsis, *self.taps)]  # (*o, C, *k)
+        windows = windows[(Ellipsis,) + self.taps]  # (*o, C, *k)
         windows = windows.reshape(*self.outputs, self.groups, -1, *windows.shape[n + 1 :])
         pixels = math.prod(self.outputs)
         matrix = self.columns.reshape(pixels, -1)
@@ -606,9 +606,8 @@ def _zero_padding_products(
     dilation = [a.dilation for a in axes]
     sizes, outputs = [a.size for a in axes], [a.output for a in axes]
     forward = _Correlation(kernel, sizes, [a.lo for a in axes], [a.hi for a in axes], dilation, groups)
-    adjoint = _Correlation(
-        swapped, outputs, [a.extent - 1 - a.lo for a in axes], [a.extent - 1 - a.hi for a in axes], dilation, groups
-    )
+    lo, hi = [a.extent - 1 - a.lo for a in axes], [a.extent - 1 - a.hi for a in axes]
+    adjoint = _Correlation(swapped, outputs, lo, hi, dilation, groups)
     columns, rows = math.prod(sizes) * geometry.channels, math.prod(outputs) * geometry.filters
     in_shape, out_shape = (*sizes, geometry.channels), (*outputs, geometry.filters)
     return (
@@ -751,6 +750,33 @@ def _largest_eigenvalue(
             tridiagonal = False  # an arrow now
 
 
+def _flat_products(
+    linear_map: LinearMap,
+) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray], int, int, type]:
+    """``(forward, adjoint, columns, rows, dtype)``: the map's two products on flat vectors.
+
+    A stride-1 zero-padded layer uses `_zero_padding_products` (channels-last vectors: the same
+    singular values); anything else the map's own products.
+    """
+    layer = linear_map.layer
+    products = _zero_padding_products(layer) if layer is not None else None
+    if products is not None:
+        assert layer is not None
+        return (*products, _work_dtype(np.asarray(layer.kernel).dtype))
+    dtype = _work_dtype(linear_map.dtype)
+    rows, columns = linear_map.rows, linear_map.columns
+
+    def forward(v: np.ndarray) -> np.ndarray:
+        image = linear_map.forward(v.reshape(linear_map.input_shape))
+        return np.asarray(image, dtype=dtype).reshape(rows)
+
+    def adjoint(u: np.ndarray) -> np.ndarray:
+        image = linear_map.adjoint(u.reshape(linear_map.output_shape))
+        return np.asarray(image, dtype=dtype).reshape(columns)
+
+    return forward, adjoint, columns, rows, dtype
+
+
 def lanczos_norm(
     linear_map: LinearMap, *, tol: float = TOLERANCE, max_steps: int | None = None, seed: int = 0
 ) -> tuple[float, bool]:
@@ -762,20 +788,7 @@ def lanczos_norm(
     zero-padded convolution is applied through `_zero_padding_products` (one GEMM per direction),
     anything else through the map's own products. Returns ``(sigma, converged)``.
     """
-    products = _zero_padding_products(linear_map.layer) if linear_map.layer is not None else None
-    if products is None:
-        dtype = _work_dtype(linear_map.dtype)
-        rows, columns = linear_map.rows, linear_map.columns
-
-        def forward(v: np.ndarray) -> np.ndarray:
-            return np.asarray(linear_map.forward(v.reshape(linear_map.input_shape)), dtype=dtype).reshape(rows)
-
-        def adjoint(u: np.ndarray) -> np.ndarray:
-            return np.asarray(linear_map.adjoint(u.reshape(linear_map.output_shape)), dtype=dtype).reshape(columns)
-
-    else:
-        forward, adjoint, columns, rows = products
-        dtype = _work_dtype(linear_map.dtype if linear_map.layer is None else linear_map.layer.kernel.dtype)
+    forward, adjoint, columns, rows, dtype = _flat_products(linear_map)
     if columns <= rows:
         size, gram = columns, (lambda v: adjoint(forward(v)))
     else:
