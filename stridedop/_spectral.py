@@ -646,6 +646,33 @@ def _krylov_capacity(size: int, itemsize: int, least: int) -> int:
     return max(least, min(memory // (itemsize * size), _LANCZOS_ENTRIES // size))
 
 
+def _orthogonality_estimate(
+    omega: np.ndarray, omega_prev: np.ndarray, T: np.ndarray, j: int, beta: float, noise: float
+) -> np.ndarray:
+    """Simon's estimate of ``|v_{j+1}^H v_k|`` from those of ``v_j`` and ``v_{j-1}`` (partial reorth.).
+
+    The Lanczos recurrence ``beta_j v_{j+1} = G v_j - alpha_j v_j - beta_{j-1} v_{j-1}``, taken
+    against ``v_k`` (which obeys the same recurrence), gives
+    ``beta_j w_{j+1,k} = beta_k w_{j,k+1} + (alpha_k - alpha_j) w_{j,k} + beta_{k-1} w_{j,k-1}
+    - beta_{j-1} w_{j-1,k}``, plus rounding of at most `noise` (added with the sign that grows the
+    estimate). While all estimates stay below ``sqrt(eps)`` the basis is semi-orthogonal, and
+    ``T`` is then the projection of ``G`` to working precision (Simon 1984).
+    """
+    alphas = np.real(np.diagonal(T))[: j + 1]
+    betas = np.real(np.diagonal(T, -1))[:j]
+    new = np.zeros_like(omega)
+    if j:
+        t = betas * omega[1 : j + 1] + (alphas[:j] - alphas[j]) * omega[:j] - betas[j - 1] * omega_prev[:j]
+        t[1:] += betas[: j - 1] * omega[: j - 1]
+        new[:j] = (t + np.where(t >= 0, noise, -noise)) / beta if beta else np.inf
+    new[j] = noise / beta if beta else np.inf
+    new[j + 1] = 1.0
+    return new
+
+
+_SEMI_ORTHOGONAL = math.sqrt(np.finfo(float).eps)
+
+
 @functools.cache
 def _tridiagonal_solver() -> Callable[..., Any] | None:
     """SciPy's `eigh_tridiagonal` (a few eigenpairs in O(j) each), or None without SciPy."""
@@ -691,7 +718,11 @@ def _largest_eigenvalue(
     V[0] = start / np.linalg.norm(start)
     j = steps = 0
     next_check = 4
-    tridiagonal = True
+    tridiagonal = partial = True
+    again = False  # reorthogonalize in this step: the second of a pair
+    omega, omega_prev = np.zeros(capacity + 2), np.zeros(capacity + 2)
+    omega[0] = 1.0
+    scale = 0.0  # an estimate of ||G|| from T
     while True:
         w = gram(V[j])
         known = np.flatnonzero(T[:j, j])
@@ -700,16 +731,26 @@ def _largest_eigenvalue(
         alpha = np.vdot(V[j], w)
         w -= alpha * V[j]
         T[j, j] += alpha
-        before = np.linalg.norm(w)
-        for _ in range(2):
-            basis = V[: j + 1]
-            step = basis @ w if dtype.kind != "c" else basis.conj() @ w
-            w -= basis.T @ step
-            T[: j + 1, j] += step
-            after = np.linalg.norm(w)
-            if after > 0.7071 * before:
-                break
-            before = after
+        before = float(np.linalg.norm(w))
+        scale = max(scale, abs(alpha) + before + (abs(T[j, j - 1]) if j else 0.0))
+        if partial and not again:
+            noise = np.finfo(float).eps * math.sqrt(size) * scale
+            omega_prev, omega = omega, _orthogonality_estimate(omega, omega_prev, T, j, before, noise)
+        if not partial or again or np.abs(omega[: j + 1]).max() > _SEMI_ORTHOGONAL:
+            for _ in range(2):
+                basis = V[: j + 1]
+                step = basis @ w if dtype.kind != "c" else basis.conj() @ w
+                w -= basis.T @ step
+                T[: j + 1, j] += step
+                after = np.linalg.norm(w)
+                if after > 0.7071 * before:
+                    break
+                before = after
+            if partial:  # v_{j+1} is orthogonal again; v_{j+2} will be too (Simon's pairs)
+                if again:
+                    omega_prev, omega = omega, np.zeros_like(omega)
+                omega[: j + 1], omega[j + 1], omega[j + 2 :] = np.finfo(float).eps, 1.0, 0.0
+                again = not again
         T[j, : j + 1] = T[: j + 1, j].conj()
         T[j, j] = T[j, j].real
         beta = float(np.linalg.norm(w))
@@ -717,6 +758,7 @@ def _largest_eigenvalue(
         steps += 1
         if beta <= 1e-14 * max(float(np.abs(T[:j, :j]).max()), np.finfo(float).tiny):
             beta = 0.0  # an invariant subspace: its values are exact; go on with a fresh direction
+            partial = False
             if j < size:
                 w = _orthogonalize(random_vector(size), V[:j])
                 V[j] = w / np.linalg.norm(w)
@@ -726,19 +768,21 @@ def _largest_eigenvalue(
         full = j >= capacity or j >= size
         if not full and steps < next_check:
             continue
-        if full or not tridiagonal or _tridiagonal_solver() is None:
-            next_check = steps + max(2, steps // 16)  # the dense eigensolver costs O(j^3)
+        cheap = tridiagonal and not full and _tridiagonal_solver() is not None
+        if cheap:
+            values, vectors = _top_tridiagonal(T[:j, :j], 8)
+        else:
             values, vectors = np.linalg.eigh(T[:j, :j])
             values, vectors = values[::-1], vectors[:, ::-1]
-        else:
-            next_check = steps + 2
-            values, vectors = _top_tridiagonal(T[:j, :j], 8)
         top = max(float(values[0]), 0.0)
         if j >= size:
             return top, True
         error = _top_value_error(values, np.abs(beta * vectors[j - 1]))
         if error <= 2 * tol * top:
             return top, True
+        # Check often only near the end (and where the check is cheap: the dense one costs O(j^3)).
+        near = cheap and error <= 100 * 2 * tol * top
+        next_check = steps + (2 if near else max(2, steps // (16 if cheap else 8)))
         if steps >= limit:
             return top, False
         if full:  # thick restart: the better half of the Ritz vectors, and the next vector
@@ -747,7 +791,7 @@ def _largest_eigenvalue(
             T[:] = 0
             T[np.arange(keep), np.arange(keep)] = values[:keep]
             j = keep
-            tridiagonal = False  # an arrow now
+            tridiagonal = partial = False  # an arrow now
 
 
 def _flat_products(
