@@ -742,7 +742,7 @@ def _largest_eigenvalue(
                 step = basis @ w if dtype.kind != "c" else basis.conj() @ w
                 w -= basis.T @ step
                 T[: j + 1, j] += step
-                after = np.linalg.norm(w)
+                after = float(np.linalg.norm(w))
                 if after > 0.7071 * before:
                     break
                 before = after
