@@ -703,8 +703,8 @@ def _largest_eigenvalue(
     capacity: int,
     limit: int,
     random_vector: Callable[[int], np.ndarray],
-) -> tuple[float, bool]:
-    """Largest eigenvalue of the Hermitian positive semidefinite `gram` by Lanczos, and convergence.
+) -> tuple[float, bool, int]:
+    """Largest eigenvalue of the Hermitian positive semidefinite `gram` by Lanczos, convergence, steps.
 
     ``T = V^H G V`` is kept dense: the known couplings of ``G v_j`` (``beta_{j-1}``, or the
     thick-restart arrow) are removed first, then one classical Gram-Schmidt pass (a second only
@@ -776,15 +776,15 @@ def _largest_eigenvalue(
             values, vectors = values[::-1], vectors[:, ::-1]
         top = max(float(values[0]), 0.0)
         if j >= size:
-            return top, True
+            return top, True, steps
         error = _top_value_error(values, np.abs(beta * vectors[j - 1]))
         if error <= 2 * tol * top:
-            return top, True
+            return top, True, steps
         # Check often only near the end (and where the check is cheap: the dense one costs O(j^3)).
         near = cheap and error <= 100 * 2 * tol * top
         next_check = steps + (2 if near else max(2, steps // (16 if cheap else 8)))
         if steps >= limit:
-            return top, False
+            return top, False, steps
         if full:  # thick restart: the better half of the Ritz vectors, and the next vector
             keep = min(j - 1, max(8, j // 2))
             V[:keep], V[keep] = vectors[:, :keep].T @ V[:j], V[j].copy()
@@ -823,14 +823,15 @@ def _flat_products(
 
 def lanczos_norm(
     linear_map: LinearMap, *, tol: float = TOLERANCE, max_steps: int | None = None, seed: int = 0
-) -> tuple[float, bool]:
+) -> tuple[float, bool, int]:
     """Largest singular value (no vectors) by Lanczos on ``A^H A`` or ``A A^H``, whichever is smaller.
 
     The same Krylov spaces as Golub-Kahan-Lanczos (`lanczos_svds`) from the same start, but only one
     basis to keep orthogonal, and a stop on the value alone: its error is quadratic in the
     vectors' (`_top_value_error`), so it converges long before the vectors. A stride-1
     zero-padded convolution is applied through `_zero_padding_products` (one GEMM per direction),
-    anything else through the map's own products. Returns ``(sigma, converged)``.
+    anything else through the map's own products. Returns ``(sigma, converged, steps)``, one
+    product of the Gram operator per step.
     """
     forward, adjoint, columns, rows, dtype = _flat_products(linear_map)
     if columns <= rows:
@@ -848,8 +849,9 @@ def lanczos_norm(
             w = w + 1j * rng.standard_normal(length)
         return w.astype(dtype)
 
-    value, converged = _largest_eigenvalue(gram, random_vector(size), tol, capacity, limit, random_vector)
-    return math.sqrt(value), converged
+    start = random_vector(size)
+    value, converged, steps = _largest_eigenvalue(gram, start, tol, capacity, limit, random_vector)
+    return math.sqrt(value), converged, steps
 
 
 # -- dense ---------------------------------------------------------------------------------------------
