@@ -723,6 +723,7 @@ def _largest_eigenvalue(
     omega, omega_prev = np.zeros(capacity + 2), np.zeros(capacity + 2)
     omega[0] = 1.0
     scale = 0.0  # an estimate of ||G|| from T
+    last_error, last_step = math.inf, 0
     while True:
         w = gram(V[j])
         known = np.flatnonzero(T[:j, j])
@@ -780,9 +781,13 @@ def _largest_eigenvalue(
         error = _top_value_error(values, np.abs(beta * vectors[j - 1]))
         if error <= 2 * tol * top:
             return top, True, steps
-        # Check often only near the end (and where the check is cheap: the dense one costs O(j^3)).
-        near = cheap and error <= 100 * 2 * tol * top
-        next_check = steps + (2 if near else max(2, steps // (16 if cheap else 8)))
+        # The next check where the error's recent geometric decay predicts convergence (a check
+        # costs less than a product, but a dense one O(j^3)), at most steps / 8 later.
+        target = 2 * tol * top
+        decay = math.log(last_error / error) / (steps - last_step) if 0 < error < last_error else 0.0
+        wait = math.log(error / target) / decay if decay > 0 and target > 0 else math.inf
+        next_check = steps + max(1 if cheap else 2, int(min(0.8 * wait, max(2, steps // 8))))
+        last_error, last_step = error, steps
         if steps >= limit:
             return top, False, steps
         if full:  # thick restart: the better half of the Ritz vectors, and the next vector
