@@ -66,6 +66,7 @@ _DENSE_MAX_SIDE = 512  # below this min(rows, columns) the dense SVD is the fast
 _LANCZOS_BYTES = (256 * 2**20, 4 * 2**30)  # Krylov bases: at least, at most (else 1/8 of free memory)
 TOLERANCE = 1e-10
 _LANCZOS_ENTRIES = 2**25  # entries of the two Krylov bases before Lanczos restarts
+_UNFOLDED_BYTES = 2**27  # largest unfolded windows (im2col) matrix of the stride-1 zero-padded products
 _ROUNDING = 1e-12  # relative margin that makes floating-point bounds safe against rounding
 
 
@@ -599,6 +600,13 @@ def _zero_padding_products(
     n, groups = geometry.ndim, geometry.groups
     kernel = np.asarray(layer.kernel)
     kernel = kernel.astype(_work_dtype(kernel.dtype))
+    # the unfolded windows: (outputs, taps * Cg) forward, (inputs, taps * Fg) adjoint
+    pixels = max(
+        math.prod(a.output for a in axes) * geometry.group_channels,
+        math.prod(a.size for a in axes) * geometry.group_filters,
+    )
+    if pixels * math.prod(a.kernel for a in axes) * kernel.itemsize > _UNFOLDED_BYTES:
+        return None
     *taps, group_channels, filters = kernel.shape
     flipped = kernel[(slice(None, None, -1),) * n].conj()
     swapped = flipped.reshape(*taps, group_channels, groups, filters // groups)

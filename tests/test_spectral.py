@@ -428,6 +428,14 @@ def test_zero_padding_products_only_for_stride_1_zeros_within_reach(keywords):
     assert _spectral._zero_padding_products(op._spectral_layer()) is None
 
 
+def test_zero_padding_products_fall_back_above_the_unfolded_size(monkeypatch):
+    op = stridedop.ConvOperator(np.ones((3, 3, 2, 2)), (6, 6, 2), padding="same")
+    monkeypatch.setattr(_spectral, "_UNFOLDED_BYTES", 36 * 9 * 2 * 8 - 1)  # one byte short
+    assert _spectral._zero_padding_products(op._spectral_layer()) is None
+    monkeypatch.setattr(_spectral, "_UNFOLDED_BYTES", 36 * 9 * 2 * 8)
+    assert _spectral._zero_padding_products(op._spectral_layer()) is not None
+
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", range(len(GEOMETRIES)))
 @pytest.mark.parametrize("complex_", [False, True])
