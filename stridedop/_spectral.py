@@ -23,7 +23,11 @@ For a real kernel ``M_{-b} = conj(M_b)``: only half of the frequencies along one
 computed, each counted twice unless it is its own conjugate (``b = 0`` or ``b = n / 2``).
 
 Every other mode uses the dense SVD when the matrix is small enough, else Golub-Kahan-Lanczos
-bidiagonalization with full reorthogonalization on the two matrix-free products.
+bidiagonalization with full reorthogonalization on the two matrix-free products (`lanczos_svds`).
+The norm alone (``k = 1`` without vectors) takes a cheaper road, `lanczos_norm`: Lanczos on the
+smaller of ``A^H A`` and ``A A^H`` with partial reorthogonalization, stopped by a residual bound
+on the value (quadratic in the vectors' error, and robust to a nearly double top value), with
+stride-1 zero padding applied as one GEMM per direction.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ __all__ = [
     "circular_norm",
     "circular_svdvals",
     "frobenius_norm",
+    "lanczos_norm",
     "lanczos_svds",
     "linear_map_of",
     "norm",
@@ -715,8 +720,13 @@ def _largest_eigenvalue(
     """Largest eigenvalue of the Hermitian positive semidefinite `gram` by Lanczos, convergence, steps.
 
     ``T = V^H G V`` is kept dense: the known couplings of ``G v_j`` (``beta_{j-1}``, or the
-    thick-restart arrow) are removed first, then one classical Gram-Schmidt pass (a second only
-    when the first cancelled most of the vector) removes what is left and corrects ``T``. The
+    thick-restart arrow) are removed first. Until the first restart the basis is only kept
+    semi-orthogonal (partial reorthogonalization: `_orthogonality_estimate` says when a pair of
+    vectors needs it; a run that stops on the value rarely does), and convergence is checked on
+    the tridiagonal ``T`` with SciPy when installed (else, and after a restart, with the dense
+    eigensolver). After a restart or an invariant subspace every vector gets a classical
+    Gram-Schmidt pass (a second only when the first cancelled most of it) whose coefficients
+    correct ``T``. The
     relative error of ``sqrt(theta)`` is at most ``error / (2 theta)`` (`_top_value_error`).
     """
     size = start.size
