@@ -453,6 +453,26 @@ def _lanczos_pass(
     return P[:, :top].T @ U[:j], S[:top], Qh[:top].conj() @ V[:j], converged
 
 
+def _random_vectors(dtype: type, seed: int) -> Callable[[int], np.ndarray]:
+    """Seeded standard normal vectors of `dtype` (real and imaginary parts for a complex one)."""
+    rng = np.random.default_rng(seed)
+
+    def random_vector(size: int) -> np.ndarray:
+        w = rng.standard_normal(size)
+        if dtype is np.complex128:
+            w = w + 1j * rng.standard_normal(size)
+        return w.astype(dtype)
+
+    return random_vector
+
+
+def _krylov_capacity(size: int, itemsize: int, least: int) -> int:
+    """Vectors of length `size` a Krylov basis may hold (see `lanczos_svds`)."""
+    low, high = _LANCZOS_BYTES
+    memory = max(low, min(high, (available_memory() or 0) // 8))
+    return max(least, min(memory // (itemsize * size), _LANCZOS_ENTRIES // size))
+
+
 def lanczos_svds(
     linear_map: LinearMap,
     k: int = 1,
@@ -485,19 +505,10 @@ def lanczos_svds(
     rows, columns = linear_map.rows, linear_map.columns
     dtype = _work_dtype(linear_map.dtype)
     dimension = min(rows, columns)
-    low, high = _LANCZOS_BYTES
-    memory = max(low, min(high, (available_memory() or 0) // 8))
-    budget = memory // (np.dtype(dtype).itemsize * (rows + columns))
-    capacity = max(2 * k + 40, min(budget, _LANCZOS_ENTRIES // (rows + columns)))
+    capacity = _krylov_capacity(rows + columns, np.dtype(dtype).itemsize, 2 * k + 40)
     capacity = min(dimension, capacity if max_steps is None else max(max_steps, k))
     limit = 100 * capacity if max_steps is None else max_steps
-    rng = np.random.default_rng(seed)
-
-    def random_vector(size: int) -> np.ndarray:
-        w = rng.standard_normal(size)
-        if dtype is np.complex128:
-            w = w + 1j * rng.standard_normal(size)
-        return w.astype(dtype)
+    random_vector = _random_vectors(dtype, seed)
 
     locked_u: np.ndarray = np.zeros((0, rows), dtype=dtype)
     locked_v: np.ndarray = np.zeros((0, columns), dtype=dtype)
@@ -650,13 +661,6 @@ def _top_value_error(values: np.ndarray, residuals: np.ndarray) -> float:
         if gap > 0:
             best = min(best, cluster / gap)
     return best
-
-
-def _krylov_capacity(size: int, itemsize: int, least: int) -> int:
-    """Vectors of length `size` a Krylov basis may hold (see `lanczos_svds`)."""
-    low, high = _LANCZOS_BYTES
-    memory = max(low, min(high, (available_memory() or 0) // 8))
-    return max(least, min(memory // (itemsize * size), _LANCZOS_ENTRIES // size))
 
 
 def _orthogonality_estimate(
@@ -864,14 +868,7 @@ def lanczos_norm(
     capacity = min(size, _krylov_capacity(size, np.dtype(dtype).itemsize, 48))
     capacity = capacity if max_steps is None else min(size, max(max_steps, 1))
     limit = 100 * capacity if max_steps is None else max_steps
-    rng = np.random.default_rng(seed)
-
-    def random_vector(length: int) -> np.ndarray:
-        w = rng.standard_normal(length)
-        if dtype is np.complex128:
-            w = w + 1j * rng.standard_normal(length)
-        return w.astype(dtype)
-
+    random_vector = _random_vectors(dtype, seed)
     start = random_vector(size)
     value, converged, steps = _largest_eigenvalue(gram, start, tol, capacity, limit, random_vector)
     return math.sqrt(value), converged, steps
