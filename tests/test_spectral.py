@@ -503,3 +503,41 @@ def test_top_value_error_bounds_a_nearly_double_top_eigenvalue():
     residuals = np.linalg.norm(G @ ritz - ritz * values, axis=0)
     error = _spectral._top_value_error(values, residuals)
     assert 0 <= eigenvalues[0] - values[0] <= error < residuals[0]
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1e-12])
+def test_lanczos_norm_with_frequent_partial_reorthogonalization(threshold, monkeypatch):
+    # 0: every vector reorthogonalized; 1e-12: pairs of reorthogonalizations every few steps
+    monkeypatch.setattr(_spectral, "_SEMI_ORTHOGONAL", threshold)
+    op = nearly_double_top_layer()
+    truth = np.linalg.norm(op.to_matrix(), 2)
+    value, converged, _ = _spectral.lanczos_norm(_spectral.linear_map_of(op))
+    assert converged
+    assert abs(value - truth) <= 1e-10 * truth
+
+
+def test_orthogonality_estimate_follows_plain_lanczos():
+    # Lanczos without any reorthogonalization on a diagonal matrix with a well separated top:
+    # orthogonality is lost as the top converges, and the estimate sees it coming.
+    rng = np.random.default_rng(0)
+    eigenvalues = np.concatenate([[10.0], np.linspace(0, 5, 199)])
+    V = np.zeros((41, 200))
+    T = np.zeros((42, 42))
+    V[0] = rng.standard_normal(200)
+    V[0] /= np.linalg.norm(V[0])
+    omega, omega_prev = np.zeros(43), np.zeros(43)
+    omega[0] = 1.0
+    worst = 0.0
+    for j in range(40):
+        w = eigenvalues * V[j] - (T[j, j - 1] * V[j - 1] if j else 0)
+        T[j, j] = V[j] @ w
+        w -= T[j, j] * V[j]
+        beta = np.linalg.norm(w)
+        noise = np.finfo(float).eps * math.sqrt(200) * 10
+        omega_prev, omega = omega, _spectral._orthogonality_estimate(omega, omega_prev, T, j, beta, noise)
+        V[j + 1] = w / beta
+        T[j + 1, j] = T[j, j + 1] = beta
+        actual = np.abs(V[: j + 1] @ V[j + 1]).max()
+        assert actual <= 100 * np.abs(omega[: j + 1]).max()  # the estimate is conservative
+        worst = max(worst, actual)
+    assert worst > _spectral._SEMI_ORTHOGONAL  # orthogonality really was lost
