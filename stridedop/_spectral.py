@@ -23,11 +23,17 @@ For a real kernel ``M_{-b} = conj(M_b)``: only half of the frequencies along one
 computed, each counted twice unless it is its own conjugate (``b = 0`` or ``b = n / 2``).
 
 Every other mode uses the dense SVD when the matrix is small enough, else Golub-Kahan-Lanczos
-bidiagonalization with full reorthogonalization on the two matrix-free products.
+bidiagonalization with full reorthogonalization on the two matrix-free products (`lanczos_svds`).
+The norm alone (``k = 1`` without vectors) takes a cheaper road, `lanczos_norm`: Lanczos on the
+smaller of ``A^H A`` and ``A A^H`` with partial reorthogonalization, stopped by a residual bound
+on the value (quadratic in the vectors' error, and robust to a nearly double top value), with
+stride-1 zero padding applied as one GEMM per direction.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +53,7 @@ __all__ = [
     "circular_norm",
     "circular_svdvals",
     "frobenius_norm",
+    "lanczos_norm",
     "lanczos_svds",
     "linear_map_of",
     "norm",
@@ -64,6 +71,7 @@ _DENSE_MAX_SIDE = 512  # below this min(rows, columns) the dense SVD is the fast
 _LANCZOS_BYTES = (256 * 2**20, 4 * 2**30)  # Krylov bases: at least, at most (else 1/8 of free memory)
 TOLERANCE = 1e-10
 _LANCZOS_ENTRIES = 2**25  # entries of the two Krylov bases before Lanczos restarts
+_UNFOLDED_BYTES = 2**27  # largest unfolded windows (im2col) matrix of the stride-1 zero-padded products
 _ROUNDING = 1e-12  # relative margin that makes floating-point bounds safe against rounding
 
 
@@ -445,6 +453,26 @@ def _lanczos_pass(
     return P[:, :top].T @ U[:j], S[:top], Qh[:top].conj() @ V[:j], converged
 
 
+def _random_vectors(dtype: type, seed: int) -> Callable[[int], np.ndarray]:
+    """Seeded standard normal vectors of `dtype` (real and imaginary parts for a complex one)."""
+    rng = np.random.default_rng(seed)
+
+    def random_vector(size: int) -> np.ndarray:
+        w = rng.standard_normal(size)
+        if dtype is np.complex128:
+            w = w + 1j * rng.standard_normal(size)
+        return w.astype(dtype)
+
+    return random_vector
+
+
+def _krylov_capacity(size: int, itemsize: int, least: int) -> int:
+    """Vectors of length `size` a Krylov basis may hold (see `lanczos_svds`)."""
+    low, high = _LANCZOS_BYTES
+    memory = max(low, min(high, (available_memory() or 0) // 8))
+    return max(least, min(memory // (itemsize * size), _LANCZOS_ENTRIES // size))
+
+
 def lanczos_svds(
     linear_map: LinearMap,
     k: int = 1,
@@ -477,19 +505,10 @@ def lanczos_svds(
     rows, columns = linear_map.rows, linear_map.columns
     dtype = _work_dtype(linear_map.dtype)
     dimension = min(rows, columns)
-    low, high = _LANCZOS_BYTES
-    memory = max(low, min(high, (available_memory() or 0) // 8))
-    budget = memory // (np.dtype(dtype).itemsize * (rows + columns))
-    capacity = max(2 * k + 40, min(budget, _LANCZOS_ENTRIES // (rows + columns)))
+    capacity = _krylov_capacity(rows + columns, np.dtype(dtype).itemsize, 2 * k + 40)
     capacity = min(dimension, capacity if max_steps is None else max(max_steps, k))
     limit = 100 * capacity if max_steps is None else max_steps
-    rng = np.random.default_rng(seed)
-
-    def random_vector(size: int) -> np.ndarray:
-        w = rng.standard_normal(size)
-        if dtype is np.complex128:
-            w = w + 1j * rng.standard_normal(size)
-        return w.astype(dtype)
+    random_vector = _random_vectors(dtype, seed)
 
     locked_u: np.ndarray = np.zeros((0, rows), dtype=dtype)
     locked_v: np.ndarray = np.zeros((0, columns), dtype=dtype)
@@ -526,6 +545,333 @@ def lanczos_svds(
         wanted = 1  # look for a value the earlier runs did not see
         v0 = _orthogonalize(random_vector(columns), locked_v)
     return locked_u[:k], locked_s[:k], locked_v[:k], converged
+
+
+# -- matrix-free norm: Lanczos on the Gram operator -----------------------------------------------------
+class _Correlation:
+    """Zero-padded stride-1 correlation on channels-last arrays, as one GEMM per group (im2col).
+
+    ``out[o, g, f] = sum_{r, c} W[r, c, g, f] x[o + r * d - lo, g, c]`` for `weights`
+    ``(*k, Cg, G * Fg)``; `x` ``(*sizes, G * Cg)``. The input is copied into a padded buffer whose
+    border stays zero, and its windows (a strided view) into one ``(outputs, taps * Cg)`` matrix.
+    """
+
+    def __init__(
+        self,
+        weights: np.ndarray,
+        sizes: Sequence[int],
+        lo: Sequence[int],
+        hi: Sequence[int],
+        dilation: Sequence[int],
+        groups: int,
+    ) -> None:
+        n = len(sizes)
+        *taps, group_channels, filters = weights.shape
+        self.groups, self.group_filters = groups, filters // groups
+        self.extents = tuple((k - 1) * d + 1 for k, d in zip(taps, dilation))
+        self.outputs = tuple(m + a + b - e + 1 for m, a, b, e in zip(sizes, lo, hi, self.extents))
+        self.interior = tuple(slice(a, a + m) for a, m in zip(lo, sizes))
+        self.taps = tuple(slice(None, None, d) for d in dilation)
+        padded_shape = tuple(m + a + b for m, a, b in zip(sizes, lo, hi))
+        self.padded = np.zeros((*padded_shape, group_channels * groups), dtype=weights.dtype)
+        # a group's window axes (*o, Cg, *k) -> (*o, *k, Cg): the order of the weights' rows
+        self.order = (*range(n), *range(n + 1, 2 * n + 1), n)
+        self.columns = np.empty((*self.outputs, *taps, group_channels), dtype=weights.dtype)
+        rows = math.prod(taps) * group_channels
+        blocks = weights.reshape(rows, groups, self.group_filters)
+        self.matrices = [np.ascontiguousarray(blocks[:, g]) for g in range(groups)]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        n = len(self.outputs)
+        self.padded[self.interior] = x
+        windows = np.lib.stride_tricks.sliding_window_view(self.padded, self.extents, axis=tuple(range(n)))
+        windows = windows[(Ellipsis,) + self.taps]  # (*o, C, *k)
+        windows = windows.reshape(*self.outputs, self.groups, -1, *windows.shape[n + 1 :])
+        pixels = math.prod(self.outputs)
+        matrix = self.columns.reshape(pixels, -1)
+        parts = []
+        for g, weights in enumerate(self.matrices):
+            np.copyto(self.columns, windows[(slice(None),) * n + (g,)].transpose(self.order))
+            parts.append(matrix @ weights)
+        out = parts[0] if self.groups == 1 else np.concatenate(parts, axis=1)
+        return out.reshape(*self.outputs, -1)
+
+
+def _zero_padding_products(
+    layer: Layer,
+) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray], int, int] | None:
+    """``(forward, adjoint, columns, rows)`` on flat channels-last vectors of a stride-1 zero-padded layer.
+
+    The adjoint of a stride-1 correlation with zero padding ``(lo, hi)`` is the correlation of the
+    output with the kernel flipped along its taps, conjugated and its channels swapped group by
+    group, zero-padded by ``(extent - 1 - lo, extent - 1 - hi)``. None for any other layer (or
+    padding wider than the kernel's reach), whose products then come from the operator.
+    """
+    geometry = layer.geometry
+    axes = geometry.axes
+    if layer.mode != "zeros" or any(
+        a.stride != 1 or not (0 <= a.lo < a.extent and 0 <= a.hi < a.extent) for a in axes
+    ):
+        return None
+    n, groups = geometry.ndim, geometry.groups
+    kernel = np.asarray(layer.kernel)
+    kernel = kernel.astype(_work_dtype(kernel.dtype))
+    # the unfolded windows: (outputs, taps * Cg) forward, (inputs, taps * Fg) adjoint
+    pixels = max(
+        math.prod(a.output for a in axes) * geometry.group_channels,
+        math.prod(a.size for a in axes) * geometry.group_filters,
+    )
+    if pixels * math.prod(a.kernel for a in axes) * kernel.itemsize > _UNFOLDED_BYTES:
+        return None
+    *taps, group_channels, filters = kernel.shape
+    flipped = kernel[(slice(None, None, -1),) * n].conj()
+    swapped = flipped.reshape(*taps, group_channels, groups, filters // groups)
+    swapped = swapped.transpose(*range(n), n + 2, n + 1, n).reshape(*taps, filters // groups, -1)
+    dilation = [a.dilation for a in axes]
+    sizes, outputs = [a.size for a in axes], [a.output for a in axes]
+    forward = _Correlation(kernel, sizes, [a.lo for a in axes], [a.hi for a in axes], dilation, groups)
+    lo, hi = [a.extent - 1 - a.lo for a in axes], [a.extent - 1 - a.hi for a in axes]
+    adjoint = _Correlation(swapped, outputs, lo, hi, dilation, groups)
+    columns, rows = math.prod(sizes) * geometry.channels, math.prod(outputs) * geometry.filters
+    in_shape, out_shape = (*sizes, geometry.channels), (*outputs, geometry.filters)
+    return (
+        lambda v: forward(v.reshape(in_shape)).reshape(rows),
+        lambda u: adjoint(u.reshape(out_shape)).reshape(columns),
+        columns,
+        rows,
+    )
+
+
+def _top_value_error(values: np.ndarray, residuals: np.ndarray) -> float:
+    """Error bound of the largest Ritz value of a Hermitian operator (`values` descending).
+
+    The ``c`` largest Ritz vectors have the block residual ``R = beta v_{j+1} s^H`` of norm
+    ``sqrt(r_1^2 + ... + r_c^2)``, so (quadratic residual bound for a cluster: Mathias 1998,
+    Li & Li 2013) each of their values, the largest included, is within ``||R||^2 / delta`` of an
+    eigenvalue, ``delta`` being the gap from the cluster to the rest of the spectrum; it is
+    estimated from the next Ritz value and its residual, as ARPACK does. ``c = 1`` is Kato-Temple;
+    a larger cluster serves a nearly repeated top value, whose vectors mix long after the value is
+    known. Never more than ``r_1`` (Weyl).
+    """
+    best = float(residuals[0])
+    cluster = 0.0
+    for c in range(1, min(len(values), 8)):
+        cluster += float(residuals[c - 1]) ** 2
+        gap = float(values[c - 1] - values[c] - residuals[c])
+        if gap > 0:
+            best = min(best, cluster / gap)
+    return best
+
+
+def _orthogonality_estimate(
+    omega: np.ndarray, omega_prev: np.ndarray, T: np.ndarray, j: int, beta: float, noise: float
+) -> np.ndarray:
+    """Simon's estimate of ``|v_{j+1}^H v_k|`` from those of ``v_j`` and ``v_{j-1}`` (partial reorth.).
+
+    The Lanczos recurrence ``beta_j v_{j+1} = G v_j - alpha_j v_j - beta_{j-1} v_{j-1}``, taken
+    against ``v_k`` (which obeys the same recurrence), gives
+    ``beta_j w_{j+1,k} = beta_k w_{j,k+1} + (alpha_k - alpha_j) w_{j,k} + beta_{k-1} w_{j,k-1}
+    - beta_{j-1} w_{j-1,k}``, plus rounding of at most `noise` (added with the sign that grows the
+    estimate). While all estimates stay below ``sqrt(eps)`` the basis is semi-orthogonal, and
+    ``T`` is then the projection of ``G`` to working precision (Simon 1984).
+    """
+    alphas = np.real(np.diagonal(T))[: j + 1]
+    betas = np.real(np.diagonal(T, -1))[:j]
+    new = np.zeros_like(omega)
+    if j:
+        t = betas * omega[1 : j + 1] + (alphas[:j] - alphas[j]) * omega[:j] - betas[j - 1] * omega_prev[:j]
+        t[1:] += betas[: j - 1] * omega[: j - 1]
+        new[:j] = (t + np.where(t >= 0, noise, -noise)) / beta if beta else np.inf
+    new[j] = noise / beta if beta else np.inf
+    new[j + 1] = 1.0
+    return new
+
+
+_SEMI_ORTHOGONAL = math.sqrt(np.finfo(float).eps)
+
+
+@functools.cache
+def _tridiagonal_solver() -> Callable[..., Any] | None:
+    """SciPy's `eigh_tridiagonal` (a few eigenpairs in O(j) each), or None without SciPy."""
+    try:
+        return importlib.import_module("scipy.linalg").eigh_tridiagonal  # type: ignore[no-any-return]
+    except ImportError:
+        return None
+
+
+def _top_tridiagonal(T: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `count` largest eigenpairs of the real symmetric tridiagonal `T`, descending.
+
+    Exact Lanczos leaves only the tridiagonal band; the reorthogonalization's corrections
+    elsewhere are rounding-sized and dropped.
+    """
+    j = len(T)
+    diagonal, off = np.real(np.diagonal(T)).copy(), np.real(np.diagonal(T, 1)).copy()
+    solver = _tridiagonal_solver()
+    assert solver is not None
+    values, vectors = solver(diagonal, off, select="i", select_range=(max(0, j - count), j - 1))
+    return values[::-1], vectors[:, ::-1]
+
+
+def _largest_eigenvalue(
+    gram: Callable[[np.ndarray], np.ndarray],
+    start: np.ndarray,
+    tol: float,
+    capacity: int,
+    limit: int,
+    random_vector: Callable[[int], np.ndarray],
+) -> tuple[float, bool, int]:
+    """Largest eigenvalue of the Hermitian positive semidefinite `gram` by Lanczos, convergence, steps.
+
+    ``T = V^H G V`` is kept dense: the known couplings of ``G v_j`` (``beta_{j-1}``, or the
+    thick-restart arrow) are removed first. Until the first restart the basis is only kept
+    semi-orthogonal (partial reorthogonalization: `_orthogonality_estimate` says when a pair of
+    vectors needs it; a run that stops on the value rarely does), and convergence is checked on
+    the tridiagonal ``T`` with SciPy when installed (else, and after a restart, with the dense
+    eigensolver). After a restart or an invariant subspace every vector gets a classical
+    Gram-Schmidt pass (a second only when the first cancelled most of it) whose coefficients
+    correct ``T``. The
+    relative error of ``sqrt(theta)`` is at most ``error / (2 theta)`` (`_top_value_error`).
+    """
+    size = start.size
+    dtype = start.dtype
+    V = np.empty((capacity + 1, size), dtype=dtype)
+    T = np.zeros((capacity + 1, capacity + 1), dtype=dtype)
+    V[0] = start / np.linalg.norm(start)
+    j = steps = 0
+    next_check = 4
+    tridiagonal = partial = True
+    again = False  # reorthogonalize in this step: the second of a pair
+    omega, omega_prev = np.zeros(capacity + 2), np.zeros(capacity + 2)
+    omega[0] = 1.0
+    scale = 0.0  # an estimate of ||G|| from T
+    last_error, last_step = math.inf, 0
+    while True:
+        w = gram(V[j])
+        known = np.flatnonzero(T[:j, j])
+        if known.size:
+            w -= T[known, j] @ V[known]
+        alpha = np.vdot(V[j], w)
+        w -= alpha * V[j]
+        T[j, j] += alpha
+        before = float(np.linalg.norm(w))
+        scale = max(scale, abs(alpha) + before + (abs(T[j, j - 1]) if j else 0.0))
+        if partial and not again:
+            noise = np.finfo(float).eps * math.sqrt(size) * scale
+            omega_prev, omega = omega, _orthogonality_estimate(omega, omega_prev, T, j, before, noise)
+        if not partial or again or np.abs(omega[: j + 1]).max() > _SEMI_ORTHOGONAL:
+            for _ in range(2):
+                basis = V[: j + 1]
+                step = basis @ w if dtype.kind != "c" else basis.conj() @ w
+                w -= basis.T @ step
+                T[: j + 1, j] += step
+                after = float(np.linalg.norm(w))
+                if after > 0.7071 * before:
+                    break
+                before = after
+            if partial:  # v_{j+1} is orthogonal again; v_{j+2} will be too (Simon's pairs)
+                if again:
+                    omega_prev, omega = omega, np.zeros_like(omega)
+                omega[: j + 1], omega[j + 1], omega[j + 2 :] = np.finfo(float).eps, 1.0, 0.0
+                again = not again
+        T[j, : j + 1] = T[: j + 1, j].conj()
+        T[j, j] = T[j, j].real
+        beta = float(np.linalg.norm(w))
+        j += 1
+        steps += 1
+        if beta <= 1e-14 * max(float(np.abs(T[:j, :j]).max()), np.finfo(float).tiny):
+            beta = 0.0  # an invariant subspace: its values are exact; go on with a fresh direction
+            partial = False
+            if j < size:
+                w = _orthogonalize(random_vector(size), V[:j])
+                V[j] = w / np.linalg.norm(w)
+        else:
+            V[j] = w / beta
+            T[j, j - 1] = T[j - 1, j] = beta
+        full = j >= capacity or j >= size
+        if not full and steps < next_check:
+            continue
+        cheap = tridiagonal and not full and _tridiagonal_solver() is not None
+        if cheap:
+            values, vectors = _top_tridiagonal(T[:j, :j], 8)
+        else:
+            values, vectors = np.linalg.eigh(T[:j, :j])
+            values, vectors = values[::-1], vectors[:, ::-1]
+        top = max(float(values[0]), 0.0)
+        if j >= size:
+            return top, True, steps
+        error = _top_value_error(values, np.abs(beta * vectors[j - 1]))
+        if error <= 2 * tol * top:
+            return top, True, steps
+        # The next check where the error's recent geometric decay predicts convergence (a check
+        # costs less than a product, but a dense one O(j^3)), at most steps / 8 later.
+        target = 2 * tol * top
+        decay = math.log(last_error / error) / (steps - last_step) if 0 < error < last_error else 0.0
+        wait = math.log(error / target) / decay if decay > 0 and target > 0 else math.inf
+        next_check = steps + max(1 if cheap else 2, int(min(0.8 * wait, max(2, steps // 8))))
+        last_error, last_step = error, steps
+        if steps >= limit:
+            return top, False, steps
+        if full:  # thick restart: the better half of the Ritz vectors, and the next vector
+            keep = min(j - 1, max(8, j // 2))
+            V[:keep], V[keep] = vectors[:, :keep].T @ V[:j], V[j].copy()
+            T[:] = 0
+            T[np.arange(keep), np.arange(keep)] = values[:keep]
+            j = keep
+            tridiagonal = partial = False  # an arrow now
+
+
+def _flat_products(
+    linear_map: LinearMap,
+) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray], int, int, type]:
+    """``(forward, adjoint, columns, rows, dtype)``: the map's two products on flat vectors.
+
+    A stride-1 zero-padded layer uses `_zero_padding_products` (channels-last vectors: the same
+    singular values); anything else the map's own products.
+    """
+    layer = linear_map.layer
+    products = _zero_padding_products(layer) if layer is not None else None
+    if products is not None:
+        assert layer is not None
+        return (*products, _work_dtype(np.asarray(layer.kernel).dtype))
+    dtype = _work_dtype(linear_map.dtype)
+    rows, columns = linear_map.rows, linear_map.columns
+
+    def forward(v: np.ndarray) -> np.ndarray:
+        image = linear_map.forward(v.reshape(linear_map.input_shape))
+        return np.asarray(image, dtype=dtype).reshape(rows)
+
+    def adjoint(u: np.ndarray) -> np.ndarray:
+        image = linear_map.adjoint(u.reshape(linear_map.output_shape))
+        return np.asarray(image, dtype=dtype).reshape(columns)
+
+    return forward, adjoint, columns, rows, dtype
+
+
+def lanczos_norm(
+    linear_map: LinearMap, *, tol: float = TOLERANCE, max_steps: int | None = None, seed: int = 0
+) -> tuple[float, bool, int]:
+    """Largest singular value (no vectors) by Lanczos on ``A^H A`` or ``A A^H``, whichever is smaller.
+
+    The same Krylov spaces as Golub-Kahan-Lanczos (`lanczos_svds`) from the same start, but only one
+    basis to keep orthogonal, and a stop on the value alone: its error is quadratic in the
+    vectors' (`_top_value_error`), so it converges long before the vectors. A stride-1
+    zero-padded convolution is applied through `_zero_padding_products` (one GEMM per direction),
+    anything else through the map's own products. Returns ``(sigma, converged, steps)``, one
+    product of the Gram operator per step.
+    """
+    forward, adjoint, columns, rows, dtype = _flat_products(linear_map)
+    if columns <= rows:
+        size, gram = columns, (lambda v: adjoint(forward(v)))
+    else:
+        size, gram = rows, (lambda u: forward(adjoint(u)))
+    capacity = min(size, _krylov_capacity(size, np.dtype(dtype).itemsize, 48))
+    capacity = capacity if max_steps is None else min(size, max(max_steps, 1))
+    limit = 100 * capacity if max_steps is None else max_steps
+    random_vector = _random_vectors(dtype, seed)
+    start = random_vector(size)
+    value, converged, steps = _largest_eigenvalue(gram, start, tol, capacity, limit, random_vector)
+    return math.sqrt(value), converged, steps
 
 
 # -- dense ---------------------------------------------------------------------------------------------
@@ -577,6 +923,8 @@ def svdvals(linear_map: LinearMap, k: Any = None, *, method: str = "auto") -> np
         else:
             return values if k is None else values[:k]
     assert k is not None
+    if k == 1:
+        return np.array([lanczos_norm(linear_map)[0]])
     _, s, _, _ = lanczos_svds(linear_map, k)
     return s
 

@@ -367,3 +367,177 @@ def test_lanczos_restarts_thick(k, monkeypatch):
     assert relative_error(s, reference[:k]) <= 1e-10
     for i in range(k):
         np.testing.assert_allclose((op @ v[i].reshape(op.input_shape)).ravel(), s[i] * u[i], atol=1e-8 * s[0])
+
+
+# -- the value-only Lanczos of norm(2) -----------------------------------------------------------------
+def channels_last_matrix(op):
+    """The operator's dense matrix on channels-last vectors (input and output permuted if needed)."""
+    dense = op.to_matrix()
+    if op._geometry.layout == "channels_last":
+        return dense
+    inputs = np.moveaxis(np.arange(dense.shape[1]).reshape(op.input_shape), 0, -1).ravel()
+    outputs = np.moveaxis(np.arange(dense.shape[0]).reshape(op.output_shape), 0, -1).ravel()
+    return dense[np.ix_(outputs, inputs)]
+
+
+ZERO_PADDED = [
+    # kernel spatial, input spatial, pads, dilation, groups, layout
+    ((3,), (7,), ((1, 1),), (1,), 1, "channels_last"),
+    ((3,), (8,), ((2, 0),), (2,), 2, "channels_first"),
+    ((3, 2), (5, 4), ((1, 1), (1, 0)), (1, 1), 1, "channels_last"),
+    ((2, 3), (6, 5), ((1, 0), (2, 2)), (2, 1), 1, "channels_first"),
+    ((3, 3), (4, 6), ((2, 2), (0, 0)), (1, 1), 2, "channels_last"),
+    ((2, 2, 2), (3, 4, 3), ((1, 0), (1, 1), (0, 1)), (1, 1, 2), 1, "channels_last"),
+    ((1,), (1,), ((0, 0),), (1,), 1, "channels_last"),  # sizes 1: a plain matrix
+    ((1, 2), (1, 3), ((0, 0), (1, 0)), (1, 3), 3, "channels_first"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(ZERO_PADDED)))
+@pytest.mark.parametrize("complex_", [False, True])
+def test_zero_padding_products_equal_the_dense_matrix(case, complex_):
+    k, m, pads, dilation, groups, layout = ZERO_PADDED[case]
+    rng = np.random.default_rng(case)
+    kernel = random_kernel(rng, (*k, 2, 3 * groups), complex_)
+    channels = 2 * groups
+    shape = (*m, channels) if layout == "channels_last" else (channels, *m)
+    if layout == "channels_first":  # (*k, Cg, F) -> (F, Cg, *k)
+        kernel = np.moveaxis(kernel, (-1, -2), (0, 1))
+    op = stridedop.ConvOperator(
+        kernel, shape, padding=list(pads), dilation=dilation, groups=groups, layout=layout
+    )
+    forward, adjoint, columns, rows = _spectral._zero_padding_products(op._spectral_layer())
+    dense = channels_last_matrix(op)
+    assert dense.shape == (rows, columns)
+    x = random_kernel(rng, (columns,), complex_)
+    y = random_kernel(rng, (rows,), complex_)
+    np.testing.assert_allclose(forward(x), dense @ x, atol=1e-12 * np.abs(dense).sum())
+    np.testing.assert_allclose(adjoint(y), dense.conj().T @ y, atol=1e-12 * np.abs(dense).sum())
+
+
+@pytest.mark.parametrize(
+    "keywords",
+    [
+        {"stride": 2},
+        {"padding_mode": "reflect"},
+        {"padding": [(3, 0), (0, 0)]},  # padding beyond the kernel's reach
+        {"padding": [(0, 0), (0, 3)]},
+    ],
+)
+def test_zero_padding_products_only_for_stride_1_zeros_within_reach(keywords):
+    arguments = {"padding": "same", **keywords}
+    op = stridedop.ConvOperator(np.ones((3, 3, 2, 2)), (6, 6, 2), **arguments)
+    assert _spectral._zero_padding_products(op._spectral_layer()) is None
+
+
+def test_zero_padding_products_fall_back_above_the_unfolded_size(monkeypatch):
+    op = stridedop.ConvOperator(np.ones((3, 3, 2, 2)), (6, 6, 2), padding="same")
+    monkeypatch.setattr(_spectral, "_UNFOLDED_BYTES", 36 * 9 * 2 * 8 - 1)  # one byte short
+    assert _spectral._zero_padding_products(op._spectral_layer()) is None
+    monkeypatch.setattr(_spectral, "_UNFOLDED_BYTES", 36 * 9 * 2 * 8)
+    assert _spectral._zero_padding_products(op._spectral_layer()) is not None
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", range(len(GEOMETRIES)))
+@pytest.mark.parametrize("complex_", [False, True])
+def test_lanczos_norm_equals_dense_svd(mode, case, complex_):
+    k, m, pads, stride, dilation, groups = GEOMETRIES[case]
+    kernel = random_kernel(np.random.default_rng(case), (*k, 2, 3 * groups), complex_)
+    linear_map = layer_map(kernel, m, pads, mode, stride, dilation, groups)
+    truth = np.linalg.norm(dense_layer(kernel, m, pads, mode, stride, dilation, groups), 2)
+    value, converged, _ = _spectral.lanczos_norm(linear_map)
+    assert converged
+    assert abs(value - truth) <= 1e-10 * truth
+
+
+def nearly_double_top_layer():
+    """A zero-padded layer (576 columns) whose two largest singular values differ by 4.6e-6 (relative)."""
+    kernel = np.random.default_rng(4).standard_normal((3, 3, 4, 4))
+    return stridedop.ConvOperator(kernel, (12, 12, 4), padding="same")
+
+
+@pytest.mark.parametrize("solver", ["tridiagonal", "dense"])
+@pytest.mark.parametrize("capacity", [None, 16])
+def test_lanczos_norm_on_a_larger_layer_with_and_without_scipy_and_restarts(solver, capacity, monkeypatch):
+    if solver == "dense":
+        monkeypatch.setattr(_spectral, "_tridiagonal_solver", lambda: None)
+    if capacity is not None:  # about 46 steps on 16 vectors: thick restarts
+        monkeypatch.setattr(_spectral, "_krylov_capacity", lambda size, itemsize, least: capacity)
+    op = nearly_double_top_layer()
+    reference = np.linalg.svd(op.to_matrix(), compute_uv=False)
+    assert reference[0] - reference[1] <= 1e-5 * reference[0]
+    value, converged, _ = _spectral.lanczos_norm(_spectral.linear_map_of(op))
+    assert converged
+    assert abs(value - reference[0]) <= 1e-10 * reference[0]
+    assert abs(op.norm() - reference[0]) <= 1e-10 * reference[0]
+
+
+def test_lanczos_norm_of_a_product_uses_the_smaller_gram():
+    kernel = np.random.default_rng(2).standard_normal((3, 3, 4, 8))
+    first = stridedop.ConvOperator(kernel, (7, 7, 4), padding="same")
+    wide = stridedop.ConvOperator(np.random.default_rng(3).standard_normal((2, 2, 8, 2)), (7, 7, 8), stride=2)
+    product = wide @ first  # 36 * 2 rows, 196 * 4 columns
+    truth = np.linalg.norm(product.to_matrix(), 2)
+    value, converged, _ = _spectral.lanczos_norm(_spectral.linear_map_of(product))
+    assert converged
+    assert abs(value - truth) <= 1e-10 * truth
+
+
+def test_lanczos_norm_stops_unconverged_at_max_steps():
+    op = nearly_double_top_layer()
+    value, converged, _ = _spectral.lanczos_norm(_spectral.linear_map_of(op), max_steps=5)
+    assert not converged
+    assert value <= np.linalg.norm(op.to_matrix(), 2) * (1 + 1e-12)  # Ritz values are lower bounds
+
+
+def test_top_value_error_bounds_a_nearly_double_top_eigenvalue():
+    # G = diag(eigenvalues); the 'Krylov' basis mixes the top pair and leaks into the third
+    eigenvalues = np.array([10.0, 10.0 - 1e-4, 9.0, 1.0])
+    rng = np.random.default_rng(0)
+    Q = np.linalg.qr(np.eye(4)[:, :3] + 1e-3 * rng.standard_normal((4, 3)))[0]
+    G = np.diag(eigenvalues)
+    values, vectors = np.linalg.eigh(Q.T @ G @ Q)
+    values, vectors = values[::-1], vectors[:, ::-1]
+    ritz = Q @ vectors
+    residuals = np.linalg.norm(G @ ritz - ritz * values, axis=0)
+    error = _spectral._top_value_error(values, residuals)
+    assert 0 <= eigenvalues[0] - values[0] <= error < residuals[0]
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1e-12])
+def test_lanczos_norm_with_frequent_partial_reorthogonalization(threshold, monkeypatch):
+    # 0: every vector reorthogonalized; 1e-12: pairs of reorthogonalizations every few steps
+    monkeypatch.setattr(_spectral, "_SEMI_ORTHOGONAL", threshold)
+    op = nearly_double_top_layer()
+    truth = np.linalg.norm(op.to_matrix(), 2)
+    value, converged, _ = _spectral.lanczos_norm(_spectral.linear_map_of(op))
+    assert converged
+    assert abs(value - truth) <= 1e-10 * truth
+
+
+def test_orthogonality_estimate_follows_plain_lanczos():
+    # Lanczos without any reorthogonalization on a diagonal matrix with a well separated top:
+    # orthogonality is lost as the top converges, and the estimate sees it coming.
+    rng = np.random.default_rng(0)
+    eigenvalues = np.concatenate([[10.0], np.linspace(0, 5, 199)])
+    V = np.zeros((41, 200))
+    T = np.zeros((42, 42))
+    V[0] = rng.standard_normal(200)
+    V[0] /= np.linalg.norm(V[0])
+    omega, omega_prev = np.zeros(43), np.zeros(43)
+    omega[0] = 1.0
+    worst = 0.0
+    for j in range(40):
+        w = eigenvalues * V[j] - (T[j, j - 1] * V[j - 1] if j else 0)
+        T[j, j] = V[j] @ w
+        w -= T[j, j] * V[j]
+        beta = np.linalg.norm(w)
+        noise = np.finfo(float).eps * math.sqrt(200) * 10
+        omega_prev, omega = omega, _spectral._orthogonality_estimate(omega, omega_prev, T, j, beta, noise)
+        V[j + 1] = w / beta
+        T[j + 1, j] = T[j, j + 1] = beta
+        actual = np.abs(V[: j + 1] @ V[j + 1]).max()
+        assert actual <= 100 * np.abs(omega[: j + 1]).max()  # the estimate is conservative
+        worst = max(worst, actual)
+    assert worst > _spectral._SEMI_ORTHOGONAL  # orthogonality really was lost
