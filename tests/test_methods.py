@@ -329,3 +329,37 @@ def test_random_geometries_against_np_pad_and_the_loop_oracle(case, method, data
     kernel = rng.standard_normal((*k, channels // options["groups"], filters))
     op = stridedop.ConvOperator(kernel, (*m, channels), padding_mode=mode, method=method, **options)
     check_both_directions(op, mode_dense(kernel, m, channels, options, mode), rng)
+
+
+@pytest.mark.parametrize("block_bytes", [None, 200])
+@pytest.mark.parametrize("dtype", [np.float32, np.complex128, np.int16, np.uint8])
+@pytest.mark.parametrize("mode", list(NUMPY_MODES))
+def test_depthwise_taps_in_every_mode_and_dtype(monkeypatch, mode, dtype, block_bytes):
+    # Channels-last depthwise layers take the tap multiply-adds in both directions; a small block
+    # makes many blocks and a shorter last one. Integers wrap as the dtype does.
+    calls = []
+    original = _apply._depthwise_taps
+    monkeypatch.setattr(_apply, "_depthwise_taps", lambda *args: calls.append(1) or original(*args))
+    if block_bytes is not None:
+        monkeypatch.setattr(_apply, "_BLOCK_BYTES", block_bytes)
+    m, k, channels, options = (7, 5), (3, 2), 3, {"padding": [(2, 1), (0, 2)], "dilation": (1, 2), "groups": 3}
+    rng = np.random.default_rng(11)
+
+    def integers(shape):
+        values = rng.integers(-3, 4, shape)
+        return values + 1j * rng.integers(-3, 4, shape) if np.dtype(dtype).kind == "c" else values
+
+    kernel = integers((*k, 1, channels)).astype(dtype)
+    op = stridedop.ConvOperator(kernel, (*m, channels), padding_mode=mode, method="direct", **options)
+    x, y = integers((2, *op.input_shape)).astype(dtype), integers((2, *op.output_shape)).astype(dtype)
+    dense = mode_dense(kernel.astype(np.complex128), m, channels, options, mode)
+    expected = x.astype(np.complex128).reshape(2, -1) @ dense.T
+    expected_adjoint = y.astype(np.complex128).reshape(2, -1) @ dense.conj()
+    if np.dtype(dtype).kind in "iu":  # exact in float64, then wrapped to the dtype
+        expected = np.rint(expected.real).astype(np.int64).astype(dtype)
+        expected_adjoint = np.rint(expected_adjoint.real).astype(np.int64).astype(dtype)
+    got, got_adjoint = op @ x, op.H @ y
+    assert got.dtype == got_adjoint.dtype == dtype
+    np.testing.assert_allclose(got.reshape(2, -1), expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got_adjoint.reshape(2, -1), expected_adjoint, rtol=1e-5, atol=1e-4)
+    assert len(calls) == 2
