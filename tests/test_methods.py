@@ -342,7 +342,8 @@ def test_depthwise_taps_in_every_mode_and_dtype(monkeypatch, mode, dtype, block_
     monkeypatch.setattr(_apply, "_depthwise_taps", lambda *args: calls.append(1) or original(*args))
     if block_bytes is not None:
         monkeypatch.setattr(_apply, "_BLOCK_BYTES", block_bytes)
-    m, k, channels, options = (7, 5), (3, 2), 3, {"padding": [(2, 1), (0, 2)], "dilation": (1, 2), "groups": 3}
+    m, k, channels = (7, 5), (3, 2), 3
+    options = {"padding": [(2, 1), (0, 2)], "dilation": (1, 2), "groups": 3}
     rng = np.random.default_rng(11)
 
     def integers(shape):
