@@ -35,7 +35,11 @@ Adjoint (``xp[o * stride + r * dilation] += K[r]^T y[o]``, then `_unpad`):
   flipped kernel whose channel axes are swapped, through the stride-1 strategies above;
 * *scatter* (stride 1, few input channels): one GEMM gives every tap of a block of pixels of
   ``y``, then one contiguous slice-add per tap on the flat padded input;
-* *polyphase* (stride > 1): the padded input splits into ``prod(stride)`` phases; each phase
+* *phases as channels* (stride > 1 up to the kernel's size, dilation 1 along the strided axes,
+  no groups, few input channels): with the padded input's ``prod(stride)`` phases as channels
+  the layer is a stride-1 one with ``ceil(k / s)`` taps; its stride-1 adjoint, then every phase
+  written back in place;
+* *polyphase* (stride > 1, otherwise): the padded input splits into ``prod(stride)`` phases; each phase
   receives the taps of one residue and is a stride-1 adjoint (correlation or scatter) of ``y``.
 
 Memory: every strategy works in blocks of about `_BLOCK_BYTES`; besides the input and the output
@@ -328,6 +332,8 @@ def convolve_adjoint(
     groups = geometry.groups
     if all(axis.stride == 1 for axis in axes):
         xp, layout_first, reused = _adjoint_stride1(kernel, axes, groups, y, channels_first)
+    elif _phases_suit(kernel, axes, groups):
+        xp, layout_first, reused = _adjoint_by_phases(kernel, axes, y, channels_first), channels_first, True
     else:
         xp = _adjoint_polyphase(kernel, axes, groups, _channels_last(y, channels_first))
         layout_first, reused = False, True
@@ -841,6 +847,103 @@ def _adjoint_by_scatter(
         for t, shift in enumerate(shifts):
             xp[:, :, start + shift : stop + shift] += products[:, t]
     return np.moveaxis(xp.reshape(groups * cg, batch, *padded), 1, 0)
+
+
+def _phases_possible(axes: tuple[Axis, ...], groups: int) -> bool:
+    """Whether a layer with strides can run as a stride-1 one on the phases of its input."""
+    # (a stride wider than the kernel would lay mostly zeros in the phase kernel)
+    strided = [axis for axis in axes if axis.stride > 1]
+    return groups == 1 and all(axis.dilation == 1 and axis.stride <= axis.kernel for axis in strided)
+
+
+def _phases_suit(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int) -> bool:
+    """Whether the adjoint with strides runs on the phases of the input (`_adjoint_by_phases`).
+
+    Measured: it pays with few input channels, where the polyphase adjoint loops the most per
+    multiply-add.
+    """
+    return kernel.shape[-2] <= _FEW_CHANNELS and _phases_possible(axes, groups)
+
+
+def _phase_kernel(kernel: np.ndarray, axes: tuple[Axis, ...]) -> tuple[np.ndarray, tuple[Axis, ...]]:
+    """The stride-1 kernel and axes on the phases of the padded input (space to depth).
+
+    Along an axis with stride ``s`` (and dilation 1), padded position ``o * s + r`` is entry
+    ``o + r // s`` of phase ``r % s``. With the phases as channels ``(*phase, C)``, the layer is a
+    stride-1 correlation with the kernel ``K'[a, (p, c)] = K[a * s + p, c]`` (zero past ``k``),
+    ``ceil(k / s)`` taps, on a grid of ``ceil(P / s)`` entries (zeros past ``P``).
+    """
+    n = len(axes)
+    *taps_shape, channels, filters = kernel.shape
+    strides = [axis.stride for axis in axes]
+    counts = [-(-k // s) for k, s in zip(taps_shape, strides)]
+    padded = np.zeros((*(c * s for c, s in zip(counts, strides)), channels, filters), dtype=kernel.dtype)
+    padded[tuple(slice(0, k) for k in taps_shape)] = kernel
+    split = padded.reshape(*itertools.chain.from_iterable(zip(counts, strides)), channels, filters)
+    order = [2 * i for i in range(n)] + [2 * i + 1 for i in range(n)] + [2 * n, 2 * n + 1]
+    wide = split.transpose(order).reshape(*counts, math.prod(strides) * channels, filters)
+    phase_axes = []
+    for axis, count in zip(axes, counts):
+        if axis.stride == 1:
+            phase_axes.append(Axis(axis.size + axis.lo + axis.hi, axis.kernel, 1, axis.dilation))
+        else:
+            grid = -(-(axis.size + axis.lo + axis.hi) // axis.stride)
+            phase_axes.append(Axis(grid, count, 1, 1))
+    return wide, tuple(phase_axes)
+
+
+def _phase_indices(
+    axes: tuple[Axis, ...], channels_first: bool
+) -> list[tuple[tuple[Any, ...], tuple[Any, ...]]]:
+    """Per phase: its entries on the phase grid and its positions on the padded batch.
+
+    The grid is ``(B, *s, C, *Q)`` channels-first, ``(B, *Q, *s, C)`` channels-last.
+    """
+    result = []
+    every: tuple[Any, ...] = (slice(None),)
+    for phase in itertools.product(*(range(axis.stride) for axis in axes)):
+        positions = tuple(slice(p, None, axis.stride) for p, axis in zip(phase, axes))
+        padded = (axis.size + axis.lo + axis.hi for axis in axes)
+        entries = tuple(slice(0, len(range(p, end, a.stride))) for p, end, a in zip(phase, padded, axes))
+        if channels_first:
+            result.append((every + phase + every + entries, every + every + positions))
+        else:
+            result.append((every + entries + phase, every + positions))
+    return result
+
+
+def _adjoint_by_phases(
+    kernel: np.ndarray, axes: tuple[Axis, ...], y: np.ndarray, channels_first: bool
+) -> np.ndarray:
+    """Adjoint with strides onto the padded input, in `y`'s layout: a stride-1 adjoint on the phases.
+
+    Returns a reused work array. Run forward, the layer reads phase ``p`` of the padded input
+    as channels ``(p, c)`` of a stride-1 layer (`_phase_kernel`); the stride-1 adjoint of that
+    layer gives those channels, and every phase is written back to its positions.
+    """
+    wide, phase_axes = _phase_kernel(kernel, axes)
+    channels = kernel.shape[-2]
+    outputs = tuple(axis.output for axis in phase_axes)
+    if outputs != tuple(axis.output for axis in axes):  # outputs past the real ones read zeros
+        spatial = [(0, o - axis.output) for o, axis in zip(outputs, axes)]
+        pads = [(0, 0), (0, 0), *spatial] if channels_first else [(0, 0), *spatial, (0, 0)]
+        y = np.pad(y, pads)
+    grid, first, _ = _adjoint_stride1(wide, phase_axes, 1, y, channels_first)
+    if first != channels_first:
+        grid = np.moveaxis(grid, 1, -1) if first else np.moveaxis(grid, -1, 1)
+    strides = [axis.stride for axis in axes]
+    sizes = [axis.size for axis in phase_axes]
+    if channels_first:
+        grid = grid.reshape(grid.shape[0], *strides, channels, *sizes)
+    else:
+        grid = grid.reshape(grid.shape[0], *sizes, *strides, channels)
+    batch = y.shape[0]
+    padded = tuple(axis.size + axis.lo + axis.hi for axis in axes)
+    shape = (batch, channels, *padded) if channels_first else (batch, *padded, channels)
+    xp = _scratch("phases", shape, y.dtype)
+    for on_grid, on_padded in _phase_indices(axes, channels_first):
+        xp[on_padded] = grid[on_grid]
+    return xp
 
 
 def _residue_taps(axis: Axis, phase: int) -> tuple[int, int, int, int] | None:
