@@ -20,6 +20,9 @@ on the padded input):
   that fall off the real output grid are computed (a few percent) and dropped.
 * *taps as channels* (stride 1, channels-last, few channels, no groups, a wide kernel, inputs up
   to `_WIDE_BYTES`): the last axis's taps are copied into channels, then tap GEMMs.
+* *depthwise taps* (stride 1, channels-last, one channel and one filter per group): one
+  vectorized multiply-add per tap over the flat batch, the channels innermost (`numpy.einsum` on
+  a strided view of the taps and the kernel tiled over a block).
 * *flat im2col* (stride 1, otherwise): the same windows, copied block by block into a small
   buffer and multiplied by the kernel matrix ``(taps * C, F)``. With few channels per group
   (depthwise among them) the channels-first form copies whole rows.
@@ -32,7 +35,11 @@ Adjoint (``xp[o * stride + r * dilation] += K[r]^T y[o]``, then `_unpad`):
   flipped kernel whose channel axes are swapped, through the stride-1 strategies above;
 * *scatter* (stride 1, few input channels): one GEMM gives every tap of a block of pixels of
   ``y``, then one contiguous slice-add per tap on the flat padded input;
-* *polyphase* (stride > 1): the padded input splits into ``prod(stride)`` phases; each phase
+* *phases as channels* (stride > 1 up to the kernel's size, dilation 1 along the strided axes,
+  no groups, few input channels): with the padded input's ``prod(stride)`` phases as channels
+  the layer is a stride-1 one with ``ceil(k / s)`` taps; its stride-1 adjoint, then every phase
+  written back in place;
+* *polyphase* (stride > 1, otherwise): the padded input splits into ``prod(stride)`` phases; each phase
   receives the taps of one residue and is a stride-1 adjoint (correlation or scatter) of ``y``.
 
 Memory: every strategy works in blocks of about `_BLOCK_BYTES`; besides the input and the output
@@ -328,6 +335,8 @@ def convolve_adjoint(
     groups = geometry.groups
     if all(axis.stride == 1 for axis in axes):
         xp, layout_first, reused = _adjoint_stride1(kernel, axes, groups, y, channels_first)
+    elif _phases_suit(kernel, axes, groups):
+        xp, layout_first, reused = _adjoint_by_phases(kernel, axes, y, channels_first), channels_first, True
     else:
         xp = _adjoint_polyphase(kernel, axes, groups, _channels_last(y, channels_first))
         layout_first, reused = False, True
@@ -574,7 +583,7 @@ def _moves_to_first(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, x: 
     The callers then pad straight into that form: one copy instead of a pad and a transpose.
     """
     cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
-    if groups == 1 and kernel.size == cg * fg:
+    if (groups == 1 and kernel.size == cg * fg) or _depthwise_suits(kernel, groups, x.dtype):
         return False
     pixels = math.prod(axis.output + axis.extent - 1 for axis in axes)
     layout = _tap_gemm_layout(x.dtype, cg, fg, pixels)
@@ -598,11 +607,61 @@ def _wide_suits(
     )
 
 
+def _depthwise_suits(kernel: np.ndarray, groups: int, dtype: np.dtype) -> bool:
+    """Whether `_depthwise_taps` serves this kernel: one channel and one filter per group, numbers."""
+    return groups > 1 and kernel.shape[-2] == 1 and kernel.shape[-1] == groups and dtype.kind in "iufc"
+
+
+def _depthwise_taps(kernel: np.ndarray, axes: tuple[Axis, ...], xp: np.ndarray) -> np.ndarray:
+    """Stride-1 depthwise correlation of the padded channels-last batch `xp`: multiply-adds of taps.
+
+    ``out[q, c] = sum_t xflat[q + shift_t, c] K[t, c]`` on the flat padded grid of the whole
+    batch. With the channels innermost, output entry ``j = q * C + c`` reads entry ``j + shift_t
+    * C`` of the flat input: per block of ``nb`` entries (a multiple of ``C``) the windows of all
+    taps are one strided view, and the kernel tiled over the block is the same for every block.
+    One `numpy.einsum` then does every multiply-add with all three operands contiguous along the
+    block (vectorized, no temporary)::
+
+        input   ..[block n   ][block n+1 ]..      view (blocks, *k, nb), strides (nb, *shifts*C, 1)
+        tap t     [n + shift_t*C ...      ]
+        kernel    [K[t,0..C-1] K[t,0..C-1] ...]   (*k, nb), the same for every block
+
+    The grid's last ``reach`` pixels (and the tail after the last full block) are outside the
+    real outputs or done by a second, shorter product.
+    """
+    xp = np.ascontiguousarray(xp)
+    batch, padded, channels, dtype = xp.shape[0], xp.shape[1:-1], xp.shape[-1], xp.dtype
+    taps_shape, item = kernel.shape[:-2], xp.itemsize
+    steps, reach = _flat_grid(padded, axes)
+    total = batch * math.prod(padded) * channels
+    length = total - reach * channels  # entries whose windows fit in the batch
+    per_block = max(1, min(2**14, _BLOCK_BYTES // (math.prod(taps_shape) * item)) // channels)
+    nb = min(per_block * channels, length)
+    tile = np.tile(kernel.reshape(*taps_shape, channels), per_block)[..., :nb]
+    flat, out = xp.reshape(-1), _scratch("grid", (total,), dtype)
+    tap_strides = tuple(axis.dilation * step * channels * item for axis, step in zip(axes, steps))
+    blocks, taps = length // nb, "abcdefghiklm"[: len(axes)]
+    for start, count, width in ((0, blocks, nb), (blocks * nb, 1, length - blocks * nb)):
+        if count == 0 or width == 0:
+            continue
+        windows = as_strided(
+            flat[start:],
+            shape=(count, *taps_shape, width),
+            strides=(nb * item, *tap_strides, item),
+            writeable=False,
+        )
+        target = out[start : start + count * width].reshape(count, width)
+        np.einsum(f"n{taps}j,{taps}j->nj", windows, tile[..., :width], out=target)
+    return _crop_output(out.reshape(xp.shape), axes, False)
+
+
 def _stride1(
     kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray, channels_first: bool
 ) -> np.ndarray:
     """Stride-1 correlation of a padded batch: tap GEMM or flat im2col, in the caller's layout."""
     cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
+    if not channels_first and _depthwise_suits(kernel, groups, xp.dtype):
+        return _depthwise_taps(kernel, axes, xp)
     if groups == 1 and kernel.size == cg * fg:  # a 1x1 kernel: one product, nothing copied
         weights = kernel.reshape(cg, fg)
         if channels_first:
@@ -791,6 +850,103 @@ def _adjoint_by_scatter(
         for t, shift in enumerate(shifts):
             xp[:, :, start + shift : stop + shift] += products[:, t]
     return np.moveaxis(xp.reshape(groups * cg, batch, *padded), 1, 0)
+
+
+def _phases_possible(axes: tuple[Axis, ...], groups: int) -> bool:
+    """Whether a layer with strides can run as a stride-1 one on the phases of its input."""
+    # (a stride wider than the kernel would lay mostly zeros in the phase kernel)
+    strided = [axis for axis in axes if axis.stride > 1]
+    return groups == 1 and all(axis.dilation == 1 and axis.stride <= axis.kernel for axis in strided)
+
+
+def _phases_suit(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int) -> bool:
+    """Whether the adjoint with strides runs on the phases of the input (`_adjoint_by_phases`).
+
+    Measured: it pays with few input channels, where the polyphase adjoint loops the most per
+    multiply-add.
+    """
+    return kernel.shape[-2] <= _FEW_CHANNELS and _phases_possible(axes, groups)
+
+
+def _phase_kernel(kernel: np.ndarray, axes: tuple[Axis, ...]) -> tuple[np.ndarray, tuple[Axis, ...]]:
+    """The stride-1 kernel and axes on the phases of the padded input (space to depth).
+
+    Along an axis with stride ``s`` (and dilation 1), padded position ``o * s + r`` is entry
+    ``o + r // s`` of phase ``r % s``. With the phases as channels ``(*phase, C)``, the layer is a
+    stride-1 correlation with the kernel ``K'[a, (p, c)] = K[a * s + p, c]`` (zero past ``k``),
+    ``ceil(k / s)`` taps, on a grid of ``ceil(P / s)`` entries (zeros past ``P``).
+    """
+    n = len(axes)
+    *taps_shape, channels, filters = kernel.shape
+    strides = [axis.stride for axis in axes]
+    counts = [-(-k // s) for k, s in zip(taps_shape, strides)]
+    padded = np.zeros((*(c * s for c, s in zip(counts, strides)), channels, filters), dtype=kernel.dtype)
+    padded[tuple(slice(0, k) for k in taps_shape)] = kernel
+    split = padded.reshape(*itertools.chain.from_iterable(zip(counts, strides)), channels, filters)
+    order = [2 * i for i in range(n)] + [2 * i + 1 for i in range(n)] + [2 * n, 2 * n + 1]
+    wide = split.transpose(order).reshape(*counts, math.prod(strides) * channels, filters)
+    phase_axes = []
+    for axis, count in zip(axes, counts):
+        if axis.stride == 1:
+            phase_axes.append(Axis(axis.size + axis.lo + axis.hi, axis.kernel, 1, axis.dilation))
+        else:
+            grid = -(-(axis.size + axis.lo + axis.hi) // axis.stride)
+            phase_axes.append(Axis(grid, count, 1, 1))
+    return wide, tuple(phase_axes)
+
+
+def _phase_indices(
+    axes: tuple[Axis, ...], channels_first: bool
+) -> list[tuple[tuple[Any, ...], tuple[Any, ...]]]:
+    """Per phase: its entries on the phase grid and its positions on the padded batch.
+
+    The grid is ``(B, *s, C, *Q)`` channels-first, ``(B, *Q, *s, C)`` channels-last.
+    """
+    result = []
+    every: tuple[Any, ...] = (slice(None),)
+    for phase in itertools.product(*(range(axis.stride) for axis in axes)):
+        positions = tuple(slice(p, None, axis.stride) for p, axis in zip(phase, axes))
+        padded = (axis.size + axis.lo + axis.hi for axis in axes)
+        entries = tuple(slice(0, len(range(p, end, a.stride))) for p, end, a in zip(phase, padded, axes))
+        if channels_first:
+            result.append((every + phase + every + entries, every + every + positions))
+        else:
+            result.append((every + entries + phase, every + positions))
+    return result
+
+
+def _adjoint_by_phases(
+    kernel: np.ndarray, axes: tuple[Axis, ...], y: np.ndarray, channels_first: bool
+) -> np.ndarray:
+    """Adjoint with strides onto the padded input, in `y`'s layout: a stride-1 adjoint on the phases.
+
+    Returns a reused work array. Run forward, the layer reads phase ``p`` of the padded input
+    as channels ``(p, c)`` of a stride-1 layer (`_phase_kernel`); the stride-1 adjoint of that
+    layer gives those channels, and every phase is written back to its positions.
+    """
+    wide, phase_axes = _phase_kernel(kernel, axes)
+    channels = kernel.shape[-2]
+    outputs = tuple(axis.output for axis in phase_axes)
+    if outputs != tuple(axis.output for axis in axes):  # outputs past the real ones read zeros
+        spatial = [(0, o - axis.output) for o, axis in zip(outputs, axes)]
+        pads = [(0, 0), (0, 0), *spatial] if channels_first else [(0, 0), *spatial, (0, 0)]
+        y = np.pad(y, pads)
+    grid, first, _ = _adjoint_stride1(wide, phase_axes, 1, y, channels_first)
+    if first != channels_first:
+        grid = np.moveaxis(grid, 1, -1) if first else np.moveaxis(grid, -1, 1)
+    strides = [axis.stride for axis in axes]
+    sizes = [axis.size for axis in phase_axes]
+    if channels_first:
+        grid = grid.reshape(grid.shape[0], *strides, channels, *sizes)
+    else:
+        grid = grid.reshape(grid.shape[0], *sizes, *strides, channels)
+    batch = y.shape[0]
+    padded = tuple(axis.size + axis.lo + axis.hi for axis in axes)
+    shape = (batch, channels, *padded) if channels_first else (batch, *padded, channels)
+    xp = _scratch("phases", shape, y.dtype)
+    for on_grid, on_padded in _phase_indices(axes, channels_first):
+        xp[on_padded] = grid[on_grid]
+    return xp
 
 
 def _residue_taps(axis: Axis, phase: int) -> tuple[int, int, int, int] | None:

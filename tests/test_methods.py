@@ -28,6 +28,7 @@ CASES = {
     "depthwise": ((6, 5), (3, 2), 3, 3, {"groups": 3, "padding": "same"}),
     "many channels im2col": ((5, 6), (2, 3), 6, 3, {}),
     "stride": ((7, 8), (3, 2), 2, 3, {"stride": (2, 3), "padding": "same"}),
+    "stride, few channels": ((8, 7), (3, 4), 2, 3, {"stride": (2, 3), "padding": "same"}),
     "stride and dilation": (
         (9, 7),
         (3, 2),
@@ -329,3 +330,76 @@ def test_random_geometries_against_np_pad_and_the_loop_oracle(case, method, data
     kernel = rng.standard_normal((*k, channels // options["groups"], filters))
     op = stridedop.ConvOperator(kernel, (*m, channels), padding_mode=mode, method=method, **options)
     check_both_directions(op, mode_dense(kernel, m, channels, options, mode), rng)
+
+
+@pytest.mark.parametrize("block_bytes", [None, 200])
+@pytest.mark.parametrize("dtype", [np.float32, np.complex128, np.int16, np.uint8])
+@pytest.mark.parametrize("mode", list(NUMPY_MODES))
+def test_depthwise_taps_in_every_mode_and_dtype(monkeypatch, mode, dtype, block_bytes):
+    # Channels-last depthwise layers take the tap multiply-adds in both directions; a small block
+    # makes many blocks and a shorter last one. Integers wrap as the dtype does.
+    calls = spy(monkeypatch, "_depthwise_taps")
+    if block_bytes is not None:
+        monkeypatch.setattr(_apply, "_BLOCK_BYTES", block_bytes)
+    m, k, channels = (7, 5), (3, 2), 3
+    options = {"padding": [(2, 1), (0, 2)], "dilation": (1, 2), "groups": 3}
+    rng = np.random.default_rng(11)
+
+    def integers(shape):
+        values = rng.integers(-3, 4, shape)
+        return values + 1j * rng.integers(-3, 4, shape) if np.dtype(dtype).kind == "c" else values
+
+    kernel = integers((*k, 1, channels)).astype(dtype)
+    op = stridedop.ConvOperator(kernel, (*m, channels), padding_mode=mode, method="direct", **options)
+    x, y = integers((2, *op.input_shape)).astype(dtype), integers((2, *op.output_shape)).astype(dtype)
+    dense = mode_dense(kernel.astype(np.complex128), m, channels, options, mode)
+    expected = x.astype(np.complex128).reshape(2, -1) @ dense.T
+    expected_adjoint = y.astype(np.complex128).reshape(2, -1) @ dense.conj()
+    if np.dtype(dtype).kind in "iu":  # exact in float64, then wrapped to the dtype
+        expected = np.rint(expected.real).astype(np.int64).astype(dtype)
+        expected_adjoint = np.rint(expected_adjoint.real).astype(np.int64).astype(dtype)
+    got, got_adjoint = op @ x, op.H @ y
+    assert got.dtype == got_adjoint.dtype == dtype
+    np.testing.assert_allclose(got.reshape(2, -1), expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got_adjoint.reshape(2, -1), expected_adjoint, rtol=1e-5, atol=1e-4)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.complex128])
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("name", ["stride, few channels", "3-D"])
+def test_adjoint_with_strides_on_the_phases_of_the_input(monkeypatch, name, layout, dtype):
+    # The planner takes this adjoint for few channels only; force it wherever it applies (no
+    # groups, dilation 1 and strides up to the kernel's size along the strided axes).
+    force_phases(monkeypatch)
+    calls = spy(monkeypatch, "_adjoint_by_phases")
+    test_both_directions_equal_the_loop_oracle(name, layout, dtype, "direct")
+    assert calls
+
+
+def force_phases(monkeypatch):
+    suits = _apply._phases_possible
+    monkeypatch.setattr(_apply, "_phases_suit", lambda kernel, axes, groups: suits(axes, groups))
+
+
+def spy(monkeypatch, name):
+    """Replace `_apply.<name>` by a wrapper that records its calls; returns the list of calls."""
+    calls, original = [], getattr(_apply, name)
+    monkeypatch.setattr(_apply, name, lambda *args: calls.append(1) or original(*args))
+    return calls
+
+
+@pytest.mark.parametrize("mode", list(NUMPY_MODES))
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8])
+def test_strides_on_the_phases_with_integers_and_every_mode(monkeypatch, dtype, mode):
+    force_phases(monkeypatch)
+    rng = np.random.default_rng(12)
+    m, options = (7, 6), {"padding": [(2, 1), (0, 3)], "stride": (2, 3)}  # kernel (3, 4)
+    kernel = rng.integers(-3, 4, (3, 4, 2, 3))
+    op = stridedop.ConvOperator(kernel.astype(dtype), (*m, 2), padding_mode=mode, method="direct", **options)
+    x, y = rng.integers(-3, 4, (2, *op.input_shape)), rng.integers(-3, 4, (2, *op.output_shape))
+    dense = mode_dense(kernel.astype(np.float64), m, 2, options, mode)
+    expected = np.rint(x.reshape(2, -1) @ dense.T).astype(np.int64).astype(dtype)
+    expected_adjoint = np.rint(y.reshape(2, -1) @ dense).astype(np.int64).astype(dtype)
+    np.testing.assert_array_equal((op @ x.astype(dtype)).reshape(2, -1), expected)
+    np.testing.assert_array_equal((op.H @ y.astype(dtype)).reshape(2, -1), expected_adjoint)
