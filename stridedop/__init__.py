@@ -10,8 +10,9 @@ OperatorView
     What `conv_view` returns: the read-only view that knows its operator (``W.operator``), so
     that ``np.tensordot(W, x, x.ndim)`` runs through it.
 ConvOperator
-    The operator as an object: apply, adjoint (``.H``), algebra, dense, sparse, SciPy and
-    PyLops exports, for every padding mode.
+    The operator as an object, for every padding mode: apply and adjoint (``.H``) with a
+    planner that picks the algorithm, the algebra, singular values and norms, dense, sparse,
+    SciPy, PyLops and Dask exports.
 dottest
     The adjoint test ``<A x, y> == <x, A^H y>`` for any operator.
 toeplitz, hankel, circulant, convolution_matrix
