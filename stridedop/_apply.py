@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
+from ._buffer import fold_axis
 from ._geometry import Axis, Geometry
 from ._modes import pad, pad_adjoint
 
@@ -222,12 +223,8 @@ def _fold_circular(
     """
     axes = _direct_axes(geometry)
     for i, axis in enumerate(geometry.axes):
-        if not (geometry.circular and _circular_layout(axis)[1]):
-            continue
-        residues = (np.arange(axis.kernel) * axis.dilation - axis.lo) % axis.size
-        wide = np.zeros((*kernel.shape[:i], axis.size, *kernel.shape[i + 1 :]), dtype=kernel.dtype)
-        np.add.at(wide, (slice(None),) * i + (residues,), kernel)  # type: ignore[arg-type]
-        kernel = wide
+        if geometry.circular and _circular_layout(axis)[1]:
+            kernel = fold_axis(kernel, i, axis)  # the view's own fold: same sums, same dtype
     return kernel.astype(dtype, copy=False), axes
 
 

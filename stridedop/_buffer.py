@@ -20,6 +20,7 @@ __all__ = [
     "BufferPlan",
     "canonical_permutation",
     "fill_buffer",
+    "fold_axis",
     "fold_circular_taps",
     "folded_kernel_view",
     "kernel_view",
@@ -222,7 +223,7 @@ class FrozenBuffer(np.ndarray):
     """The 1-D read-only buffer of an operator, a type of its own (see `fill_buffer`)."""
 
 
-def _fold_axis(array: np.ndarray, index: int, axis: Axis) -> np.ndarray:
+def fold_axis(array: np.ndarray, index: int, axis: Axis) -> np.ndarray:
     """Sum the taps along axis `index` of `array` that read one input entry of a circular `axis`.
 
     Tap ``r`` reads residue ``(r * d - lo) mod m``; the result has `m` entries along that axis,
@@ -256,7 +257,7 @@ def fold_circular_taps(kernel: np.ndarray, geometry: Geometry) -> tuple[np.ndarr
     axes = list(geometry.axes)
     for i, axis in enumerate(geometry.axes):
         if axis.extent > axis.size:
-            kernel = _fold_axis(kernel, i, axis)
+            kernel = fold_axis(kernel, i, axis)
             last = (axis.output - 1) * axis.stride
             axes[i] = Axis(axis.size, axis.size, axis.stride, 1, 0, last)
     if axes == list(geometry.axes):
@@ -272,7 +273,7 @@ def _fill_circular(geometry: Geometry, grouped: np.ndarray, buffer: np.ndarray) 
     # Fold one axis at a time, in the kernel's dtype, into (*m, Cg, groups, F // groups).
     folded = grouped
     for i, axis in enumerate(geometry.axes):
-        folded = _fold_axis(folded, i, axis)
+        folded = fold_axis(folded, i, axis)
     # Each group's channels at their place among all C: (groups, F // groups, *m, C).
     placed = np.zeros((groups, group_filters, *sizes, geometry.channels), dtype=buffer.dtype)
     group = np.arange(groups)[:, None]
