@@ -20,19 +20,21 @@ on the padded input):
   that fall off the real output grid are computed (a few percent) and dropped.
 * *taps as channels* (stride 1, channels-last, few channels, no groups, a wide kernel, inputs up
   to `_WIDE_BYTES`): the last axis's taps are copied into channels, then tap GEMMs.
-* *depthwise taps* (stride 1, channels-last, one channel and one filter per group): one
-  vectorized multiply-add per tap over the flat batch, the channels innermost (`numpy.einsum` on
-  a strided view of the taps and the kernel tiled over a block).
+* *depthwise taps* (stride 1, one channel and one filter per group; `._depthwise`): one
+  vectorized multiply-add per tap (`numpy.einsum` on a strided view of the taps), over the flat
+  batch with the kernel tiled along the channels (channels-last), or row by ``(image, channel)``
+  row with the kernel one number per row and tap (channels-first).
 * *flat im2col* (stride 1, otherwise): the same windows, copied block by block into a small
   buffer and multiplied by the kernel matrix ``(taps * C, F)``. With few channels per group
-  (depthwise among them) the channels-first form copies whole rows.
+  the channels-first form copies whole rows.
 * *strided im2col* (stride > 1): the windows of the output grid itself, copied block by block,
   in either layout.
 
 Adjoint (``xp[o * stride + r * dilation] += K[r]^T y[o]``, then `_unpad`):
 
 * *correlation* (stride 1): the correlation of ``y`` zero-padded by ``extent - 1`` with the
-  flipped kernel whose channel axes are swapped, through the stride-1 strategies above;
+  flipped kernel whose channel axes are swapped, through the stride-1 strategies above
+  (depthwise: the same products, ``y`` laid once on the padded input's grid, nothing cropped);
 * *scatter* (stride 1, few input channels): one GEMM gives every tap of a block of pixels of
   ``y``, then one contiguous slice-add per tap on the flat padded input;
 * *phases as channels* (stride > 1 up to the kernel's size, dilation 1 along the strided axes,
@@ -66,6 +68,9 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from ._buffer import fold_axis
+from ._depthwise import depthwise_adjoint as _depthwise_adjoint
+from ._depthwise import depthwise_correlate as _depthwise_taps
+from ._depthwise import depthwise_suits as _depthwise_suits
 from ._geometry import Axis, Geometry
 from ._modes import pad, pad_adjoint
 
@@ -604,61 +609,13 @@ def _wide_suits(
     )
 
 
-def _depthwise_suits(kernel: np.ndarray, groups: int, dtype: np.dtype) -> bool:
-    """Whether `_depthwise_taps` serves this kernel: one channel and one filter per group, numbers."""
-    return groups > 1 and kernel.shape[-2] == 1 and kernel.shape[-1] == groups and dtype.kind in "iufc"
-
-
-def _depthwise_taps(kernel: np.ndarray, axes: tuple[Axis, ...], xp: np.ndarray) -> np.ndarray:
-    """Stride-1 depthwise correlation of the padded channels-last batch `xp`: multiply-adds of taps.
-
-    ``out[q, c] = sum_t xflat[q + shift_t, c] K[t, c]`` on the flat padded grid of the whole
-    batch. With the channels innermost, output entry ``j = q * C + c`` reads entry ``j + shift_t
-    * C`` of the flat input: per block of ``nb`` entries (a multiple of ``C``) the windows of all
-    taps are one strided view, and the kernel tiled over the block is the same for every block.
-    One `numpy.einsum` then does every multiply-add with all three operands contiguous along the
-    block (vectorized, no temporary)::
-
-        input   ..[block n   ][block n+1 ]..      view (blocks, *k, nb), strides (nb, *shifts*C, 1)
-        tap t     [n + shift_t*C ...      ]
-        kernel    [K[t,0..C-1] K[t,0..C-1] ...]   (*k, nb), the same for every block
-
-    The grid's last ``reach`` pixels (and the tail after the last full block) are outside the
-    real outputs or done by a second, shorter product.
-    """
-    xp = np.ascontiguousarray(xp)
-    batch, padded, channels, dtype = xp.shape[0], xp.shape[1:-1], xp.shape[-1], xp.dtype
-    taps_shape, item = kernel.shape[:-2], xp.itemsize
-    steps, reach = _flat_grid(padded, axes)
-    total = batch * math.prod(padded) * channels
-    length = total - reach * channels  # entries whose windows fit in the batch
-    per_block = max(1, min(2**14, _BLOCK_BYTES // (math.prod(taps_shape) * item)) // channels)
-    nb = min(per_block * channels, length)
-    tile = np.tile(kernel.reshape(*taps_shape, channels), per_block)[..., :nb]
-    flat, out = xp.reshape(-1), _scratch("grid", (total,), dtype)
-    tap_strides = tuple(axis.dilation * step * channels * item for axis, step in zip(axes, steps))
-    blocks, taps = length // nb, "abcdefghiklm"[: len(axes)]
-    for start, count, width in ((0, blocks, nb), (blocks * nb, 1, length - blocks * nb)):
-        if count == 0 or width == 0:
-            continue
-        windows = as_strided(
-            flat[start:],
-            shape=(count, *taps_shape, width),
-            strides=(nb * item, *tap_strides, item),
-            writeable=False,
-        )
-        target = out[start : start + count * width].reshape(count, width)
-        np.einsum(f"n{taps}j,{taps}j->nj", windows, tile[..., :width], out=target)
-    return _crop_output(out.reshape(xp.shape), axes, False)
-
-
 def _stride1(
     kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray, channels_first: bool
 ) -> np.ndarray:
     """Stride-1 correlation of a padded batch: tap GEMM or flat im2col, in the caller's layout."""
     cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
-    if not channels_first and _depthwise_suits(kernel, groups, xp.dtype):
-        return _depthwise_taps(kernel, axes, xp)
+    if _depthwise_suits(kernel, groups, xp.dtype):
+        return _depthwise_taps(kernel, axes, xp, channels_first)
     if groups == 1 and kernel.size == cg * fg:  # a 1x1 kernel: one product, nothing copied
         weights = kernel.reshape(cg, fg)
         if channels_first:
@@ -798,9 +755,12 @@ def _adjoint_stride1(
 ) -> tuple[np.ndarray, bool, bool]:
     """Stride-1 adjoint onto the padded input, and whether it is channels-first and reused.
 
-    Few input channels per group (and more than one filter): the correlation's product would
-    have only C outputs per pixel, so scatter instead (into a reused work array).
+    Depthwise kernels take their own products (`._depthwise`). Few input channels per group (and
+    more than one filter): the correlation's product would have only C outputs per pixel, so
+    scatter instead (into a reused work array).
     """
+    if _depthwise_suits(kernel, groups, y.dtype):
+        return _depthwise_adjoint(kernel, axes, y, channels_first), channels_first, False
     if kernel.shape[-2] <= _FEW_CHANNELS and kernel.shape[-1] > groups:
         return _adjoint_by_scatter(kernel, axes, groups, y, channels_first), True, True
     return _transposed_stride1(kernel, axes, groups, y, channels_first), channels_first, False

@@ -10,7 +10,7 @@ from oracles import loop_operator, pads_for
 from test_operator import random_like as random
 
 import stridedop
-from stridedop import _apply
+from stridedop import _apply, _depthwise
 
 # (spatial input, spatial kernel, C, F, geometry): each reaches one strategy of the direct method
 # (tap GEMM needs >= 8 channels per group; few channels go channels-first; depthwise; strides take
@@ -338,9 +338,9 @@ def test_random_geometries_against_np_pad_and_the_loop_oracle(case, method, data
 def test_depthwise_taps_in_every_mode_and_dtype(monkeypatch, mode, dtype, block_bytes):
     # Channels-last depthwise layers take the tap multiply-adds in both directions; a small block
     # makes many blocks and a shorter last one. Integers wrap as the dtype does.
-    calls = spy(monkeypatch, "_depthwise_taps")
+    calls, adjoint_calls = spy(monkeypatch, "_depthwise_taps"), spy(monkeypatch, "_depthwise_adjoint")
     if block_bytes is not None:
-        monkeypatch.setattr(_apply, "_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(_depthwise, "_TILE_ENTRIES", block_bytes)
     m, k, channels = (7, 5), (3, 2), 3
     options = {"padding": [(2, 1), (0, 2)], "dilation": (1, 2), "groups": 3}
     rng = np.random.default_rng(11)
@@ -362,7 +362,7 @@ def test_depthwise_taps_in_every_mode_and_dtype(monkeypatch, mode, dtype, block_
     assert got.dtype == got_adjoint.dtype == dtype
     np.testing.assert_allclose(got.reshape(2, -1), expected, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(got_adjoint.reshape(2, -1), expected_adjoint, rtol=1e-5, atol=1e-4)
-    assert len(calls) == 2
+    assert len(calls) == len(adjoint_calls) == 1
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.complex128])
