@@ -34,7 +34,7 @@ from ._geometry import Axis
 
 __all__ = ["depthwise_adjoint", "depthwise_correlate", "depthwise_suits"]
 
-_BLOCK_BYTES = 2**20  # channels-first: rows per block (fewer, larger calls measured faster)
+_BLOCK_BYTES = 2**20  # channels-first: rows per block (fewer, larger calls measured faster); tile bound
 _TILE_ENTRIES = 2**13  # channels-last: entries per block, the width of the tiled kernel
 _LABELS = "abdefghiklmnopqstuvwxyz"  # einsum labels of the tap axes ("c", "j", "r" are taken)
 
@@ -137,7 +137,9 @@ def _interleaved(kernel: np.ndarray, strides: list[int], source: np.ndarray, tar
     """
     taps_shape, channels = kernel.shape[:-1], kernel.shape[-1]
     item, length = source.itemsize, target.size
-    nb = min(max(1, _TILE_ENTRIES // channels) * channels, length)
+    # A block of at least one pixel; the tile stays cache-sized whatever the number of taps.
+    entries = min(_TILE_ENTRIES, _BLOCK_BYTES // (math.prod(taps_shape) * item))
+    nb = min(max(1, entries // channels) * channels, length)
     tiled = _scratch()("tile", (*taps_shape, -(-nb // channels), channels), source.dtype)
     np.copyto(tiled, kernel[..., None, :])
     tile = tiled.reshape(*taps_shape, -1)[..., :nb]
