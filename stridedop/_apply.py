@@ -23,7 +23,8 @@ on the padded input):
 * *depthwise taps* (stride 1, one channel and one filter per group; `._depthwise`): one
   vectorized multiply-add per tap (`numpy.einsum` on a strided view of the taps), over the flat
   batch with the kernel tiled along the channels (channels-last), or row by ``(image, channel)``
-  row with the kernel one number per row and tap (channels-first).
+  row with the kernel one number per row and tap (channels-first, rows of a few hundred outputs
+  or more; shorter ones go to the flat im2col).
 * *flat im2col* (stride 1, otherwise): the same windows, copied block by block into a small
   buffer and multiplied by the kernel matrix ``(taps * C, F)``. With few channels per group
   the channels-first form copies whole rows.
@@ -614,7 +615,7 @@ def _stride1(
 ) -> np.ndarray:
     """Stride-1 correlation of a padded batch: tap GEMM or flat im2col, in the caller's layout."""
     cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
-    if _depthwise_suits(kernel, groups, xp.dtype):
+    if _depthwise_suits(kernel, groups, xp.dtype, axes, channels_first):
         return _depthwise_taps(kernel, axes, xp, channels_first)
     if groups == 1 and kernel.size == cg * fg:  # a 1x1 kernel: one product, nothing copied
         weights = kernel.reshape(cg, fg)
@@ -759,7 +760,7 @@ def _adjoint_stride1(
     more than one filter): the correlation's product would have only C outputs per pixel, so
     scatter instead (into a reused work array).
     """
-    if _depthwise_suits(kernel, groups, y.dtype):
+    if _depthwise_suits(kernel, groups, y.dtype, axes, channels_first):
         return _depthwise_adjoint(kernel, axes, y, channels_first), channels_first, False
     if kernel.shape[-2] <= _FEW_CHANNELS and kernel.shape[-1] > groups:
         return _adjoint_by_scatter(kernel, axes, groups, y, channels_first), True, True

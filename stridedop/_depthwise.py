@@ -36,16 +36,33 @@ __all__ = ["depthwise_adjoint", "depthwise_correlate", "depthwise_suits"]
 
 _BLOCK_BYTES = 2**20  # channels-first: rows per block (fewer, larger calls measured faster); tile bound
 _TILE_ENTRIES = 2**13  # channels-last: entries per block, the width of the tiled kernel
+_SHORT_ROWS = 384  # channels-first: fewest outputs per row on the grid for the products by rows
 _LABELS = "abdefghiklmnopqstuvwxyz"  # einsum labels of the tap axes ("c", "j", "r" are taken)
 
 Scratch = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
 
 
-def depthwise_suits(kernel: np.ndarray, groups: int, dtype: np.dtype) -> bool:
-    """Whether the depthwise products serve this kernel: one channel and one filter per group, numbers."""
-    return (
+def depthwise_suits(
+    kernel: np.ndarray,
+    groups: int,
+    dtype: np.dtype,
+    axes: tuple[Axis, ...] = (),
+    channels_first: bool = False,
+) -> bool:
+    """Whether the depthwise products serve this layer: one channel and one filter per group, numbers.
+
+    Channels-first, each product runs along one row of the padded grid: rows with fewer than
+    `_SHORT_ROWS` outputs (small images, wide kernels) spend more in the loop around the products
+    than in them, and the im2col product serves them better (measured).
+    """
+    if not (
         groups > 1 and kernel.shape[-2] == 1 and kernel.shape[-1] == groups and np.dtype(dtype).kind in "iufc"
-    )
+    ):
+        return False
+    if not (channels_first and axes):
+        return True
+    padded = tuple(axis.output + axis.extent - 1 for axis in axes)
+    return math.prod(padded) - _grid(padded, axes)[1] >= _SHORT_ROWS
 
 
 def _scratch() -> Scratch:

@@ -26,6 +26,12 @@ GEOMETRIES = {
 LAYOUTS = ["channels_last", "channels_first"]
 
 
+@pytest.fixture(autouse=True)
+def rows_for_every_size(monkeypatch):
+    """The planner leaves channels-first images with short rows to im2col; these tests want the rows."""
+    monkeypatch.setattr(_depthwise, "_SHORT_ROWS", 1)
+
+
 def operator(m, k, channels, options, layout, dtype, rng, mode="zeros", method="direct"):
     """A depthwise operator with small-integer taps (exact in every dtype) and its dense matrix."""
     kernel = rng.integers(-3, 4, (*k, 1, channels))
@@ -201,3 +207,14 @@ def test_memory_stays_within_a_few_inputs_and_outputs(layout):
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         assert peak < 3 * (x.nbytes + y.nbytes) + 4 * 2**20, peak
+
+
+@pytest.mark.parametrize(("size", "rows"), [(12, False), (32, True)])
+def test_channels_first_short_rows_go_to_im2col(monkeypatch, size, rows):
+    # 3x3 'valid' on size^2: (size - 2) * (size + 1) outputs per row on the grid, against 384.
+    monkeypatch.setattr(_depthwise, "_SHORT_ROWS", 384)
+    calls = spies(monkeypatch)
+    rng = np.random.default_rng(9)
+    op, dense = operator((size, size), (3, 3), 2, {}, "channels_first", np.float64, rng)
+    check(op, dense, "channels_first", np.float64, rng, batch=1)
+    assert calls == ({"forward": [True], "adjoint": [True]} if rows else {"forward": [], "adjoint": []})
