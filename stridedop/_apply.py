@@ -727,8 +727,11 @@ def _transposed_stride1(
 
     That is a correlation of ``y`` zero-padded by ``extent - 1`` on both sides with the kernel
     flipped along its taps, its channel axes swapped group by group. Returns ``(B, *P, C)`` or
-    ``(B, C, *P)`` with ``P = output + extent - 1``.
+    ``(B, C, *P)`` with ``P = output + extent - 1``. Depthwise kernels take their own products,
+    ``y`` laid once on the padded input's grid (`._depthwise`).
     """
+    if _depthwise_suits(kernel, groups, y.dtype, axes, channels_first):
+        return _depthwise_adjoint(kernel, axes, y, channels_first)
     n = len(axes)
     *taps_shape, cg, filters = kernel.shape
     fg = filters // groups
@@ -756,12 +759,9 @@ def _adjoint_stride1(
 ) -> tuple[np.ndarray, bool, bool]:
     """Stride-1 adjoint onto the padded input, and whether it is channels-first and reused.
 
-    Depthwise kernels take their own products (`._depthwise`). Few input channels per group (and
-    more than one filter): the correlation's product would have only C outputs per pixel, so
-    scatter instead (into a reused work array).
+    Few input channels per group (and more than one filter): the correlation's product would
+    have only C outputs per pixel, so scatter instead (into a reused work array).
     """
-    if _depthwise_suits(kernel, groups, y.dtype, axes, channels_first):
-        return _depthwise_adjoint(kernel, axes, y, channels_first), channels_first, False
     if kernel.shape[-2] <= _FEW_CHANNELS and kernel.shape[-1] > groups:
         return _adjoint_by_scatter(kernel, axes, groups, y, channels_first), True, True
     return _transposed_stride1(kernel, axes, groups, y, channels_first), channels_first, False
