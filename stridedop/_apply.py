@@ -29,18 +29,21 @@ on the padded input):
 * *strided im2col* (stride > 1): the windows of the output grid itself, copied block by block,
   in either layout.
 
-Adjoint (``xp[o * stride + r * dilation] += K[r]^T y[o]``, then `_unpad`):
+Adjoint (``xp[o * stride + r * dilation] += K[r]^T y[o]``, then `_unpad`; `_adjoint_strategy`
+picks one). Tap ``r`` of output ``o`` lands on entry ``o + (r * d) // s`` of phase ``(r * d) mod s``
+of the padded input, so on a grid holding `y` every tap writes one shifted stretch of its phase:
 
-* *correlation* (stride 1): the correlation of ``y`` zero-padded by ``extent - 1`` with the
-  flipped kernel whose channel axes are swapped, through the stride-1 strategies above;
-* *scatter* (stride 1, few input channels): one GEMM gives every tap of a block of pixels of
-  ``y``, then one contiguous slice-add per tap on the flat padded input;
-* *phases as channels* (stride > 1 up to the kernel's size, dilation 1 along the strided axes,
-  no groups, few input channels): with the padded input's ``prod(stride)`` phases as channels
-  the layer is a stride-1 one with ``ceil(k / s)`` taps; its stride-1 adjoint, then every phase
-  written back in place;
-* *polyphase* (stride > 1, otherwise): the padded input splits into ``prod(stride)`` phases; each phase
-  receives the taps of one residue and is a stride-1 adjoint (correlation or scatter) of ``y``.
+* *tap GEMM* (no groups, enough input channels, BLAS floats, SciPy installed; channels-first only
+  with strides): ``y`` channels-last on the flat grid; each tap accumulates one GEMM (BLAS
+  ``beta = 1``) straight into the ``(pixels, C)`` stretch it writes;
+* *scatter* (strides or few input channels, more than one filter per group): ``y`` channels-first
+  on the flat grid; per block one GEMM gives every tap, then one contiguous slice-add per tap;
+* *correlation* (stride 1, otherwise): the correlation of ``y`` zero-padded by ``extent - 1`` with
+  the flipped kernel whose channel axes are swapped, through the stride-1 strategies above;
+* *polyphase* (strides with one filter per group): each phase of the padded input receives the
+  taps of one residue and is a stride-1 adjoint of ``y``, planned as above.
+
+With strides the phases are then written back into the padded input.
 
 Memory: every strategy works in blocks of about `_BLOCK_BYTES`; besides the input and the output
 it holds a padded copy of one of them. Work arrays up to `_SCRATCH_BYTES` in all are kept per
@@ -329,18 +332,9 @@ def convolve_adjoint(
     if method == "fft":
         return _by_fft(kernel, geometry, y, channels_first, adjoint=True)
     kernel, axes = _fold_circular(kernel, geometry, y.dtype)
-    groups = geometry.groups
-    if all(axis.stride == 1 for axis in axes):
-        xp, layout_first, reused = _adjoint_stride1(kernel, axes, groups, y, channels_first)
-    elif _phases_suit(kernel, axes, groups):
-        xp, layout_first, reused = _adjoint_by_phases(kernel, axes, y, channels_first), channels_first, True
-    else:
-        xp = _adjoint_polyphase(kernel, axes, groups, _channels_last(y, channels_first))
-        layout_first, reused = False, True
-    # The scatter and the polyphase strategies leave their result in a reused work array: copy.
-    if layout_first != channels_first:
-        xp = np.moveaxis(xp, 1, -1) if layout_first else np.moveaxis(xp, -1, 1)
+    xp, reused = _adjoint_onto_padded(kernel, axes, geometry.groups, y, channels_first)
     result = _unpad(xp, geometry, channels_first)
+    # Most adjoint strategies leave their result in a reused work array: copy it out.
     return np.array(result, order="C", copy=True) if reused else np.ascontiguousarray(result)
 
 
@@ -793,40 +787,131 @@ def _transposed_stride1(
     return np.moveaxis(result, 1, -1) if moved else result
 
 
-def _adjoint_stride1(
-    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, y: np.ndarray, channels_first: bool
-) -> tuple[np.ndarray, bool, bool]:
-    """Stride-1 adjoint onto the padded input, and whether it is channels-first and reused.
+def _adjoint_strategy(
+    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, dtype: np.dtype, channels_first: bool
+) -> str:
+    """Which adjoint strategy `_adjoint_onto_padded` runs (see there). Measured on the layer table.
 
-    Few input channels per group (and more than one filter): the correlation's product would
-    have only C outputs per pixel, so scatter instead (into a reused work array).
+    The tap GEMMs write ``(pixels, C)`` stretches: they want many input channels (the GEMM's rows)
+    and, channels-first, strides (with stride 1 the correlation needs no change of layout).
     """
-    if kernel.shape[-2] <= _FEW_CHANNELS and kernel.shape[-1] > groups:
-        return _adjoint_by_scatter(kernel, axes, groups, y, channels_first), True, True
-    return _transposed_stride1(kernel, axes, groups, y, channels_first), channels_first, False
+    cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
+    pixels = math.prod(axis.output + (axis.kernel - 1) * axis.dilation // axis.stride for axis in axes)
+    strided = any(axis.stride > 1 for axis in axes)
+    if (
+        groups == 1
+        and kernel.size > cg * fg  # a 1x1 kernel is one product in the correlation
+        and (strided or not channels_first)
+        and _tap_gemm_layout(dtype, fg, cg, pixels) == "last"
+    ):
+        return "tap gemm"
+    if fg > 1 and (strided or cg <= _FEW_CHANNELS):
+        return "scatter"
+    return "polyphase" if strided else "correlation"
+
+
+def _adjoint_onto_padded(
+    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, y: np.ndarray, channels_first: bool
+) -> tuple[np.ndarray, bool]:
+    """The adjoint of ``y`` onto the padded input, in `y`'s layout, and whether it is a reused array.
+
+    Each tap's products are written once, where they land: with enough channels and no groups
+    by one accumulating GEMM per tap (*tap gemm*, `_adjoint_by_tap_gemm`); with strides or few
+    input channels by one GEMM for all taps and slice-adds (*scatter*, `_adjoint_by_scatter`).
+    Otherwise (stride 1 with many channels per group, or one filter per group) the adjoint is the
+    correlation of the padded ``y`` with the flipped kernel (*correlation*, `_transposed_stride1`),
+    whose GEMMs are then the larger; with strides and one filter per group, one such correlation
+    per phase (*polyphase*, `_adjoint_polyphase`).
+    """
+    strategy = _adjoint_strategy(kernel, axes, groups, y.dtype, channels_first)
+    if strategy == "tap gemm":
+        return _adjoint_by_tap_gemm(kernel, axes, y, channels_first), True
+    if strategy == "scatter":
+        return _adjoint_by_scatter(kernel, axes, groups, y, channels_first), True
+    if strategy == "polyphase":
+        xp = _adjoint_polyphase(kernel, axes, groups, _channels_last(y, channels_first))
+        return (np.moveaxis(xp, -1, 1) if channels_first else xp), True
+    return _transposed_stride1(kernel, axes, groups, y, channels_first), False
+
+
+def _scatter_grid(
+    axes: tuple[Axis, ...],
+) -> tuple[tuple[int, ...], list[tuple[int, ...]], list[int], list[int]]:
+    """Where the taps of a scatter (`_adjoint_by_scatter`, `_adjoint_by_tap_gemm`) land.
+
+    Tap ``r`` of output ``o`` writes padded position ``o * s + r * d``: entry ``o + (r * d) // s``
+    of phase ``(r * d) mod s`` (with stride 1, the one phase is the padded input itself). Every
+    phase is laid on one grid of ``o + ((k - 1) * d) // s`` entries per axis, with `y` on its first
+    ``o``; then each tap adds a contiguous stretch of the flat grid, shifted by its entry offset.
+
+    Returns the grid's shape, the phases that receive taps, and per tap (C order) the number of
+    its phase in that list and its shift on the flat grid.
+    """
+    grid = tuple(axis.output + (axis.kernel - 1) * axis.dilation // axis.stride for axis in axes)
+    steps = [math.prod(grid[i + 1 :]) for i in range(len(grid))]
+    per_axis = [
+        [
+            ((r * axis.dilation) % axis.stride, (r * axis.dilation) // axis.stride * step)
+            for r in range(axis.kernel)
+        ]
+        for axis, step in zip(axes, steps)
+    ]
+    phases: dict[tuple[int, ...], int] = {}
+    numbers, shifts = [], []
+    for tap in itertools.product(*per_axis):
+        phase = tuple(residue for residue, _ in tap)
+        numbers.append(phases.setdefault(phase, len(phases)))
+        shifts.append(sum(shift for _, shift in tap))
+    return grid, list(phases), numbers, shifts
+
+
+def _from_phases(
+    phased: np.ndarray, axes: tuple[Axis, ...], phases: list[tuple[int, ...]], channels_first: bool
+) -> np.ndarray:
+    """The padded batch from its phases ``(phases, B, C, *grid)``: a reused work array.
+
+    With stride 1 the one phase is the padded batch: a view of `phased` is returned.
+    """
+    batch, channels = phased.shape[1:3]
+    padded = tuple(axis.size + axis.lo + axis.hi for axis in axes)
+    if all(axis.stride == 1 for axis in axes):
+        crop = phased[0][(Ellipsis,) + tuple(slice(0, size) for size in padded)]
+        return crop if channels_first else np.moveaxis(crop, 1, -1)
+    shape = (batch, channels, *padded) if channels_first else (batch, *padded, channels)
+    xp = _scratch("phases", shape, phased.dtype)
+    xp.fill(0)  # positions no tap reaches: phases without taps, rows past the last window
+    grid = phased.shape[3:]
+    for number, phase in enumerate(phases):
+        counts = [min(g, len(range(p, size, a.stride))) for p, size, a, g in zip(phase, padded, axes, grid)]
+        positions = tuple(slice(p, p + c * a.stride, a.stride) for p, c, a in zip(phase, counts, axes))
+        source = phased[number][(Ellipsis,) + tuple(slice(0, count) for count in counts)]
+        if channels_first:
+            xp[(slice(None), slice(None)) + positions] = source
+        else:
+            xp[(slice(None),) + positions] = np.moveaxis(source, 1, -1)
+    return xp
 
 
 def _adjoint_by_scatter(
     kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, y: np.ndarray, channels_first: bool
 ) -> np.ndarray:
-    """Stride-1 adjoint of ``y`` onto the padded input ``(B, C, *P)``, for few channels.
+    """The adjoint of ``y`` onto the padded input, in `y`'s layout: one GEMM per block, then slice-adds.
 
-    Returns a view of a reused work array.
+    Returns a reused work array (or a view of one).
 
-    ``xp[q + shift(r)] += K[r]^T y[q]``: `y` is placed on the flat padded grid of the whole batch
-    (zeros elsewhere, channels first); for each block of pixels one GEMM gives every tap, and each
-    tap is added back with one contiguous slice-add. With few input channels this beats the
-    correlation, whose GEMM would have only C output rows.
+    `y` is placed channels-first on the flat grid of `_scatter_grid` (zeros elsewhere); for each
+    block of grid pixels one GEMM gives every tap, and each tap is added to its phase with one
+    contiguous slice-add. With few input channels this beats the correlation, whose GEMM would
+    have only C output rows; with strides it writes every tap once, where the polyphase adjoint
+    pads `y` once per phase.
     """
     *taps_shape, cg, filters = kernel.shape
     fg, taps = filters // groups, math.prod(taps_shape)
     batch, dtype = y.shape[0], y.dtype
     outputs = tuple(axis.output for axis in axes)
-    padded = tuple(axis.output + axis.extent - 1 for axis in axes)
-    total = batch * math.prod(padded)
-    steps, reach = _flat_grid(padded, axes)
-    shifts = _tap_shifts(axes, steps)
-    grid = _scratch("grid", (groups, fg, batch, *padded), dtype)
+    shape, phases, numbers, shifts = _scatter_grid(axes)
+    total = batch * math.prod(shape)
+    grid = _scratch("grid", (groups, fg, batch, *shape), dtype)
     grid.fill(0)
     y_first = y if channels_first else np.moveaxis(y, -1, 1)
     placed = y_first.reshape(batch, groups, fg, *outputs).transpose(1, 2, 0, *range(3, 3 + len(axes)))
@@ -835,115 +920,57 @@ def _adjoint_by_scatter(
     # (*k, Cg, G * Fg) -> (G, taps * Cg, Fg)
     weights = np.ascontiguousarray(np.moveaxis(kernel.reshape(taps, cg, groups, fg), 2, 0))
     weights = weights.reshape(groups, taps * cg, fg)
-    xp = _scratch("scatter", (groups, cg, total), dtype)
-    xp.fill(0)
-    length = total - reach
+    phased = _scratch("scatter", (len(phases), groups, cg, total), dtype)
+    phased.fill(0)
+    length = total - max(shifts)
     block = min(length, max(256, 4 * _BLOCK_BYTES // (groups * taps * cg * dtype.itemsize)))
     buffer = _scratch("products", (groups, taps * cg, block), dtype)
     for start in range(0, length, block):
         stop = min(start + block, length)
         products = np.matmul(weights, flat[:, :, start:stop], out=buffer[:, :, : stop - start])
         products = products.reshape(groups, taps, cg, stop - start)
-        for t, shift in enumerate(shifts):
-            xp[:, :, start + shift : stop + shift] += products[:, t]
-    return np.moveaxis(xp.reshape(groups * cg, batch, *padded), 1, 0)
+        for t, (number, shift) in enumerate(zip(numbers, shifts)):
+            phased[number, :, :, start + shift : stop + shift] += products[:, t]
+    phased = phased.reshape(len(phases), groups * cg, batch, *shape).swapaxes(1, 2)
+    return _from_phases(phased, axes, phases, channels_first)
 
 
-def _phases_possible(axes: tuple[Axis, ...], groups: int) -> bool:
-    """Whether a layer with strides can run as a stride-1 one on the phases of its input."""
-    # (a stride wider than the kernel would lay mostly zeros in the phase kernel)
-    strided = [axis for axis in axes if axis.stride > 1]
-    return groups == 1 and all(axis.dilation == 1 and axis.stride <= axis.kernel for axis in strided)
-
-
-def _phases_suit(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int) -> bool:
-    """Whether the adjoint with strides runs on the phases of the input (`_adjoint_by_phases`).
-
-    Measured: it pays with few input channels, where the polyphase adjoint loops the most per
-    multiply-add.
-    """
-    return kernel.shape[-2] <= _FEW_CHANNELS and _phases_possible(axes, groups)
-
-
-def _phase_kernel(kernel: np.ndarray, axes: tuple[Axis, ...]) -> tuple[np.ndarray, tuple[Axis, ...]]:
-    """The stride-1 kernel and axes on the phases of the padded input (space to depth).
-
-    Along an axis with stride ``s`` (and dilation 1), padded position ``o * s + r`` is entry
-    ``o + r // s`` of phase ``r % s``. With the phases as channels ``(*phase, C)``, the layer is a
-    stride-1 correlation with the kernel ``K'[a, (p, c)] = K[a * s + p, c]`` (zero past ``k``),
-    ``ceil(k / s)`` taps, on a grid of ``ceil(P / s)`` entries (zeros past ``P``).
-    """
-    n = len(axes)
-    *taps_shape, channels, filters = kernel.shape
-    strides = [axis.stride for axis in axes]
-    counts = [-(-k // s) for k, s in zip(taps_shape, strides)]
-    padded = np.zeros((*(c * s for c, s in zip(counts, strides)), channels, filters), dtype=kernel.dtype)
-    padded[tuple(slice(0, k) for k in taps_shape)] = kernel
-    split = padded.reshape(*itertools.chain.from_iterable(zip(counts, strides)), channels, filters)
-    order = [2 * i for i in range(n)] + [2 * i + 1 for i in range(n)] + [2 * n, 2 * n + 1]
-    wide = split.transpose(order).reshape(*counts, math.prod(strides) * channels, filters)
-    phase_axes = []
-    for axis, count in zip(axes, counts):
-        if axis.stride == 1:
-            phase_axes.append(Axis(axis.size + axis.lo + axis.hi, axis.kernel, 1, axis.dilation))
-        else:
-            grid = -(-(axis.size + axis.lo + axis.hi) // axis.stride)
-            phase_axes.append(Axis(grid, count, 1, 1))
-    return wide, tuple(phase_axes)
-
-
-def _phase_indices(
-    axes: tuple[Axis, ...], channels_first: bool
-) -> list[tuple[tuple[Any, ...], tuple[Any, ...]]]:
-    """Per phase: its entries on the phase grid and its positions on the padded batch.
-
-    The grid is ``(B, *s, C, *Q)`` channels-first, ``(B, *Q, *s, C)`` channels-last.
-    """
-    result = []
-    every: tuple[Any, ...] = (slice(None),)
-    for phase in itertools.product(*(range(axis.stride) for axis in axes)):
-        positions = tuple(slice(p, None, axis.stride) for p, axis in zip(phase, axes))
-        padded = (axis.size + axis.lo + axis.hi for axis in axes)
-        entries = tuple(slice(0, len(range(p, end, a.stride))) for p, end, a in zip(phase, padded, axes))
-        if channels_first:
-            result.append((every + phase + every + entries, every + every + positions))
-        else:
-            result.append((every + entries + phase, every + positions))
-    return result
-
-
-def _adjoint_by_phases(
+def _adjoint_by_tap_gemm(
     kernel: np.ndarray, axes: tuple[Axis, ...], y: np.ndarray, channels_first: bool
 ) -> np.ndarray:
-    """Adjoint with strides onto the padded input, in `y`'s layout: a stride-1 adjoint on the phases.
+    """The adjoint of ``y`` onto the padded input, in `y`'s layout: one accumulating GEMM per tap.
 
-    Returns a reused work array. Run forward, the layer reads phase ``p`` of the padded input
-    as channels ``(p, c)`` of a stride-1 layer (`_phase_kernel`); the stride-1 adjoint of that
-    layer gives those channels, and every phase is written back to its positions.
+    Returns a reused work array (or a view of one). No groups; needs SciPy's BLAS and its dtypes.
+
+    `_adjoint_by_scatter` with the channels innermost: `y` is laid on the flat grid of
+    `_scatter_grid` as ``(pixels, F)`` and each tap accumulates ``y[q] @ K[r]^T`` straight into
+    the ``(pixels, C)`` stretch of its phase that it writes (BLAS ``beta = 1``), so that neither
+    `y` nor the result changes layout and no product is stored.
     """
-    wide, phase_axes = _phase_kernel(kernel, axes)
-    channels = kernel.shape[-2]
-    outputs = tuple(axis.output for axis in phase_axes)
-    if outputs != tuple(axis.output for axis in axes):  # outputs past the real ones read zeros
-        spatial = [(0, o - axis.output) for o, axis in zip(outputs, axes)]
-        pads = [(0, 0), (0, 0), *spatial] if channels_first else [(0, 0), *spatial, (0, 0)]
-        y = np.pad(y, pads)
-    grid, first, _ = _adjoint_stride1(wide, phase_axes, 1, y, channels_first)
-    if first != channels_first:
-        grid = np.moveaxis(grid, 1, -1) if first else np.moveaxis(grid, -1, 1)
-    strides = [axis.stride for axis in axes]
-    sizes = [axis.size for axis in phase_axes]
-    if channels_first:
-        grid = grid.reshape(grid.shape[0], *strides, channels, *sizes)
-    else:
-        grid = grid.reshape(grid.shape[0], *sizes, *strides, channels)
-    batch = y.shape[0]
-    padded = tuple(axis.size + axis.lo + axis.hi for axis in axes)
-    shape = (batch, channels, *padded) if channels_first else (batch, *padded, channels)
-    xp = _scratch("phases", shape, y.dtype)
-    for on_grid, on_padded in _phase_indices(axes, channels_first):
-        xp[on_padded] = grid[on_grid]
-    return xp
+    *taps_shape, channels, filters = kernel.shape
+    batch, dtype = y.shape[0], y.dtype
+    outputs = tuple(axis.output for axis in axes)
+    shape, phases, numbers, shifts = _scatter_grid(axes)
+    total = batch * math.prod(shape)
+    grid = _scratch("grid", (batch, *shape, filters), dtype)
+    grid.fill(0)
+    grid[(slice(None),) + tuple(slice(0, size) for size in outputs)] = _channels_last(y, channels_first)
+    flat = grid.reshape(total, filters)
+    # (*k, C, F) -> (taps, F, C): each tap's K[r]^T C-ordered, so that its .T is K[r] for BLAS.
+    weights = np.ascontiguousarray(kernel.reshape(len(shifts), channels, filters).transpose(0, 2, 1))
+    phased = _scratch("scatter", (len(phases), total, channels), dtype)
+    gemm = _blas().get_blas_funcs("gemm", dtype=dtype)  # type: ignore[union-attr]
+    length = total - max(shifts)
+    block = max(256, _BLOCK_BYTES // ((channels + filters) * dtype.itemsize))
+    phased.fill(0)
+    for start in range(0, length, block):
+        stop = min(start + block, length)
+        source = flat[start:stop].T
+        for t, (number, shift) in enumerate(zip(numbers, shifts)):
+            target = phased[number, start + shift : stop + shift].T
+            gemm(1.0, weights[t].T, source, 1.0, target, overwrite_c=True)
+    phased = phased.reshape(len(phases), batch, *shape, channels)
+    return _from_phases(np.moveaxis(phased, -1, 2), axes, phases, channels_first)
 
 
 def _residue_taps(axis: Axis, phase: int) -> tuple[int, int, int, int] | None:
@@ -974,7 +1001,7 @@ def _adjoint_polyphase(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, 
     n = len(axes)
     batch, channels = y.shape[0], groups * kernel.shape[-2]
     padded = tuple(axis.size + axis.lo + axis.hi for axis in axes)
-    xp = _scratch("phases", (batch, *padded, channels), y.dtype)
+    xp = _scratch("polyphase", (batch, *padded, channels), y.dtype)
     xp.fill(0)
     # Padded positions p < P fall in phases p mod s: no more than P of them, whatever the stride.
     phases = [range(min(axis.stride, size)) for axis, size in zip(axes, padded)]
@@ -988,8 +1015,7 @@ def _adjoint_polyphase(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, 
         for axis, (_, step, count, _) in zip(axes, parts):
             dilation = axis.dilation * step // axis.stride
             sub_axes.append(Axis(axis.output + (count - 1) * dilation, count, 1, dilation))
-        part, first, _ = _adjoint_stride1(sub, tuple(sub_axes), groups, y, False)  # (B, *(o + ext' - 1), C)
-        part = np.moveaxis(part, 1, -1) if first else part
+        part, _ = _adjoint_onto_padded(sub, tuple(sub_axes), groups, y, False)  # (B, *(o + ext' - 1), C)
         target = [slice(None)]
         for p, axis, (_, _, _, offset), size in zip(phase, axes, parts, part.shape[1 : n + 1]):
             target.append(slice(p + offset * axis.stride, p + (offset + size) * axis.stride, axis.stride))
