@@ -311,7 +311,7 @@ def convolve(
     if all(axis.stride == 1 for axis in axes):
         if not channels_first and _moves_to_first(kernel, axes, geometry.groups, x):
             xp = _pad(np.moveaxis(x, -1, 1), geometry, True)
-            return _back(np.moveaxis(_stride1(kernel, axes, geometry.groups, xp, True), 1, -1), False)
+            return _back(_stride1(kernel, axes, geometry.groups, xp, True, out_first=False), False)
         return _stride1(kernel, axes, geometry.groups, _pad(x, geometry, channels_first), channels_first)
     if channels_first:
         return _strided_im2col_first(kernel, axes, geometry.groups, _pad(x, geometry, True))
@@ -462,9 +462,18 @@ def _tap_gemm_first(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp:
 
 
 def _flat_im2col(
-    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray, channels_first: bool
+    kernel: np.ndarray,
+    axes: tuple[Axis, ...],
+    groups: int,
+    xp: np.ndarray,
+    channels_first: bool,
+    out_first: bool | None = None,
 ) -> np.ndarray:
-    """Stride-1 correlation of the padded batch `xp` by blocked im2col over the flat pixel grid."""
+    """Stride-1 correlation of the padded batch `xp` by blocked im2col over the flat pixel grid.
+
+    A channels-first batch can give a channels-last result (``out_first=False``) at no cost: the
+    GEMM writes its product in either order.
+    """
     # The windows below are strides into C-ordered memory; np.pad, for one, keeps the memory order
     # of its input, and a reshape that merges no axes keeps any strides.
     xp = np.ascontiguousarray(xp)
@@ -492,9 +501,15 @@ def _flat_im2col(
         weights = np.ascontiguousarray(weights).reshape(groups, rows, group_filters)
         buffer = _scratch("columns", (groups, block, *taps_shape, group_channels), dtype)
 
+    out_first = channels_first if out_first is None else out_first
     if channels_first:  # one image at a time: (C, pixels), the pixels contiguous
-        out = _scratch("grid", (batch, groups, group_filters, pixels), dtype)
-        images = [(xp[b].reshape(channels, pixels), pixels, 1, pixels, out[b]) for b in range(batch)]
+        if out_first:
+            out = _scratch("grid", (batch, groups, group_filters, pixels), dtype)
+            targets = list(out)
+        else:  # each image's (G, Fg, pixels) product written as (pixels, G, Fg)
+            out = _scratch("grid", (batch, pixels, groups, group_filters), dtype)
+            targets = [image.transpose(1, 2, 0) for image in out]
+        images = [(xp[b].reshape(channels, pixels), pixels, 1, pixels, targets[b]) for b in range(batch)]
     else:  # the whole batch as one flat grid: (B * pixels, C)
         out = _scratch("grid", (batch * pixels, groups, group_filters), dtype)
         flat = xp.reshape(batch * pixels, channels)
@@ -525,8 +540,8 @@ def _flat_im2col(
                 np.copyto(columns, np.moveaxis(windows[..., start:stop], -1, 1))
                 products = columns.reshape(groups, stop - start, rows)
                 np.matmul(products, weights, out=np.swapaxes(target[..., start:stop], 1, 2))
-    shape = (batch, filters, *padded) if channels_first else (batch, *padded, filters)
-    return _crop_output(out.reshape(shape), axes, channels_first)
+    shape = (batch, filters, *padded) if out_first else (batch, *padded, filters)
+    return _crop_output(out.reshape(shape), axes, out_first)
 
 
 def _taps_as_channels(
@@ -647,10 +662,23 @@ def _depthwise_taps(kernel: np.ndarray, axes: tuple[Axis, ...], xp: np.ndarray) 
 
 
 def _stride1(
-    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray, channels_first: bool
+    kernel: np.ndarray,
+    axes: tuple[Axis, ...],
+    groups: int,
+    xp: np.ndarray,
+    channels_first: bool,
+    out_first: bool | None = None,
 ) -> np.ndarray:
-    """Stride-1 correlation of a padded batch: tap GEMM or flat im2col, in the caller's layout."""
+    """Stride-1 correlation of a padded batch: tap GEMM or flat im2col.
+
+    The result is channels-first if `out_first` (by default: if the batch is); in the other
+    layout than the batch's it may be a strided view.
+    """
     cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
+    if channels_first and out_first is False:
+        if _flat_im2col_suits(kernel, groups, xp.dtype, math.prod(xp.shape[2:])):
+            return _flat_im2col(kernel, axes, groups, xp, True, out_first=False)
+        return np.moveaxis(_stride1(kernel, axes, groups, xp, True), 1, -1)
     if not channels_first and _depthwise_suits(kernel, groups, xp.dtype):
         return _depthwise_taps(kernel, axes, xp)
     if groups == 1 and kernel.size == cg * fg:  # a 1x1 kernel: one product, nothing copied
@@ -676,10 +704,15 @@ def _stride1(
         return _flat_im2col(kernel, axes, groups, xp, True)
     if cg <= _FEW_CHANNELS or groups > 1:
         # Few channels per group: the channels-first product copies whole rows; move there.
-        return _back(
-            np.moveaxis(_flat_im2col(kernel, axes, groups, np.moveaxis(xp, -1, 1), True), 1, -1), False
-        )
+        return _flat_im2col(kernel, axes, groups, np.moveaxis(xp, -1, 1), True, out_first=False)
     return _flat_im2col(kernel, axes, groups, xp, False)
+
+
+def _flat_im2col_suits(kernel: np.ndarray, groups: int, dtype: np.dtype, pixels: int) -> bool:
+    """Whether `_stride1` runs a channels-first batch by `_flat_im2col` (not 1x1, no tap GEMM)."""
+    cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
+    one_by_one = groups == 1 and kernel.size == cg * fg
+    return not one_by_one and _tap_gemm_layout(dtype, cg, fg, pixels) is None
 
 
 def _strided_im2col(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray) -> np.ndarray:
@@ -783,8 +816,7 @@ def _transposed_stride1(
     padded = _scratch("padded", tuple(size + lo + hi for size, (lo, hi) in zip(y.shape, pads)), y.dtype)
     padded.fill(0)
     padded[tuple(slice(lo, lo + size) for size, (lo, _) in zip(y.shape, pads))] = y
-    result = _stride1(swapped, grid, groups, padded, channels_first or moved)
-    return np.moveaxis(result, 1, -1) if moved else result
+    return _stride1(swapped, grid, groups, padded, channels_first or moved, out_first=channels_first)
 
 
 def _adjoint_strategy(
