@@ -18,8 +18,9 @@ on the padded input):
   of the flat input with the tap's ``(C, F)`` matrix, accumulated in place (BLAS ``beta = 1``,
   through `scipy.linalg.blas`) into the output. Nothing is copied but the padding; output pixels
   that fall off the real output grid are computed (a few percent) and dropped.
-* *taps as channels* (stride 1, channels-last, few channels, no groups, a wide kernel, inputs up
-  to `_WIDE_BYTES`): the last axis's taps are copied into channels, then tap GEMMs.
+* *taps as channels* (stride 1, no groups, inputs up to `_WIDE_BYTES`; channels-last with few
+  channels and a wide kernel, channels-first for tap GEMMs of up to `_WIDE_ROWS` rows): the last
+  axis's taps are copied into channels, then tap GEMMs.
 * *depthwise taps* (stride 1, channels-last, one channel and one filter per group): one
   vectorized multiply-add per tap over the flat batch, the channels innermost (`numpy.einsum` on
   a strided view of the taps and the kernel tiled over a block).
@@ -81,6 +82,7 @@ _FEW_CHANNELS = 4  # channels per group up to which stride-1 products go channel
 _TAP_GEMM_CHANNELS = 8  # channels per group from which one GEMM per tap beats im2col
 _BLAS_KINDS = {"float32", "float64", "complex64", "complex128"}
 _WIDE_BYTES = 16 * 2**20  # largest copy of the input with the taps of one axis as channels
+_WIDE_ROWS = 64  # channels-first tap GEMMs: move taps into channels up to this many rows per tap
 _SCRATCH_BYTES = 16 * 2**20  # work arrays kept per thread for reuse, all purposes together
 
 _local = threading.local()
@@ -692,6 +694,10 @@ def _stride1(
     if layout == "last" and not channels_first:
         return _tap_gemm(kernel, axes, groups, xp)
     if layout is not None:
+        if channels_first and cg * axes[-1].kernel <= _WIDE_ROWS and len(axes) > 1:
+            if _wide_suits(kernel, axes, groups, xp.dtype, xp.nbytes, pixels):
+                # Fewer, larger GEMMs per image: the last axis's taps join the channels.
+                return _stride1(*_taps_as_channels(kernel, axes, groups, xp, True), True)
         if channels_first:
             return _tap_gemm_first(kernel, axes, groups, np.ascontiguousarray(xp))
         moved = np.ascontiguousarray(np.moveaxis(xp, -1, 1))
