@@ -78,6 +78,7 @@ __all__ = ["METHODS", "convolve", "convolve_adjoint", "resolve_method"]
 METHODS = ("auto", "direct", "fft")
 
 _BLOCK_BYTES = 2**20  # one block of work: stays in the L2/L3 cache
+_TAP_BLOCK_BYTES = 2**18  # tap GEMMs: the block of input and output that every tap rereads (L2)
 _FEW_CHANNELS = 4  # channels per group up to which stride-1 products go channels-first
 _TAP_GEMM_CHANNELS = 8  # channels per group from which one GEMM per tap beats im2col
 _BLAS_KINDS = {"float32", "float64", "complex64", "complex128"}
@@ -411,7 +412,7 @@ def _tap_gemm(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.nd
     weights = kernel.reshape(len(shifts), cg, groups, fg).transpose(2, 0, 1, 3)
     weights = np.ascontiguousarray(weights)
     out = _scratch("grid", (groups, total, fg), dtype)
-    block = max(256, _BLOCK_BYTES // ((cg + fg) * dtype.itemsize))
+    block = max(256, _TAP_BLOCK_BYTES // ((cg + fg) * dtype.itemsize))
     for g in range(groups):
         source, target = sources[g], out[g]
         for start in range(0, length, block):
@@ -999,7 +1000,7 @@ def _adjoint_by_tap_gemm(
     phased = _scratch("scatter", (len(phases), total, channels), dtype)
     gemm = _blas().get_blas_funcs("gemm", dtype=dtype)  # type: ignore[union-attr]
     length = total - max(shifts)
-    block = max(256, _BLOCK_BYTES // ((channels + filters) * dtype.itemsize))
+    block = max(256, _TAP_BLOCK_BYTES // ((channels + filters) * dtype.itemsize))
     phased.fill(0)
     for start in range(0, length, block):
         stop = min(start + block, length)
