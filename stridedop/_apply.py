@@ -79,6 +79,7 @@ METHODS = ("auto", "direct", "fft")
 
 _BLOCK_BYTES = 2**20  # one block of work: stays in the L2/L3 cache
 _TAP_BLOCK_BYTES = 2**18  # tap GEMMs: the block of input and output that every tap rereads (L2)
+_COLUMNS_BYTES = 2**17  # im2col: the columns of one group's block (measured on the layer table)
 _FEW_CHANNELS = 4  # channels per group up to which stride-1 products go channels-first
 _TAP_GEMM_CHANNELS = 8  # channels per group from which one GEMM per tap beats im2col
 _BLAS_KINDS = {"float32", "float64", "complex64", "complex128"}
@@ -492,7 +493,7 @@ def _flat_im2col(
     channels = groups * group_channels
     item, dtype = xp.itemsize, xp.dtype
     count = pixels if channels_first else batch * pixels
-    block = min(max(64, _BLOCK_BYTES // (groups * rows * item)), max(1, count - reach))
+    block = min(max(64, _COLUMNS_BYTES // (rows * item)), max(1, count - reach))
     # Channels-first: (F, rows) @ (rows, pixels), each im2col row a contiguous copy.
     # Channels-last: (pixels, rows) @ (rows, F), each im2col row a window of taps * C entries.
     weights = kernel.reshape(*taps_shape, group_channels, groups, group_filters)
@@ -744,7 +745,7 @@ def _strided_im2col(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp:
     weights = kernel.reshape(taps * cg, groups, fg).transpose(1, 0, 2)  # (G, taps * Cg, Fg)
     row_pixels = math.prod(outputs[1:])
     out = np.empty((batch, *outputs, groups, fg), dtype=xp.dtype)
-    rows_per_block = max(1, _BLOCK_BYTES // max(1, row_pixels * taps * cg * groups * xp.itemsize))
+    rows_per_block = max(1, _COLUMNS_BYTES // max(1, row_pixels * taps * cg * xp.itemsize))
     for b in range(batch):
         for start in range(0, outputs[0], rows_per_block):
             stop = min(start + rows_per_block, outputs[0])
@@ -783,7 +784,7 @@ def _strided_im2col_first(
     weights = kernel.reshape(taps, cg, groups, fg).transpose(2, 3, 1, 0).reshape(groups, fg, cg * taps)
     out = np.empty((batch, groups, fg, *outputs), dtype=xp.dtype)
     row_pixels = math.prod(outputs[1:])
-    rows_per_block = max(1, 4 * _BLOCK_BYTES // max(1, row_pixels * taps * cg * groups * xp.itemsize))
+    rows_per_block = max(1, _COLUMNS_BYTES // max(1, row_pixels * taps * cg * xp.itemsize))
     for b in range(batch):
         for start in range(0, outputs[0], rows_per_block):
             stop = min(start + rows_per_block, outputs[0])
