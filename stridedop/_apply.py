@@ -939,8 +939,8 @@ def _adjoint_by_scatter(
 
     Returns a reused work array (or a view of one).
 
-    `y` is placed channels-first on the flat grid of `_scatter_grid` (zeros elsewhere); for each
-    block of grid pixels one GEMM gives every tap, and each tap is added to its phase with one
+    `y` is placed on the flat grid of `_scatter_grid` (zeros elsewhere); for each block of grid
+    pixels one GEMM gives every tap, and each tap is added to its phase with one
     contiguous slice-add. With few input channels this beats the correlation, whose GEMM would
     have only C output rows; with strides it writes every tap once, where the polyphase adjoint
     pads `y` once per phase.
@@ -951,12 +951,18 @@ def _adjoint_by_scatter(
     outputs = tuple(axis.output for axis in axes)
     shape, phases, numbers, shifts = _scatter_grid(axes)
     total = batch * math.prod(shape)
-    grid = _scratch("grid", (groups, fg, batch, *shape), dtype)
-    grid.fill(0)
-    y_first = y if channels_first else np.moveaxis(y, -1, 1)
-    placed = y_first.reshape(batch, groups, fg, *outputs).transpose(1, 2, 0, *range(3, 3 + len(axes)))
-    grid[(slice(None),) * 3 + tuple(slice(0, size) for size in outputs)] = placed
-    flat = grid.reshape(groups, fg, total)
+    # The grid in y's layout (no transposing copy): the GEMM reads either as (G, Fg, pixels).
+    if channels_first:
+        grid = _scratch("grid", (groups, fg, batch, *shape), dtype)
+        grid.fill(0)
+        placed = y.reshape(batch, groups, fg, *outputs).transpose(1, 2, 0, *range(3, 3 + len(axes)))
+        grid[(slice(None),) * 3 + tuple(slice(0, size) for size in outputs)] = placed
+        flat = grid.reshape(groups, fg, total)
+    else:
+        grid = _scratch("grid", (batch, *shape, filters), dtype)
+        grid.fill(0)
+        grid[(slice(None),) + tuple(slice(0, size) for size in outputs)] = y
+        flat = grid.reshape(total, groups, fg).transpose(1, 2, 0)
     # (*k, Cg, G * Fg) -> (G, taps * Cg, Fg)
     weights = np.ascontiguousarray(np.moveaxis(kernel.reshape(taps, cg, groups, fg), 2, 0))
     weights = weights.reshape(groups, taps * cg, fg)
