@@ -37,6 +37,9 @@ of the padded input, so on a grid holding `y` every tap writes one shifted stret
 * *tap GEMM* (no groups, enough input channels, BLAS floats, SciPy installed; channels-first only
   with strides): ``y`` channels-last on the flat grid; each tap accumulates one GEMM (BLAS
   ``beta = 1``) straight into the ``(pixels, C)`` stretch it writes;
+* *taps as channels* (the same with few input channels, stride 1 along the last axis, up to
+  `_WIDE_BYTES`): the tap GEMMs of the layer whose channels are ``(c, r)`` for the last axis's
+  taps ``r``, then one shifted add per ``r`` folds them back;
 * *scatter* (strides or few input channels, more than one filter per group): ``y`` channels-first
   on the flat grid; per block one GEMM gives every tap, then one contiguous slice-add per tap;
 * *correlation* (stride 1, otherwise): the correlation of ``y`` zero-padded by ``extent - 1`` with
@@ -582,9 +585,19 @@ def _taps_as_channels(
         wide = wide.reshape(batch, wide_channels, *spatial, outputs)
     else:
         wide = wide.reshape(batch, *spatial, outputs, wide_channels)
-    # (*k, Cg, F) -> (*k', 1, Cg * k_last, F), the new channel (c, r).
-    moved = np.moveaxis(kernel, n - 1, n).reshape(*taps_shape[:-1], 1, cg * last.kernel, filters)
-    return moved, (*axes[:-1], Axis(outputs, 1)), groups, wide
+    return _wide_kernel(kernel), _wide_axes(axes), groups, wide
+
+
+def _wide_kernel(kernel: np.ndarray) -> np.ndarray:
+    """``(*k, Cg, F) -> (*k', 1, Cg * k_last, F)``: the last axis's taps as channels ``(c, r)``."""
+    *taps_shape, cg, filters = kernel.shape
+    moved = np.moveaxis(kernel, len(taps_shape) - 1, len(taps_shape))
+    return moved.reshape(*taps_shape[:-1], 1, cg * taps_shape[-1], filters)
+
+
+def _wide_axes(axes: tuple[Axis, ...]) -> tuple[Axis, ...]:
+    """The axes of `_wide_kernel`'s layer: the last one holds the outputs, with a kernel of 1."""
+    return (*axes[:-1], Axis(axes[-1].output, 1))
 
 
 def _moves_to_first(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, x: np.ndarray) -> bool:
@@ -828,23 +841,35 @@ def _transposed_stride1(
 
 
 def _adjoint_strategy(
-    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, dtype: np.dtype, channels_first: bool
+    kernel: np.ndarray,
+    axes: tuple[Axis, ...],
+    groups: int,
+    dtype: np.dtype,
+    channels_first: bool,
+    nbytes: int,
 ) -> str:
     """Which adjoint strategy `_adjoint_onto_padded` runs (see there). Measured on the layer table.
 
     The tap GEMMs write ``(pixels, C)`` stretches: they want many input channels (the GEMM's rows)
-    and, channels-first, strides (with stride 1 the correlation needs no change of layout).
+    and, channels-first, strides (with stride 1 the correlation needs no change of layout). With
+    few channels, the last axis's taps can join them, in a copy of ``k_last`` times the padded
+    input's `nbytes`.
     """
     cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
     pixels = math.prod(axis.output + (axis.kernel - 1) * axis.dilation // axis.stride for axis in axes)
     strided = any(axis.stride > 1 for axis in axes)
-    if (
-        groups == 1
-        and kernel.size > cg * fg  # a 1x1 kernel is one product in the correlation
-        and (strided or not channels_first)
-        and _tap_gemm_layout(dtype, fg, cg, pixels) == "last"
-    ):
-        return "tap gemm"
+    if groups == 1 and kernel.size > cg * fg and (strided or not channels_first):
+        # (a 1x1 kernel is one product in the correlation)
+        if _tap_gemm_layout(dtype, fg, cg, pixels) == "last":
+            return "tap gemm"
+        last = axes[-1]
+        if (
+            last.stride == 1
+            and last.kernel > 1
+            and nbytes * last.kernel <= _WIDE_BYTES
+            and _tap_gemm_layout(dtype, fg, cg * last.kernel, pixels) == "last"
+        ):
+            return "taps as channels"
     if fg > 1 and (strided or cg <= _FEW_CHANNELS):
         return "scatter"
     return "polyphase" if strided else "correlation"
@@ -856,22 +881,49 @@ def _adjoint_onto_padded(
     """The adjoint of ``y`` onto the padded input, in `y`'s layout, and whether it is a reused array.
 
     Each tap's products are written once, where they land: with enough channels and no groups
-    by one accumulating GEMM per tap (*tap gemm*, `_adjoint_by_tap_gemm`); with strides or few
+    by one accumulating GEMM per tap (*tap gemm*, `_adjoint_by_tap_gemm`), with few channels
+    and a wide kernel after moving the last axis's taps into the channels (*taps as channels*,
+    `_adjoint_taps_as_channels`); with strides or few
     input channels by one GEMM for all taps and slice-adds (*scatter*, `_adjoint_by_scatter`).
     Otherwise (stride 1 with many channels per group, or one filter per group) the adjoint is the
     correlation of the padded ``y`` with the flipped kernel (*correlation*, `_transposed_stride1`),
     whose GEMMs are then the larger; with strides and one filter per group, one such correlation
     per phase (*polyphase*, `_adjoint_polyphase`).
     """
-    strategy = _adjoint_strategy(kernel, axes, groups, y.dtype, channels_first)
+    padded = math.prod(axis.size + axis.lo + axis.hi for axis in axes)
+    nbytes = y.shape[0] * padded * groups * kernel.shape[-2] * y.itemsize
+    strategy = _adjoint_strategy(kernel, axes, groups, y.dtype, channels_first, nbytes)
     if strategy == "tap gemm":
         return _adjoint_by_tap_gemm(kernel, axes, y, channels_first), True
+    if strategy == "taps as channels":
+        return _adjoint_taps_as_channels(kernel, axes, y, channels_first), True
     if strategy == "scatter":
         return _adjoint_by_scatter(kernel, axes, groups, y, channels_first), True
     if strategy == "polyphase":
         xp = _adjoint_polyphase(kernel, axes, groups, _channels_last(y, channels_first))
         return (np.moveaxis(xp, -1, 1) if channels_first else xp), True
     return _transposed_stride1(kernel, axes, groups, y, channels_first), False
+
+
+def _adjoint_taps_as_channels(
+    kernel: np.ndarray, axes: tuple[Axis, ...], y: np.ndarray, channels_first: bool
+) -> np.ndarray:
+    """The adjoint of the layer of `_taps_as_channels` (tap GEMMs), then its taps folded back.
+
+    Returns a reused work array (or a view of one), in `y`'s layout. Stride 1 along the last
+    axis, no groups. Channel ``(c, r)`` of the wide result holds what tap ``r`` of the last axis
+    sends to channel ``c`` of the padded input from each output: one shifted add per tap.
+    """
+    last, channels = axes[-1], kernel.shape[-2]
+    wide = _adjoint_by_tap_gemm(_wide_kernel(kernel), _wide_axes(axes), y, channels_first)
+    wide = _channels_last(wide, channels_first)  # (B, *P', o_last, C * k_last)
+    wide = wide.reshape(*wide.shape[:-1], channels, last.kernel)
+    xp = _scratch("wide", (*wide.shape[:-3], last.size + last.lo + last.hi, channels), y.dtype)
+    xp.fill(0)
+    for r in range(last.kernel):
+        start = r * last.dilation
+        xp[..., start : start + last.output, :] += wide[..., r]
+    return np.moveaxis(xp, -1, 1) if channels_first else xp
 
 
 def _scatter_grid(

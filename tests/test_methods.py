@@ -365,7 +365,7 @@ def test_depthwise_taps_in_every_mode_and_dtype(monkeypatch, mode, dtype, block_
     assert len(calls) == 2
 
 
-ADJOINT_STRATEGIES = ["tap gemm", "scatter", "polyphase", "correlation"]
+ADJOINT_STRATEGIES = ["tap gemm", "taps as channels", "scatter", "polyphase", "correlation"]
 
 
 def force_adjoint(monkeypatch, strategy):
@@ -376,17 +376,17 @@ def force_adjoint(monkeypatch, strategy):
     """
     original = _apply._adjoint_strategy
 
-    def forced(kernel, axes, groups, dtype, channels_first):
+    def forced(kernel, axes, groups, dtype, channels_first, nbytes):
         strided = any(axis.stride > 1 for axis in axes)
+        blas = groups == 1 and np.dtype(dtype).name in _apply._BLAS_KINDS and _apply._blas() is not None
         applies = {
-            "tap gemm": groups == 1
-            and np.dtype(dtype).name in _apply._BLAS_KINDS
-            and _apply._blas() is not None,
+            "tap gemm": blas,
+            "taps as channels": blas and axes[-1].stride == 1,
             "scatter": True,
             "polyphase": strided,
             "correlation": not strided,
         }[strategy]
-        chosen = strategy if applies else original(kernel, axes, groups, dtype, channels_first)
+        chosen = strategy if applies else original(kernel, axes, groups, dtype, channels_first, nbytes)
         calls.append(chosen == strategy)
         return chosen
 
@@ -414,7 +414,9 @@ def test_every_adjoint_strategy_equals_the_loop_oracle(monkeypatch, name, layout
         ((3, 3, 16, 16), (32, 32, 16), {}, "channels_first", "correlation"),
         ((7, 7, 3, 32), (64, 64, 3), {"stride": 2, "padding": 3}, "channels_last", "scatter"),
         ((7, 7, 3, 16), (128, 128, 3), {}, "channels_first", "scatter"),
-        ((3, 3, 3, 8, 8), (16, 16, 16, 8), {}, "channels_last", "correlation"),
+        ((3, 3, 3, 8, 8), (16, 16, 16, 8), {}, "channels_first", "correlation"),
+        ((3, 3, 3, 8, 8), (16, 16, 16, 8), {}, "channels_last", "taps as channels"),
+        ((7, 7, 3, 16), (128, 128, 3), {}, "channels_last", "taps as channels"),
         ((3, 3, 8, 32), (32, 32, 32), {"groups": 4}, "channels_last", "correlation"),
         ((1, 1, 64, 64), (32, 32, 64), {}, "channels_last", "correlation"),
         ((3, 3, 1, 4), (9, 9, 4), {"groups": 4, "stride": 2}, "channels_first", "polyphase"),
