@@ -32,10 +32,12 @@ __all__ = [
 
 
 class BufferPlan(NamedTuple):
-    """Element offsets and strides of the operator inside its flat buffer.
+    """Element offsets and strides of the operator inside its flat buffer, and its byte strides.
 
     The canonical (channels-last) view ``W[o_0, ..., f, x_0, ..., c]`` reads element
     ``origin + sum(o_i * output_steps[i]) + f * filter_step + sum(x_i * input_steps[i]) + c``.
+    A plan is made for one `itemsize`: the byte strides of the public view and of the kernel
+    are computed with it once, so that building a view is a few ndarray constructions.
     """
 
     size: int
@@ -48,6 +50,10 @@ class BufferPlan(NamedTuple):
     # 0 along the axes of length 1, which never move (NumPy keeps strides in C integers).
     kernel_steps: tuple[int, ...]
     view_steps: tuple[int, ...]
+    itemsize: int
+    view_strides: tuple[int, ...]  # bytes, of the public view
+    kernel_shape: tuple[int, ...]  # the grouped kernel's; () for a circular buffer (written whole)
+    kernel_strides: tuple[int, ...]  # bytes, of the grouped kernel
 
     @property
     def steps(self) -> tuple[int, ...]:
@@ -55,8 +61,10 @@ class BufferPlan(NamedTuple):
         return (*self.output_steps, self.filter_step, *self.input_steps, 1)
 
 
-def plan_buffer(geometry: Geometry) -> BufferPlan:
+def plan_buffer(geometry: Geometry, itemsize: int) -> BufferPlan:
     r"""Compute the smallest buffer from which one strided view yields the whole operator.
+
+    `itemsize` is the bytes of one entry (the kernel's dtype), for the plan's byte strides.
 
     The memory trick, along one spatial axis: output ``o`` applies tap ``r`` to input
     ``x = o*s + r*d - lo``, so ``W[o, x]`` depends only on ``t = x - o*s + lo``. Store the kernel
@@ -86,7 +94,7 @@ def plan_buffer(geometry: Geometry) -> BufferPlan:
         output_steps = tuple(-axis.stride * step for axis, step in zip(geometry.axes, input_steps))
         # The folded kernel is written whole (see `_fill_circular`): no kernel steps.
         size = filter_step * geometry.filters
-        return _verified(geometry, size, origin, output_steps, filter_step, input_steps)
+        return _verified(geometry, itemsize, size, origin, output_steps, filter_step, input_steps)
 
     # Along axis i, t = x - o*s + lo ranges over [first, last] for the views and the kernel sits
     # at [0, extent). An axis's width is chosen so that no difference t - r*d between a window
@@ -129,6 +137,7 @@ def plan_buffer(geometry: Geometry) -> BufferPlan:
     # (`_verified` checks it once more).
     return _verified(
         geometry,
+        itemsize,
         high - low + 1,
         origin - low,
         tuple(output_list),
@@ -142,6 +151,7 @@ def plan_buffer(geometry: Geometry) -> BufferPlan:
 
 def _verified(
     geometry: Geometry,
+    itemsize: int,
     size: int,
     origin: int,
     output_steps: tuple[int, ...],
@@ -159,7 +169,18 @@ def _verified(
     if kernel_steps:  # of the grouped kernel, `kernel_shape`
         kernel_steps = _checked_steps(size, kernel_origin, kernel_shape, kernel_steps)
     return BufferPlan(
-        size, origin, output_steps, filter_step, input_steps, kernel_origin, kernel_steps, view_steps
+        size,
+        origin,
+        output_steps,
+        filter_step,
+        input_steps,
+        kernel_origin,
+        kernel_steps,
+        view_steps,
+        itemsize,
+        tuple([step * itemsize for step in view_steps]),
+        kernel_shape,
+        tuple([step * itemsize for step in kernel_steps]),
     )
 
 
@@ -206,16 +227,16 @@ def fill_buffer(geometry: Geometry, plan: BufferPlan, kernel: np.ndarray) -> np.
     ``.base`` of a plain view of it, so that any slice of a view still leads to its operator.
     """
     dtype = kernel.dtype
-    storage = bytearray(plan.size * dtype.itemsize)  # zero-filled
-    # The kernel (*k, Cg, F) seen as (*k, Cg, groups, F // groups).
-    grouped = kernel.reshape(kernel.shape[:-1] + (geometry.groups, geometry.group_filters))
+    storage = bytearray(plan.size * plan.itemsize)  # zero-filled
     if geometry.circular:
+        # The kernel (*k, Cg, F) seen as (*k, Cg, groups, F // groups).
+        grouped = kernel.reshape(kernel.shape[:-1] + (geometry.groups, geometry.group_filters))
         _fill_circular(geometry, grouped, np.frombuffer(storage, dtype))
     else:
         # Written through an array on the scratch memory itself, released at once.
-        itemsize = dtype.itemsize
-        strides = tuple([step * itemsize for step in plan.kernel_steps])
-        np.ndarray(grouped.shape, dtype, storage, plan.kernel_origin * itemsize, strides)[...] = grouped
+        shape = plan.kernel_shape  # (*k, Cg, groups, F // groups)
+        target = np.ndarray(shape, dtype, storage, plan.kernel_origin * plan.itemsize, plan.kernel_strides)
+        target[...] = kernel.reshape(shape)
     return FrozenBuffer((plan.size,), dtype, bytes(storage))
 
 
@@ -347,14 +368,14 @@ def operator_view(
 
     `origin` is its operator, or a recipe ``(factory, *arguments)`` that builds it on first use.
     """
+    itemsize = plan.itemsize
     if not adjoint:
-        shape, steps = geometry.view_shape, plan.view_steps  # reach checked by `plan_buffer`
+        shape, strides = geometry.view_shape, plan.view_strides  # reach checked by `plan_buffer`
     else:
         order = canonical_permutation(geometry, adjoint=True)
         shape = tuple([geometry.canonical_shape[axis] for axis in order])
         steps = _moving(shape, tuple([plan.steps[axis] for axis in order]))
-    itemsize = buffer.itemsize
-    strides = tuple([step * itemsize for step in steps])
+        strides = tuple([step * itemsize for step in steps])
     view = OperatorView(shape, buffer.dtype, buffer, plan.origin * itemsize, strides)
     view._origin = origin
     return view  # type: ignore[no-any-return]

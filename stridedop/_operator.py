@@ -166,7 +166,10 @@ class ConvOperator(BaseOperator):
         method: Method = "auto",
     ) -> None:
         kernel = as_numeric_array(kernel, "kernel")
-        geometry, _ = plan(kernel.shape, input_shape, padding, padding_mode, stride, dilation, groups, layout)
+        geometry, _ = plan(
+            kernel.shape, kernel.dtype.itemsize, input_shape, padding, padding_mode, stride, dilation, groups,
+            layout,
+        )
         state = _new_state(kernel, geometry, resolve_method(method, geometry, kernel.dtype))
         self._become(state, transposed=False, conjugated=False)
 
@@ -266,7 +269,8 @@ class ConvOperator(BaseOperator):
         geometry = self._geometry
         if not geometry.mode.has_view:
             return 0
-        return plan_buffer(geometry).size * self.dtype.itemsize
+        itemsize = self.dtype.itemsize
+        return plan_buffer(geometry, itemsize).size * itemsize
 
     # -- directions ---------------------------------------------------------------------------
     @property
@@ -512,7 +516,9 @@ class ConvOperator(BaseOperator):
         state = _checked_state(state)
         kernel = as_numeric_array(state["kernel"], "kernel")
         names = ("padding", "padding_mode", "stride", "dilation", "groups", "layout")
-        geometry, _ = plan(kernel.shape, state["input_shape"], *[state[name] for name in names])
+        geometry, _ = plan(
+            kernel.shape, kernel.dtype.itemsize, state["input_shape"], *[state[name] for name in names]
+        )
         self._become(
             _new_state(kernel, geometry, resolve_method(state["method"], geometry, kernel.dtype)),
             transposed=state["transposed"],
