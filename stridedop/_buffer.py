@@ -46,19 +46,28 @@ class BufferPlan(NamedTuple):
     filter_step: int
     input_steps: tuple[int, ...]
     kernel_origin: int
-    # Of the grouped kernel (*k, Cg, groups, F // groups) and the public view (`Geometry.view_shape`),
-    # 0 along the axes of length 1, which never move (NumPy keeps strides in C integers).
-    kernel_steps: tuple[int, ...]
-    view_steps: tuple[int, ...]
     itemsize: int
-    view_strides: tuple[int, ...]  # bytes, of the public view
-    kernel_shape: tuple[int, ...]  # the grouped kernel's; () for a circular buffer (written whole)
-    kernel_strides: tuple[int, ...]  # bytes, of the grouped kernel
+    # Byte strides of the public view (`Geometry.view_shape`) and of the grouped kernel
+    # (*k, Cg, groups, F // groups) for `itemsize` (not circular: else `kernel_shape` is ()),
+    # 0 along the axes of length 1, which never move (NumPy keeps strides in C integers).
+    view_strides: tuple[int, ...]
+    kernel_shape: tuple[int, ...]
+    kernel_strides: tuple[int, ...]
 
     @property
     def steps(self) -> tuple[int, ...]:
         """Element strides of the canonical view ``(*o, F, *m, C)``."""
         return (*self.output_steps, self.filter_step, *self.input_steps, 1)
+
+    @property
+    def view_steps(self) -> tuple[int, ...]:
+        """Element strides of the public view."""
+        return tuple([stride // self.itemsize for stride in self.view_strides])
+
+    @property
+    def kernel_steps(self) -> tuple[int, ...]:
+        """Element strides of the grouped kernel ``(*k, Cg, groups, F // groups)``."""
+        return tuple([stride // self.itemsize for stride in self.kernel_strides])
 
 
 def plan_buffer(geometry: Geometry, itemsize: int) -> BufferPlan:
@@ -161,13 +170,12 @@ def _verified(
     kernel_steps: tuple[int, ...] = (),
     kernel_shape: tuple[int, ...] = (),
 ) -> BufferPlan:
-    """The `BufferPlan`, with the public view's steps, checked once to stay inside the buffer."""
+    """The `BufferPlan`, with the byte strides of the public view and kernel, checked to stay inside."""
     steps = (*output_steps, filter_step, *input_steps, 1)
-    view_steps = _checked_steps(size, origin, geometry.canonical_shape, steps)
+    view_strides = _checked_strides(size, origin, geometry.canonical_shape, steps, itemsize)
     if geometry.layout != "channels_last":  # the canonical order is the channels-last one
-        view_steps = tuple([view_steps[axis] for axis in canonical_permutation(geometry)])
-    if kernel_steps:  # of the grouped kernel, `kernel_shape`
-        kernel_steps = _checked_steps(size, kernel_origin, kernel_shape, kernel_steps)
+        view_strides = tuple([view_strides[axis] for axis in canonical_permutation(geometry)])
+    kernel_strides = _checked_strides(size, kernel_origin, kernel_shape, kernel_steps, itemsize)
     return BufferPlan(
         size,
         origin,
@@ -175,12 +183,10 @@ def _verified(
         filter_step,
         input_steps,
         kernel_origin,
-        kernel_steps,
-        view_steps,
         itemsize,
-        tuple([step * itemsize for step in view_steps]),
+        view_strides,
         kernel_shape,
-        tuple([step * itemsize for step in kernel_steps]),
+        kernel_strides,
     )
 
 
@@ -189,21 +195,27 @@ def _moving(shape: tuple[int, ...], steps: tuple[int, ...]) -> tuple[int, ...]:
     return tuple([step if n > 1 else 0 for n, step in zip(shape, steps)])
 
 
-def _checked_steps(size: int, offset: int, shape: tuple[int, ...], steps: tuple[int, ...]) -> tuple[int, ...]:
-    """`_moving` steps of a view of `shape` (no empty axis), checked by `_check_reach` in the same pass."""
+def _checked_strides(
+    size: int, offset: int, shape: tuple[int, ...], steps: tuple[int, ...], itemsize: int
+) -> tuple[int, ...]:
+    """Byte strides of the `_moving` `steps` of a view of `shape` (no empty axis).
+
+    Checked by `_check_reach` in the same pass.
+    """
     low = high = offset
-    moving = []
+    strides = []
     for n, step in zip(shape, steps):
         if n == 1:
-            step = 0
-        elif step < 0:
+            strides.append(0)
+            continue
+        if step < 0:
             low += (n - 1) * step
         else:
             high += (n - 1) * step
-        moving.append(step)
+        strides.append(step * itemsize)
     if low < 0 or high >= size:
         _check_reach(size, offset, shape, steps)  # raises, with the message
-    return tuple(moving)
+    return tuple(strides)
 
 
 def _mixed_radix(widths: list[int], innermost: int) -> tuple[int, ...]:
