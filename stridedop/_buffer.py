@@ -47,9 +47,10 @@ class BufferPlan(NamedTuple):
     input_steps: tuple[int, ...]
     kernel_origin: int
     itemsize: int
-    # Byte strides of the public view (`Geometry.view_shape`) and of the grouped kernel
-    # (*k, Cg, groups, F // groups) for `itemsize` (not circular: else `kernel_shape` is ()),
-    # 0 along the axes of length 1, which never move (NumPy keeps strides in C integers).
+    # Byte strides of the public view (`Geometry.view_shape`), and the shape of the grouped kernel
+    # (*k, Cg, groups, F // groups) with its byte strides (both () for a circular buffer, which is
+    # written whole). Strides are 0 along the axes of length 1, which never move (NumPy keeps
+    # strides in C integers).
     view_strides: tuple[int, ...]
     kernel_shape: tuple[int, ...]
     kernel_strides: tuple[int, ...]

@@ -212,14 +212,15 @@ def conv_view(
     False
     """
     kernel = as_numeric_array(kernel, "kernel")
+    itemsize = kernel.dtype.itemsize
     geometry, buffer_plan = plan(
-        kernel.shape, kernel.dtype.itemsize, input_shape, padding, padding_mode, stride, dilation, groups,
-        layout,
+        kernel.shape, itemsize, input_shape, padding, padding_mode, stride, dilation, groups, layout
     )
-    if buffer_plan is None:  # the padding modes without a view have no buffer
+    if buffer_plan is None:  # the padding modes without a view have no buffer plan
         require_view(geometry)
-    strided = filled_buffer(canonical_kernel(kernel, geometry.layout), geometry, buffer_plan)
-    return operator_view(strided[2], geometry, strided[1], (_conv_operator, *strided))
+    kernel = canonical_kernel(kernel, geometry.layout)
+    geometry, buffer_plan, buffer = filled_buffer(kernel, geometry, buffer_plan)
+    return operator_view(buffer, geometry, buffer_plan, (_conv_operator, geometry, buffer_plan, buffer))
 
 
 def require_view(geometry: Geometry) -> None:

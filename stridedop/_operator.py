@@ -166,9 +166,9 @@ class ConvOperator(BaseOperator):
         method: Method = "auto",
     ) -> None:
         kernel = as_numeric_array(kernel, "kernel")
+        itemsize = kernel.dtype.itemsize
         geometry, _ = plan(
-            kernel.shape, kernel.dtype.itemsize, input_shape, padding, padding_mode, stride, dilation, groups,
-            layout,
+            kernel.shape, itemsize, input_shape, padding, padding_mode, stride, dilation, groups, layout
         )
         state = _new_state(kernel, geometry, resolve_method(method, geometry, kernel.dtype))
         self._become(state, transposed=False, conjugated=False)

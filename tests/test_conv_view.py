@@ -114,6 +114,26 @@ def test_every_numeric_dtype_is_kept(dtype):
     np.testing.assert_array_equal(W, loop_operator(kernel, (4, 5)))
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("padding", ["valid", "same", "circular"])
+def test_one_geometry_with_kernels_of_every_itemsize_in_turn(layout, padding):
+    # The buffer plan holds byte strides and is cached per itemsize: alternating itemsizes on one
+    # geometry (and coming back to the first) must give each kernel its own strides.
+    kernel = np.arange(1, 2 * 3 * 2 * 4 + 1).reshape(2, 3, 2, 4)
+    expected = loop_operator(kernel, (4, 5), padding=padding, stride=(1, 2), groups=2)
+    for dtype in (np.float64, np.int8, np.complex128, np.float32, np.int16, np.float64):
+        given = kernel.astype(dtype)
+        if layout == "channels_first":
+            given = to_channels_first_kernel(given)
+        W = stridedop.conv_view(given, (4, 5), padding=padding, stride=(1, 2), groups=2, layout=layout)
+        assert W.dtype == dtype and W.strides[-1] % np.dtype(dtype).itemsize == 0
+        low, high = byte_bounds(W)
+        buffer_low, buffer_high = byte_bounds(owner(W))
+        assert buffer_low <= low and high <= buffer_high
+        dense = expected if layout == "channels_last" else to_channels_first_operator(expected, 2)
+        np.testing.assert_array_equal(W, dense.astype(dtype))
+
+
 def test_non_finite_values_are_carried_exactly():
     kernel = np.array([np.nan, np.inf, -np.inf, -0.0]).reshape(4, 1, 1)
     W = stridedop.conv_view(kernel, (5, 1))
