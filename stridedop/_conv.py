@@ -233,16 +233,17 @@ def require_view(geometry: Geometry) -> None:
         )
 
 
-def _is_plain(value: Any) -> bool:
-    """True for an int, a str, or a tuple of ints or of int tuples: keys that hash by value and type."""
-    kind = type(value)
-    if kind is int or kind is str:
-        return True
-    if kind is not tuple:
-        return False
-    for item in value:
-        if type(item) is not int and not (type(item) is tuple and all(type(w) is int for w in item)):
+def _all_plain(values: tuple[Any, ...]) -> bool:
+    """True if every value is an int, a str, or a tuple of ints or of int tuples (hashed by value, type)."""
+    for value in values:
+        kind = type(value)
+        if kind is int or kind is str:
+            continue
+        if kind is not tuple:
             return False
+        for item in value:
+            if type(item) is not int and not (type(item) is tuple and all(type(w) is int for w in item)):
+                return False
     return True
 
 
@@ -283,8 +284,6 @@ def plan(kernel_shape: tuple[int, ...], itemsize: int, *arguments: Any) -> tuple
     checked (and refused) on its own, so such arguments bypass the cache. (`kernel_shape` is an
     ndarray's shape, always a tuple of ints, and `itemsize` a dtype's, an int.)
     """
-    for argument in arguments:
-        kind = type(argument)
-        if kind is not int and kind is not str and not _is_plain(argument):
-            return _plan(kernel_shape, itemsize, *arguments)
-    return _cached_plan(kernel_shape, itemsize, *arguments)
+    if _all_plain(arguments):
+        return _cached_plan(kernel_shape, itemsize, *arguments)
+    return _plan(kernel_shape, itemsize, *arguments)

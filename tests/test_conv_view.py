@@ -347,3 +347,26 @@ def test_reachable_bytes_match_formula_on_a_large_input():
     low, high = byte_bounds(W)
     assert (high - low) / W.nbytes < 0.002
     assert math.prod(W.shape) * 4 == W.nbytes
+
+
+@pytest.mark.parametrize(
+    ("name", "plain", "equal", "message"),
+    [
+        ("input_shape", (5, 5, 2), (5.0, 5, 2), "`input_shape` must be an integer, got the fractional"),
+        ("stride", 1, True, "`stride` must be an integer, got the bool True"),
+        ("stride", (1, 1), (1, 1.0), "`stride` must be an integer, got the fractional value 1.0"),
+        ("dilation", 1, 1.0, "`dilation` must be an integer, got the fractional value 1.0"),
+        ("padding", ((1, 1), (1, 1)), ((1, 1), (1, 1.0)), "`padding` must be an integer, got the fractional"),
+        ("groups", 1, True, "`groups` must be an integer, got the bool True"),
+    ],
+)
+def test_a_value_equal_to_a_cached_plain_one_is_still_checked(name, plain, equal, message):
+    # Geometry and buffer plan are cached for plain ints, strs and int tuples only: 1.0 == True == 1
+    # hash alike, and must not find the cached plan of 1.
+    kernel = np.ones((3, 3, 2, 2))
+    arguments = {"input_shape": (5, 5, 2), name: plain}
+    expected = np.array(stridedop.conv_view(kernel, **arguments))  # now cached
+    assert equal == plain and hash(equal) == hash(plain)
+    with pytest.raises(ValueError, match=message):
+        stridedop.conv_view(kernel, **{**arguments, name: equal})
+    np.testing.assert_array_equal(stridedop.conv_view(kernel, **arguments), expected)
