@@ -214,7 +214,7 @@ def conv_view(
     kernel = as_numeric_array(kernel, "kernel")
     itemsize = kernel.dtype.itemsize
     geometry, buffer_plan = plan(
-        kernel.shape, itemsize, input_shape, padding, padding_mode, stride, dilation, groups, layout
+        kernel.shape, input_shape, padding, padding_mode, stride, dilation, groups, layout, itemsize=itemsize
     )
     if buffer_plan is None:  # the padding modes without a view have no buffer plan
         require_view(geometry)
@@ -276,7 +276,7 @@ def _plan(
     return geometry, (plan_buffer(geometry, itemsize) if geometry.mode.has_view else None)
 
 
-def plan(kernel_shape: tuple[int, ...], itemsize: int, *arguments: Any) -> tuple[Geometry, BufferPlan | None]:
+def plan(kernel_shape: tuple[int, ...], *arguments: Any, itemsize: int) -> tuple[Geometry, BufferPlan | None]:
     """Check the geometry arguments and lay out the buffer for `itemsize` (arithmetic, no allocation).
 
     Both depend only on the arguments, so they are cached when every argument is a plain int,
