@@ -18,8 +18,9 @@ on the padded input):
   of the flat input with the tap's ``(C, F)`` matrix, accumulated in place (BLAS ``beta = 1``,
   through `scipy.linalg.blas`) into the output. Nothing is copied but the padding; output pixels
   that fall off the real output grid are computed (a few percent) and dropped.
-* *taps as channels* (stride 1, channels-last, few channels, no groups, a wide kernel, inputs up
-  to `_WIDE_BYTES`): the last axis's taps are copied into channels, then tap GEMMs.
+* *taps as channels* (stride 1, no groups, inputs up to `_WIDE_BYTES`; channels-last with few
+  channels and a wide kernel, channels-first for tap GEMMs of up to `_WIDE_ROWS` rows): the last
+  axis's taps are copied into channels, then tap GEMMs.
 * *depthwise taps* (stride 1, one channel and one filter per group; `._depthwise`): one
   vectorized multiply-add per tap (`numpy.einsum` on a strided view of the taps), over the flat
   batch with the kernel tiled along the channels (channels-last), or row by ``(image, channel)``
@@ -31,19 +32,25 @@ on the padded input):
 * *strided im2col* (stride > 1): the windows of the output grid itself, copied block by block,
   in either layout.
 
-Adjoint (``xp[o * stride + r * dilation] += K[r]^T y[o]``, then `_unpad`):
+Adjoint (``xp[o * stride + r * dilation] += K[r]^T y[o]``, then `_unpad`; `_adjoint_strategy`
+picks one). Tap ``r`` of output ``o`` lands on entry ``o + (r * d) // s`` of phase ``(r * d) mod s``
+of the padded input, so on a grid holding `y` every tap writes one shifted stretch of its phase:
 
-* *correlation* (stride 1): the correlation of ``y`` zero-padded by ``extent - 1`` with the
-  flipped kernel whose channel axes are swapped, through the stride-1 strategies above
+* *tap GEMM* (no groups, enough input channels, BLAS floats, SciPy installed; channels-first only
+  with strides): ``y`` channels-last on the flat grid; each tap accumulates one GEMM (BLAS
+  ``beta = 1``) straight into the ``(pixels, C)`` stretch it writes;
+* *taps as channels* (the same with few input channels, stride 1 along the last axis, up to
+  `_WIDE_BYTES`): the tap GEMMs of the layer whose channels are ``(c, r)`` for the last axis's
+  taps ``r``, then one shifted add per ``r`` folds them back;
+* *scatter* (strides or few input channels, more than one filter per group): ``y`` channels-first
+  on the flat grid; per block one GEMM gives every tap, then one contiguous slice-add per tap;
+* *correlation* (stride 1, otherwise): the correlation of ``y`` zero-padded by ``extent - 1`` with
+  the flipped kernel whose channel axes are swapped, through the stride-1 strategies above
   (depthwise: the same products, ``y`` laid once on the padded input's grid, nothing cropped);
-* *scatter* (stride 1, few input channels): one GEMM gives every tap of a block of pixels of
-  ``y``, then one contiguous slice-add per tap on the flat padded input;
-* *phases as channels* (stride > 1 up to the kernel's size, dilation 1 along the strided axes,
-  no groups, few input channels): with the padded input's ``prod(stride)`` phases as channels
-  the layer is a stride-1 one with ``ceil(k / s)`` taps; its stride-1 adjoint, then every phase
-  written back in place;
-* *polyphase* (stride > 1, otherwise): the padded input splits into ``prod(stride)`` phases; each phase
-  receives the taps of one residue and is a stride-1 adjoint (correlation or scatter) of ``y``.
+* *polyphase* (strides with one filter per group): each phase of the padded input receives the
+  taps of one residue and is a stride-1 adjoint of ``y``, planned as above.
+
+With strides the phases are then written back into the padded input.
 
 Memory: every strategy works in blocks of about `_BLOCK_BYTES`; besides the input and the output
 it holds a padded copy of one of them. Work arrays up to `_SCRATCH_BYTES` in all are kept per
@@ -80,10 +87,13 @@ __all__ = ["METHODS", "convolve", "convolve_adjoint", "resolve_method"]
 METHODS = ("auto", "direct", "fft")
 
 _BLOCK_BYTES = 2**20  # one block of work: stays in the L2/L3 cache
+_TAP_BLOCK_BYTES = 2**18  # tap GEMMs: the block of input and output that every tap rereads (L2)
+_COLUMNS_BYTES = 2**17  # im2col: the columns of one group's block (measured on the layer table)
 _FEW_CHANNELS = 4  # channels per group up to which stride-1 products go channels-first
 _TAP_GEMM_CHANNELS = 8  # channels per group from which one GEMM per tap beats im2col
 _BLAS_KINDS = {"float32", "float64", "complex64", "complex128"}
 _WIDE_BYTES = 16 * 2**20  # largest copy of the input with the taps of one axis as channels
+_WIDE_ROWS = 64  # channels-first tap GEMMs: move taps into channels up to this many rows per tap
 _SCRATCH_BYTES = 16 * 2**20  # work arrays kept per thread for reuse, all purposes together
 
 _local = threading.local()
@@ -314,7 +324,7 @@ def convolve(
     if all(axis.stride == 1 for axis in axes):
         if not channels_first and _moves_to_first(kernel, axes, geometry.groups, x):
             xp = _pad(np.moveaxis(x, -1, 1), geometry, True)
-            return _back(np.moveaxis(_stride1(kernel, axes, geometry.groups, xp, True), 1, -1), False)
+            return _back(_stride1(kernel, axes, geometry.groups, xp, True, out_first=False), False)
         return _stride1(kernel, axes, geometry.groups, _pad(x, geometry, channels_first), channels_first)
     if channels_first:
         return _strided_im2col_first(kernel, axes, geometry.groups, _pad(x, geometry, True))
@@ -335,18 +345,9 @@ def convolve_adjoint(
     if method == "fft":
         return _by_fft(kernel, geometry, y, channels_first, adjoint=True)
     kernel, axes = _fold_circular(kernel, geometry, y.dtype)
-    groups = geometry.groups
-    if all(axis.stride == 1 for axis in axes):
-        xp, layout_first, reused = _adjoint_stride1(kernel, axes, groups, y, channels_first)
-    elif _phases_suit(kernel, axes, groups):
-        xp, layout_first, reused = _adjoint_by_phases(kernel, axes, y, channels_first), channels_first, True
-    else:
-        xp = _adjoint_polyphase(kernel, axes, groups, _channels_last(y, channels_first))
-        layout_first, reused = False, True
-    # The scatter and the polyphase strategies leave their result in a reused work array: copy.
-    if layout_first != channels_first:
-        xp = np.moveaxis(xp, 1, -1) if layout_first else np.moveaxis(xp, -1, 1)
+    xp, reused = _adjoint_onto_padded(kernel, axes, geometry.groups, y, channels_first)
     result = _unpad(xp, geometry, channels_first)
+    # Most adjoint strategies leave their result in a reused work array: copy it out.
     return np.array(result, order="C", copy=True) if reused else np.ascontiguousarray(result)
 
 
@@ -421,7 +422,7 @@ def _tap_gemm(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.nd
     weights = kernel.reshape(len(shifts), cg, groups, fg).transpose(2, 0, 1, 3)
     weights = np.ascontiguousarray(weights)
     out = _scratch("grid", (groups, total, fg), dtype)
-    block = max(256, _BLOCK_BYTES // ((cg + fg) * dtype.itemsize))
+    block = max(256, _TAP_BLOCK_BYTES // ((cg + fg) * dtype.itemsize))
     for g in range(groups):
         source, target = sources[g], out[g]
         for start in range(0, length, block):
@@ -474,9 +475,18 @@ def _tap_gemm_first(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp:
 
 
 def _flat_im2col(
-    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray, channels_first: bool
+    kernel: np.ndarray,
+    axes: tuple[Axis, ...],
+    groups: int,
+    xp: np.ndarray,
+    channels_first: bool,
+    out_first: bool | None = None,
 ) -> np.ndarray:
-    """Stride-1 correlation of the padded batch `xp` by blocked im2col over the flat pixel grid."""
+    """Stride-1 correlation of the padded batch `xp` by blocked im2col over the flat pixel grid.
+
+    A channels-first batch can give a channels-last result (``out_first=False``) at no cost: the
+    GEMM writes its product in either order.
+    """
     # The windows below are strides into C-ordered memory; np.pad, for one, keeps the memory order
     # of its input, and a reshape that merges no axes keeps any strides.
     xp = np.ascontiguousarray(xp)
@@ -492,7 +502,7 @@ def _flat_im2col(
     channels = groups * group_channels
     item, dtype = xp.itemsize, xp.dtype
     count = pixels if channels_first else batch * pixels
-    block = min(max(64, _BLOCK_BYTES // (groups * rows * item)), max(1, count - reach))
+    block = min(max(64, _COLUMNS_BYTES // (rows * item)), max(1, count - reach))
     # Channels-first: (F, rows) @ (rows, pixels), each im2col row a contiguous copy.
     # Channels-last: (pixels, rows) @ (rows, F), each im2col row a window of taps * C entries.
     weights = kernel.reshape(*taps_shape, group_channels, groups, group_filters)
@@ -504,9 +514,15 @@ def _flat_im2col(
         weights = np.ascontiguousarray(weights).reshape(groups, rows, group_filters)
         buffer = _scratch("columns", (groups, block, *taps_shape, group_channels), dtype)
 
+    out_first = channels_first if out_first is None else out_first
     if channels_first:  # one image at a time: (C, pixels), the pixels contiguous
-        out = _scratch("grid", (batch, groups, group_filters, pixels), dtype)
-        images = [(xp[b].reshape(channels, pixels), pixels, 1, pixels, out[b]) for b in range(batch)]
+        if out_first:
+            out = _scratch("grid", (batch, groups, group_filters, pixels), dtype)
+            targets = list(out)
+        else:  # each image's (G, Fg, pixels) product written as (pixels, G, Fg)
+            out = _scratch("grid", (batch, pixels, groups, group_filters), dtype)
+            targets = [image.transpose(1, 2, 0) for image in out]
+        images = [(xp[b].reshape(channels, pixels), pixels, 1, pixels, targets[b]) for b in range(batch)]
     else:  # the whole batch as one flat grid: (B * pixels, C)
         out = _scratch("grid", (batch * pixels, groups, group_filters), dtype)
         flat = xp.reshape(batch * pixels, channels)
@@ -537,8 +553,8 @@ def _flat_im2col(
                 np.copyto(columns, np.moveaxis(windows[..., start:stop], -1, 1))
                 products = columns.reshape(groups, stop - start, rows)
                 np.matmul(products, weights, out=np.swapaxes(target[..., start:stop], 1, 2))
-    shape = (batch, filters, *padded) if channels_first else (batch, *padded, filters)
-    return _crop_output(out.reshape(shape), axes, channels_first)
+    shape = (batch, filters, *padded) if out_first else (batch, *padded, filters)
+    return _crop_output(out.reshape(shape), axes, out_first)
 
 
 def _taps_as_channels(
@@ -575,9 +591,19 @@ def _taps_as_channels(
         wide = wide.reshape(batch, wide_channels, *spatial, outputs)
     else:
         wide = wide.reshape(batch, *spatial, outputs, wide_channels)
-    # (*k, Cg, F) -> (*k', 1, Cg * k_last, F), the new channel (c, r).
-    moved = np.moveaxis(kernel, n - 1, n).reshape(*taps_shape[:-1], 1, cg * last.kernel, filters)
-    return moved, (*axes[:-1], Axis(outputs, 1)), groups, wide
+    return _wide_kernel(kernel), _wide_axes(axes), groups, wide
+
+
+def _wide_kernel(kernel: np.ndarray) -> np.ndarray:
+    """``(*k, Cg, F) -> (*k', 1, Cg * k_last, F)``: the last axis's taps as channels ``(c, r)``."""
+    *taps_shape, cg, filters = kernel.shape
+    moved = np.moveaxis(kernel, len(taps_shape) - 1, len(taps_shape))
+    return moved.reshape(*taps_shape[:-1], 1, cg * taps_shape[-1], filters)
+
+
+def _wide_axes(axes: tuple[Axis, ...]) -> tuple[Axis, ...]:
+    """The axes of `_wide_kernel`'s layer: the last one holds the outputs, with a kernel of 1."""
+    return (*axes[:-1], Axis(axes[-1].output, 1))
 
 
 def _moves_to_first(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, x: np.ndarray) -> bool:
@@ -611,10 +637,23 @@ def _wide_suits(
 
 
 def _stride1(
-    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray, channels_first: bool
+    kernel: np.ndarray,
+    axes: tuple[Axis, ...],
+    groups: int,
+    xp: np.ndarray,
+    channels_first: bool,
+    out_first: bool | None = None,
 ) -> np.ndarray:
-    """Stride-1 correlation of a padded batch: tap GEMM or flat im2col, in the caller's layout."""
+    """Stride-1 correlation of a padded batch: tap GEMM or flat im2col.
+
+    The result is channels-first if `out_first` (by default: if the batch is); in the other
+    layout than the batch's it may be a strided view.
+    """
     cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
+    if channels_first and out_first is False:
+        if _flat_im2col_suits(kernel, groups, xp.dtype, math.prod(xp.shape[2:])):
+            return _flat_im2col(kernel, axes, groups, xp, True, out_first=False)
+        return np.moveaxis(_stride1(kernel, axes, groups, xp, True), 1, -1)
     if _depthwise_suits(kernel, groups, xp.dtype, axes, channels_first):
         return _depthwise_taps(kernel, axes, xp, channels_first)
     if groups == 1 and kernel.size == cg * fg:  # a 1x1 kernel: one product, nothing copied
@@ -628,6 +667,10 @@ def _stride1(
     if layout == "last" and not channels_first:
         return _tap_gemm(kernel, axes, groups, xp)
     if layout is not None:
+        if channels_first and cg * axes[-1].kernel <= _WIDE_ROWS and len(axes) > 1:
+            if _wide_suits(kernel, axes, groups, xp.dtype, xp.nbytes, pixels):
+                # Fewer, larger GEMMs per image: the last axis's taps join the channels.
+                return _stride1(*_taps_as_channels(kernel, axes, groups, xp, True), True)
         if channels_first:
             return _tap_gemm_first(kernel, axes, groups, np.ascontiguousarray(xp))
         moved = np.ascontiguousarray(np.moveaxis(xp, -1, 1))
@@ -640,10 +683,15 @@ def _stride1(
         return _flat_im2col(kernel, axes, groups, xp, True)
     if cg <= _FEW_CHANNELS or groups > 1:
         # Few channels per group: the channels-first product copies whole rows; move there.
-        return _back(
-            np.moveaxis(_flat_im2col(kernel, axes, groups, np.moveaxis(xp, -1, 1), True), 1, -1), False
-        )
+        return _flat_im2col(kernel, axes, groups, np.moveaxis(xp, -1, 1), True, out_first=False)
     return _flat_im2col(kernel, axes, groups, xp, False)
+
+
+def _flat_im2col_suits(kernel: np.ndarray, groups: int, dtype: np.dtype, pixels: int) -> bool:
+    """Whether `_stride1` runs a channels-first batch by `_flat_im2col` (not 1x1, no tap GEMM)."""
+    cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
+    one_by_one = groups == 1 and kernel.size == cg * fg
+    return not one_by_one and _tap_gemm_layout(dtype, cg, fg, pixels) is None
 
 
 def _strided_im2col(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray) -> np.ndarray:
@@ -668,7 +716,7 @@ def _strided_im2col(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp:
     weights = kernel.reshape(taps * cg, groups, fg).transpose(1, 0, 2)  # (G, taps * Cg, Fg)
     row_pixels = math.prod(outputs[1:])
     out = np.empty((batch, *outputs, groups, fg), dtype=xp.dtype)
-    rows_per_block = max(1, _BLOCK_BYTES // max(1, row_pixels * taps * cg * groups * xp.itemsize))
+    rows_per_block = max(1, _COLUMNS_BYTES // max(1, row_pixels * taps * cg * xp.itemsize))
     for b in range(batch):
         for start in range(0, outputs[0], rows_per_block):
             stop = min(start + rows_per_block, outputs[0])
@@ -707,7 +755,7 @@ def _strided_im2col_first(
     weights = kernel.reshape(taps, cg, groups, fg).transpose(2, 3, 1, 0).reshape(groups, fg, cg * taps)
     out = np.empty((batch, groups, fg, *outputs), dtype=xp.dtype)
     row_pixels = math.prod(outputs[1:])
-    rows_per_block = max(1, 4 * _BLOCK_BYTES // max(1, row_pixels * taps * cg * groups * xp.itemsize))
+    rows_per_block = max(1, _COLUMNS_BYTES // max(1, row_pixels * taps * cg * xp.itemsize))
     for b in range(batch):
         for start in range(0, outputs[0], rows_per_block):
             stop = min(start + rows_per_block, outputs[0])
@@ -750,161 +798,238 @@ def _transposed_stride1(
     padded = _scratch("padded", tuple(size + lo + hi for size, (lo, hi) in zip(y.shape, pads)), y.dtype)
     padded.fill(0)
     padded[tuple(slice(lo, lo + size) for size, (lo, _) in zip(y.shape, pads))] = y
-    result = _stride1(swapped, grid, groups, padded, channels_first or moved)
-    return np.moveaxis(result, 1, -1) if moved else result
+    return _stride1(swapped, grid, groups, padded, channels_first or moved, out_first=channels_first)
 
 
-def _adjoint_stride1(
-    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, y: np.ndarray, channels_first: bool
-) -> tuple[np.ndarray, bool, bool]:
-    """Stride-1 adjoint onto the padded input, and whether it is channels-first and reused.
+def _adjoint_strategy(
+    kernel: np.ndarray,
+    axes: tuple[Axis, ...],
+    groups: int,
+    dtype: np.dtype,
+    channels_first: bool,
+    nbytes: int,
+) -> str:
+    """Which adjoint strategy `_adjoint_onto_padded` runs (see there). Measured on the layer table.
 
-    Few input channels per group (and more than one filter): the correlation's product would
-    have only C outputs per pixel, so scatter instead (into a reused work array).
+    The tap GEMMs write ``(pixels, C)`` stretches: they want many input channels (the GEMM's rows)
+    and, channels-first, strides (with stride 1 the correlation needs no change of layout). With
+    few channels, the last axis's taps can join them, in a copy of ``k_last`` times the padded
+    input's `nbytes`.
     """
-    if kernel.shape[-2] <= _FEW_CHANNELS and kernel.shape[-1] > groups:
-        return _adjoint_by_scatter(kernel, axes, groups, y, channels_first), True, True
-    return _transposed_stride1(kernel, axes, groups, y, channels_first), channels_first, False
+    cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
+    pixels = math.prod(axis.output + (axis.kernel - 1) * axis.dilation // axis.stride for axis in axes)
+    strided = any(axis.stride > 1 for axis in axes)
+    if groups == 1 and kernel.size > cg * fg and (strided or not channels_first):
+        # (a 1x1 kernel is one product in the correlation)
+        if _tap_gemm_layout(dtype, fg, cg, pixels) == "last":
+            return "tap gemm"
+        last = axes[-1]
+        if (
+            last.stride == 1
+            and last.kernel > 1
+            and nbytes * last.kernel <= _WIDE_BYTES
+            and _tap_gemm_layout(dtype, fg, cg * last.kernel, pixels) == "last"
+        ):
+            return "taps as channels"
+    if fg > 1 and (strided or cg <= _FEW_CHANNELS):
+        return "scatter"
+    return "polyphase" if strided else "correlation"
+
+
+def _adjoint_onto_padded(
+    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, y: np.ndarray, channels_first: bool
+) -> tuple[np.ndarray, bool]:
+    """The adjoint of ``y`` onto the padded input, in `y`'s layout, and whether it is a reused array.
+
+    Each tap's products are written once, where they land: with enough channels and no groups
+    by one accumulating GEMM per tap (*tap gemm*, `_adjoint_by_tap_gemm`), with few channels
+    and a wide kernel after moving the last axis's taps into the channels (*taps as channels*,
+    `_adjoint_taps_as_channels`); with strides or few
+    input channels by one GEMM for all taps and slice-adds (*scatter*, `_adjoint_by_scatter`).
+    Otherwise (stride 1 with many channels per group, or one filter per group) the adjoint is the
+    correlation of the padded ``y`` with the flipped kernel (*correlation*, `_transposed_stride1`),
+    whose GEMMs are then the larger; with strides and one filter per group, one such correlation
+    per phase (*polyphase*, `_adjoint_polyphase`).
+    """
+    padded = math.prod(axis.size + axis.lo + axis.hi for axis in axes)
+    nbytes = y.shape[0] * padded * groups * kernel.shape[-2] * y.itemsize
+    strategy = _adjoint_strategy(kernel, axes, groups, y.dtype, channels_first, nbytes)
+    if strategy == "tap gemm":
+        return _adjoint_by_tap_gemm(kernel, axes, y, channels_first), True
+    if strategy == "taps as channels":
+        return _adjoint_taps_as_channels(kernel, axes, y, channels_first), True
+    if strategy == "scatter":
+        return _adjoint_by_scatter(kernel, axes, groups, y, channels_first), True
+    if strategy == "polyphase":
+        xp = _adjoint_polyphase(kernel, axes, groups, _channels_last(y, channels_first))
+        return (np.moveaxis(xp, -1, 1) if channels_first else xp), True
+    return _transposed_stride1(kernel, axes, groups, y, channels_first), False
+
+
+def _adjoint_taps_as_channels(
+    kernel: np.ndarray, axes: tuple[Axis, ...], y: np.ndarray, channels_first: bool
+) -> np.ndarray:
+    """The adjoint of the layer of `_taps_as_channels` (tap GEMMs), then its taps folded back.
+
+    Returns a reused work array (or a view of one), in `y`'s layout. Stride 1 along the last
+    axis, no groups. Channel ``(c, r)`` of the wide result holds what tap ``r`` of the last axis
+    sends to channel ``c`` of the padded input from each output: one shifted add per tap.
+    """
+    last, channels = axes[-1], kernel.shape[-2]
+    wide = _adjoint_by_tap_gemm(_wide_kernel(kernel), _wide_axes(axes), y, channels_first)
+    wide = _channels_last(wide, channels_first)  # (B, *P', o_last, C * k_last)
+    wide = wide.reshape(*wide.shape[:-1], channels, last.kernel)
+    xp = _scratch("wide", (*wide.shape[:-3], last.size + last.lo + last.hi, channels), y.dtype)
+    xp.fill(0)
+    for r in range(last.kernel):
+        start = r * last.dilation
+        xp[..., start : start + last.output, :] += wide[..., r]
+    return np.moveaxis(xp, -1, 1) if channels_first else xp
+
+
+def _scatter_grid(
+    axes: tuple[Axis, ...],
+) -> tuple[tuple[int, ...], list[tuple[int, ...]], list[int], list[int]]:
+    """Where the taps of a scatter (`_adjoint_by_scatter`, `_adjoint_by_tap_gemm`) land.
+
+    Tap ``r`` of output ``o`` writes padded position ``o * s + r * d``: entry ``o + (r * d) // s``
+    of phase ``(r * d) mod s`` (with stride 1, the one phase is the padded input itself). Every
+    phase is laid on one grid of ``o + ((k - 1) * d) // s`` entries per axis, with `y` on its first
+    ``o``; then each tap adds a contiguous stretch of the flat grid, shifted by its entry offset.
+
+    Returns the grid's shape, the phases that receive taps, and per tap (C order) the number of
+    its phase in that list and its shift on the flat grid.
+    """
+    grid = tuple(axis.output + (axis.kernel - 1) * axis.dilation // axis.stride for axis in axes)
+    steps = [math.prod(grid[i + 1 :]) for i in range(len(grid))]
+    per_axis = [
+        [
+            ((r * axis.dilation) % axis.stride, (r * axis.dilation) // axis.stride * step)
+            for r in range(axis.kernel)
+        ]
+        for axis, step in zip(axes, steps)
+    ]
+    phases: dict[tuple[int, ...], int] = {}
+    numbers, shifts = [], []
+    for tap in itertools.product(*per_axis):
+        phase = tuple(residue for residue, _ in tap)
+        numbers.append(phases.setdefault(phase, len(phases)))
+        shifts.append(sum(shift for _, shift in tap))
+    return grid, list(phases), numbers, shifts
+
+
+def _from_phases(
+    phased: np.ndarray, axes: tuple[Axis, ...], phases: list[tuple[int, ...]], channels_first: bool
+) -> np.ndarray:
+    """The padded batch from its phases ``(phases, B, C, *grid)``: a reused work array.
+
+    With stride 1 the one phase is the padded batch: a view of `phased` is returned.
+    """
+    batch, channels = phased.shape[1:3]
+    padded = tuple(axis.size + axis.lo + axis.hi for axis in axes)
+    if all(axis.stride == 1 for axis in axes):
+        crop = phased[0][(Ellipsis,) + tuple(slice(0, size) for size in padded)]
+        return crop if channels_first else np.moveaxis(crop, 1, -1)
+    shape = (batch, channels, *padded) if channels_first else (batch, *padded, channels)
+    xp = _scratch("phases", shape, phased.dtype)
+    xp.fill(0)  # positions no tap reaches: phases without taps, rows past the last window
+    grid = phased.shape[3:]
+    for number, phase in enumerate(phases):
+        counts = [min(g, len(range(p, size, a.stride))) for p, size, a, g in zip(phase, padded, axes, grid)]
+        positions = tuple(slice(p, p + c * a.stride, a.stride) for p, c, a in zip(phase, counts, axes))
+        source = phased[number][(Ellipsis,) + tuple(slice(0, count) for count in counts)]
+        if channels_first:
+            xp[(slice(None), slice(None)) + positions] = source
+        else:
+            xp[(slice(None),) + positions] = np.moveaxis(source, 1, -1)
+    return xp
 
 
 def _adjoint_by_scatter(
     kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, y: np.ndarray, channels_first: bool
 ) -> np.ndarray:
-    """Stride-1 adjoint of ``y`` onto the padded input ``(B, C, *P)``, for few channels.
+    """The adjoint of ``y`` onto the padded input, in `y`'s layout: one GEMM per block, then slice-adds.
 
-    Returns a view of a reused work array.
+    Returns a reused work array (or a view of one).
 
-    ``xp[q + shift(r)] += K[r]^T y[q]``: `y` is placed on the flat padded grid of the whole batch
-    (zeros elsewhere, channels first); for each block of pixels one GEMM gives every tap, and each
-    tap is added back with one contiguous slice-add. With few input channels this beats the
-    correlation, whose GEMM would have only C output rows.
+    `y` is placed on the flat grid of `_scatter_grid` (zeros elsewhere); for each block of grid
+    pixels one GEMM gives every tap, and each tap is added to its phase with one
+    contiguous slice-add. With few input channels this beats the correlation, whose GEMM would
+    have only C output rows; with strides it writes every tap once, where the polyphase adjoint
+    pads `y` once per phase.
     """
     *taps_shape, cg, filters = kernel.shape
     fg, taps = filters // groups, math.prod(taps_shape)
     batch, dtype = y.shape[0], y.dtype
     outputs = tuple(axis.output for axis in axes)
-    padded = tuple(axis.output + axis.extent - 1 for axis in axes)
-    total = batch * math.prod(padded)
-    steps, reach = _flat_grid(padded, axes)
-    shifts = _tap_shifts(axes, steps)
-    grid = _scratch("grid", (groups, fg, batch, *padded), dtype)
-    grid.fill(0)
-    y_first = y if channels_first else np.moveaxis(y, -1, 1)
-    placed = y_first.reshape(batch, groups, fg, *outputs).transpose(1, 2, 0, *range(3, 3 + len(axes)))
-    grid[(slice(None),) * 3 + tuple(slice(0, size) for size in outputs)] = placed
-    flat = grid.reshape(groups, fg, total)
+    shape, phases, numbers, shifts = _scatter_grid(axes)
+    total = batch * math.prod(shape)
+    # The grid in y's layout (no transposing copy): the GEMM reads either as (G, Fg, pixels).
+    if channels_first:
+        grid = _scratch("grid", (groups, fg, batch, *shape), dtype)
+        grid.fill(0)
+        placed = y.reshape(batch, groups, fg, *outputs).transpose(1, 2, 0, *range(3, 3 + len(axes)))
+        grid[(slice(None),) * 3 + tuple(slice(0, size) for size in outputs)] = placed
+        flat = grid.reshape(groups, fg, total)
+    else:
+        grid = _scratch("grid", (batch, *shape, filters), dtype)
+        grid.fill(0)
+        grid[(slice(None),) + tuple(slice(0, size) for size in outputs)] = y
+        flat = grid.reshape(total, groups, fg).transpose(1, 2, 0)
     # (*k, Cg, G * Fg) -> (G, taps * Cg, Fg)
     weights = np.ascontiguousarray(np.moveaxis(kernel.reshape(taps, cg, groups, fg), 2, 0))
     weights = weights.reshape(groups, taps * cg, fg)
-    xp = _scratch("scatter", (groups, cg, total), dtype)
-    xp.fill(0)
-    length = total - reach
+    phased = _scratch("scatter", (len(phases), groups, cg, total), dtype)
+    phased.fill(0)
+    length = total - max(shifts)
     block = min(length, max(256, 4 * _BLOCK_BYTES // (groups * taps * cg * dtype.itemsize)))
     buffer = _scratch("products", (groups, taps * cg, block), dtype)
     for start in range(0, length, block):
         stop = min(start + block, length)
         products = np.matmul(weights, flat[:, :, start:stop], out=buffer[:, :, : stop - start])
         products = products.reshape(groups, taps, cg, stop - start)
-        for t, shift in enumerate(shifts):
-            xp[:, :, start + shift : stop + shift] += products[:, t]
-    return np.moveaxis(xp.reshape(groups * cg, batch, *padded), 1, 0)
+        for t, (number, shift) in enumerate(zip(numbers, shifts)):
+            phased[number, :, :, start + shift : stop + shift] += products[:, t]
+    phased = phased.reshape(len(phases), groups * cg, batch, *shape).swapaxes(1, 2)
+    return _from_phases(phased, axes, phases, channels_first)
 
 
-def _phases_possible(axes: tuple[Axis, ...], groups: int) -> bool:
-    """Whether a layer with strides can run as a stride-1 one on the phases of its input."""
-    # (a stride wider than the kernel would lay mostly zeros in the phase kernel)
-    strided = [axis for axis in axes if axis.stride > 1]
-    return groups == 1 and all(axis.dilation == 1 and axis.stride <= axis.kernel for axis in strided)
-
-
-def _phases_suit(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int) -> bool:
-    """Whether the adjoint with strides runs on the phases of the input (`_adjoint_by_phases`).
-
-    Measured: it pays with few input channels, where the polyphase adjoint loops the most per
-    multiply-add.
-    """
-    return kernel.shape[-2] <= _FEW_CHANNELS and _phases_possible(axes, groups)
-
-
-def _phase_kernel(kernel: np.ndarray, axes: tuple[Axis, ...]) -> tuple[np.ndarray, tuple[Axis, ...]]:
-    """The stride-1 kernel and axes on the phases of the padded input (space to depth).
-
-    Along an axis with stride ``s`` (and dilation 1), padded position ``o * s + r`` is entry
-    ``o + r // s`` of phase ``r % s``. With the phases as channels ``(*phase, C)``, the layer is a
-    stride-1 correlation with the kernel ``K'[a, (p, c)] = K[a * s + p, c]`` (zero past ``k``),
-    ``ceil(k / s)`` taps, on a grid of ``ceil(P / s)`` entries (zeros past ``P``).
-    """
-    n = len(axes)
-    *taps_shape, channels, filters = kernel.shape
-    strides = [axis.stride for axis in axes]
-    counts = [-(-k // s) for k, s in zip(taps_shape, strides)]
-    padded = np.zeros((*(c * s for c, s in zip(counts, strides)), channels, filters), dtype=kernel.dtype)
-    padded[tuple(slice(0, k) for k in taps_shape)] = kernel
-    split = padded.reshape(*itertools.chain.from_iterable(zip(counts, strides)), channels, filters)
-    order = [2 * i for i in range(n)] + [2 * i + 1 for i in range(n)] + [2 * n, 2 * n + 1]
-    wide = split.transpose(order).reshape(*counts, math.prod(strides) * channels, filters)
-    phase_axes = []
-    for axis, count in zip(axes, counts):
-        if axis.stride == 1:
-            phase_axes.append(Axis(axis.size + axis.lo + axis.hi, axis.kernel, 1, axis.dilation))
-        else:
-            grid = -(-(axis.size + axis.lo + axis.hi) // axis.stride)
-            phase_axes.append(Axis(grid, count, 1, 1))
-    return wide, tuple(phase_axes)
-
-
-def _phase_indices(
-    axes: tuple[Axis, ...], channels_first: bool
-) -> list[tuple[tuple[Any, ...], tuple[Any, ...]]]:
-    """Per phase: its entries on the phase grid and its positions on the padded batch.
-
-    The grid is ``(B, *s, C, *Q)`` channels-first, ``(B, *Q, *s, C)`` channels-last.
-    """
-    result = []
-    every: tuple[Any, ...] = (slice(None),)
-    for phase in itertools.product(*(range(axis.stride) for axis in axes)):
-        positions = tuple(slice(p, None, axis.stride) for p, axis in zip(phase, axes))
-        padded = (axis.size + axis.lo + axis.hi for axis in axes)
-        entries = tuple(slice(0, len(range(p, end, a.stride))) for p, end, a in zip(phase, padded, axes))
-        if channels_first:
-            result.append((every + phase + every + entries, every + every + positions))
-        else:
-            result.append((every + entries + phase, every + positions))
-    return result
-
-
-def _adjoint_by_phases(
+def _adjoint_by_tap_gemm(
     kernel: np.ndarray, axes: tuple[Axis, ...], y: np.ndarray, channels_first: bool
 ) -> np.ndarray:
-    """Adjoint with strides onto the padded input, in `y`'s layout: a stride-1 adjoint on the phases.
+    """The adjoint of ``y`` onto the padded input, in `y`'s layout: one accumulating GEMM per tap.
 
-    Returns a reused work array. Run forward, the layer reads phase ``p`` of the padded input
-    as channels ``(p, c)`` of a stride-1 layer (`_phase_kernel`); the stride-1 adjoint of that
-    layer gives those channels, and every phase is written back to its positions.
+    Returns a reused work array (or a view of one). No groups; needs SciPy's BLAS and its dtypes.
+
+    `_adjoint_by_scatter` with the channels innermost: `y` is laid on the flat grid of
+    `_scatter_grid` as ``(pixels, F)`` and each tap accumulates ``y[q] @ K[r]^T`` straight into
+    the ``(pixels, C)`` stretch of its phase that it writes (BLAS ``beta = 1``), so that neither
+    `y` nor the result changes layout and no product is stored.
     """
-    wide, phase_axes = _phase_kernel(kernel, axes)
-    channels = kernel.shape[-2]
-    outputs = tuple(axis.output for axis in phase_axes)
-    if outputs != tuple(axis.output for axis in axes):  # outputs past the real ones read zeros
-        spatial = [(0, o - axis.output) for o, axis in zip(outputs, axes)]
-        pads = [(0, 0), (0, 0), *spatial] if channels_first else [(0, 0), *spatial, (0, 0)]
-        y = np.pad(y, pads)
-    grid, first, _ = _adjoint_stride1(wide, phase_axes, 1, y, channels_first)
-    if first != channels_first:
-        grid = np.moveaxis(grid, 1, -1) if first else np.moveaxis(grid, -1, 1)
-    strides = [axis.stride for axis in axes]
-    sizes = [axis.size for axis in phase_axes]
-    if channels_first:
-        grid = grid.reshape(grid.shape[0], *strides, channels, *sizes)
-    else:
-        grid = grid.reshape(grid.shape[0], *sizes, *strides, channels)
-    batch = y.shape[0]
-    padded = tuple(axis.size + axis.lo + axis.hi for axis in axes)
-    shape = (batch, channels, *padded) if channels_first else (batch, *padded, channels)
-    xp = _scratch("phases", shape, y.dtype)
-    for on_grid, on_padded in _phase_indices(axes, channels_first):
-        xp[on_padded] = grid[on_grid]
-    return xp
+    *taps_shape, channels, filters = kernel.shape
+    batch, dtype = y.shape[0], y.dtype
+    outputs = tuple(axis.output for axis in axes)
+    shape, phases, numbers, shifts = _scatter_grid(axes)
+    total = batch * math.prod(shape)
+    grid = _scratch("grid", (batch, *shape, filters), dtype)
+    grid.fill(0)
+    grid[(slice(None),) + tuple(slice(0, size) for size in outputs)] = _channels_last(y, channels_first)
+    flat = grid.reshape(total, filters)
+    # (*k, C, F) -> (taps, F, C): each tap's K[r]^T C-ordered, so that its .T is K[r] for BLAS.
+    weights = np.ascontiguousarray(kernel.reshape(len(shifts), channels, filters).transpose(0, 2, 1))
+    phased = _scratch("scatter", (len(phases), total, channels), dtype)
+    gemm = _blas().get_blas_funcs("gemm", dtype=dtype)  # type: ignore[union-attr]
+    length = total - max(shifts)
+    block = max(256, _TAP_BLOCK_BYTES // ((channels + filters) * dtype.itemsize))
+    phased.fill(0)
+    for start in range(0, length, block):
+        stop = min(start + block, length)
+        source = flat[start:stop].T
+        for t, (number, shift) in enumerate(zip(numbers, shifts)):
+            target = phased[number, start + shift : stop + shift].T
+            gemm(1.0, weights[t].T, source, 1.0, target, overwrite_c=True)
+    phased = phased.reshape(len(phases), batch, *shape, channels)
+    return _from_phases(np.moveaxis(phased, -1, 2), axes, phases, channels_first)
 
 
 def _residue_taps(axis: Axis, phase: int) -> tuple[int, int, int, int] | None:
@@ -935,7 +1060,7 @@ def _adjoint_polyphase(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, 
     n = len(axes)
     batch, channels = y.shape[0], groups * kernel.shape[-2]
     padded = tuple(axis.size + axis.lo + axis.hi for axis in axes)
-    xp = _scratch("phases", (batch, *padded, channels), y.dtype)
+    xp = _scratch("polyphase", (batch, *padded, channels), y.dtype)
     xp.fill(0)
     # Padded positions p < P fall in phases p mod s: no more than P of them, whatever the stride.
     phases = [range(min(axis.stride, size)) for axis, size in zip(axes, padded)]
@@ -949,8 +1074,7 @@ def _adjoint_polyphase(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, 
         for axis, (_, step, count, _) in zip(axes, parts):
             dilation = axis.dilation * step // axis.stride
             sub_axes.append(Axis(axis.output + (count - 1) * dilation, count, 1, dilation))
-        part, first, _ = _adjoint_stride1(sub, tuple(sub_axes), groups, y, False)  # (B, *(o + ext' - 1), C)
-        part = np.moveaxis(part, 1, -1) if first else part
+        part, _ = _adjoint_onto_padded(sub, tuple(sub_axes), groups, y, False)  # (B, *(o + ext' - 1), C)
         target = [slice(None)]
         for p, axis, (_, _, _, offset), size in zip(phase, axes, parts, part.shape[1 : n + 1]):
             target.append(slice(p + offset * axis.stride, p + (offset + size) * axis.stride, axis.stride))

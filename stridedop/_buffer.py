@@ -32,10 +32,12 @@ __all__ = [
 
 
 class BufferPlan(NamedTuple):
-    """Element offsets and strides of the operator inside its flat buffer.
+    """Element offsets and strides of the operator inside its flat buffer, and its byte strides.
 
     The canonical (channels-last) view ``W[o_0, ..., f, x_0, ..., c]`` reads element
     ``origin + sum(o_i * output_steps[i]) + f * filter_step + sum(x_i * input_steps[i]) + c``.
+    A plan is made for one `itemsize`: the byte strides of the public view and of the kernel
+    are computed with it once, so that building a view is a few ndarray constructions.
     """
 
     size: int
@@ -44,19 +46,35 @@ class BufferPlan(NamedTuple):
     filter_step: int
     input_steps: tuple[int, ...]
     kernel_origin: int
-    # Of the grouped kernel (*k, Cg, groups, F // groups) and the public view (`Geometry.view_shape`),
-    # 0 along the axes of length 1, which never move (NumPy keeps strides in C integers).
-    kernel_steps: tuple[int, ...]
-    view_steps: tuple[int, ...]
+    itemsize: int
+    # Byte strides of the public view (`Geometry.view_shape`), and the shape of the grouped kernel
+    # (*k, Cg, groups, F // groups) with its byte strides (both () for a circular buffer, which is
+    # written whole). Strides are 0 along the axes of length 1, which never move (NumPy keeps
+    # strides in C integers).
+    view_strides: tuple[int, ...]
+    kernel_shape: tuple[int, ...]
+    kernel_strides: tuple[int, ...]
 
     @property
     def steps(self) -> tuple[int, ...]:
         """Element strides of the canonical view ``(*o, F, *m, C)``."""
         return (*self.output_steps, self.filter_step, *self.input_steps, 1)
 
+    @property
+    def view_steps(self) -> tuple[int, ...]:
+        """Element strides of the public view."""
+        return tuple([stride // self.itemsize for stride in self.view_strides])
 
-def plan_buffer(geometry: Geometry) -> BufferPlan:
+    @property
+    def kernel_steps(self) -> tuple[int, ...]:
+        """Element strides of the grouped kernel ``(*k, Cg, groups, F // groups)``."""
+        return tuple([stride // self.itemsize for stride in self.kernel_strides])
+
+
+def plan_buffer(geometry: Geometry, itemsize: int) -> BufferPlan:
     r"""Compute the smallest buffer from which one strided view yields the whole operator.
+
+    `itemsize` is the bytes of one entry (the kernel's dtype), for the plan's byte strides.
 
     The memory trick, along one spatial axis: output ``o`` applies tap ``r`` to input
     ``x = o*s + r*d - lo``, so ``W[o, x]`` depends only on ``t = x - o*s + lo``. Store the kernel
@@ -86,7 +104,7 @@ def plan_buffer(geometry: Geometry) -> BufferPlan:
         output_steps = tuple(-axis.stride * step for axis, step in zip(geometry.axes, input_steps))
         # The folded kernel is written whole (see `_fill_circular`): no kernel steps.
         size = filter_step * geometry.filters
-        return _verified(geometry, size, origin, output_steps, filter_step, input_steps)
+        return _verified(geometry, itemsize, size, origin, output_steps, filter_step, input_steps)
 
     # Along axis i, t = x - o*s + lo ranges over [first, last] for the views and the kernel sits
     # at [0, extent). An axis's width is chosen so that no difference t - r*d between a window
@@ -129,6 +147,7 @@ def plan_buffer(geometry: Geometry) -> BufferPlan:
     # (`_verified` checks it once more).
     return _verified(
         geometry,
+        itemsize,
         high - low + 1,
         origin - low,
         tuple(output_list),
@@ -142,6 +161,7 @@ def plan_buffer(geometry: Geometry) -> BufferPlan:
 
 def _verified(
     geometry: Geometry,
+    itemsize: int,
     size: int,
     origin: int,
     output_steps: tuple[int, ...],
@@ -151,15 +171,23 @@ def _verified(
     kernel_steps: tuple[int, ...] = (),
     kernel_shape: tuple[int, ...] = (),
 ) -> BufferPlan:
-    """The `BufferPlan`, with the public view's steps, checked once to stay inside the buffer."""
+    """The `BufferPlan`, with the byte strides of the public view and kernel, checked to stay inside."""
     steps = (*output_steps, filter_step, *input_steps, 1)
-    view_steps = _checked_steps(size, origin, geometry.canonical_shape, steps)
+    view_strides = _checked_strides(size, origin, geometry.canonical_shape, steps, itemsize)
     if geometry.layout != "channels_last":  # the canonical order is the channels-last one
-        view_steps = tuple([view_steps[axis] for axis in canonical_permutation(geometry)])
-    if kernel_steps:  # of the grouped kernel, `kernel_shape`
-        kernel_steps = _checked_steps(size, kernel_origin, kernel_shape, kernel_steps)
+        view_strides = tuple([view_strides[axis] for axis in canonical_permutation(geometry)])
+    kernel_strides = _checked_strides(size, kernel_origin, kernel_shape, kernel_steps, itemsize)
     return BufferPlan(
-        size, origin, output_steps, filter_step, input_steps, kernel_origin, kernel_steps, view_steps
+        size,
+        origin,
+        output_steps,
+        filter_step,
+        input_steps,
+        kernel_origin,
+        itemsize,
+        view_strides,
+        kernel_shape,
+        kernel_strides,
     )
 
 
@@ -168,21 +196,27 @@ def _moving(shape: tuple[int, ...], steps: tuple[int, ...]) -> tuple[int, ...]:
     return tuple([step if n > 1 else 0 for n, step in zip(shape, steps)])
 
 
-def _checked_steps(size: int, offset: int, shape: tuple[int, ...], steps: tuple[int, ...]) -> tuple[int, ...]:
-    """`_moving` steps of a view of `shape` (no empty axis), checked by `_check_reach` in the same pass."""
+def _checked_strides(
+    size: int, offset: int, shape: tuple[int, ...], steps: tuple[int, ...], itemsize: int
+) -> tuple[int, ...]:
+    """Byte strides of the `_moving` `steps` of a view of `shape` (no empty axis).
+
+    Checked by `_check_reach` in the same pass.
+    """
     low = high = offset
-    moving = []
+    strides = []
     for n, step in zip(shape, steps):
         if n == 1:
-            step = 0
-        elif step < 0:
+            strides.append(0)
+            continue
+        if step < 0:
             low += (n - 1) * step
         else:
             high += (n - 1) * step
-        moving.append(step)
+        strides.append(step * itemsize)
     if low < 0 or high >= size:
         _check_reach(size, offset, shape, steps)  # raises, with the message
-    return tuple(moving)
+    return tuple(strides)
 
 
 def _mixed_radix(widths: list[int], innermost: int) -> tuple[int, ...]:
@@ -206,16 +240,16 @@ def fill_buffer(geometry: Geometry, plan: BufferPlan, kernel: np.ndarray) -> np.
     ``.base`` of a plain view of it, so that any slice of a view still leads to its operator.
     """
     dtype = kernel.dtype
-    storage = bytearray(plan.size * dtype.itemsize)  # zero-filled
-    # The kernel (*k, Cg, F) seen as (*k, Cg, groups, F // groups).
-    grouped = kernel.reshape(kernel.shape[:-1] + (geometry.groups, geometry.group_filters))
+    storage = bytearray(plan.size * plan.itemsize)  # zero-filled
     if geometry.circular:
+        # The kernel (*k, Cg, F) seen as (*k, Cg, groups, F // groups).
+        grouped = kernel.reshape(kernel.shape[:-1] + (geometry.groups, geometry.group_filters))
         _fill_circular(geometry, grouped, np.frombuffer(storage, dtype))
     else:
         # Written through an array on the scratch memory itself, released at once.
-        itemsize = dtype.itemsize
-        strides = tuple([step * itemsize for step in plan.kernel_steps])
-        np.ndarray(grouped.shape, dtype, storage, plan.kernel_origin * itemsize, strides)[...] = grouped
+        shape = plan.kernel_shape  # (*k, Cg, groups, F // groups)
+        target = np.ndarray(shape, dtype, storage, plan.kernel_origin * plan.itemsize, plan.kernel_strides)
+        target[...] = kernel.reshape(shape)
     return FrozenBuffer((plan.size,), dtype, bytes(storage))
 
 
@@ -347,14 +381,14 @@ def operator_view(
 
     `origin` is its operator, or a recipe ``(factory, *arguments)`` that builds it on first use.
     """
+    itemsize = plan.itemsize
     if not adjoint:
-        shape, steps = geometry.view_shape, plan.view_steps  # reach checked by `plan_buffer`
+        shape, strides = geometry.view_shape, plan.view_strides  # reach checked by `plan_buffer`
     else:
         order = canonical_permutation(geometry, adjoint=True)
         shape = tuple([geometry.canonical_shape[axis] for axis in order])
         steps = _moving(shape, tuple([plan.steps[axis] for axis in order]))
-    itemsize = buffer.itemsize
-    strides = tuple([step * itemsize for step in steps])
+        strides = tuple([step * itemsize for step in steps])
     view = OperatorView(shape, buffer.dtype, buffer, plan.origin * itemsize, strides)
     view._origin = origin
     return view  # type: ignore[no-any-return]

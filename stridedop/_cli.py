@@ -178,7 +178,7 @@ def info(args: argparse.Namespace) -> int:
     itemsize = dtype.itemsize
     dense = geometry.dense_size * itemsize
     # Integer arithmetic only: nothing is allocated. The modes without a view hold no buffer.
-    buffer = plan_buffer(geometry).size * itemsize if geometry.mode.has_view else 0
+    buffer = plan_buffer(geometry, itemsize).size * itemsize if geometry.mode.has_view else 0
     nonzeros = geometry.nonzero_count
     print(f"kernel        {args.kernel} {dtype}")
     print(f"input_shape   {geometry.input_shape}")

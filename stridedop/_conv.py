@@ -52,32 +52,7 @@ class StridedOperator(NamedTuple):
         cls, kernel: np.ndarray, geometry: Geometry, plan: BufferPlan | None = None
     ) -> StridedOperator:
         """Lay out the channels-last `kernel` for `geometry`; checks every size first."""
-        itemsize = kernel.dtype.itemsize
-        if geometry.dense_size * itemsize > INTP_MAX:
-            check_addressable(geometry.view_shape, itemsize, "the operator view")
-        if plan is None:
-            plan = plan_buffer(geometry)
-        needed = plan.size * itemsize
-        # Small buffers cannot exhaust memory: ask the system only about large ones.
-        available = available_memory() if needed > _QUERY_MEMORY_ABOVE else None
-        # It is filled in scratch memory, then frozen into an immutable copy: twice, briefly.
-        if available is not None and 2 * needed > available:
-            raise DescribedMemoryError(
-                f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes, twice that while "
-                f"it is built) but only "
-                f"{format_bytes(available)} are available; the kernel and `input_shape` "
-                f"{geometry.input_shape} are too large for a view on this machine"
-            )
-        try:
-            buffer = fill_buffer(geometry, plan, kernel)
-        except MemoryError as error:  # the descriptive message; nothing to pay when all goes well
-            with refused_allocation(
-                lambda: f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes), more than "
-                f"this process may allocate; the kernel and `input_shape` {geometry.input_shape} are too "
-                "large for a view here"
-            ):
-                raise error
-        return cls(geometry, plan, buffer)
+        return cls(*filled_buffer(kernel, geometry, plan))
 
     def view(self, origin: Any = None, *, adjoint: bool = False) -> OperatorView:
         """The read-only operator view (shape ``(*output_shape, *input_shape)``, or reversed).
@@ -86,15 +61,50 @@ class StridedOperator(NamedTuple):
         ``view.operator`` is first asked for.
         """
         if origin is None:
-            origin = (_conv_operator, self)
+            origin = (_conv_operator, *self)
         return operator_view(self.buffer, self.geometry, self.plan, origin, adjoint=adjoint)
 
 
-def _conv_operator(strided: StridedOperator) -> Any:
-    """The `ConvOperator` (forward direction) whose view is `strided`'s, sharing its buffer."""
+def filled_buffer(
+    kernel: np.ndarray, geometry: Geometry, plan: BufferPlan | None = None
+) -> tuple[Geometry, BufferPlan, np.ndarray]:
+    """The channels-last `kernel` laid out for `geometry` (`StridedOperator`'s fields); checks sizes first.
+
+    `plan` is `geometry`'s buffer plan if already made (for the kernel's itemsize).
+    """
+    itemsize = kernel.dtype.itemsize
+    if geometry.dense_size * itemsize > INTP_MAX:
+        check_addressable(geometry.view_shape, itemsize, "the operator view")
+    if plan is None or plan.itemsize != itemsize:
+        plan = plan_buffer(geometry, itemsize)
+    needed = plan.size * itemsize
+    # Small buffers cannot exhaust memory: ask the system only about large ones.
+    available = available_memory() if needed > _QUERY_MEMORY_ABOVE else None
+    # It is filled in scratch memory, then frozen into an immutable copy: twice, briefly.
+    if available is not None and 2 * needed > available:
+        raise DescribedMemoryError(
+            f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes, twice that while "
+            f"it is built) but only "
+            f"{format_bytes(available)} are available; the kernel and `input_shape` "
+            f"{geometry.input_shape} are too large for a view on this machine"
+        )
+    try:
+        buffer = fill_buffer(geometry, plan, kernel)
+    except MemoryError as error:  # the descriptive message; nothing to pay when all goes well
+        with refused_allocation(
+            lambda: f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes), more than "
+            f"this process may allocate; the kernel and `input_shape` {geometry.input_shape} are too "
+            "large for a view here"
+        ):
+            raise error
+    return geometry, plan, buffer
+
+
+def _conv_operator(geometry: Geometry, plan: BufferPlan, buffer: np.ndarray) -> Any:
+    """The `ConvOperator` (forward direction) whose view reads `buffer`, sharing it."""
     from ._operator import ConvOperator  # the operator module builds on this one
 
-    return ConvOperator._of_buffer(strided)
+    return ConvOperator._of_buffer(StridedOperator(geometry, plan, buffer))
 
 
 def conv_view(
@@ -202,11 +212,15 @@ def conv_view(
     False
     """
     kernel = as_numeric_array(kernel, "kernel")
+    itemsize = kernel.dtype.itemsize
     geometry, buffer_plan = plan(
-        kernel.shape, input_shape, padding, padding_mode, stride, dilation, groups, layout
+        kernel.shape, input_shape, padding, padding_mode, stride, dilation, groups, layout, itemsize=itemsize
     )
-    require_view(geometry)
-    return StridedOperator.build(canonical_kernel(kernel, geometry.layout), geometry, buffer_plan).view()
+    if buffer_plan is None:  # the padding modes without a view have no buffer plan
+        require_view(geometry)
+    kernel = canonical_kernel(kernel, geometry.layout)
+    geometry, buffer_plan, buffer = filled_buffer(kernel, geometry, buffer_plan)
+    return operator_view(buffer, geometry, buffer_plan, (_conv_operator, geometry, buffer_plan, buffer))
 
 
 def require_view(geometry: Geometry) -> None:
@@ -219,16 +233,17 @@ def require_view(geometry: Geometry) -> None:
         )
 
 
-def _is_plain(value: Any) -> bool:
-    """True for an int, a str, or a tuple of ints or of int tuples: keys that hash by value and type."""
-    kind = type(value)
-    if kind is int or kind is str:
-        return True
-    if kind is not tuple:
-        return False
-    for item in value:
-        if type(item) is not int and not (type(item) is tuple and all(type(w) is int for w in item)):
+def _all_plain(values: tuple[Any, ...]) -> bool:
+    """True if every value is an int, a str, or a tuple of ints or of int tuples (hashed by value, type)."""
+    for value in values:
+        kind = type(value)
+        if kind is int or kind is str:
+            continue
+        if kind is not tuple:
             return False
+        for item in value:
+            if type(item) is not int and not (type(item) is tuple and all(type(w) is int for w in item)):
+                return False
     return True
 
 
@@ -239,6 +254,7 @@ def _cached_plan(*arguments: Any) -> tuple[Geometry, BufferPlan | None]:
 
 def _plan(
     kernel_shape: tuple[int, ...],
+    itemsize: int,
     input_shape: Any,
     padding: Any,
     padding_mode: Any,
@@ -257,19 +273,17 @@ def _plan(
         groups=groups,
         layout=layout,
     )
-    return geometry, (plan_buffer(geometry) if geometry.mode.has_view else None)
+    return geometry, (plan_buffer(geometry, itemsize) if geometry.mode.has_view else None)
 
 
-def plan(kernel_shape: tuple[int, ...], *arguments: Any) -> tuple[Geometry, BufferPlan | None]:
-    """Check the geometry arguments and lay out the buffer (pure arithmetic, no allocation).
+def plan(kernel_shape: tuple[int, ...], *arguments: Any, itemsize: int) -> tuple[Geometry, BufferPlan | None]:
+    """Check the geometry arguments and lay out the buffer for `itemsize` (arithmetic, no allocation).
 
     Both depend only on the arguments, so they are cached when every argument is a plain int,
     str or tuple of ints: a float or a list that equals a cached int or tuple must still be
     checked (and refused) on its own, so such arguments bypass the cache. (`kernel_shape` is an
-    ndarray's shape: always a tuple of ints.)
+    ndarray's shape, always a tuple of ints, and `itemsize` a dtype's, an int.)
     """
-    for argument in arguments:
-        kind = type(argument)
-        if kind is not int and kind is not str and not _is_plain(argument):
-            return _plan(kernel_shape, *arguments)
-    return _cached_plan(kernel_shape, *arguments)
+    if _all_plain(arguments):
+        return _cached_plan(kernel_shape, itemsize, *arguments)
+    return _plan(kernel_shape, itemsize, *arguments)

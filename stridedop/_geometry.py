@@ -61,20 +61,20 @@ def as_numeric_array(value: Any, name: str) -> np.ndarray:
 
     A masked array with masked entries is refused: `np.asarray` would silently drop its mask.
     """
-    masked = np.ma.count_masked(value) if isinstance(value, np.ma.MaskedArray) else 0
-    if masked:
-        raise ValueError(
-            f"`{name}` is a masked array with {masked} masked entries; "
-            f"fill them first (`{name}.filled(0)`) or pass `{name}.data` to use the values under the mask"
-        )
-    array = np.asarray(value)
-    kind = array.dtype.kind
-    if kind not in "biufc":
+    if type(value) is not np.ndarray:  # else the common case: neither masked nor to convert
+        masked = np.ma.count_masked(value) if isinstance(value, np.ma.MaskedArray) else 0
+        if masked:
+            raise ValueError(
+                f"`{name}` is a masked array with {masked} masked entries; "
+                f"fill them first (`{name}.filled(0)`) or pass `{name}.data` to use the values under the mask"
+            )
+        value = np.asarray(value)
+    if value.dtype.kind not in "biufc":
         raise TypeError(
-            f"`{name}` has dtype {array.dtype}, which is not numeric; "
+            f"`{name}` has dtype {value.dtype}, which is not numeric; "
             "expected a bool, integer, floating or complex dtype"
         )
-    return array
+    return value
 
 
 def as_int(value: Any, name: str) -> int:
@@ -184,6 +184,8 @@ class Geometry:
     output_shape: tuple[int, ...] = field(init=False)
     view_shape: tuple[int, ...] = field(init=False)
     canonical_shape: tuple[int, ...] = field(init=False)  # in the buffer's order: (*o, F, *m, C)
+    dense_size: int = field(init=False)  # entries of the dense operator
+    circular: bool = field(init=False)  # whether the input wraps around (the circular padding mode)
 
     def __init__(
         self,
@@ -218,8 +220,10 @@ class Geometry:
         fields["spatial_output"] = spatial_output
         fields["input_shape"] = input_shape
         fields["output_shape"] = output_shape
-        fields["view_shape"] = (*output_shape, *input_shape)
+        fields["view_shape"] = view_shape = (*output_shape, *input_shape)
         fields["canonical_shape"] = (*spatial_output, filters, *spatial_input, channels)
+        fields["dense_size"] = math.prod(view_shape)
+        fields["circular"] = mode.name == "circular"
 
     def _key(self) -> tuple[Any, ...]:
         return (self.axes, self.channels, self.filters, self.groups, self.mode.name, self.layout)
@@ -229,16 +233,6 @@ class Geometry:
 
     def __hash__(self) -> int:
         return hash(self._key())
-
-    @property
-    def circular(self) -> bool:
-        """Whether the input wraps around (the circular padding mode)."""
-        return self.mode.name == "circular"
-
-    @property
-    def dense_size(self) -> int:
-        """Entries of the dense operator."""
-        return math.prod(self.view_shape)
 
     @property
     def spatial_kernel(self) -> tuple[int, ...]:

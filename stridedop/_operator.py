@@ -166,7 +166,8 @@ class ConvOperator(BaseOperator):
         method: Method = "auto",
     ) -> None:
         kernel = as_numeric_array(kernel, "kernel")
-        geometry, _ = plan(kernel.shape, input_shape, padding, padding_mode, stride, dilation, groups, layout)
+        arguments = (input_shape, padding, padding_mode, stride, dilation, groups, layout)
+        geometry, _ = plan(kernel.shape, *arguments, itemsize=kernel.dtype.itemsize)
         state = _new_state(kernel, geometry, resolve_method(method, geometry, kernel.dtype))
         self._become(state, transposed=False, conjugated=False)
 
@@ -266,7 +267,8 @@ class ConvOperator(BaseOperator):
         geometry = self._geometry
         if not geometry.mode.has_view:
             return 0
-        return plan_buffer(geometry).size * self.dtype.itemsize
+        itemsize = self.dtype.itemsize
+        return plan_buffer(geometry, itemsize).size * itemsize
 
     # -- directions ---------------------------------------------------------------------------
     @property
@@ -512,7 +514,8 @@ class ConvOperator(BaseOperator):
         state = _checked_state(state)
         kernel = as_numeric_array(state["kernel"], "kernel")
         names = ("padding", "padding_mode", "stride", "dilation", "groups", "layout")
-        geometry, _ = plan(kernel.shape, state["input_shape"], *[state[name] for name in names])
+        arguments = [state[name] for name in names]
+        geometry, _ = plan(kernel.shape, state["input_shape"], *arguments, itemsize=kernel.dtype.itemsize)
         self._become(
             _new_state(kernel, geometry, resolve_method(state["method"], geometry, kernel.dtype)),
             transposed=state["transposed"],

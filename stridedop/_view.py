@@ -91,19 +91,17 @@ class OperatorView(np.ndarray):
     True
     """
 
+    # The operator, or a recipe ``(factory, *arguments)`` that builds it. Set where a view is
+    # built; an array derived through a path that kept the type never gets it (an orphan, with no
+    # operator): it is read with `_origin_of`. (No `__array_finalize__`: a Python call per build.)
     __slots__ = ("_origin",)
-    _origin: Any  # the operator, or a recipe ``(factory, *arguments)`` that builds it; None: an orphan
-
-    def __array_finalize__(self, obj: Any) -> None:
-        # Built here (the origin is set next) or derived through a path that kept the type:
-        # the array has no operator until one is given.
-        self._origin = None
+    _origin: Any
 
     # -- the operator ---------------------------------------------------------------------------
     @property
     def operator(self) -> Any:
         """The operator of this view (a `ConvOperator`, or the matrix of a structured view)."""
-        origin = self._origin
+        origin = _origin_of(self)
         if origin is None:
             raise AttributeError(
                 "this OperatorView was derived from another one and has no operator; "
@@ -115,7 +113,7 @@ class OperatorView(np.ndarray):
         return origin
 
     def _operator_or_none(self) -> Any:
-        return None if self._origin is None else self.operator
+        return None if _origin_of(self) is None else self.operator
 
     # -- NumPy protocols: contractions through the operator, the rest on a plain view -------------
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
@@ -168,17 +166,22 @@ class OperatorView(np.ndarray):
     def __repr__(self) -> str:
         from ._display import view_text
 
-        return view_text(self) if self._origin is not None else repr(plain(self))
+        return view_text(self) if _origin_of(self) is not None else repr(plain(self))
 
     def __str__(self) -> str:
         from ._display import view_text
 
-        return view_text(self) if self._origin is not None else str(plain(self))
+        return view_text(self) if _origin_of(self) is not None else str(plain(self))
 
     def _repr_html_(self) -> str | None:
         from ._display import view_html
 
-        return view_html(self) if self._origin is not None else None
+        return view_html(self) if _origin_of(self) is not None else None
+
+
+def _origin_of(view: OperatorView) -> Any:
+    """The origin of `view` (its operator or the recipe of it), None for an orphan."""
+    return getattr(view, "_origin", None)
 
 
 def _operator_view(operator: Any) -> OperatorView:
@@ -202,7 +205,7 @@ def find_operator_view(array: Any) -> OperatorView | None:
     """The OperatorView that `array` is, or is a view of (through plain views), or None."""
     while isinstance(array, np.ndarray):
         if isinstance(array, OperatorView):
-            return array if array._origin is not None else None
+            return array if _origin_of(array) is not None else None
         array = array.base
     return None
 

@@ -114,6 +114,26 @@ def test_every_numeric_dtype_is_kept(dtype):
     np.testing.assert_array_equal(W, loop_operator(kernel, (4, 5)))
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("padding", ["valid", "same", "circular"])
+def test_one_geometry_with_kernels_of_every_itemsize_in_turn(layout, padding):
+    # The buffer plan holds byte strides and is cached per itemsize: alternating itemsizes on one
+    # geometry (and coming back to the first) must give each kernel its own strides.
+    kernel = np.arange(1, 2 * 3 * 2 * 4 + 1).reshape(2, 3, 2, 4)
+    expected = loop_operator(kernel, (4, 5), padding=padding, stride=(1, 2), groups=2)
+    for dtype in (np.float64, np.int8, np.complex128, np.float32, np.int16, np.float64):
+        given = kernel.astype(dtype)
+        if layout == "channels_first":
+            given = to_channels_first_kernel(given)
+        W = stridedop.conv_view(given, (4, 5), padding=padding, stride=(1, 2), groups=2, layout=layout)
+        assert W.dtype == dtype and W.strides[-1] % np.dtype(dtype).itemsize == 0
+        low, high = byte_bounds(W)
+        buffer_low, buffer_high = byte_bounds(owner(W))
+        assert buffer_low <= low and high <= buffer_high
+        dense = expected if layout == "channels_last" else to_channels_first_operator(expected, 2)
+        np.testing.assert_array_equal(W, dense.astype(dtype))
+
+
 def test_non_finite_values_are_carried_exactly():
     kernel = np.array([np.nan, np.inf, -np.inf, -0.0]).reshape(4, 1, 1)
     W = stridedop.conv_view(kernel, (5, 1))
@@ -327,3 +347,26 @@ def test_reachable_bytes_match_formula_on_a_large_input():
     low, high = byte_bounds(W)
     assert (high - low) / W.nbytes < 0.002
     assert math.prod(W.shape) * 4 == W.nbytes
+
+
+@pytest.mark.parametrize(
+    ("name", "plain", "equal", "message"),
+    [
+        ("input_shape", (5, 5, 2), (5.0, 5, 2), "`input_shape` must be an integer, got the fractional"),
+        ("stride", 1, True, "`stride` must be an integer, got the bool True"),
+        ("stride", (1, 1), (1, 1.0), "`stride` must be an integer, got the fractional value 1.0"),
+        ("dilation", 1, 1.0, "`dilation` must be an integer, got the fractional value 1.0"),
+        ("padding", ((1, 1), (1, 1)), ((1, 1), (1, 1.0)), "`padding` must be an integer, got the fractional"),
+        ("groups", 1, True, "`groups` must be an integer, got the bool True"),
+    ],
+)
+def test_a_value_equal_to_a_cached_plain_one_is_still_checked(name, plain, equal, message):
+    # Geometry and buffer plan are cached for plain ints, strs and int tuples only: 1.0 == True == 1
+    # hash alike, and must not find the cached plan of 1.
+    kernel = np.ones((3, 3, 2, 2))
+    arguments = {"input_shape": (5, 5, 2), name: plain}
+    expected = np.array(stridedop.conv_view(kernel, **arguments))  # now cached
+    assert equal == plain and hash(equal) == hash(plain)
+    with pytest.raises(ValueError, match=message):
+        stridedop.conv_view(kernel, **{**arguments, name: equal})
+    np.testing.assert_array_equal(stridedop.conv_view(kernel, **arguments), expected)

@@ -365,21 +365,79 @@ def test_depthwise_taps_in_every_mode_and_dtype(monkeypatch, mode, dtype, block_
     assert len(calls) == len(adjoint_calls) == 1
 
 
+ADJOINT_STRATEGIES = ["tap gemm", "taps as channels", "scatter", "polyphase", "correlation"]
+
+
+def force_adjoint(monkeypatch, strategy):
+    """Make `_adjoint_onto_padded` run `strategy` wherever it applies (the planner's choice elsewhere).
+
+    The tap GEMMs need no groups and BLAS dtypes; polyphase needs strides (its phases are stride-1
+    problems, planned as usual); the correlation needs stride 1. Returns the calls of the strategy.
+    """
+    original = _apply._adjoint_strategy
+
+    def forced(kernel, axes, groups, dtype, channels_first, nbytes):
+        strided = any(axis.stride > 1 for axis in axes)
+        blas = groups == 1 and np.dtype(dtype).name in _apply._BLAS_KINDS and _apply._blas() is not None
+        applies = {
+            "tap gemm": blas,
+            "taps as channels": blas and axes[-1].stride == 1,
+            "scatter": True,
+            "polyphase": strided,
+            "correlation": not strided,
+        }[strategy]
+        chosen = strategy if applies else original(kernel, axes, groups, dtype, channels_first, nbytes)
+        calls.append(chosen == strategy)
+        return chosen
+
+    calls = []
+    monkeypatch.setattr(_apply, "_adjoint_strategy", forced)
+    return calls
+
+
+@pytest.mark.parametrize("strategy", ADJOINT_STRATEGIES)
 @pytest.mark.parametrize("dtype", [np.float32, np.complex128])
 @pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
-@pytest.mark.parametrize("name", ["stride, few channels", "3-D"])
-def test_adjoint_with_strides_on_the_phases_of_the_input(monkeypatch, name, layout, dtype):
-    # The planner takes this adjoint for few channels only; force it wherever it applies (no
-    # groups, dilation 1 and strides up to the kernel's size along the strided axes).
-    force_phases(monkeypatch)
-    calls = spy(monkeypatch, "_adjoint_by_phases")
+@pytest.mark.parametrize("name", list(CASES))
+def test_every_adjoint_strategy_equals_the_loop_oracle(monkeypatch, name, layout, dtype, strategy):
+    calls = force_adjoint(monkeypatch, strategy)
     test_both_directions_equal_the_loop_oracle(name, layout, dtype, "direct")
     assert calls
 
 
-def force_phases(monkeypatch):
-    suits = _apply._phases_possible
-    monkeypatch.setattr(_apply, "_phases_suit", lambda kernel, axes, groups: suits(axes, groups))
+@pytest.mark.parametrize(
+    ("kernel_shape", "input_shape", "options", "layout", "expected"),
+    [
+        ((3, 3, 16, 32), (32, 32, 16), {"stride": 2}, "channels_first", "tap gemm"),
+        ((3, 3, 16, 32), (32, 32, 16), {"stride": 2}, "channels_last", "tap gemm"),
+        ((3, 3, 16, 16), (32, 32, 16), {}, "channels_last", "tap gemm"),
+        ((3, 3, 16, 16), (32, 32, 16), {}, "channels_first", "correlation"),
+        ((7, 7, 3, 32), (64, 64, 3), {"stride": 2, "padding": 3}, "channels_last", "scatter"),
+        ((7, 7, 3, 16), (128, 128, 3), {}, "channels_first", "scatter"),
+        ((3, 3, 3, 8, 8), (16, 16, 16, 8), {}, "channels_first", "correlation"),
+        ((3, 3, 3, 8, 8), (16, 16, 16, 8), {}, "channels_last", "taps as channels"),
+        ((7, 7, 3, 16), (128, 128, 3), {}, "channels_last", "taps as channels"),
+        ((3, 3, 8, 32), (32, 32, 32), {"groups": 4}, "channels_last", "correlation"),
+        ((1, 1, 64, 64), (32, 32, 64), {}, "channels_last", "correlation"),
+        ((3, 3, 1, 4), (9, 9, 4), {"groups": 4, "stride": 2}, "channels_first", "polyphase"),
+    ],
+)
+def test_the_planner_picks_each_adjoint_strategy(
+    monkeypatch, kernel_shape, input_shape, options, layout, expected
+):
+    # The layers of benchmarks/layers.py that reach each strategy (float32).
+    pytest.importorskip("scipy")  # the tap GEMMs accumulate through SciPy's BLAS
+    kernel = np.ones(kernel_shape, np.float32)
+    if layout == "channels_first":
+        n = len(kernel_shape) - 2
+        kernel, input_shape = kernel.transpose(n + 1, n, *range(n)), (input_shape[-1], *input_shape[:-1])
+    op = stridedop.ConvOperator(kernel, input_shape, layout=layout, **options)
+    chosen, original = [], _apply._adjoint_strategy
+    monkeypatch.setattr(
+        _apply, "_adjoint_strategy", lambda *args: chosen.append(original(*args)) or chosen[-1]
+    )
+    op.H @ np.zeros((1, *op.output_shape), np.float32)
+    assert chosen[0] == expected
 
 
 def spy(monkeypatch, name):
@@ -389,10 +447,11 @@ def spy(monkeypatch, name):
     return calls
 
 
+@pytest.mark.parametrize("strategy", ["scatter", "polyphase"])
 @pytest.mark.parametrize("mode", list(NUMPY_MODES))
 @pytest.mark.parametrize("dtype", [np.int16, np.uint8])
-def test_strides_on_the_phases_with_integers_and_every_mode(monkeypatch, dtype, mode):
-    force_phases(monkeypatch)
+def test_strided_adjoints_with_integers_and_every_mode(monkeypatch, dtype, mode, strategy):
+    force_adjoint(monkeypatch, strategy)
     rng = np.random.default_rng(12)
     m, options = (7, 6), {"padding": [(2, 1), (0, 3)], "stride": (2, 3)}  # kernel (3, 4)
     kernel = rng.integers(-3, 4, (3, 4, 2, 3))
