@@ -18,6 +18,7 @@ GEOMETRIES = {
     "2-D, one tap along the last axis": ((6, 4), (3, 1), 3, {"padding": 1}),
     "2-D, dilation": ((8, 9), (3, 3), 2, {"padding": "same", "dilation": (2, 3)}),
     "2-D, dilation 1 then 2": ((7, 8), (2, 3), 3, {"dilation": (1, 2)}),
+    "2-D, long rows": ((3, 44), (2, 3), 2, {"padding": "same"}),
     "1-D": ((11,), (3,), 5, {"padding": 2}),
     "1-D, dilation": ((12,), (4,), 2, {"padding": "same", "dilation": 2}),
     "3-D": ((4, 5, 6), (2, 3, 3), 2, {"padding": "same"}),
@@ -107,9 +108,9 @@ def test_both_directions_equal_the_loop_oracle(monkeypatch, name, layout, dtype)
     assert calls == {"forward": [first], "adjoint": [first]}
 
 
-@pytest.mark.parametrize("block_bytes", [1, 100])
+@pytest.mark.parametrize("block_bytes", [1, 7, 100])
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("name", ["2-D", "2-D, four taps, full", "3-D"])
+@pytest.mark.parametrize("name", ["2-D", "2-D, four taps, full", "2-D, long rows", "3-D"])
 def test_small_blocks_and_a_shorter_last_one(monkeypatch, name, layout, block_bytes):
     # One row (channels-first) or one pixel (channels-last) per block, or a few with a last short one.
     monkeypatch.setattr(_depthwise, "_BLOCK_BYTES", block_bytes * 2**10)
