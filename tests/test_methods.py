@@ -462,3 +462,30 @@ def test_strided_adjoints_with_integers_and_every_mode(monkeypatch, dtype, mode,
     expected_adjoint = np.rint(y.reshape(2, -1) @ dense).astype(np.int64).astype(dtype)
     np.testing.assert_array_equal((op @ x.astype(dtype)).reshape(2, -1), expected)
     np.testing.assert_array_equal((op.H @ y.astype(dtype)).reshape(2, -1), expected_adjoint)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    case=geometries(),
+    strategy=st.sampled_from(ADJOINT_STRATEGIES),
+    layout=st.sampled_from(["channels_last", "channels_first"]),
+    data=st.data(),
+)
+def test_random_geometries_with_every_adjoint_strategy(case, strategy, layout, data):
+    m, k, channels, filters, options, mode = case
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        force_adjoint(monkeypatch, strategy)
+        rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+        kernel = rng.standard_normal((*k, channels // options["groups"], filters))
+        dense = mode_dense(kernel, m, channels, options, mode)  # rows (*o, F), columns (*m, C)
+        op = stridedop.ConvOperator(kernel, (*m, channels), padding_mode=mode, method="direct", **options)
+        y = rng.standard_normal((2, *op.output_shape))
+        expected = (y.reshape(2, -1) @ dense).reshape(2, *op.input_shape)
+        if layout == "channels_first":
+            n = len(m)
+            first = kernel.transpose(n + 1, n, *range(n))
+            op = stridedop.ConvOperator(
+                first, (channels, *m), layout=layout, padding_mode=mode, method="direct", **options
+            )
+            y, expected = np.moveaxis(y, -1, 1), np.moveaxis(expected, -1, 1)
+        np.testing.assert_allclose(op.H @ y, expected, atol=1e-9)
