@@ -30,7 +30,7 @@ on the padded input):
   buffer and multiplied by the kernel matrix ``(taps * C, F)``. With few channels per group
   the channels-first form copies whole rows.
 * *strided im2col* (stride > 1): the windows of the output grid itself, copied block by block,
-  in either layout.
+  in either layout; small images go several to a block (`_strided_blocks`).
 
 Adjoint (``xp[o * stride + r * dilation] += K[r]^T y[o]``, then `_unpad`; `_adjoint_strategy`
 picks one). Tap ``r`` of output ``o`` lands on entry ``o + (r * d) // s`` of phase ``(r * d) mod s``
@@ -89,6 +89,7 @@ METHODS = ("auto", "direct", "fft")
 _BLOCK_BYTES = 2**20  # one block of work: stays in the L2/L3 cache
 _TAP_BLOCK_BYTES = 2**18  # tap GEMMs: the block of input and output that every tap rereads (L2)
 _COLUMNS_BYTES = 2**17  # im2col: the columns of one group's block (measured on the layer table)
+_IMAGES_BYTES = 2**20  # strided im2col: images within `_COLUMNS_BYTES` go whole, this many bytes a block
 _FEW_CHANNELS = 4  # channels per group up to which stride-1 products go channels-first
 _TAP_GEMM_CHANNELS = 8  # channels per group from which one GEMM per tap beats im2col
 _BLAS_KINDS = {"float32", "float64", "complex64", "complex128"}
@@ -714,16 +715,16 @@ def _strided_im2col(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp:
     windows = windows.reshape(*windows.shape[: n + 1], groups, cg, *taps_shape)
     windows = np.moveaxis(windows, n + 2, -1)
     weights = kernel.reshape(taps * cg, groups, fg).transpose(1, 0, 2)  # (G, taps * Cg, Fg)
-    row_pixels = math.prod(outputs[1:])
     out = np.empty((batch, *outputs, groups, fg), dtype=xp.dtype)
-    rows_per_block = max(1, _COLUMNS_BYTES // max(1, row_pixels * taps * cg * xp.itemsize))
-    for b in range(batch):
+    images, rows_per_block = _strided_blocks(outputs, taps * cg * xp.itemsize)
+    for b in range(0, batch, images):
         for start in range(0, outputs[0], rows_per_block):
             stop = min(start + rows_per_block, outputs[0])
-            block = _scratch("columns", windows[b, start:stop].shape, xp.dtype)
-            np.copyto(block, windows[b, start:stop])  # the one copy of these windows
-            block = block.reshape((stop - start) * row_pixels, groups, taps * cg).transpose(1, 0, 2)
-            target = out[b, start:stop].reshape(-1, groups, fg).transpose(1, 0, 2)
+            part = windows[b : b + images, start:stop]
+            block = _scratch("columns", part.shape, xp.dtype)
+            np.copyto(block, part)  # the one copy of these windows
+            block = block.reshape(-1, groups, taps * cg).transpose(1, 0, 2)
+            target = out[b : b + images, start:stop].reshape(-1, groups, fg).transpose(1, 0, 2)
             np.matmul(block, weights, out=target)
     return out.reshape(batch, *outputs, filters)
 
@@ -755,16 +756,30 @@ def _strided_im2col_first(
     weights = kernel.reshape(taps, cg, groups, fg).transpose(2, 3, 1, 0).reshape(groups, fg, cg * taps)
     out = np.empty((batch, groups, fg, *outputs), dtype=xp.dtype)
     row_pixels = math.prod(outputs[1:])
-    rows_per_block = max(1, _COLUMNS_BYTES // max(1, row_pixels * taps * cg * xp.itemsize))
-    for b in range(batch):
+    images, rows_per_block = _strided_blocks(outputs, taps * cg * xp.itemsize)
+    for b in range(0, batch, images):
         for start in range(0, outputs[0], rows_per_block):
             stop = min(start + rows_per_block, outputs[0])
-            part = windows[(b, Ellipsis, slice(start, stop)) + (slice(None),) * (n - 1)]
+            part = windows[(slice(b, b + images), Ellipsis, slice(start, stop)) + (slice(None),) * (n - 1)]
             block = _scratch("columns", part.shape, xp.dtype)
             np.copyto(block, part)  # the one copy of these windows
-            target = out[b, :, :, start:stop].reshape(groups, fg, -1)
-            np.matmul(weights, block.reshape(groups, cg * taps, -1), out=target)
+            pixels = (stop - start) * row_pixels
+            target = out[b : b + images, :, :, start:stop].reshape(-1, groups, fg, pixels)
+            np.matmul(weights, block.reshape(-1, groups, cg * taps, pixels), out=target)
     return out.reshape(batch, filters, *outputs)
+
+
+def _strided_blocks(outputs: tuple[int, ...], pixel_bytes: int) -> tuple[int, int]:
+    """Images and leading output rows per block of strided im2col, with `pixel_bytes` of columns per group.
+
+    About `_COLUMNS_BYTES` of columns a block per group, measured best for large images; images
+    within that go whole, several to a block up to `_IMAGES_BYTES`: fewer, larger products.
+    """
+    row_bytes = math.prod(outputs[1:]) * pixel_bytes
+    rows = max(1, _COLUMNS_BYTES // max(1, row_bytes))
+    if rows < outputs[0]:
+        return 1, rows
+    return max(1, _IMAGES_BYTES // max(1, row_bytes * outputs[0])), outputs[0]
 
 
 # -- adjoint strategies ---------------------------------------------------------------------------
