@@ -1,5 +1,6 @@
 """Every method and every internal strategy of `op @ x` and `op.H @ y` against the loop oracle."""
 
+import math
 import tracemalloc
 
 import numpy as np
@@ -489,3 +490,26 @@ def test_random_geometries_with_every_adjoint_strategy(case, strategy, layout, d
             )
             y, expected = np.moveaxis(y, -1, 1), np.moveaxis(expected, -1, 1)
         np.testing.assert_allclose(op.H @ y, expected, atol=1e-9)
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("name", ["stride", "stride, many channels", "3-D"])
+@pytest.mark.parametrize("images", [1, 2])
+def test_strided_im2col_blocks_of_rows_and_of_images(monkeypatch, name, layout, images):
+    # One image row per block, or whole images two to a block with a last block of one (batch 3).
+    op, dense = make_case(name, np.float64, layout, "direct")
+    calls = []
+    original = _apply._strided_blocks
+
+    def blocks(outputs, pixel_bytes):
+        row_bytes = math.prod(outputs[1:]) * pixel_bytes
+        monkeypatch.setattr(_apply, "_COLUMNS_BYTES", row_bytes * (outputs[0] if images > 1 else 1))
+        monkeypatch.setattr(_apply, "_IMAGES_BYTES", row_bytes * outputs[0] * images)
+        calls.append(original(outputs, pixel_bytes))
+        return calls[-1]
+
+    monkeypatch.setattr(_apply, "_strided_blocks", blocks)
+    x = random((3, *op.input_shape), np.float64, 5)
+    expected = np.stack([np.tensordot(dense, v, len(op.input_shape)) for v in x])
+    np.testing.assert_allclose(op @ x, expected, atol=1e-10)
+    assert calls and all(got == ((images, calls[0][1]) if images > 1 else (1, 1)) for got in calls)
