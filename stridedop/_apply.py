@@ -426,8 +426,7 @@ def _tap_gemm(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.nd
     block = max(256, _TAP_BLOCK_BYTES // ((cg + fg) * dtype.itemsize))
     for g in range(groups):
         source, target = sources[g], out[g]
-        for start in range(0, length, block):
-            stop = min(start + block, length)
+        for start, stop in _output_blocks(batch, padded, axes, length, block):
             accumulator = target[start:stop].T
             for t, shift in enumerate(shifts):
                 gemm(
@@ -440,6 +439,26 @@ def _tap_gemm(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.nd
                 )
     result = out.transpose(1, 0, 2).reshape(batch, *padded, filters)
     return _crop_output(result, axes, False)
+
+
+def _output_blocks(
+    batch: int, padded: tuple[int, ...], axes: tuple[Axis, ...], length: int, block: int
+) -> list[tuple[int, int]]:
+    """Stretches ``[start, stop)`` of the flat grid of a batch that hold its outputs, about `block` long.
+
+    An image's outputs lie within its first ``span`` pixels; a stretch takes whole images while
+    they fit in `block` and ends at the last one's span, skipping the rows past its last output
+    row (with 'valid' padding, a good share of an image). An image longer than `block` is cut.
+    """
+    pixels = math.prod(padded)
+    steps, _ = _flat_grid(padded, axes)
+    span = min(pixels, sum((axis.output - 1) * step for axis, step in zip(axes, steps)) + 1)
+    images = max(1, block // pixels)
+    stretches: list[tuple[int, int]] = []
+    for first in range(0, batch, images):
+        start, end = first * pixels, min(length, (min(first + images, batch) - 1) * pixels + span)
+        stretches.extend((s, min(s + block, end)) for s in range(start, end, block))
+    return stretches
 
 
 def _tap_gemm_first(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray) -> np.ndarray:

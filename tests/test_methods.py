@@ -1,5 +1,6 @@
 """Every method and every internal strategy of `op @ x` and `op.H @ y` against the loop oracle."""
 
+import itertools
 import math
 import tracemalloc
 
@@ -12,6 +13,7 @@ from test_operator import random_like as random
 
 import stridedop
 from stridedop import _apply, _depthwise
+from stridedop._geometry import Axis
 
 # (spatial input, spatial kernel, C, F, geometry): each reaches one strategy of the direct method
 # (tap GEMM needs >= 8 channels per group; few channels go channels-first; depthwise; strides take
@@ -513,3 +515,52 @@ def test_strided_im2col_blocks_of_rows_and_of_images(monkeypatch, name, layout, 
     expected = np.stack([np.tensordot(dense, v, len(op.input_shape)) for v in x])
     np.testing.assert_allclose(op @ x, expected, atol=1e-10)
     assert calls and all(got == ((images, calls[0][1]) if images > 1 else (1, 1)) for got in calls)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    batch=st.integers(1, 5),
+    sizes=st.lists(
+        st.tuples(st.integers(1, 9), st.integers(1, 4), st.integers(1, 3)),
+        min_size=1,
+        max_size=3,
+    ),
+    block=st.integers(1, 300),
+)
+def test_output_blocks_cover_every_output_once(batch, sizes, block):
+    axes = tuple(Axis(m + (k - 1) * d, k, 1, d) for m, k, d in sizes)  # 'valid' on the padded grid
+    padded = tuple(axis.size for axis in axes)
+    steps, reach = _apply._flat_grid(padded, axes)
+    length = batch * math.prod(padded) - reach
+    stretches = _apply._output_blocks(batch, padded, axes, length, block)
+    covered = np.zeros(batch * math.prod(padded), int)
+    for start, stop in stretches:
+        assert 0 <= start < stop <= length and stop - start <= max(block, 1)
+        covered[start:stop] += 1
+    outputs = [
+        b * math.prod(padded) + sum(o * step for o, step in zip(index, steps))
+        for b in range(batch)
+        for index in itertools.product(*(range(axis.output) for axis in axes))
+    ]
+    assert covered.max() == 1 and covered[outputs].all()
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+def test_tap_gemm_blocks_that_cut_images(monkeypatch, layout):
+    # A 'valid' dilated layer on images longer than a block: stretches end before each image's
+    # last rows, and long images are cut into several blocks.
+    monkeypatch.setattr(_apply, "_tap_gemm_layout", lambda *args: "last")
+    monkeypatch.setattr(_apply, "_TAP_BLOCK_BYTES", 1)  # blocks of 256 pixels
+    rng = np.random.default_rng(14)
+    kernel = rng.standard_normal((3, 3, 2, 3))
+    options = {"dilation": 2}
+    dense = loop_operator(kernel, (17, 19), **options)
+    op = stridedop.ConvOperator(kernel, (17, 19, 2), method="direct", **options)
+    x = rng.standard_normal((3, 17, 19, 2))
+    if layout == "channels_first":
+        op = stridedop.ConvOperator(kernel.transpose(3, 2, 0, 1), (2, 17, 19), layout=layout, **options)
+        np.testing.assert_allclose(
+            op @ np.moveaxis(x, -1, 1), np.moveaxis(np.stack([np.tensordot(dense, v, 3) for v in x]), -1, 1)
+        )
+    else:
+        np.testing.assert_allclose(op @ x, np.stack([np.tensordot(dense, v, 3) for v in x]))
