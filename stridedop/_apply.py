@@ -597,7 +597,7 @@ def _taps_as_channels(
     else:
         shape = (batch, *spatial, outputs, groups, cg, last.kernel)
         source = xp.reshape(*xp.shape[:-1], groups, cg, 1)
-    wide = np.empty(shape, dtype=xp.dtype)
+    wide = _scratch("taps", shape, xp.dtype)  # never returned: the products read it
     axis = -1 if channels_first else n
     for r in range(last.kernel):
         start = r * last.dilation
