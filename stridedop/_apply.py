@@ -878,8 +878,8 @@ def _adjoint_onto_padded(
     Each tap's products are written once, where they land: with enough channels and no groups
     by one accumulating GEMM per tap (*tap gemm*, `_adjoint_by_tap_gemm`), with few channels
     and a wide kernel after moving the last axis's taps into the channels (*taps as channels*,
-    `_adjoint_taps_as_channels`); with strides or few
-    input channels by one GEMM for all taps and slice-adds (*scatter*, `_adjoint_by_scatter`).
+    `_adjoint_taps_as_channels`); with strides or few input channels by one GEMM for all taps
+    and slice-adds (*scatter*, `_adjoint_by_scatter`).
     Otherwise (stride 1 with many channels per group, or one filter per group) the adjoint is the
     correlation of the padded ``y`` with the flipped kernel (*correlation*, `_transposed_stride1`),
     whose GEMMs are then the larger; with strides and one filter per group, one such correlation
