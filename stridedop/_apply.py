@@ -79,7 +79,7 @@ from ._buffer import fold_axis
 from ._depthwise import depthwise_adjoint as _depthwise_adjoint
 from ._depthwise import depthwise_correlate as _depthwise_taps
 from ._depthwise import depthwise_suits as _depthwise_suits
-from ._geometry import Axis, Geometry
+from ._geometry import Axis, Geometry, flat_grid
 from ._modes import pad, pad_adjoint
 
 __all__ = ["METHODS", "convolve", "convolve_adjoint", "resolve_method"]
@@ -379,12 +379,6 @@ def _tap_gemm_layout(dtype: np.dtype, group_channels: int, group_filters: int, p
     return "first" if pixels * group_channels * group_filters >= 2**17 else None
 
 
-def _flat_grid(padded: tuple[int, ...], axes: tuple[Axis, ...]) -> tuple[list[int], int]:
-    """Pixel steps of the flattened padded grid, and how far past a pixel its window reaches."""
-    steps = [math.prod(padded[i + 1 :]) for i in range(len(padded))]
-    return steps, sum((axis.extent - 1) * step for axis, step in zip(axes, steps))
-
-
 def _tap_shifts(axes: tuple[Axis, ...], steps: list[int]) -> list[int]:
     """Offset of every kernel tap (C order) on the flat padded grid."""
     per_axis = [[r * axis.dilation * step for r in range(axis.kernel)] for axis, step in zip(axes, steps)]
@@ -410,7 +404,7 @@ def _tap_gemm(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.nd
     *taps_shape, cg, filters = kernel.shape
     fg = filters // groups
     total = batch * math.prod(padded)
-    steps, reach = _flat_grid(padded, axes)
+    steps, reach = flat_grid(padded, axes)
     shifts = _tap_shifts(axes, steps)
     length = total - reach
     gemm = _blas().get_blas_funcs("gemm", dtype=dtype)  # type: ignore[union-attr]
@@ -451,7 +445,7 @@ def _output_blocks(
     row (with 'valid' padding, a good share of an image). An image longer than `block` is cut.
     """
     pixels = math.prod(padded)
-    steps, _ = _flat_grid(padded, axes)
+    steps, _ = flat_grid(padded, axes)
     span = min(pixels, sum((axis.output - 1) * step for axis, step in zip(axes, steps)) + 1)
     images = max(1, block // pixels)
     stretches: list[tuple[int, int]] = []
@@ -474,7 +468,7 @@ def _tap_gemm_first(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp:
     *taps_shape, cg, filters = kernel.shape
     fg = filters // groups
     pixels = math.prod(padded)
-    steps, reach = _flat_grid(padded, axes)
+    steps, reach = flat_grid(padded, axes)
     shifts = _tap_shifts(axes, steps)
     size = batch * channels * pixels
     flat = _scratch("flat", (size + reach,), dtype)
@@ -517,7 +511,7 @@ def _flat_im2col(
     batch = xp.shape[0]
     padded = xp.shape[2:] if channels_first else xp.shape[1:-1]
     pixels = math.prod(padded)
-    grid_steps, reach = _flat_grid(padded, axes)
+    grid_steps, reach = flat_grid(padded, axes)
     shifts = [axis.dilation * step for axis, step in zip(axes, grid_steps)]
     channels = groups * group_channels
     item, dtype = xp.itemsize, xp.dtype
@@ -935,7 +929,7 @@ def _scatter_grid(
     its phase in that list and its shift on the flat grid.
     """
     grid = tuple(axis.output + (axis.kernel - 1) * axis.dilation // axis.stride for axis in axes)
-    steps = [math.prod(grid[i + 1 :]) for i in range(len(grid))]
+    steps, _ = flat_grid(grid, axes)
     per_axis = [
         [
             ((r * axis.dilation) % axis.stride, (r * axis.dilation) // axis.stride * step)

@@ -31,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ._geometry import Axis
+from ._geometry import Axis, flat_grid
 
 __all__ = ["depthwise_adjoint", "depthwise_correlate", "depthwise_suits"]
 
@@ -74,10 +74,8 @@ def _scratch() -> Scratch:
 
 def _grid(padded: tuple[int, ...], axes: tuple[Axis, ...]) -> tuple[list[int], int]:
     """Tap stride per axis of the flat padded grid (in pixels), and how far an output's window reaches."""
-    steps = [math.prod(padded[i + 1 :]) for i in range(len(padded))]
-    return [axis.dilation * step for axis, step in zip(axes, steps)], sum(
-        (axis.extent - 1) * step for axis, step in zip(axes, steps)
-    )
+    steps, reach = flat_grid(padded, axes)
+    return [axis.dilation * step for axis, step in zip(axes, steps)], reach
 
 
 def depthwise_correlate(

@@ -513,6 +513,12 @@ def _reflect_sources(first: np.ndarray, axis: Axis) -> np.ndarray:
     return (2 * count - both + fixed) // 2
 
 
+def flat_grid(padded: tuple[int, ...], axes: tuple[Axis, ...]) -> tuple[list[int], int]:
+    """Pixel steps of a padded grid flattened in C order, and how far past a pixel its window reaches."""
+    steps = [math.prod(padded[i + 1 :]) for i in range(len(padded))]
+    return steps, sum((axis.extent - 1) * step for axis, step in zip(axes, steps))
+
+
 def outputs_inside(axis: Axis, shift: int) -> tuple[int, int]:
     """Half-open range ``[first, stop)`` of outputs ``o`` with ``0 <= o * stride + shift < size``."""
     first = max(0, -(shift // axis.stride))  # ceil(-shift / stride)

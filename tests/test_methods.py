@@ -13,7 +13,7 @@ from test_operator import random_like as random
 
 import stridedop
 from stridedop import _apply, _depthwise
-from stridedop._geometry import Axis
+from stridedop._geometry import Axis, flat_grid
 
 # (spatial input, spatial kernel, C, F, geometry): each reaches one strategy of the direct method
 # (tap GEMM needs >= 8 channels per group; few channels go channels-first; depthwise; strides take
@@ -530,7 +530,7 @@ def test_strided_im2col_blocks_of_rows_and_of_images(monkeypatch, name, layout, 
 def test_output_blocks_cover_every_output_once(batch, sizes, block):
     axes = tuple(Axis(m + (k - 1) * d, k, 1, d) for m, k, d in sizes)  # 'valid' on the padded grid
     padded = tuple(axis.size for axis in axes)
-    steps, reach = _apply._flat_grid(padded, axes)
+    steps, reach = flat_grid(padded, axes)
     length = batch * math.prod(padded) - reach
     stretches = _apply._output_blocks(batch, padded, axes, length, block)
     covered = np.zeros(batch * math.prod(padded), int)
