@@ -660,52 +660,50 @@ def _stride1(
 ) -> np.ndarray:
     """Stride-1 correlation of a padded batch: tap GEMM or flat im2col.
 
-    The result is channels-first if `out_first` (by default: if the batch is); in the other
-    layout than the batch's it may be a strided view.
+    The result is channels-first if `out_first` (by default: if the batch is), C-ordered in the
+    batch's layout. The channels-first im2col writes either layout at no cost; in the other layout
+    than the batch's, the other strategies give a strided view.
     """
+    first = channels_first if out_first is None else out_first
     cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
-    if channels_first and out_first is False:
-        if _flat_im2col_suits(kernel, groups, xp.dtype, math.prod(xp.shape[2:])):
-            return _flat_im2col(kernel, axes, groups, xp, True, out_first=False)
-        return np.moveaxis(_stride1(kernel, axes, groups, xp, True), 1, -1)
     if _depthwise_suits(kernel, groups, xp.dtype, axes, channels_first):
-        return _depthwise_taps(kernel, axes, xp, channels_first)
+        return _in_layout(_depthwise_taps(kernel, axes, xp, channels_first), channels_first, first)
     if groups == 1 and kernel.size == cg * fg:  # a 1x1 kernel: one product, nothing copied
         weights = kernel.reshape(cg, fg)
         if channels_first:
             out = np.matmul(weights.T, xp.reshape(xp.shape[0], cg, -1))
-            return out.reshape(xp.shape[0], fg, *xp.shape[2:])
-        return np.matmul(xp.reshape(-1, cg), weights).reshape(*xp.shape[:-1], fg)
+            return _in_layout(out.reshape(xp.shape[0], fg, *xp.shape[2:]), True, first)
+        return _in_layout(np.matmul(xp.reshape(-1, cg), weights).reshape(*xp.shape[:-1], fg), False, first)
     pixels = math.prod(xp.shape[2:] if channels_first else xp.shape[1:-1])
     layout = _tap_gemm_layout(xp.dtype, cg, fg, pixels)
     if layout == "last" and not channels_first:
-        return _tap_gemm(kernel, axes, groups, xp)
+        return _in_layout(_tap_gemm(kernel, axes, groups, xp), False, first)
     if layout is not None:
         if channels_first and cg * axes[-1].kernel <= _WIDE_ROWS and len(axes) > 1:
             if _wide_suits(kernel, axes, groups, xp.dtype, xp.nbytes, pixels):
                 # Fewer, larger GEMMs per image: the last axis's taps join the channels.
-                return _stride1(*_taps_as_channels(kernel, axes, groups, xp, True), True)
+                return _stride1(*_taps_as_channels(kernel, axes, groups, xp, True), True, first)
         if channels_first:
-            return _tap_gemm_first(kernel, axes, groups, np.ascontiguousarray(xp))
-        moved = np.ascontiguousarray(np.moveaxis(xp, -1, 1))
-        return _back(np.moveaxis(_tap_gemm_first(kernel, axes, groups, moved), 1, -1), False)
+            return _in_layout(_tap_gemm_first(kernel, axes, groups, np.ascontiguousarray(xp)), True, first)
+        moved = _tap_gemm_first(kernel, axes, groups, np.ascontiguousarray(np.moveaxis(xp, -1, 1)))
+        return moved if first else np.ascontiguousarray(np.moveaxis(moved, 1, -1))
     # (channels-first im2col copies whole rows: as fast as moving the taps, measured)
     if not channels_first and _wide_suits(kernel, axes, groups, xp.dtype, xp.nbytes, pixels):
         # Few channels, a wide kernel: copy the last axis's taps into channels, then tap GEMMs.
-        return _stride1(*_taps_as_channels(kernel, axes, groups, xp, channels_first), channels_first)
+        return _stride1(*_taps_as_channels(kernel, axes, groups, xp, False), False, first)
     if channels_first:
-        return _flat_im2col(kernel, axes, groups, xp, True)
+        return _flat_im2col(kernel, axes, groups, xp, True, out_first=first)
     if cg <= _FEW_CHANNELS or groups > 1:
         # Few channels per group: the channels-first product copies whole rows; move there.
-        return _flat_im2col(kernel, axes, groups, np.moveaxis(xp, -1, 1), True, out_first=False)
-    return _flat_im2col(kernel, axes, groups, xp, False)
+        return _flat_im2col(kernel, axes, groups, np.moveaxis(xp, -1, 1), True, out_first=first)
+    return _in_layout(_flat_im2col(kernel, axes, groups, xp, False), False, first)
 
 
-def _flat_im2col_suits(kernel: np.ndarray, groups: int, dtype: np.dtype, pixels: int) -> bool:
-    """Whether `_stride1` runs a channels-first batch by `_flat_im2col` (not 1x1, no tap GEMM)."""
-    cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
-    one_by_one = groups == 1 and kernel.size == cg * fg
-    return not one_by_one and _tap_gemm_layout(dtype, cg, fg, pixels) is None
+def _in_layout(result: np.ndarray, channels_first: bool, out_first: bool) -> np.ndarray:
+    """A batch `result` in the layout `out_first` asks for: itself, or a strided view of it."""
+    if channels_first == out_first:
+        return result
+    return np.moveaxis(result, 1, -1) if channels_first else np.moveaxis(result, -1, 1)
 
 
 def _strided_im2col(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray) -> np.ndarray:

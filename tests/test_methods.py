@@ -89,6 +89,7 @@ def test_both_directions_equal_the_loop_oracle(name, layout, dtype, method):
     tolerance = 1e-4 if np.dtype(dtype) == np.float32 else 1e-10
     got, got_adjoint = op @ x, op.H @ y
     assert got.dtype == expected.dtype and got_adjoint.dtype == expected_adjoint.dtype
+    assert got.flags.c_contiguous and got_adjoint.flags.c_contiguous  # whatever the strategy
     np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
     np.testing.assert_allclose(got_adjoint, expected_adjoint, rtol=tolerance, atol=tolerance)
 
