@@ -944,6 +944,17 @@ def _scatter_grid(
     return grid, list(phases), numbers, shifts
 
 
+def _on_grid(y: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A channels-last batch ``(B, *o, F)`` on a zeroed grid, flattened to ``(pixels, F)``.
+
+    Each image sits in the leading corner of its ``(*shape, F)`` block of a reused work array.
+    """
+    grid = _scratch("grid", (y.shape[0], *shape, y.shape[-1]), y.dtype)
+    grid.fill(0)
+    grid[(slice(None),) + tuple(slice(0, size) for size in y.shape[1:-1])] = y
+    return grid.reshape(-1, y.shape[-1])
+
+
 def _from_phases(
     phased: np.ndarray, axes: tuple[Axis, ...], phases: list[tuple[int, ...]], channels_first: bool
 ) -> np.ndarray:
@@ -998,10 +1009,7 @@ def _adjoint_by_scatter(
         grid[(slice(None),) * 3 + tuple(slice(0, size) for size in outputs)] = placed
         flat = grid.reshape(groups, fg, total)
     else:
-        grid = _scratch("grid", (batch, *shape, filters), dtype)
-        grid.fill(0)
-        grid[(slice(None),) + tuple(slice(0, size) for size in outputs)] = y
-        flat = grid.reshape(total, groups, fg).transpose(1, 2, 0)
+        flat = _on_grid(y, shape).reshape(total, groups, fg).transpose(1, 2, 0)
     # (*k, Cg, G * Fg) -> (G, taps * Cg, Fg)
     weights = np.ascontiguousarray(np.moveaxis(kernel.reshape(taps, cg, groups, fg), 2, 0))
     weights = weights.reshape(groups, taps * cg, fg)
@@ -1034,20 +1042,16 @@ def _adjoint_by_tap_gemm(
     """
     *taps_shape, channels, filters = kernel.shape
     batch, dtype = y.shape[0], y.dtype
-    outputs = tuple(axis.output for axis in axes)
     shape, phases, numbers, shifts = _scatter_grid(axes)
     total = batch * math.prod(shape)
-    grid = _scratch("grid", (batch, *shape, filters), dtype)
-    grid.fill(0)
-    grid[(slice(None),) + tuple(slice(0, size) for size in outputs)] = _channels_last(y, channels_first)
-    flat = grid.reshape(total, filters)
+    flat = _on_grid(_channels_last(y, channels_first), shape)
     # (*k, C, F) -> (taps, F, C): each tap's K[r]^T C-ordered, so that its .T is K[r] for BLAS.
     weights = np.ascontiguousarray(kernel.reshape(len(shifts), channels, filters).transpose(0, 2, 1))
     phased = _scratch("scatter", (len(phases), total, channels), dtype)
+    phased.fill(0)  # every GEMM accumulates
     gemm = _blas().get_blas_funcs("gemm", dtype=dtype)  # type: ignore[union-attr]
     length = total - max(shifts)
     block = max(256, _TAP_BLOCK_BYTES // ((channels + filters) * dtype.itemsize))
-    phased.fill(0)
     for start in range(0, length, block):
         stop = min(start + block, length)
         source = flat[start:stop].T
