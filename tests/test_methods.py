@@ -194,6 +194,30 @@ def test_tap_gemm_in_both_forms(monkeypatch, name, layout, dtype, form):
     test_both_directions_equal_the_loop_oracle(name, layout, dtype, "direct")
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("name", ["tap GEMM", "tap GEMM, groups, dilation", "1-D"])
+def test_images_too_large_for_channels_first_tap_gemms(monkeypatch, name, layout):
+    # Past `_TAP_IMAGE_BYTES` a channels-first image takes the blocked im2col instead.
+    monkeypatch.setattr(_apply, "_TAP_IMAGE_BYTES", 1)
+    monkeypatch.setattr(_apply, "_tap_gemm_layout", lambda *args: "last")
+    calls: list[str] = []
+    for strategy in ("_tap_gemm_first", "_flat_im2col"):
+        original = getattr(_apply, strategy)
+        monkeypatch.setattr(
+            _apply, strategy, lambda *args, f=original, s=strategy, **kw: calls.append(s) or f(*args, **kw)
+        )
+    test_both_directions_equal_the_loop_oracle(name, layout, np.float64, "direct")
+    assert "_tap_gemm_first" not in calls
+    assert ("_flat_im2col" in calls) == (layout == "channels_first")
+
+
+def test_the_channels_first_tap_gemm_form_needs_an_image_that_fits():
+    pytest.importorskip("scipy")
+    fits = _apply._TAP_IMAGE_BYTES // (2 * 8 * 4)  # pixels of 8 + 8 float32 channels that fit
+    assert _apply._tap_gemm_layout(np.dtype(np.float32), 8, 8, fits) == "first"
+    assert _apply._tap_gemm_layout(np.dtype(np.float32), 8, 8, fits + 1) is None
+
+
 SPARSE_CASES = [
     ((9,), (4,), 2, 2, {"padding": 5, "dilation": 2}),  # outputs that read no input at all
     ((7, 6), (3, 4), 2, 4, {"padding": [(4, 1), (0, 5)], "stride": (2, 3), "groups": 2}),
@@ -415,7 +439,8 @@ def test_every_adjoint_strategy_equals_the_loop_oracle(monkeypatch, name, layout
         ((3, 3, 16, 32), (32, 32, 16), {"stride": 2}, "channels_first", "tap gemm"),
         ((3, 3, 16, 32), (32, 32, 16), {"stride": 2}, "channels_last", "tap gemm"),
         ((3, 3, 16, 16), (32, 32, 16), {}, "channels_last", "tap gemm"),
-        ((3, 3, 16, 16), (32, 32, 16), {}, "channels_first", "correlation"),
+        ((3, 3, 16, 16), (32, 32, 16), {}, "channels_first", "tap gemm"),
+        ((5, 16, 16), (1024, 16), {}, "channels_first", "correlation"),
         ((7, 7, 3, 32), (64, 64, 3), {"stride": 2, "padding": 3}, "channels_last", "scatter"),
         ((7, 7, 3, 16), (128, 128, 3), {}, "channels_first", "scatter"),
         ((3, 3, 3, 8, 8), (16, 16, 16, 8), {}, "channels_first", "correlation"),
