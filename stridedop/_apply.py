@@ -347,8 +347,12 @@ def convolve_adjoint(
     if method == "fft":
         return _by_fft(kernel, geometry, y, channels_first, adjoint=True)
     kernel, axes = _fold_circular(kernel, geometry, y.dtype)
-    xp, reused = _adjoint_onto_padded(kernel, axes, geometry.groups, y, channels_first)
-    result = _unpad(xp, geometry, channels_first)
+    zeros = geometry.mode.name == "zeros"  # the adjoint of zero padding crops: compute no more
+    xp, reused = _adjoint_onto_padded(kernel, axes, geometry.groups, y, channels_first, interior=zeros)
+    # The correlation gives the input's own entries (`interior`), every other strategy the padded input.
+    if (xp.shape[2:] if channels_first else xp.shape[1:-1]) != tuple(axis.size for axis in axes):
+        xp = _unpad(xp, geometry, channels_first)
+    result = xp
     # Most adjoint strategies leave their result in a reused work array: copy it out.
     return np.array(result, order="C", copy=True) if reused else np.ascontiguousarray(result)
 
@@ -813,13 +817,21 @@ def _strided_blocks(outputs: tuple[int, ...], pixel_bytes: int) -> tuple[int, in
 
 # -- adjoint strategies ---------------------------------------------------------------------------
 def _transposed_stride1(
-    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, y: np.ndarray, channels_first: bool
+    kernel: np.ndarray,
+    axes: tuple[Axis, ...],
+    groups: int,
+    y: np.ndarray,
+    channels_first: bool,
+    interior: bool = False,
 ) -> np.ndarray:
     """Stride-1 adjoint onto the padded input: ``xp[p] = sum_r y[p - r*d] K[r]^T``.
 
     That is a correlation of ``y`` zero-padded by ``extent - 1`` on both sides with the kernel
     flipped along its taps, its channel axes swapped group by group. Returns ``(B, *P, C)`` or
-    ``(B, C, *P)`` with ``P = output + extent - 1``. Depthwise kernels take their own products,
+    ``(B, C, *P)`` with ``P = output + extent - 1``. With `interior`, only the input's own
+    entries ``lo <= p < lo + size`` (what zero padding's adjoint keeps): ``y`` is padded by
+    ``extent - 1 - lo`` and ``extent - 1 - hi`` instead (cut where that is negative), as a
+    transposed convolution's ``padding`` does. Depthwise kernels take their own products,
     ``y`` laid once on the padded input's grid (`._depthwise`).
     """
     if _depthwise_suits(kernel, groups, y.dtype, axes, channels_first):
@@ -831,10 +843,21 @@ def _transposed_stride1(
     # (*k, Cg, G * Fg) -> (*k, Fg, G * Cg): within each group, inputs and outputs trade places.
     swapped = flipped.reshape(*taps_shape, cg, groups, fg)
     swapped = swapped.transpose(*range(n), n + 2, n + 1, n).reshape(*taps_shape, fg, groups * cg)
-    spatial = [(axis.extent - 1, axis.extent - 1) for axis in axes]
+    spatial = [
+        (axis.extent - 1 - axis.lo, axis.extent - 1 - axis.hi) if interior else (axis.extent - 1,) * 2
+        for axis in axes
+    ]
+    if any(lo < 0 or hi < 0 for lo, hi in spatial):  # padded by more than the kernel reaches
+        cut = tuple(slice(max(0, -lo), axis.output - max(0, -hi)) for (lo, hi), axis in zip(spatial, axes))
+        y = y[(slice(None), slice(None), *cut) if channels_first else (slice(None), *cut)]
+        spatial = [(max(0, lo), max(0, hi)) for lo, hi in spatial]
     pads = [(0, 0), (0, 0), *spatial] if channels_first else [(0, 0), *spatial, (0, 0)]
-    grid = tuple(Axis(axis.output + 2 * (axis.extent - 1), axis.kernel, 1, axis.dilation) for axis in axes)
-    if all(axis.extent == 1 for axis in axes):
+    sizes = y.shape[2:] if channels_first else y.shape[1:-1]
+    grid = tuple(
+        Axis(size + lo + hi, axis.kernel, 1, axis.dilation)
+        for size, (lo, hi), axis in zip(sizes, spatial, axes)
+    )
+    if all(lo == hi == 0 for lo, hi in spatial):
         return _stride1(swapped, grid, groups, y, channels_first)
     moved = not channels_first and _moves_to_first(swapped, grid, groups, y)
     if moved:  # pad straight into the channels-first form the products run in
@@ -884,9 +907,17 @@ def _adjoint_strategy(
 
 
 def _adjoint_onto_padded(
-    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, y: np.ndarray, channels_first: bool
+    kernel: np.ndarray,
+    axes: tuple[Axis, ...],
+    groups: int,
+    y: np.ndarray,
+    channels_first: bool,
+    interior: bool = False,
 ) -> tuple[np.ndarray, bool]:
     """The adjoint of ``y`` onto the padded input, in `y`'s layout, and whether it is a reused array.
+
+    With `interior` the correlation gives only the input's own entries (see `_transposed_stride1`);
+    the other strategies always give the whole padded input.
 
     Each tap's products are written once, where they land: with enough channels and no groups
     by one accumulating GEMM per tap (*tap gemm*, `_adjoint_by_tap_gemm`), with few channels
@@ -910,7 +941,7 @@ def _adjoint_onto_padded(
     if strategy == "polyphase":
         xp = _adjoint_polyphase(kernel, axes, groups, _channels_last(y, channels_first))
         return (np.moveaxis(xp, -1, 1) if channels_first else xp), True
-    return _transposed_stride1(kernel, axes, groups, y, channels_first), False
+    return _transposed_stride1(kernel, axes, groups, y, channels_first, interior), False
 
 
 def _adjoint_taps_as_channels(

@@ -30,6 +30,7 @@ CASES = {
     "few channels, scatter adjoint": ((6, 7), (3, 3), 2, 5, {"padding": [(2, 0), (1, 3)]}),
     "depthwise": ((6, 5), (3, 2), 3, 3, {"groups": 3, "padding": "same"}),
     "many channels im2col": ((5, 6), (2, 3), 6, 3, {}),
+    "padding wider than the kernel": ((5, 6), (2, 3), 3, 4, {"padding": [(3, 0), (4, 5)]}),
     "stride": ((7, 8), (3, 2), 2, 3, {"stride": (2, 3), "padding": "same"}),
     "stride, few channels": ((8, 7), (3, 4), 2, 3, {"stride": (2, 3), "padding": "same"}),
     "stride and dilation": (
