@@ -51,6 +51,8 @@ CASES = {
         {"padding": "circular", "stride": 2, "dilation": 3},
     ),
     "1-D": ((9,), (4,), 8, 8, {"padding": "full", "dilation": 2}),
+    "1-D, valid": ((11,), (3,), 8, 8, {"dilation": 2}),
+    "valid, groups, dilation": ((8, 7), (3, 2), 4, 6, {"groups": 2, "dilation": (2, 1)}),
     "1x1": ((5, 4), (1, 1), 3, 4, {"padding": 1}),
     "3-D": ((4, 3, 5), (2, 2, 3), 2, 3, {"padding": "same", "stride": (1, 2, 1)}),
 }
@@ -189,10 +191,34 @@ def test_circular_memory_does_not_grow_with_the_dilation():
 @pytest.mark.parametrize("dtype", [np.float32, np.complex128])
 @pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("name", ["tap GEMM", "tap GEMM, groups, dilation", "stride, many channels", "1-D"])
-def test_tap_gemm_in_both_forms(monkeypatch, name, layout, dtype, form):
+@pytest.mark.parametrize("gap", [False, True])
+def test_tap_gemm_in_both_forms(monkeypatch, name, layout, dtype, form, gap):
     # The planner takes these forms for large layers only; force them on small ones.
     monkeypatch.setattr(_apply, "_tap_gemm_layout", lambda *args: form)
+    if gap:  # every channel row "a multiple of 4 KiB": zeros after each
+        monkeypatch.setattr(_apply, "_SET_BYTES", 1)
     test_both_directions_equal_the_loop_oracle(name, layout, dtype, "direct")
+
+
+@pytest.mark.parametrize("form", ["first", "last", None])
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize(
+    "name", ["many channels im2col", "valid, groups, dilation", "1-D, valid", "circular"]
+)
+@pytest.mark.parametrize("gap", [False, True])
+def test_correlation_adjoint_looking_back(monkeypatch, name, layout, form, gap):
+    # The adjoint by correlation on the padded input's own grid (`_looking_back`), through every
+    # product that reads past the batch (tap GEMMs in both forms, im2col in both layouts).
+    monkeypatch.setattr(_apply, "_tap_gemm_layout", lambda *args: form)
+    monkeypatch.setattr(_apply, "_SET_BYTES", 1 if gap else _apply._SET_BYTES)
+    calls = force_adjoint(monkeypatch, "correlation")
+    looked_back = []
+    original = _apply._stride1_extended
+    monkeypatch.setattr(
+        _apply, "_stride1_extended", lambda *args: looked_back.append(args[3].shape) or original(*args)
+    )
+    test_both_directions_equal_the_loop_oracle(name, layout, np.float64, "direct")
+    assert all(calls) and looked_back
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
