@@ -414,6 +414,14 @@ def _crop_output(out: np.ndarray, axes: tuple[Axis, ...], channels_first: bool) 
     return np.array(out[index], order="C", copy=True)
 
 
+def _products(shape: tuple[int, ...], dtype: np.dtype, final: bool) -> np.ndarray:
+    """Where a flat strategy writes its products: a new array, or a reused one to crop from.
+
+    The products are `final` when every grid position is an output, in the result's layout.
+    """
+    return np.empty(shape, dtype=dtype) if final else _scratch("grid", shape, dtype)
+
+
 def _tap_gemm(
     kernel: np.ndarray,
     axes: tuple[Axis, ...],
@@ -446,7 +454,8 @@ def _tap_gemm(
     # (*k, Cg, G * Fg) -> (G, taps, Cg, Fg), each (Cg, Fg) matrix C-ordered.
     weights = kernel.reshape(len(shifts), cg, groups, fg).transpose(2, 0, 1, 3)
     weights = np.ascontiguousarray(weights)
-    out = _scratch("grid", (groups, total, fg), dtype)
+    final = extended is not None and groups == 1
+    out = _products((groups, total, fg), dtype, final)
     block = max(256, _TAP_BLOCK_BYTES // ((cg + fg) * dtype.itemsize))
     for g in range(groups):
         source, target = sources[g], out[g]
@@ -462,7 +471,7 @@ def _tap_gemm(
                     overwrite_c=True,
                 )
     result = out.transpose(1, 0, 2).reshape(batch, *padded, filters)
-    return _crop_output(result, axes, False)
+    return result if final else _crop_output(result, axes, False)
 
 
 def _output_blocks(
@@ -523,7 +532,8 @@ def _tap_gemm_first(
     gemm = _blas().get_blas_funcs("gemm", dtype=dtype)  # type: ignore[union-attr]
     # (*k, Cg, G * Fg) -> (G, taps, Fg, Cg): the transpose of each tap's (Cg, Fg) matrix, C-ordered.
     weights = np.ascontiguousarray(kernel.reshape(len(shifts), cg, groups, fg).transpose(2, 0, 3, 1))
-    out = _scratch("grid", (batch, groups, fg, pitch), dtype)
+    final = extended is not None and pitch == pixels
+    out = _products((batch, groups, fg, pitch), dtype, final)
     for b in range(batch):
         for g in range(groups):
             base = (b * channels + g * cg) * pitch
@@ -531,7 +541,8 @@ def _tap_gemm_first(
             for t, shift in enumerate(shifts):
                 window = flat[base + shift : base + shift + cg * pitch].reshape(cg, pitch).T
                 gemm(1.0, window, weights[g, t].T, 1.0 if t else 0.0, accumulator, overwrite_c=True)
-    return _crop_output(out[..., :pixels].reshape(batch, filters, *padded), axes, True)
+    result = out[..., :pixels].reshape(batch, filters, *padded)
+    return result if final else _crop_output(result, axes, True)
 
 
 def _flat_im2col(
@@ -578,17 +589,18 @@ def _flat_im2col(
         buffer = _scratch("columns", (groups, block, *taps_shape, group_channels), dtype)
 
     out_first = channels_first if out_first is None else out_first
+    final = extended is not None
     if channels_first:  # one image at a time: (C, pixels), the pixels contiguous
         if out_first:
-            out = _scratch("grid", (batch, groups, group_filters, pixels), dtype)
+            out = _products((batch, groups, group_filters, pixels), dtype, final)
             targets = list(out)
         else:  # each image's (G, Fg, pixels) product written as (pixels, G, Fg)
-            out = _scratch("grid", (batch, pixels, groups, group_filters), dtype)
+            out = _products((batch, pixels, groups, group_filters), dtype, final)
             targets = [image.transpose(1, 2, 0) for image in out]
         source = xp.reshape(-1) if extended is None else extended  # windows read into `extended`
         images = [(source[b * channels * pixels :], 1, pixels, targets[b]) for b in range(batch)]
     else:  # the whole batch as one flat grid: (B * pixels, C)
-        out = _scratch("grid", (batch * pixels, groups, group_filters), dtype)
+        out = _products((batch * pixels, groups, group_filters), dtype, final)
         source = xp.reshape(-1) if extended is None else extended
         images = [(source, channels, 1, out.transpose(1, 2, 0))]
     for image, pixel_step, channel_step, target in images:
@@ -618,7 +630,7 @@ def _flat_im2col(
                 products = columns.reshape(groups, stop - start, rows)
                 np.matmul(products, weights, out=np.swapaxes(target[..., start:stop], 1, 2))
     shape = (batch, filters, *padded) if out_first else (batch, *padded, filters)
-    return _crop_output(out.reshape(shape), axes, out_first)
+    return out.reshape(shape) if final else _crop_output(out.reshape(shape), axes, out_first)
 
 
 def _taps_as_channels(
@@ -960,10 +972,12 @@ def _looking_back(
     shape = (batch, channels, *padded) if first else (batch, *padded, channels)
     lead = reach if first else reach * channels
     extended = _scratch("padded", (lead + math.prod(shape),), y.dtype)
-    extended.fill(0)
+    extended[:lead] = 0
+    images, front = extended[lead:].reshape(shape), (slice(None),) * (2 if first else 1)
     corner = tuple(slice(0, axis.output) for axis in axes)
-    index = (slice(None), slice(None), *corner) if first else (slice(None), *corner)
-    extended[lead:].reshape(shape)[index] = y
+    for i, axis in enumerate(axes):  # zeros outside the corner: one slab per axis
+        images[(*front, *corner[:i], slice(axis.output, None))] = 0
+    images[(*front, *corner)] = y
     xp = extended[: math.prod(shape)].reshape(shape)
     return _stride1(swapped, grid, groups, xp, first, out_first=channels_first, extended=extended)
 
