@@ -923,9 +923,10 @@ def _transposed_stride1(
         (axis.extent - 1 - axis.lo, axis.extent - 1 - axis.hi) if interior else (axis.extent - 1,) * 2
         for axis in axes
     ]
-    if any(lo < 0 or hi < 0 for lo, hi in spatial):  # padded by more than the kernel reaches
-        cut = tuple(slice(max(0, -lo), axis.output - max(0, -hi)) for (lo, hi), axis in zip(spatial, axes))
-        y = y[(slice(None), slice(None), *cut) if channels_first else (slice(None), *cut)]
+    cut = any(lo < 0 or hi < 0 for lo, hi in spatial)
+    if cut:  # padded by more than the kernel reaches
+        kept = tuple(slice(max(0, -lo), axis.output - max(0, -hi)) for (lo, hi), axis in zip(spatial, axes))
+        y = y[(slice(None), slice(None), *kept) if channels_first else (slice(None), *kept)]
         spatial = [(max(0, lo), max(0, hi)) for lo, hi in spatial]
     pads = [(0, 0), (0, 0), *spatial] if channels_first else [(0, 0), *spatial, (0, 0)]
     sizes = y.shape[2:] if channels_first else y.shape[1:-1]
@@ -935,7 +936,7 @@ def _transposed_stride1(
     )
     if all(lo == hi == 0 for lo, hi in spatial):
         return _stride1(swapped, grid, groups, y, channels_first)
-    if all(pads == (axis.extent - 1,) * 2 for pads, axis in zip(spatial, axes)):
+    if not cut and all(pads == (axis.extent - 1,) * 2 for pads, axis in zip(spatial, axes)):
         return _looking_back(swapped, axes, groups, y, channels_first)
     moved = not channels_first and _moves_to_first(swapped, grid, groups, y)
     if moved:  # pad straight into the channels-first form the products run in

@@ -31,6 +31,7 @@ CASES = {
     "depthwise": ((6, 5), (3, 2), 3, 3, {"groups": 3, "padding": "same"}),
     "many channels im2col": ((5, 6), (2, 3), 6, 3, {}),
     "padding wider than the kernel": ((5, 6), (2, 3), 3, 4, {"padding": [(3, 0), (4, 5)]}),
+    "padding along a one-tap axis": ((4, 6), (1, 3), 2, 3, {"padding": [(1, 2), (0, 0)]}),
     "stride": ((7, 8), (3, 2), 2, 3, {"stride": (2, 3), "padding": "same"}),
     "stride, few channels": ((8, 7), (3, 4), 2, 3, {"stride": (2, 3), "padding": "same"}),
     "stride and dilation": (
