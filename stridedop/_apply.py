@@ -527,8 +527,11 @@ def _tap_gemm_first(
         lead = reach if extended is not None else 0
         source = (xp if extended is None else extended[reach : reach + size]).reshape(rows, pixels)
         flat = _scratch("flat", (lead + rows * pitch + reach,), dtype)
-        flat.fill(0)
-        flat[lead : lead + rows * pitch].reshape(rows, pitch)[:, :pixels] = source
+        flat[:lead] = 0
+        laid = flat[lead : lead + rows * pitch].reshape(rows, pitch)
+        laid[:, :pixels] = source
+        laid[:, pixels:] = 0
+        flat[lead + rows * pitch :] = 0
     gemm = _blas().get_blas_funcs("gemm", dtype=dtype)  # type: ignore[union-attr]
     # (*k, Cg, G * Fg) -> (G, taps, Fg, Cg): the transpose of each tap's (Cg, Fg) matrix, C-ordered.
     weights = np.ascontiguousarray(kernel.reshape(len(shifts), cg, groups, fg).transpose(2, 0, 3, 1))
