@@ -1,5 +1,6 @@
 """The depthwise products (`stridedop._depthwise`) in both directions against the loop oracle."""
 
+import math
 import tracemalloc
 
 import numpy as np
@@ -108,17 +109,36 @@ def test_both_directions_equal_the_loop_oracle(monkeypatch, name, layout, dtype)
     assert calls == {"forward": [first], "adjoint": [first]}
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.int32])  # channels-first: copied windows, einsum
 @pytest.mark.parametrize("block_bytes", [1, 7, 100])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", ["2-D", "2-D, four taps, full", "2-D, long rows", "3-D"])
-def test_small_blocks_and_a_shorter_last_one(monkeypatch, name, layout, block_bytes):
+def test_small_blocks_and_a_shorter_last_one(monkeypatch, name, layout, block_bytes, dtype):
     # One row (channels-first) or one pixel (channels-last) per block, or a few with a last short one.
     monkeypatch.setattr(_depthwise, "_BLOCK_BYTES", block_bytes * 2**10)
     monkeypatch.setattr(_depthwise, "_TILE_ENTRIES", block_bytes)
     m, k, channels, options = GEOMETRIES[name]
     rng = np.random.default_rng(3)
-    op, dense = operator(m, k, channels, options, layout, np.float64, rng)
-    check(op, dense, layout, np.float64, rng, batch=3)
+    op, dense = operator(m, k, channels, options, layout, dtype, rng)
+    check(op, dense, layout, dtype, rng, batch=3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.complex128])
+@pytest.mark.parametrize("rows", [1, 2, 5, 100])
+@pytest.mark.parametrize("name", ["2-D", "2-D, four taps, full", "1-D", "3-D"])
+def test_copied_windows_in_blocks_of_rows(monkeypatch, name, rows, dtype):
+    # Channels-first BLAS dtypes: blocks of one row, of channels of one image with a shorter last
+    # one (3 or 5 channels), of whole images with a shorter last one, or the whole batch.
+    m, k, channels, options = GEOMETRIES[name]
+    padded = math.prod(size + 2 * (extent - 1) for size, extent in zip(m, k))  # at least the grid
+    monkeypatch.setattr(_depthwise, "_COLUMNS_BYTES", rows * math.prod(k) * padded * np.dtype(dtype).itemsize)
+    used = []
+    original = _depthwise._by_columns
+    monkeypatch.setattr(_depthwise, "_by_columns", lambda *args: used.append(1) or original(*args))
+    rng = np.random.default_rng(10)
+    op, dense = operator(m, k, channels, options, "channels_first", dtype, rng)
+    check(op, dense, "channels_first", dtype, rng, batch=3)
+    assert len(used) == 2
 
 
 @pytest.mark.parametrize("mode", list(NUMPY_MODES))
