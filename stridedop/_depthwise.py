@@ -10,12 +10,13 @@ runs along the contiguous output. The products live on the flat padded grid, whe
   and the kernel, tiled along an output row of ``(pixels, C)``, is the same for every row: the
   forward product runs row by row straight into the output, the adjoint over the flat batch;
 * channels-first: every ``(image, channel)`` row of the batch is a flat grid and the kernel one
-  number per row and tap. For the BLAS dtypes, a block of rows has every tap's window copied
-  (one contiguous copy) and one GEMV per row sums the taps. Otherwise one `numpy.einsum` per
-  product: a tap along the last axis shifts by one entry, as the output does, and einsum would
-  run those taps innermost (a few entries per loop), so they split into even and odd taps: two
-  products whose taps are two entries apart, then one sum. The forward runs on the input's grid
-  and its real outputs are copied out.
+  number per row and tap. For the BLAS dtypes, the last axis's taps are one GEMM per row over
+  copies of the row shifted by each of them, and the other axes' taps flat shifted adds of its
+  products (`_by_row_gemms`). Otherwise one `numpy.einsum` per product: a tap along the last
+  axis shifts by one entry, as the output does, and einsum would run those taps innermost (a few
+  entries per loop), so they split into even and odd taps: two products whose taps are two
+  entries apart, then one sum. The forward runs on the input's grid and its real outputs are
+  copied out.
 
 The adjoint of a stride-1 layer is the correlation of ``y`` zero-padded by ``extent - 1`` with
 the flipped kernel. Laid on the padded input's grid with ``y`` in the leading corner of every
@@ -24,7 +25,7 @@ first one, so ``y`` is embedded once (after ``reach`` zeros) and the products la
 padded input itself: nothing is cropped.
 
 Work arrays come from `_apply._scratch`; channels-first blocks are whole images or channels of one
-image, about `_COLUMNS_BYTES` of copied windows or `_BLOCK_BYTES` of einsum rows.
+image, about `_COLUMNS_BYTES` of shifted rows and products or `_BLOCK_BYTES` of einsum rows.
 """
 
 from __future__ import annotations
@@ -39,11 +40,11 @@ from ._geometry import Axis, flat_grid
 
 __all__ = ["depthwise_adjoint", "depthwise_correlate", "depthwise_suits"]
 
-_COLUMNS_BYTES = 2**22  # channels-first, BLAS dtypes: copied windows per block (fewer calls: faster)
+_COLUMNS_BYTES = 2**22  # channels-first, BLAS dtypes: work arrays per block (fewer calls: faster)
 _BLOCK_BYTES = 2**20  # channels-first: rows per block (fewer, larger calls measured faster); tile bound
 _TILE_ENTRIES = 2**13  # channels-last: entries per block, the width of the tiled kernel
 _SHORT_ROWS = 384  # channels-first: fewest outputs per row on the grid for the products by rows
-_BLAS_KINDS = {"float32", "float64", "complex64", "complex128"}  # `numpy.matmul` runs BLAS for these
+_BLAS_CHARS = "fdFD"  # float32, float64, complex64, complex128: `numpy.matmul` runs BLAS for these
 _LABELS = "abdefghiklmnopqstuvwxyz"  # einsum labels of the tap axes ("c", "j", "r" are taken)
 
 Scratch = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
@@ -229,7 +230,7 @@ def _by_rows(
     number per row and tap: `numpy.einsum`'s scalar-times-contiguous loop. A tap axis whose shift is
     one entry would tie with the output's own stride and run innermost, so its even and odd taps go
     to two products, two entries apart, whose sum is the output. The BLAS dtypes take
-    `_by_columns` when one row's copied windows fit in `_COLUMNS_BYTES`.
+    `_by_row_gemms` when one row's work arrays fit in `_COLUMNS_BYTES`.
     """
     batch, channels = batch_channels
     dtype, item, n = source.dtype, source.itemsize, len(axes)
@@ -239,8 +240,9 @@ def _by_rows(
     strides, reach = _grid(padded, axes)
     # Outputs per row on the grid: the forward's last real output is entry `pixels - reach - 1`.
     length = pixels - reach if crop is not None else pixels
-    if dtype.name in _BLAS_KINDS and dtype.isnative and kernel[..., 0].size * length * item <= _COLUMNS_BYTES:
-        return _by_columns(kernel, strides, source, batch_channels, crop, padded, length)
+    blas = dtype.char in _BLAS_CHARS and dtype.isnative
+    if blas and _row_gemm_bytes(kernel, length, strides, item) <= _COLUMNS_BYTES:
+        return _by_row_gemms(kernel, strides, source, batch_channels, crop, padded, length)
     # Per product, per axis: (its taps, how many, their stride in entries, the first one's offset).
     parts: list[list[tuple[slice, int, int, int]]] = [[]]
     for axis, stride in zip(axes, strides):
@@ -289,6 +291,13 @@ def _by_rows(
     return out
 
 
+def _row_gemm_bytes(kernel: np.ndarray, length: int, strides: list[int], item: int) -> int:
+    """Bytes of the work arrays of one row in `_by_row_gemms`: shifted rows and products."""
+    taps_shape = kernel.shape[: len(strides)]
+    reach = sum((k - 1) * stride for k, stride in zip(taps_shape[:-1], strides[:-1]))
+    return (math.prod(taps_shape[:-1]) + taps_shape[-1]) * (length + reach) * item
+
+
 def _block(batch: int, channels: int, rows: int) -> tuple[int, int]:
     """Images and channels per block of about `rows` rows: whole images, or channels of one image."""
     rows = max(1, rows)
@@ -302,7 +311,7 @@ def _blocks(batch: int, channels: int, images: int, width: int) -> Iterator[tupl
             yield first, min(first + images, batch), low, min(low + width, channels)
 
 
-def _by_columns(
+def _by_row_gemms(
     kernel: np.ndarray,
     strides: list[int],
     source: np.ndarray,
@@ -311,47 +320,58 @@ def _by_columns(
     padded: tuple[int, ...],
     length: int,
 ) -> np.ndarray:
-    """`_by_rows` for the BLAS dtypes: per block of rows, every tap's window copied, then GEMVs.
+    """`_by_rows` for the BLAS dtypes: the last axis's taps by one GEMM per row, the others by shifts.
 
-    The copy (``(rows, *k, length)``, contiguous) runs at the full vector width of NumPy's copy
-    loops, and one ``(1, taps) @ (taps, length)`` per row reads each copied window once, where the
-    `numpy.einsum` products (baseline SIMD only) read and write their output once per tap and need
-    the even/odd split. On 8 x 32 x 32 x 32, 3x3, float32: 0.445 -> 0.40 ms forward and 0.49 ->
-    0.46 ms adjoint (measured; blocks of 1 MiB: 0.48 and 0.51 ms). Blocks hold about
-    `_COLUMNS_BYTES` of copied windows.
+    With ``k_o`` taps along the other axes (flat offsets ``off_o``) and ``k_l`` along the last
+    one (shift ``d``), per row: copy the ``k_l`` shifted rows ``S[b, q] = row[q + b d]`` (one
+    contiguous copy, ``k_l`` times the row), then ``Z = K_c (k_o, k_l) @ S`` (one GEMM) and
+    ``out[q] = sum_o Z[o, q + off_o]``: flat adds over the block, whose entries past a row's
+    outputs mix rows and are never read. A copy of all ``k_o * k_l`` windows with one GEMV per
+    row moves three times the data on a 3x3 kernel: on 8 x 32 x 32 x 32, 3x3, float32, that is
+    0.40 ms forward where this is 0.31 (the `numpy.einsum` products: 0.44). Blocks hold about
+    `_COLUMNS_BYTES` of shifted rows and products.
     """
     batch, channels = batch_channels
     dtype, item, n = source.dtype, source.itemsize, len(strides)
-    taps_shape = kernel.shape[:n]
-    taps, pixels = math.prod(taps_shape), math.prod(padded)
-    weights = np.ascontiguousarray(np.moveaxis(kernel, -1, 0)).reshape(channels, 1, taps)
+    taps_shape, pixels = kernel.shape[:n], math.prod(padded)
+    outer, last = math.prod(taps_shape[:-1]), taps_shape[-1]
+    offsets = [
+        sum(tap * stride for tap, stride in zip(taps, strides[:-1])) for taps in np.ndindex(*taps_shape[:-1])
+    ]
+    width_row = length + offsets[-1]  # entries of a row the products cover: every output's taps
+    weights = np.ascontiguousarray(np.moveaxis(kernel, -1, 0)).reshape(channels, outer, last)
     spatial = padded if crop is None else tuple(axis.stop for axis in crop)
     out = np.empty((batch, channels, *spatial), dtype=dtype)
-    images, width = _block(batch, channels, _COLUMNS_BYTES // (taps * length * item))
-    columns = _scratch()("columns", (images, width, *taps_shape, length), dtype)
-    sums = out if crop is None else _scratch()("grid", (images * width * length,), dtype)  # (the products)
-    row, steps = (channels * pixels * item, pixels * item), [math.prod(padded[i + 1 :]) for i in range(n)]
-    for first, last, low, high in _blocks(batch, channels, images, width):
-        shape = (last - first, high - low)
-        windows = np.ndarray(  # every tap's window, row by row (bounds checked by `numpy.ndarray`)
-            (*shape, *taps_shape, length),
+    images, width = _block(batch, channels, _COLUMNS_BYTES // ((outer + last) * width_row * item))
+    rows = images * width
+    shifted = _scratch()("columns", (rows, last, width_row), dtype)
+    products = _scratch()("grid", (outer, rows, width_row), dtype)
+    steps = [math.prod(padded[i + 1 :]) * item for i in range(n)]
+    for first, high_image, low, high in _blocks(batch, channels, images, width):
+        shape, count = (high_image - first, high - low), (high_image - first) * (high - low)
+        windows = np.ndarray(  # the row shifted by each tap of the last axis (bounds checked)
+            (*shape, last, width_row),
             dtype=dtype,
             buffer=source,
             offset=(first * channels + low) * pixels * item,
-            strides=(*row, *(stride * item for stride in strides), item),
+            strides=(channels * pixels * item, pixels * item, strides[-1] * item, item),
         )
-        block = columns[: shape[0], : shape[1]]
+        block = shifted[:count].reshape(*shape, last, width_row)
         np.copyto(block, windows)
-        if crop is None:
-            target = out.reshape(batch, channels, 1, pixels)[first:last, low:high]
-        else:
-            target = sums[: math.prod(shape) * length].reshape(*shape, 1, length)
-        np.matmul(weights[low:high], block.reshape(*shape, taps, length), out=target)
-        if crop is not None:  # the real outputs: entry sum(o * step) of each row on the grid
-            out[first:last, low:high] = np.ndarray(
-                (*shape, *spatial),
-                dtype=dtype,
-                buffer=sums,
-                strides=(shape[1] * length * item, length * item, *(step * item for step in steps)),
-            )
+        target = products[:, :count].reshape(outer, *shape, width_row).transpose(1, 2, 0, 3)
+        np.matmul(weights[low:high], block, out=target)
+        flat = products[:, :count].reshape(outer, -1)
+        total = flat[0]
+        with np.errstate(all="ignore"):  # (the entries mixing rows may be anything)
+            for o in range(1, outer):
+                size = total.size - offsets[o]
+                np.add(total[:size], flat[o, offsets[o] : offsets[o] + size], out=total[:size])
+        # Output q of row r is entry r * width_row + q of `total`.
+        sums = np.ndarray(
+            (*shape, *spatial),
+            dtype=dtype,
+            buffer=products,
+            strides=(shape[1] * width_row * item, width_row * item, *steps),
+        )
+        out[first:high_image, low:high] = sums
     return out

@@ -125,16 +125,18 @@ def test_small_blocks_and_a_shorter_last_one(monkeypatch, name, layout, block_by
 
 @pytest.mark.parametrize("dtype", [np.float32, np.complex128])
 @pytest.mark.parametrize("rows", [1, 2, 5, 100])
-@pytest.mark.parametrize("name", ["2-D", "2-D, four taps, full", "1-D", "3-D"])
-def test_copied_windows_in_blocks_of_rows(monkeypatch, name, rows, dtype):
+@pytest.mark.parametrize("name", ["2-D", "2-D, four taps, full", "2-D, dilation", "1-D", "3-D"])
+def test_row_gemms_in_blocks_of_rows(monkeypatch, name, rows, dtype):
     # Channels-first BLAS dtypes: blocks of one row, of channels of one image with a shorter last
     # one (3 or 5 channels), of whole images with a shorter last one, or the whole batch.
     m, k, channels, options = GEOMETRIES[name]
-    padded = math.prod(size + 2 * (extent - 1) for size, extent in zip(m, k))  # at least the grid
-    monkeypatch.setattr(_depthwise, "_COLUMNS_BYTES", rows * math.prod(k) * padded * np.dtype(dtype).itemsize)
+    extents = [(size - 1) * dilation + 1 for size, dilation in zip(k, options.get("dilation", (1,) * len(k)))]
+    padded = math.prod(size + 2 * (extent - 1) for size, extent in zip(m, extents))  # at least the grid
+    per_row = (math.prod(k[:-1]) + k[-1]) * 2 * padded * np.dtype(dtype).itemsize  # (adjoint: grid + reach)
+    monkeypatch.setattr(_depthwise, "_COLUMNS_BYTES", rows * per_row)
     used = []
-    original = _depthwise._by_columns
-    monkeypatch.setattr(_depthwise, "_by_columns", lambda *args: used.append(1) or original(*args))
+    original = _depthwise._by_row_gemms
+    monkeypatch.setattr(_depthwise, "_by_row_gemms", lambda *args: used.append(1) or original(*args))
     rng = np.random.default_rng(10)
     op, dense = operator(m, k, channels, options, "channels_first", dtype, rng)
     check(op, dense, "channels_first", dtype, rng, batch=3)
