@@ -240,9 +240,11 @@ def _by_rows(
     strides, reach = _grid(padded, axes)
     # Outputs per row on the grid: the forward's last real output is entry `pixels - reach - 1`.
     length = pixels - reach if crop is not None else pixels
-    blas = dtype.char in _BLAS_CHARS and dtype.isnative
-    if blas and _row_gemm_bytes(kernel, length, strides, item) <= _COLUMNS_BYTES:
-        return _by_row_gemms(kernel, strides, source, batch_channels, crop, padded, length)
+    # `_by_row_gemms`: entries per row its products cover (the forward: every output's taps).
+    outer, last = math.prod(kernel.shape[: n - 1]), kernel.shape[n - 1]
+    covered = length + reach - (last - 1) * strides[-1] if crop is not None else pixels
+    if dtype.char in _BLAS_CHARS and dtype.isnative and (outer + last) * covered * item <= _COLUMNS_BYTES:
+        return _by_row_gemms(kernel, strides, source, batch_channels, crop, padded, covered)
     # Per product, per axis: (its taps, how many, their stride in entries, the first one's offset).
     parts: list[list[tuple[slice, int, int, int]]] = [[]]
     for axis, stride in zip(axes, strides):
@@ -291,13 +293,6 @@ def _by_rows(
     return out
 
 
-def _row_gemm_bytes(kernel: np.ndarray, length: int, strides: list[int], item: int) -> int:
-    """Bytes of the work arrays of one row in `_by_row_gemms`: shifted rows and products."""
-    taps_shape = kernel.shape[: len(strides)]
-    reach = sum((k - 1) * stride for k, stride in zip(taps_shape[:-1], strides[:-1]))
-    return (math.prod(taps_shape[:-1]) + taps_shape[-1]) * (length + reach) * item
-
-
 def _block(batch: int, channels: int, rows: int) -> tuple[int, int]:
     """Images and channels per block of about `rows` rows: whole images, or channels of one image."""
     rows = max(1, rows)
@@ -318,7 +313,7 @@ def _by_row_gemms(
     batch_channels: tuple[int, int],
     crop: tuple[slice, ...] | None,
     padded: tuple[int, ...],
-    length: int,
+    width_row: int,
 ) -> np.ndarray:
     """`_by_rows` for the BLAS dtypes: the last axis's taps by one GEMM per row, the others by shifts.
 
@@ -326,11 +321,17 @@ def _by_row_gemms(
     one (shift ``d``), per row: copy the ``k_l`` shifted rows ``S[b, q] = row[q + b d]`` (one
     contiguous copy, ``k_l`` times the row), then ``Z = K_c (k_o, k_l) @ S`` (one GEMM) and
     ``out[q] = sum_o Z[o, q + off_o]``: flat adds over the block, whose entries past a row's
-    outputs mix rows and are never read. A copy of all ``k_o * k_l`` windows with one GEMV per
-    row moves three times the data on a 3x3 kernel: on 8 x 32 x 32 x 32, 3x3, float32, that is
-    0.40 ms forward where this is 0.31 (the `numpy.einsum` products: 0.44); one GEMM per channel
-    over all images (blocks of channels) measured 5% slower than one per row. Blocks hold about
-    `_COLUMNS_BYTES` of shifted rows and products.
+    outputs mix rows and are never read. The products cover `width_row` entries per row: the
+    forward's ``length + max(off_o)``; the adjoint's whole row, as the last ``reach`` entries of
+    every row of its source are zeros (`depthwise_adjoint`): the taps reaching past a row read
+    only those, and the flat adds read in their place the start of the next row's products,
+    computed from the same zeros; its last add writes straight into the output.
+
+    A copy of all ``k_o * k_l`` windows with one GEMV per row moves three times the data on a 3x3
+    kernel: on 8 x 32 x 32 x 32, 3x3, float32, that is 0.40 ms forward where this is 0.31 (the
+    `numpy.einsum` products: 0.44); one GEMM per channel over all images (blocks of channels)
+    measured 5% slower than one per row. Blocks hold about `_COLUMNS_BYTES` of shifted rows and
+    products.
     """
     batch, channels = batch_channels
     dtype, item, n = source.dtype, source.itemsize, len(strides)
@@ -339,7 +340,6 @@ def _by_row_gemms(
     offsets = [
         sum(tap * stride for tap, stride in zip(taps, strides[:-1])) for taps in np.ndindex(*taps_shape[:-1])
     ]
-    width_row = length + offsets[-1]  # entries of a row the products cover: every output's taps
     weights = np.ascontiguousarray(np.moveaxis(kernel, -1, 0)).reshape(channels, outer, last)
     spatial = padded if crop is None else tuple(axis.stop for axis in crop)
     out = np.empty((batch, channels, *spatial), dtype=dtype)
@@ -360,13 +360,24 @@ def _by_row_gemms(
         block = shifted[:count].reshape(*shape, last, width_row)
         np.copyto(block, windows)
         target = products[:, :count].reshape(outer, *shape, width_row).transpose(1, 2, 0, 3)
+        if crop is None and outer == 1:  # (the adjoint of a kernel along the last axis only)
+            target = out.reshape(batch, channels, 1, pixels)[first:high_image, low:high]
         np.matmul(weights[low:high], block, out=target)
+        if crop is None and outer == 1:
+            continue
         flat = products[:, :count].reshape(outer, -1)
         total = flat[0]
-        with np.errstate(all="ignore"):  # (the entries mixing rows may be anything)
+        with np.errstate(all="ignore"):  # (the forward's entries mixing rows may be anything)
             for o in range(1, outer):
                 size = total.size - offsets[o]
+                if crop is None and o == outer - 1:  # the adjoint's last add: into the output
+                    result = out.reshape(batch, channels, pixels)[first:high_image, low:high].reshape(-1)
+                    np.add(total[:size], flat[o, offsets[o] :], out=result[:size])
+                    result[size:] = total[size:]
+                    break
                 np.add(total[:size], flat[o, offsets[o] : offsets[o] + size], out=total[:size])
+        if crop is None:
+            continue
         # Output q of row r is entry r * width_row + q of `total`.
         sums = np.ndarray(
             (*shape, *spatial),
