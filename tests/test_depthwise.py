@@ -229,12 +229,15 @@ def test_memory_stays_within_a_few_inputs_and_outputs(layout):
         assert peak < 3 * (x.nbytes + y.nbytes) + 4 * 2**20, peak
 
 
-@pytest.mark.parametrize(("size", "rows"), [(12, False), (32, True)])
-def test_channels_first_short_rows_go_to_im2col(monkeypatch, size, rows):
-    # 3x3 'valid' on size^2: (size - 2) * (size + 1) outputs per row on the grid, against 384.
+@pytest.mark.parametrize(
+    ("size", "dtype", "rows"), [(12, np.int32, False), (32, np.int32, True), (4, np.float64, True)]
+)
+def test_channels_first_short_rows_go_to_im2col(monkeypatch, size, dtype, rows):
+    # 3x3 'valid' on size^2: (size - 2) * (size + 1) outputs per row on the grid, against 384, for
+    # the einsum products; the BLAS dtypes' row GEMMs take every size.
     monkeypatch.setattr(_depthwise, "_SHORT_ROWS", 384)
     calls = spies(monkeypatch)
     rng = np.random.default_rng(9)
-    op, dense = operator((size, size), (3, 3), 2, {}, "channels_first", np.float64, rng)
-    check(op, dense, "channels_first", np.float64, rng, batch=1)
+    op, dense = operator((size, size), (3, 3), 2, {}, "channels_first", dtype, rng)
+    check(op, dense, "channels_first", dtype, rng, batch=1)
     assert calls == ({"forward": [True], "adjoint": [True]} if rows else {"forward": [], "adjoint": []})
