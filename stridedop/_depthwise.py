@@ -30,6 +30,7 @@ image, about `_COLUMNS_BYTES` of shifted rows and products or `_BLOCK_BYTES` of 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 
@@ -338,10 +339,9 @@ def _by_row_gemms(
     dtype, item, n = source.dtype, source.itemsize, len(strides)
     taps_shape, pixels = kernel.shape[:n], math.prod(padded)
     outer, last = math.prod(taps_shape[:-1]), taps_shape[-1]
-    offsets = [
-        sum(tap * stride for tap, stride in zip(taps, strides[:-1])) for taps in np.ndindex(*taps_shape[:-1])
-    ]
-    weights = np.ascontiguousarray(np.moveaxis(kernel, -1, 0)).reshape(channels, outer, last)
+    taps_before = itertools.product(*(range(k) for k in taps_shape[:-1]))  # in the kernel's order
+    offsets = [sum(tap * stride for tap, stride in zip(taps, strides)) for taps in taps_before]
+    weights = kernel.reshape(-1, channels).T.copy().reshape(channels, outer, last)
     spatial = padded if crop is None else tuple(axis.stop for axis in crop)
     out = np.empty((batch, channels, *spatial), dtype=dtype)
     images, width = _block(batch, channels, _COLUMNS_BYTES // ((outer + last) * width_row * item))
