@@ -1,10 +1,11 @@
 """Stride-1 depthwise correlation (one channel and one filter per group) and its adjoint.
 
 A depthwise layer has no sum over channels, so a matrix product would multiply mostly zeros;
-here every tap is a vectorized multiply-add: one `numpy.einsum` over a strided view of all the
+here the taps are vectorized multiply-adds: one `numpy.einsum` over a strided view of all the
 taps of a block, which keeps one pass per tap with no temporary as long as its innermost loop
-runs along the contiguous output. The products live on the flat padded grid, where output
-``q`` reads entry ``q + shift(tap)``. The two layouts get there differently:
+runs along the contiguous output, or (channels-first, BLAS dtypes) one small GEMM per row. The
+products live on the flat padded grid, where output ``q`` reads entry ``q + shift(tap)``. The
+two layouts get there differently:
 
 * channels-last: the channels are innermost, so a tap is a shift by a multiple of ``C`` entries
   and the kernel, tiled along an output row of ``(pixels, C)``, is the same for every row: the
@@ -44,9 +45,9 @@ __all__ = ["depthwise_adjoint", "depthwise_correlate", "depthwise_suits"]
 _COLUMNS_BYTES = 2**22  # channels-first, BLAS dtypes: work arrays per block (fewer calls: faster)
 _BLOCK_BYTES = 2**20  # channels-first: rows per block (fewer, larger calls measured faster); tile bound
 _TILE_ENTRIES = 2**13  # channels-last: entries per block, the width of the tiled kernel
-_SHORT_ROWS = 384  # channels-first: fewest outputs per row on the grid for the products by rows
+_SHORT_ROWS = 384  # channels-first einsum products: fewest outputs per row on the grid
 _BLAS_CHARS = "fdFD"  # float32, float64, complex64, complex128: `numpy.matmul` runs BLAS for these
-_LABELS = "abdefghiklmnopqstuvwxyz"  # einsum labels of the tap axes ("c", "j", "r" are taken)
+_LABELS = "abdefghiklmnopqstuvwxy"  # einsum labels of the tap axes ("c", "j", "r", "z" are taken)
 
 Scratch = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
 
