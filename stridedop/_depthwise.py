@@ -1,18 +1,23 @@
 """Stride-1 depthwise correlation (one channel and one filter per group) and its adjoint.
 
 A depthwise layer has no sum over channels, so a matrix product would multiply mostly zeros;
-here every tap is a vectorized multiply-add: one `numpy.einsum` over a strided view of all the
+here the taps are vectorized multiply-adds: one `numpy.einsum` over a strided view of all the
 taps of a block, which keeps one pass per tap with no temporary as long as its innermost loop
-runs along the contiguous output. The products live on the flat padded grid, where output
-``q`` reads entry ``q + shift(tap)``. The two layouts get there differently:
+runs along the contiguous output, or (channels-first, BLAS dtypes) one small GEMM per row. The
+products live on the flat padded grid, where output ``q`` reads entry ``q + shift(tap)``. The
+two layouts get there differently:
 
 * channels-last: the channels are innermost, so a tap is a shift by a multiple of ``C`` entries
   and the kernel, tiled along an output row of ``(pixels, C)``, is the same for every row: the
   forward product runs row by row straight into the output, the adjoint over the flat batch;
 * channels-first: every ``(image, channel)`` row of the batch is a flat grid and the kernel one
-  number per row and tap. A tap along the last axis shifts by one entry, as the output does;
-  `numpy.einsum` would then run those taps innermost (a few entries per loop), so they split
-  into even and odd taps: two products whose taps are two entries apart, then one sum.
+  number per row and tap. For the BLAS dtypes, the last axis's taps are one GEMM per row over
+  copies of the row shifted by each of them, and the other axes' taps flat shifted adds of its
+  products (`_by_row_gemms`). Otherwise one `numpy.einsum` per product: a tap along the last
+  axis shifts by one entry, as the output does, and einsum would run those taps innermost (a few
+  entries per loop), so they split into even and odd taps: two products whose taps are two
+  entries apart, then one sum. The forward runs on the input's grid and its real outputs are
+  copied out.
 
 The adjoint of a stride-1 layer is the correlation of ``y`` zero-padded by ``extent - 1`` with
 the flipped kernel. Laid on the padded input's grid with ``y`` in the leading corner of every
@@ -20,13 +25,15 @@ image, the zeros after one image's last output row are the padding before the ne
 first one, so ``y`` is embedded once (after ``reach`` zeros) and the products land on the
 padded input itself: nothing is cropped.
 
-Work arrays come from `_apply._scratch`; channels-first blocks hold about `_BLOCK_BYTES` of rows.
+Work arrays come from `_apply._scratch`; channels-first blocks are whole images or channels of one
+image, about `_COLUMNS_BYTES` of shifted rows and products or `_BLOCK_BYTES` of einsum rows.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -35,10 +42,12 @@ from ._geometry import Axis, flat_grid
 
 __all__ = ["depthwise_adjoint", "depthwise_correlate", "depthwise_suits"]
 
+_COLUMNS_BYTES = 2**22  # channels-first, BLAS dtypes: work arrays per block (fewer calls: faster)
 _BLOCK_BYTES = 2**20  # channels-first: rows per block (fewer, larger calls measured faster); tile bound
 _TILE_ENTRIES = 2**13  # channels-last: entries per block, the width of the tiled kernel
-_SHORT_ROWS = 384  # channels-first: fewest outputs per row on the grid for the products by rows
-_LABELS = "abdefghiklmnopqstuvwxyz"  # einsum labels of the tap axes ("c", "j", "r" are taken)
+_SHORT_ROWS = 384  # channels-first einsum products: fewest outputs per row on the grid
+_BLAS_CHARS = "fdFD"  # float32, float64, complex64, complex128: `numpy.matmul` runs BLAS for these
+_LABELS = "abdefghiklmnopqstuvwxy"  # einsum labels of the tap axes ("c", "j", "r", "z" are taken)
 
 Scratch = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
 
@@ -52,15 +61,16 @@ def depthwise_suits(
 ) -> bool:
     """Whether the depthwise products serve this layer: one channel and one filter per group, numbers.
 
-    Channels-first, each product runs along one row of the padded grid: rows with fewer than
-    `_SHORT_ROWS` outputs (small images, wide kernels) spend more in the loop around the products
-    than in them, and the im2col product serves them better (measured).
+    Channels-first, each product runs along one row of the padded grid. The `numpy.einsum`
+    products of rows with fewer than `_SHORT_ROWS` outputs (small images, wide kernels) spend more
+    in the loop around them than in them, and the im2col product serves them better; the row
+    GEMMs of the BLAS dtypes beat im2col down to 4 x 4 images (measured: 8 x 32 x 4 x 4, 3x3,
+    float32, 63 against 123 us forward; within 10% either way on a few tiny 3-D and float64 ones).
     """
-    if not (
-        groups > 1 and kernel.shape[-2] == 1 and kernel.shape[-1] == groups and np.dtype(dtype).kind in "iufc"
-    ):
+    dtype = np.dtype(dtype)
+    if not (groups > 1 and kernel.shape[-2] == 1 and kernel.shape[-1] == groups and dtype.kind in "iufc"):
         return False
-    if not (channels_first and axes):
+    if not (channels_first and axes) or (dtype.char in _BLAS_CHARS and dtype.isnative):
         return True
     padded = tuple(axis.output + axis.extent - 1 for axis in axes)
     return math.prod(padded) - _grid(padded, axes)[1] >= _SHORT_ROWS
@@ -222,15 +232,22 @@ def _by_rows(
     or the input's grid when `crop` takes the real outputs of the forward product). The kernel is one
     number per row and tap: `numpy.einsum`'s scalar-times-contiguous loop. A tap axis whose shift is
     one entry would tie with the output's own stride and run innermost, so its even and odd taps go
-    to two products, two entries apart, whose sum is the output.
+    to two products, two entries apart, whose sum is the output. The BLAS dtypes take
+    `_by_row_gemms` when one row's work arrays fit in `_COLUMNS_BYTES`.
     """
     batch, channels = batch_channels
     dtype, item, n = source.dtype, source.itemsize, len(axes)
     if padded is None:
         padded = tuple(axis.output + axis.extent - 1 for axis in axes)
-    pixels, rows = math.prod(padded), batch * channels
+    pixels = math.prod(padded)
     strides, reach = _grid(padded, axes)
-    length = pixels - reach if crop is not None else pixels  # outputs per row on the grid
+    # Outputs per row on the grid: the forward's last real output is entry `pixels - reach - 1`.
+    length = pixels - reach if crop is not None else pixels
+    # `_by_row_gemms`: entries per row its products cover (the forward: every output's taps).
+    outer, last = math.prod(kernel.shape[: n - 1]), kernel.shape[n - 1]
+    covered = length + reach - (last - 1) * strides[-1] if crop is not None else pixels
+    if dtype.char in _BLAS_CHARS and dtype.isnative and (outer + last) * covered * item <= _COLUMNS_BYTES:
+        return _by_row_gemms(kernel, strides, source, batch_channels, crop, padded, covered)
     # Per product, per axis: (its taps, how many, their stride in entries, the first one's offset).
     parts: list[list[tuple[slice, int, int, int]]] = [[]]
     for axis, stride in zip(axes, strides):
@@ -242,39 +259,133 @@ def _by_rows(
             parts = [part + [even] for part in parts] + [part + [odd] for part in parts]
         else:
             parts = [part + [(slice(None), axis.kernel, stride, 0)] for part in parts]
-    # (*k, C) -> (rows, *k): the kernel of every (image, channel) row.
-    weights = np.ascontiguousarray(
-        np.broadcast_to(np.moveaxis(kernel, -1, 0), (batch, channels, *kernel.shape[:n]))
-    )
-    weights = weights.reshape(rows, *kernel.shape[:n])
-    if crop is None:
-        out = np.empty((batch, channels, *padded), dtype=dtype)
-        out_rows = out.reshape(rows, pixels)
-    else:
-        out = np.empty((batch, channels, *(axis.output for axis in axes)), dtype=dtype)
-        out_rows = out.reshape(rows, *out.shape[2:])
-    per_block = max(1, min(rows, _BLOCK_BYTES // (pixels * item)))
+    weights = np.ascontiguousarray(np.moveaxis(kernel, -1, 0))  # (C, *k): the same for every image
+    spatial = padded if crop is None else tuple(axis.output for axis in axes)
+    out = np.empty((batch, channels, *spatial), dtype=dtype)
+    images, width = _block(batch, channels, _BLOCK_BYTES // (pixels * item))
     extra = len(parts) - (crop is None)  # work arrays: every product but the first straight into `out`
-    sums = _scratch()("grid", (extra, per_block, pixels), dtype) if extra else None
+    sums = _scratch()("grid", (extra, images * width * pixels), dtype) if extra else None
     if sums is not None and crop is not None:
-        sums[..., length:] = 0  # (past each row's outputs: added up whole, then dropped)
-    taps = _LABELS[:n]
-    for start in range(0, rows, per_block):
-        stop = min(start + per_block, rows)
-        targets = [] if crop is not None else [out_rows[start:stop]]
-        targets += [sums[i, : stop - start] for i in range(extra)] if sums is not None else []
-        for part, target in zip(parts, targets):
-            windows = as_strided(
-                source[start * pixels + sum(offset for *_, offset in part) :],
-                shape=(stop - start, *(count for _, count, _, _ in part), length),
-                strides=(pixels * item, *(stride * item for _, _, stride, _ in part), item),
-                writeable=False,
+        # Past each row's outputs: added up whole (a strided add of the outputs alone runs about 3x
+        # slower, measured), never read.
+        sums.reshape(extra, images * width, pixels)[..., length:] = 0
+    taps, row = _LABELS[:n], (channels * pixels * item, pixels * item)
+    for first, last, low, high in _blocks(batch, channels, images, width):
+        shape = (last - first, high - low, pixels)  # whole rows, contiguous
+        flats = [] if crop is not None else [out.reshape(batch, channels, pixels)[first:last, low:high]]
+        if sums is not None:
+            flats += [sums[i, : math.prod(shape)].reshape(shape) for i in range(extra)]
+        for part, flat in zip(parts, flats):
+            # A view of every tap's window (bounds checked by `numpy.ndarray`): row by row, the
+            # taps, then the outputs.
+            windows = np.ndarray(
+                (*shape[:2], *(count for _, count, _, _ in part), length),
+                dtype=dtype,
+                buffer=source,
+                offset=((first * channels + low) * pixels + sum(offset for *_, offset in part)) * item,
+                strides=(*row, *(stride * item for _, _, stride, _ in part), item),
             )
-            index = (slice(start, stop), *(piece for piece, *_ in part))
-            np.einsum(f"r{taps}j,r{taps}->rj", windows, weights[index], out=target[:, :length])
-        total = targets[0].reshape(-1)
-        for target in targets[1:]:
-            np.add(total, target.reshape(-1), out=total)
-        if crop is not None:
-            out_rows[start:stop] = targets[0].reshape(stop - start, *padded)[(slice(None),) + crop]
+            index = (slice(low, high), *(piece for piece, *_ in part))
+            np.einsum(f"zr{taps}j,r{taps}->zrj", windows, weights[index], out=flat[..., :length])
+        total = flats[0].reshape(-1)
+        for flat in flats[1:]:
+            np.add(total, flat.reshape(-1), out=total)
+        if crop is not None:  # (the last real output on the grid is entry `length - 1`)
+            whole = flats[0].reshape(*shape[:2], *padded)
+            out[first:last, low:high] = whole[(slice(None), slice(None)) + crop]
+    return out
+
+
+def _block(batch: int, channels: int, rows: int) -> tuple[int, int]:
+    """Images and channels per block of about `rows` rows: whole images, or channels of one image."""
+    rows = max(1, rows)
+    return (min(batch, rows // channels), channels) if rows >= channels else (1, rows)
+
+
+def _blocks(batch: int, channels: int, images: int, width: int) -> Iterator[tuple[int, int, int, int]]:
+    """``(first, last, low, high)`` per block: images ``[first, last)``, channels ``[low, high)``."""
+    for first in range(0, batch, images):
+        for low in range(0, channels, width):
+            yield first, min(first + images, batch), low, min(low + width, channels)
+
+
+def _by_row_gemms(
+    kernel: np.ndarray,
+    strides: list[int],
+    source: np.ndarray,
+    batch_channels: tuple[int, int],
+    crop: tuple[slice, ...] | None,
+    padded: tuple[int, ...],
+    width_row: int,
+) -> np.ndarray:
+    """`_by_rows` for the BLAS dtypes: the last axis's taps by one GEMM per row, the others by shifts.
+
+    With ``k_o`` taps along the other axes (flat offsets ``off_o``) and ``k_l`` along the last
+    one (shift ``d``), per row: copy the ``k_l`` shifted rows ``S[b, q] = row[q + b d]`` (one
+    contiguous copy, ``k_l`` times the row), then ``Z = K_c (k_o, k_l) @ S`` (one GEMM) and
+    ``out[q] = sum_o Z[o, q + off_o]``: flat adds over the block, whose entries past a row's
+    outputs mix rows and are never read. The products cover `width_row` entries per row: the
+    forward's ``length + max(off_o)``; the adjoint's whole row, as the last ``reach`` entries of
+    every row of its source are zeros (`depthwise_adjoint`): the taps reaching past a row read
+    only those, and the flat adds read in their place the start of the next row's products,
+    computed from the same zeros; its last add writes straight into the output.
+
+    A copy of all ``k_o * k_l`` windows with one GEMV per row moves three times the data on a 3x3
+    kernel: on 8 x 32 x 32 x 32, 3x3, float32, that is 0.40 ms forward where this is 0.31 (the
+    `numpy.einsum` products: 0.44); one GEMM per channel over all images (blocks of channels)
+    measured 5% slower than one per row. Blocks hold about `_COLUMNS_BYTES` of shifted rows and
+    products.
+    """
+    batch, channels = batch_channels
+    dtype, item, n = source.dtype, source.itemsize, len(strides)
+    taps_shape, pixels = kernel.shape[:n], math.prod(padded)
+    outer, last = math.prod(taps_shape[:-1]), taps_shape[-1]
+    taps_before = itertools.product(*(range(k) for k in taps_shape[:-1]))  # in the kernel's order
+    offsets = [sum(tap * stride for tap, stride in zip(taps, strides)) for taps in taps_before]
+    weights = kernel.reshape(-1, channels).T.copy().reshape(channels, outer, last)
+    spatial = padded if crop is None else tuple(axis.stop for axis in crop)
+    out = np.empty((batch, channels, *spatial), dtype=dtype)
+    images, width = _block(batch, channels, _COLUMNS_BYTES // ((outer + last) * width_row * item))
+    rows = images * width
+    shifted = _scratch()("columns", (rows, last, width_row), dtype)
+    products = _scratch()("grid", (outer, rows, width_row), dtype)
+    steps = [math.prod(padded[i + 1 :]) * item for i in range(n)]
+    for first, high_image, low, high in _blocks(batch, channels, images, width):
+        shape, count = (high_image - first, high - low), (high_image - first) * (high - low)
+        windows = np.ndarray(  # the row shifted by each tap of the last axis (bounds checked)
+            (*shape, last, width_row),
+            dtype=dtype,
+            buffer=source,
+            offset=(first * channels + low) * pixels * item,
+            strides=(channels * pixels * item, pixels * item, strides[-1] * item, item),
+        )
+        block = shifted[:count].reshape(*shape, last, width_row)
+        np.copyto(block, windows)
+        target = products[:, :count].reshape(outer, *shape, width_row).transpose(1, 2, 0, 3)
+        if crop is None and outer == 1:  # (the adjoint of a kernel along the last axis only)
+            target = out.reshape(batch, channels, 1, pixels)[first:high_image, low:high]
+        np.matmul(weights[low:high], block, out=target)
+        if crop is None and outer == 1:
+            continue
+        flat = products[:, :count].reshape(outer, -1)
+        total = flat[0]
+        with np.errstate(all="ignore"):  # (the forward's entries mixing rows may be anything)
+            for o in range(1, outer):
+                size = total.size - offsets[o]
+                if crop is None and o == outer - 1:  # the adjoint's last add: into the output
+                    result = out.reshape(batch, channels, pixels)[first:high_image, low:high].reshape(-1)
+                    np.add(total[:size], flat[o, offsets[o] :], out=result[:size])
+                    result[size:] = total[size:]
+                    break
+                np.add(total[:size], flat[o, offsets[o] : offsets[o] + size], out=total[:size])
+        if crop is None:
+            continue
+        # Output q of row r is entry r * width_row + q of `total`.
+        sums = np.ndarray(
+            (*shape, *spatial),
+            dtype=dtype,
+            buffer=products,
+            strides=(shape[1] * width_row * item, width_row * item, *steps),
+        )
+        out[first:high_image, low:high] = sums
     return out

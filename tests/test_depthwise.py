@@ -108,17 +108,36 @@ def test_both_directions_equal_the_loop_oracle(monkeypatch, name, layout, dtype)
     assert calls == {"forward": [first], "adjoint": [first]}
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.int32])  # channels-first: row GEMMs, einsum
 @pytest.mark.parametrize("block_bytes", [1, 7, 100])
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("name", ["2-D", "2-D, four taps, full", "2-D, long rows", "3-D"])
-def test_small_blocks_and_a_shorter_last_one(monkeypatch, name, layout, block_bytes):
+def test_small_blocks_and_a_shorter_last_one(monkeypatch, name, layout, block_bytes, dtype):
     # One row (channels-first) or one pixel (channels-last) per block, or a few with a last short one.
     monkeypatch.setattr(_depthwise, "_BLOCK_BYTES", block_bytes * 2**10)
     monkeypatch.setattr(_depthwise, "_TILE_ENTRIES", block_bytes)
     m, k, channels, options = GEOMETRIES[name]
     rng = np.random.default_rng(3)
-    op, dense = operator(m, k, channels, options, layout, np.float64, rng)
-    check(op, dense, layout, np.float64, rng, batch=3)
+    op, dense = operator(m, k, channels, options, layout, dtype, rng)
+    check(op, dense, layout, dtype, rng, batch=3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.complex128])
+@pytest.mark.parametrize("rows", [1, 2, 6, 100])
+@pytest.mark.parametrize("name", ["2-D", "2-D, four taps, full", "2-D, dilation", "1-D", "3-D"])
+def test_row_gemms_in_blocks_of_rows(monkeypatch, name, rows, dtype):
+    # Channels-first BLAS dtypes, 3 images: blocks of one row, of channels of one image with a
+    # shorter last one (3 or 5 channels), of two images with a shorter last one, or the batch.
+    original = _depthwise._block
+    monkeypatch.setattr(_depthwise, "_block", lambda batch, channels, _: original(batch, channels, rows))
+    used = []
+    gemms = _depthwise._by_row_gemms
+    monkeypatch.setattr(_depthwise, "_by_row_gemms", lambda *args: used.append(1) or gemms(*args))
+    m, k, channels, options = GEOMETRIES[name]
+    rng = np.random.default_rng(10)
+    op, dense = operator(m, k, channels, options, "channels_first", dtype, rng)
+    check(op, dense, "channels_first", dtype, rng, batch=3)
+    assert len(used) == 2
 
 
 @pytest.mark.parametrize("mode", list(NUMPY_MODES))
@@ -210,12 +229,15 @@ def test_memory_stays_within_a_few_inputs_and_outputs(layout):
         assert peak < 3 * (x.nbytes + y.nbytes) + 4 * 2**20, peak
 
 
-@pytest.mark.parametrize(("size", "rows"), [(12, False), (32, True)])
-def test_channels_first_short_rows_go_to_im2col(monkeypatch, size, rows):
-    # 3x3 'valid' on size^2: (size - 2) * (size + 1) outputs per row on the grid, against 384.
+@pytest.mark.parametrize(
+    ("size", "dtype", "rows"), [(12, np.int32, False), (32, np.int32, True), (4, np.float64, True)]
+)
+def test_channels_first_short_rows_go_to_im2col(monkeypatch, size, dtype, rows):
+    # 3x3 'valid' on size^2: (size - 2) * (size + 1) outputs per row on the grid, against 384, for
+    # the einsum products; the BLAS dtypes' row GEMMs take every size.
     monkeypatch.setattr(_depthwise, "_SHORT_ROWS", 384)
     calls = spies(monkeypatch)
     rng = np.random.default_rng(9)
-    op, dense = operator((size, size), (3, 3), 2, {}, "channels_first", np.float64, rng)
-    check(op, dense, "channels_first", np.float64, rng, batch=1)
+    op, dense = operator((size, size), (3, 3), 2, {}, "channels_first", dtype, rng)
+    check(op, dense, "channels_first", dtype, rng, batch=1)
     assert calls == ({"forward": [True], "adjoint": [True]} if rows else {"forward": [], "adjoint": []})
