@@ -21,11 +21,12 @@ on the padded input):
 * *taps as channels* (stride 1, no groups, inputs up to `_WIDE_BYTES`; channels-last with few
   channels and a wide kernel, channels-first for tap GEMMs of up to `_WIDE_ROWS` rows): the last
   axis's taps are copied into channels, then tap GEMMs.
-* *depthwise taps* (stride 1, one channel and one filter per group; `._depthwise`): one
-  vectorized multiply-add per tap (`numpy.einsum` on a strided view of the taps), over the flat
-  batch with the kernel tiled along the channels (channels-last), or row by ``(image, channel)``
-  row with the kernel one number per row and tap (channels-first, rows of a few hundred outputs
-  or more; shorter ones go to the flat im2col).
+* *depthwise taps* (stride 1, one channel and one filter per group; `._depthwise`): channels-last,
+  one vectorized multiply-add per tap (`numpy.einsum` on a strided view of the taps) with the
+  kernel tiled along the channels; channels-first, row by ``(image, channel)`` row: for the BLAS
+  dtypes one small GEMM per row over the row's copies shifted by the last axis's taps, then flat
+  shifted adds; otherwise `numpy.einsum`, rows of a few hundred outputs or more (shorter ones go
+  to the flat im2col).
 * *flat im2col* (stride 1, otherwise): the same windows, copied block by block into a small
   buffer and multiplied by the kernel matrix ``(taps * C, F)``. With few channels per group
   the channels-first form copies whole rows.
@@ -36,17 +37,20 @@ Adjoint (``xp[o * stride + r * dilation] += K[r]^T y[o]``, then `_unpad`; `_adjo
 picks one). Tap ``r`` of output ``o`` lands on entry ``o + (r * d) // s`` of phase ``(r * d) mod s``
 of the padded input, so on a grid holding `y` every tap writes one shifted stretch of its phase:
 
-* *tap GEMM* (no groups, enough input channels, BLAS floats, SciPy installed; channels-first only
-  with strides): ``y`` channels-last on the flat grid; each tap accumulates one GEMM (BLAS
-  ``beta = 1``) straight into the ``(pixels, C)`` stretch it writes;
+* *tap GEMM* (no groups, enough input channels, BLAS floats, SciPy installed; channels-first with
+  strides or on two or more axes): ``y`` channels-last on the flat grid; each tap accumulates one
+  GEMM (BLAS ``beta = 1``) straight into the ``(pixels, C)`` stretch it writes;
 * *taps as channels* (the same with few input channels, stride 1 along the last axis, up to
   `_WIDE_BYTES`): the tap GEMMs of the layer whose channels are ``(c, r)`` for the last axis's
   taps ``r``, then one shifted add per ``r`` folds them back;
 * *scatter* (strides or few input channels, more than one filter per group): ``y`` channels-first
   on the flat grid; per block one GEMM gives every tap, then one contiguous slice-add per tap;
-* *correlation* (stride 1, otherwise): the correlation of ``y`` zero-padded by ``extent - 1`` with
-  the flipped kernel whose channel axes are swapped, through the stride-1 strategies above
-  (depthwise: the same products, ``y`` laid once on the padded input's grid, nothing cropped);
+* *correlation* (stride 1, otherwise): the correlation of ``y`` with the flipped kernel whose
+  channel axes are swapped, through the flat stride-1 strategies above, ``y`` laid once in the
+  corner of every image of the padded input's grid: each position looks back into the zeros
+  after the previous image (`_looking_back`; nothing computed past the input, nothing cropped).
+  With zero padding wider than that, ``y`` padded by ``extent - 1 - lo`` and ``extent - 1 - hi``
+  gives only the input's own entries. Depthwise kernels take their own products, the same way;
 * *polyphase* (strides with one filter per group): each phase of the padded input receives the
   taps of one residue and is a stride-1 adjoint of ``y``, planned as above.
 
@@ -980,8 +984,8 @@ def _looking_back(
     images, front = extended[lead:].reshape(shape), (slice(None),) * (2 if first else 1)
     corner = tuple(slice(0, axis.output) for axis in axes)
     for i, axis in enumerate(axes):  # zeros outside the corner: one slab per axis
-        images[(*front, *corner[:i], slice(axis.output, None))] = 0
-    images[(*front, *corner)] = y
+        images[front + corner[:i] + (slice(axis.output, None),)] = 0
+    images[front + corner] = y
     xp = extended[: math.prod(shape)].reshape(shape)
     return _stride1(swapped, grid, groups, xp, first, out_first=channels_first, extended=extended)
 
