@@ -421,9 +421,15 @@ def _crop_output(out: np.ndarray, axes: tuple[Axis, ...], channels_first: bool) 
 def _products(shape: tuple[int, ...], dtype: np.dtype, final: bool) -> np.ndarray:
     """Where a flat strategy writes its products: a new array, or a reused one to crop from.
 
-    The products are `final` when every grid position is an output, in the result's layout.
+    The products are `final` when every grid position is an output (`_every_position`), in the
+    result's layout.
     """
     return np.empty(shape, dtype=dtype) if final else _scratch("grid", shape, dtype)
+
+
+def _every_position(axes: tuple[Axis, ...], padded: tuple[int, ...]) -> bool:
+    """Whether every position of the flat grid `padded` is an output (`_looking_back`'s grids)."""
+    return all(axis.output == size for axis, size in zip(axes, padded))
 
 
 def _tap_gemm(
@@ -447,7 +453,7 @@ def _tap_gemm(
     total = batch * math.prod(padded)
     steps, reach = flat_grid(padded, axes)
     shifts = _tap_shifts(axes, steps)
-    length = total if extended is not None else total - reach
+    length = total if _every_position(axes, padded) else total - reach
     flat = (extended if extended is not None else xp).reshape(-1, groups * cg)  # length + reach rows
     gemm = _blas().get_blas_funcs("gemm", dtype=dtype)  # type: ignore[union-attr]
     if groups == 1:
@@ -458,7 +464,7 @@ def _tap_gemm(
     # (*k, Cg, G * Fg) -> (G, taps, Cg, Fg), each (Cg, Fg) matrix C-ordered.
     weights = kernel.reshape(len(shifts), cg, groups, fg).transpose(2, 0, 1, 3)
     weights = np.ascontiguousarray(weights)
-    final = extended is not None and groups == 1
+    final = extended is not None and groups == 1 and _every_position(axes, padded)
     out = _products((groups, total, fg), dtype, final)
     block = max(256, _TAP_BLOCK_BYTES // ((cg + fg) * dtype.itemsize))
     for g in range(groups):
@@ -524,12 +530,15 @@ def _tap_gemm_first(
     # Channel rows a multiple of 4 KiB apart would put the GEMMs' columns in one cache set: past
     # each row, `_GAP_BYTES` of zeros (the 1-D table layer's adjoint: 0.43 -> 0.38 ms).
     pitch = pixels + (_GAP_BYTES // dtype.itemsize if pixels * dtype.itemsize % _SET_BYTES == 0 else 0)
+    every = _every_position(axes, padded)
     if extended is not None and pitch == pixels:
         flat = extended
     else:
-        # With `extended`, its channel rows start `reach` entries in; they keep that look-back margin.
-        lead = reach if extended is not None else 0
-        source = (xp if extended is None else extended[reach : reach + size]).reshape(rows, pixels)
+        # Looking back (`_looking_back`), the channel rows start `reach` entries into `extended`
+        # and keep that margin; otherwise the entries past a row's outputs are never used.
+        lead = reach if extended is not None and every else 0
+        laid_out = xp if extended is None or not lead else extended[reach : reach + size]
+        source = laid_out.reshape(rows, pixels)
         flat = _scratch("flat", (lead + rows * pitch + reach,), dtype)
         flat[:lead] = 0
         laid = flat[lead : lead + rows * pitch].reshape(rows, pitch)
@@ -539,7 +548,7 @@ def _tap_gemm_first(
     gemm = _blas().get_blas_funcs("gemm", dtype=dtype)  # type: ignore[union-attr]
     # (*k, Cg, G * Fg) -> (G, taps, Fg, Cg): the transpose of each tap's (Cg, Fg) matrix, C-ordered.
     weights = np.ascontiguousarray(kernel.reshape(len(shifts), cg, groups, fg).transpose(2, 0, 3, 1))
-    final = extended is not None and pitch == pixels
+    final = extended is not None and pitch == pixels and every
     out = _products((batch, groups, fg, pitch), dtype, final)
     for b in range(batch):
         for g in range(groups):
@@ -582,7 +591,7 @@ def _flat_im2col(
     channels = groups * group_channels
     item, dtype = xp.itemsize, xp.dtype
     count = pixels if channels_first else batch * pixels
-    outputs = count if extended is not None else count - reach  # per flat image
+    outputs = count if _every_position(axes, padded) else count - reach  # per flat image
     block = min(max(64, _COLUMNS_BYTES // (rows * item)), max(1, outputs))
     # Channels-first: (F, rows) @ (rows, pixels), each im2col row a contiguous copy.
     # Channels-last: (pixels, rows) @ (rows, F), each im2col row a window of taps * C entries.
@@ -596,7 +605,7 @@ def _flat_im2col(
         buffer = _scratch("columns", (groups, block, *taps_shape, group_channels), dtype)
 
     out_first = channels_first if out_first is None else out_first
-    final = extended is not None
+    final = extended is not None and _every_position(axes, padded)
     if channels_first:  # one image at a time: (C, pixels), the pixels contiguous
         if out_first:
             out = _products((batch, groups, group_filters, pixels), dtype, final)
@@ -642,25 +651,33 @@ def _flat_im2col(
 
 def _taps_as_channels(
     kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray, channels_first: bool
-) -> tuple[np.ndarray, tuple[Axis, ...], int, np.ndarray]:
+) -> tuple[np.ndarray, tuple[Axis, ...], int, np.ndarray, np.ndarray | None]:
     """The same correlation with the last axis's taps moved into the channels.
 
     Input channel ``(g, c, r)`` of the new batch holds ``x[g, c]`` shifted by ``r * d`` along the
     last axis, cut to the outputs: a copy of ``k`` times the input (im2col copies ``prod(k)``
     times), after which the last axis has a kernel of size 1 and the channels are ``k`` times more.
+    Returns the new layer's kernel, axes, groups and batch, and channels-first the flat buffer the
+    batch starts, zeros past its end as far as its windows reach (for `_stride1`'s `extended`:
+    the tap GEMMs read it without copying the batch again).
     """
     n, last = len(axes), axes[-1]
     *taps_shape, cg, filters = kernel.shape
     batch, channels = xp.shape[0], groups * cg
     outputs = last.output
     spatial = xp.shape[2:-1] if channels_first else xp.shape[1:-2]
+    extended = None
     if channels_first:
         shape = (batch, groups, cg, last.kernel, *spatial, outputs)
         source = xp.reshape(batch, groups, cg, 1, *xp.shape[2:])
+        _, reach = flat_grid((*spatial, outputs), _wide_axes(axes))
+        extended = _scratch("taps", (math.prod(shape) + reach,), xp.dtype)
+        extended[math.prod(shape) :] = 0
+        wide = extended[: math.prod(shape)].reshape(shape)
     else:
         shape = (batch, *spatial, outputs, groups, cg, last.kernel)
         source = xp.reshape(*xp.shape[:-1], groups, cg, 1)
-    wide = _scratch("taps", shape, xp.dtype)  # never returned: the products read it
+        wide = _scratch("taps", shape, xp.dtype)  # never returned: the products read it
     axis = -1 if channels_first else n
     for r in range(last.kernel):
         start = r * last.dilation
@@ -674,7 +691,7 @@ def _taps_as_channels(
         wide = wide.reshape(batch, wide_channels, *spatial, outputs)
     else:
         wide = wide.reshape(batch, *spatial, outputs, wide_channels)
-    return _wide_kernel(kernel), _wide_axes(axes), groups, wide
+    return _wide_kernel(kernel), _wide_axes(axes), groups, wide, extended
 
 
 def _wide_kernel(kernel: np.ndarray) -> np.ndarray:
@@ -739,8 +756,9 @@ def _stride1(
     than the batch's, the other strategies give a strided view.
 
     With `extended`, the flat buffer that `xp` starts, which runs `reach` pixels of the grid past
-    `xp`'s end: every position of `xp`'s grid is an output (see `_looking_back`), and the
-    products read past `xp` into the buffer. The batch then stays in its layout.
+    `xp`'s end: the products read past `xp` into it instead of copying the batch, which then
+    stays in its layout. Where every position of the grid is an output (`_looking_back`), the
+    products are the result.
     """
     first = channels_first if out_first is None else out_first
     cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
@@ -764,7 +782,8 @@ def _stride1(
         if channels_first and cg * axes[-1].kernel <= _WIDE_ROWS and len(axes) > 1:
             if _wide_suits(kernel, axes, groups, xp.dtype, xp.nbytes, pixels):
                 # Fewer, larger GEMMs per image: the last axis's taps join the channels.
-                return _stride1(*_taps_as_channels(kernel, axes, groups, xp, True), True, first)
+                wide_kernel, wide_axes, _, wide, extended = _taps_as_channels(kernel, axes, groups, xp, True)
+                return _stride1(wide_kernel, wide_axes, groups, wide, True, first, extended=extended)
         if channels_first:
             return _in_layout(_tap_gemm_first(kernel, axes, groups, np.ascontiguousarray(xp)), True, first)
         moved = _tap_gemm_first(kernel, axes, groups, np.ascontiguousarray(np.moveaxis(xp, -1, 1)))
@@ -772,7 +791,8 @@ def _stride1(
     # (channels-first im2col copies whole rows: as fast as moving the taps, measured)
     if not channels_first and _wide_suits(kernel, axes, groups, xp.dtype, xp.nbytes, pixels):
         # Few channels, a wide kernel: copy the last axis's taps into channels, then tap GEMMs.
-        return _stride1(*_taps_as_channels(kernel, axes, groups, xp, False), False, first)
+        wide_kernel, wide_axes, _, wide, _ = _taps_as_channels(kernel, axes, groups, xp, False)
+        return _stride1(wide_kernel, wide_axes, groups, wide, False, first)
     if channels_first:
         return _flat_im2col(kernel, axes, groups, xp, True, out_first=first)
     if cg <= _FEW_CHANNELS or groups > 1:
@@ -790,7 +810,7 @@ def _stride1_extended(
     out_first: bool,
     extended: np.ndarray,
 ) -> np.ndarray:
-    """`_stride1` on a batch whose products read past its end (`extended`): the flat strategies only."""
+    """`_stride1` on a batch whose products read past its end (`extended`): tap GEMMs or im2col."""
     cg, fg = kernel.shape[-2], kernel.shape[-1] // groups
     pixels = math.prod(xp.shape[2:] if channels_first else xp.shape[1:-1])
     layout = _tap_gemm_layout(xp.dtype, cg, fg, pixels)
