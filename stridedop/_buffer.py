@@ -52,9 +52,9 @@ class BufferPlan(NamedTuple):
     kernel_origin: int
     itemsize: int
     # The public view's shape (`Geometry.view_shape`) and byte strides, and the shape of the
-    # grouped kernel (*k, Cg, groups, F // groups) with its byte strides (both () for a circular
-    # buffer, which is written whole). Strides are 0 along the axes of length 1, which never move
-    # (NumPy keeps strides in C integers).
+    # kernel with its byte strides (both () for a circular buffer, which is written whole): the
+    # channels-last (*k, Cg, F), its filters split as (*k, Cg, groups, F // groups) for groups > 1.
+    # Strides are 0 along the axes of length 1, which never move (NumPy keeps strides in C integers).
     view_shape: tuple[int, ...]
     view_strides: tuple[int, ...]
     kernel_shape: tuple[int, ...]
@@ -72,7 +72,7 @@ class BufferPlan(NamedTuple):
 
     @property
     def kernel_steps(self) -> tuple[int, ...]:
-        """Element strides of the grouped kernel ``(*k, Cg, groups, F // groups)``."""
+        """Element strides of the kernel as `kernel_shape` gives it."""
         return tuple([stride // self.itemsize for stride in self.kernel_strides])
 
 
@@ -114,25 +114,25 @@ def plan_layout(checked: CheckedGeometry, itemsize: int) -> BufferPlan:
         # [0, o_last + m - 1]; entry t holds the folded kernel at residue (t - o_last) mod m.
         lasts = [(output - 1) * axis[2] for output, axis in zip(outputs, axes)]
         widths = [last + axis[0] for last, axis in zip(lasts, axes)]
-        steps = _mixed_radix(widths, channels)
+        row_steps = _mixed_radix(widths, channels)
         filter_step = math.prod(widths) * channels
-        origin = sum([last * step for last, step in zip(lasts, steps)])
-        output_steps = [-axis[2] * step for axis, step in zip(axes, steps)]
+        origin = sum([last * step for last, step in zip(lasts, row_steps)])
+        output_steps = [-axis[2] * step for axis, step in zip(axes, row_steps)]
         # The folded kernel is written whole (see `_fill_circular`): no kernel steps.
         size = filter_step * filters
-        return _circular_plan(checked, outputs, itemsize, size, origin, output_steps, filter_step, steps)
+        return _circular_plan(checked, outputs, itemsize, size, origin, output_steps, filter_step, row_steps)
 
     # Along axis i, t = x - o*s + lo ranges over [first, last] for the views and the kernel sits
     # at [0, extent). An axis's width is chosen so that no difference t - r*d between a window
     # position and a kernel tap is a non-zero multiple of it: rows never alias (the outermost
     # width is not used). One pass from the innermost axis out lays the rows out in mixed radix,
-    # with the byte strides of the view's and the kernel's axes (0 along axes of length 1, see
-    # `_byte_strides`).
-    input_steps = [0] * n
-    output_steps = [0] * n
-    input_strides = [0] * n
-    output_strides = [0] * n
-    tap_strides = [0] * n
+    # writing the element steps and byte strides (0 along axes of length 1, see `_byte_strides`)
+    # of the canonical view (*o, F, *m, C) and of the kernel.
+    shape = [channels] * (2 * n + 2)
+    steps = [1] * (2 * n + 2)
+    strides = [itemsize if channels > 1 else 0] * (2 * n + 2)
+    kernel_shape = [0] * n
+    kernel_strides = [0] * n
     step = channels
     window_low = origin = 0
     window_high = kernel_high = channels - 1
@@ -142,14 +142,11 @@ def plan_layout(checked: CheckedGeometry, itemsize: int) -> BufferPlan:
         extent = (kernel - 1) * dilation + 1
         last = size - 1 + lo
         first = lo - (output - 1) * stride
-        input_steps[i] = step
-        output_steps[i] = -stride * step
-        if size > 1:
-            input_strides[i] = step * itemsize
-        if output > 1:
-            output_strides[i] = -stride * step * itemsize
-        if kernel > 1:
-            tap_strides[i] = dilation * step * itemsize
+        shape[i], shape[n + 1 + i], kernel_shape[i] = output, size, kernel
+        steps[i], steps[n + 1 + i] = -stride * step, step
+        strides[i] = -stride * step * itemsize if output > 1 else 0
+        strides[n + 1 + i] = step * itemsize if size > 1 else 0
+        kernel_strides[i] = dilation * step * itemsize if kernel > 1 else 0
         window_low += first * step
         window_high += last * step
         kernel_high += (extent - 1) * step
@@ -159,38 +156,37 @@ def plan_layout(checked: CheckedGeometry, itemsize: int) -> BufferPlan:
     filter_step = max(window_high + 1, kernel_high - window_low + 1)
     low = min(window_low, 0)
     high = (filters - 1) * filter_step + max(window_high, kernel_high)
+    shape[n], steps[n], strides[n] = filters, filter_step, filter_step * itemsize if filters > 1 else 0
     # Tap r of filter f = (g, j) and channel c goes to kernel_origin + f * filter_step
     # + sum(r_i * d_i * input_steps[i]) + g * Cg + c.
     group_channels, group_filters = channels // groups, filters // groups
-    kernel_shape = (*[axis[1] for axis in axes], group_channels, groups, group_filters)
-    kernel_strides = (
-        *tap_strides,
-        itemsize if group_channels > 1 else 0,
-        (group_filters * filter_step + group_channels) * itemsize if groups > 1 else 0,
-        filter_step * itemsize if group_filters > 1 else 0,
-    )
-    view_shape = (*outputs, filters, *[axis[0] for axis in axes], channels)  # canonical order
-    filter_stride = filter_step * itemsize if filters > 1 else 0
-    view_strides = (*output_strides, filter_stride, *input_strides, itemsize if channels > 1 else 0)
+    kernel_shape.append(group_channels)
+    kernel_strides.append(itemsize if group_channels > 1 else 0)
+    if groups > 1:
+        kernel_shape.append(groups)
+        kernel_strides.append((group_filters * filter_step + group_channels) * itemsize)
+    kernel_shape.append(group_filters)
+    kernel_strides.append(filter_step * itemsize if group_filters > 1 else 0)
+    view_shape, view_strides = tuple(shape), tuple(strides)
     if layout != "channels_last":
         order = _public_order(n, layout)
-        view_shape = tuple([view_shape[axis] for axis in order])
-        view_strides = tuple([view_strides[axis] for axis in order])
+        view_shape = tuple([shape[axis] for axis in order])
+        view_strides = tuple([strides[axis] for axis in order])
     # Every window lies in [window_low, window_high] + f * filter_step and every kernel entry in
     # [0, kernel_high] + f * filter_step, both shifted by -low: inside the buffer by construction
     # (and NumPy checks every array made on the buffer against its size once more).
     return BufferPlan(
         high - low + 1,
         origin - low,
-        tuple(output_steps),
+        tuple(steps[:n]),
         filter_step,
-        tuple(input_steps),
+        tuple(steps[n + 1 : -1]),
         -low,
         itemsize,
         view_shape,
         view_strides,
-        kernel_shape,
-        kernel_strides,
+        tuple(kernel_shape),
+        tuple(kernel_strides),
     )
 
 
@@ -254,9 +250,9 @@ def fill_buffer(kernel: np.ndarray, plan: BufferPlan, circular: Geometry | None 
         _fill_circular(circular, grouped, np.frombuffer(storage, dtype))
     else:
         # Written through an array on the scratch memory itself, released at once.
-        shape = plan.kernel_shape  # (*k, Cg, groups, F // groups)
+        shape = plan.kernel_shape  # (*k, Cg, F), or (*k, Cg, groups, F // groups)
         target = np.ndarray(shape, dtype, storage, plan.kernel_origin * plan.itemsize, plan.kernel_strides)
-        target[...] = kernel.reshape(shape)
+        target[...] = kernel if len(shape) == kernel.ndim else kernel.reshape(shape)
     return bytes(storage)
 
 
@@ -426,7 +422,7 @@ def forward_view(buffer: np.ndarray | bytes, plan: BufferPlan, dtype: np.dtype, 
 def kernel_view(geometry: Geometry, plan: BufferPlan, buffer: np.ndarray) -> np.ndarray:
     """The kernel entries in a (not circular) buffer, as ``(*k, C // groups, groups, F // groups)``."""
     shape = (*geometry.spatial_kernel, geometry.group_channels, geometry.groups, geometry.group_filters)
-    return strided_view(buffer, plan.kernel_origin, shape, plan.kernel_steps)
+    return strided_view(buffer, plan.kernel_origin, plan.kernel_shape, plan.kernel_steps).reshape(shape)
 
 
 def folded_kernel_view(geometry: Geometry, plan: BufferPlan, buffer: np.ndarray) -> np.ndarray:

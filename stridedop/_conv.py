@@ -84,6 +84,8 @@ def filled_buffer(
     `plan` is `geometry`'s buffer plan if already made (for the kernel's itemsize).
     """
     itemsize = kernel.dtype.itemsize
+    if geometry.dense_size * itemsize > INTP_MAX:
+        check_addressable(geometry.view_shape, itemsize, "the operator view")
     if plan is None or plan.itemsize != itemsize:
         plan = plan_buffer(geometry, itemsize)
     data = _filled_data(kernel, plan, geometry if geometry.circular else None)
@@ -91,13 +93,8 @@ def filled_buffer(
 
 
 def _filled_data(kernel: np.ndarray, plan: BufferPlan, circular: Geometry | None) -> bytes:
-    """`fill_buffer` once the sizes are checked: the view must be addressable, the buffer fit in memory."""
-    itemsize = plan.itemsize
-    view_shape = plan.view_shape
-    if math.prod(view_shape) * itemsize > INTP_MAX:
-        check_addressable(view_shape, itemsize, "the operator view")
-    input_shape = view_shape[len(view_shape) // 2 :]  # the view is (*output_shape, *input_shape)
-    needed = plan.size * itemsize
+    """`fill_buffer` once the buffer is known to fit in memory (see there)."""
+    needed = plan.size * plan.itemsize
     # Small buffers cannot exhaust memory: ask the system only about large ones.
     available = available_memory() if needed > _QUERY_MEMORY_ABOVE else None
     # It is filled in scratch memory, then frozen into an immutable copy: twice, briefly.
@@ -106,17 +103,22 @@ def _filled_data(kernel: np.ndarray, plan: BufferPlan, circular: Geometry | None
             f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes, twice that while "
             f"it is built) but only "
             f"{format_bytes(available)} are available; the kernel and `input_shape` "
-            f"{input_shape} are too large for a view on this machine"
+            f"{_input_shape(plan)} are too large for a view on this machine"
         )
     try:
         return fill_buffer(kernel, plan, circular)
     except MemoryError as error:  # the descriptive message; nothing to pay when all goes well
         with refused_allocation(
             lambda: f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes), more than "
-            f"this process may allocate; the kernel and `input_shape` {input_shape} are too "
+            f"this process may allocate; the kernel and `input_shape` {_input_shape(plan)} are too "
             "large for a view here"
         ):
             raise error
+
+
+def _input_shape(plan: BufferPlan) -> tuple[int, ...]:
+    """The input shape of `plan`'s view ``(*output_shape, *input_shape)`` (both have ``N + 1`` axes)."""
+    return plan.view_shape[len(plan.view_shape) // 2 :]
 
 
 def _conv_operator(geometry: Geometry, plan: BufferPlan, buffer: np.ndarray) -> Any:
@@ -239,16 +241,26 @@ def conv_view(
     """
     kernel = as_numeric_array(kernel, "kernel")
     arguments = (input_shape, padding, padding_mode, stride, dilation, groups, layout)
-    planned = _planned(kernel.shape, kernel.dtype.itemsize, arguments)
+    if _all_plain(arguments):  # `_planned`, written out: this is the path of every repeated build
+        planned = _cached_plan(kernel.shape, kernel.dtype.itemsize, *arguments)
+    else:
+        planned = _plan(kernel.shape, kernel.dtype.itemsize, *arguments)
     plan = planned.buffer_plan
-    if plan is None:  # the padding modes without a view have no buffer plan
-        require_view(planned.geometry)
-    assert plan is not None  # (require_view raised)
-    mode, layout = planned.checked[4:6]
-    kernel = canonical_kernel(kernel, layout)
+    if plan is None or planned.view_nbytes > INTP_MAX:
+        _refuse_view(planned)
+    assert plan is not None  # (refused above)
+    if planned.layout != "channels_last":
+        kernel = canonical_kernel(kernel, planned.layout)
     # Only the buffer plan is needed here: the `Geometry` is built when the operator is.
-    data = _filled_data(kernel, plan, planned.geometry if mode.name == "circular" else None)
+    data = _filled_data(kernel, plan, planned.geometry if planned.circular else None)
     return forward_view(data, plan, kernel.dtype, (_planned_operator, planned, data, kernel.dtype))
+
+
+def _refuse_view(planned: Planned) -> None:
+    """Raise ValueError if the padding mode has no view, MemoryError if NumPy cannot address it."""
+    require_view(planned.geometry)
+    if planned.buffer_plan is not None:
+        check_addressable(planned.buffer_plan.view_shape, planned.buffer_plan.itemsize, "the operator view")
 
 
 def require_view(geometry: Geometry) -> None:
@@ -278,15 +290,21 @@ def _all_plain(values: tuple[Any, ...]) -> bool:
 class Planned:
     """Checked geometry arguments with their buffer plan (None for the modes without a view).
 
-    What `plan` computes and caches. The `Geometry` object is built from the checked arguments
-    when first asked for: a view needs only the buffer plan.
+    What `plan` computes and caches, with what `conv_view` reads on every build. The `Geometry`
+    object is built from the checked arguments when first asked for: a view needs only the plan.
     """
 
-    __slots__ = ("_geometry", "buffer_plan", "checked")
+    __slots__ = ("_geometry", "buffer_plan", "checked", "circular", "layout", "view_nbytes")
 
     def __init__(self, checked: CheckedGeometry, buffer_plan: BufferPlan | None) -> None:
         self.checked = checked
         self.buffer_plan = buffer_plan
+        mode, self.layout = checked[4:6]
+        self.circular = mode.name == "circular"
+        # Bytes of the dense view, which NumPy must be able to address.
+        self.view_nbytes = 0
+        if buffer_plan is not None:
+            self.view_nbytes = math.prod(buffer_plan.view_shape) * buffer_plan.itemsize
         self._geometry: Geometry | None = None
 
     @property
