@@ -376,3 +376,35 @@ def test_a_value_equal_to_a_cached_plain_one_is_still_checked(name, plain, equal
     with pytest.raises(ValueError, match=message):
         stridedop.conv_view(kernel, **{**arguments, name: equal})
     np.testing.assert_array_equal(stridedop.conv_view(kernel, **arguments), expected)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "input_shape", "kwargs", "error", "match"),
+    [
+        (np.ones((3, 3, 1, 1)), (5, 5, 1), {"padding_mode": "reflect", "padding": 1}, ValueError, "shift"),
+        (np.broadcast_to(1.0, (3, 3, 65536, 65536)), (2**20, 2**20, 65536), {}, MemoryError, "address"),
+    ],
+)
+def test_refusals_of_a_view_hold_on_a_cached_plan_and_a_fresh_one(kernel, input_shape, kwargs, error, match):
+    # The plan of these arguments is cached by the first call (it is valid for `ConvOperator`);
+    # the view is refused every time, from the cache or not.
+    from stridedop._conv import _cached_plan
+
+    for clear in (True, False, False):
+        if clear:
+            _cached_plan.cache_clear()
+        with pytest.raises(error, match=match):
+            stridedop.conv_view(kernel, input_shape, **kwargs)
+
+
+def test_first_use_and_repeated_builds_are_equal_and_independent():
+    from stridedop._conv import _cached_plan
+
+    kernel = np.random.default_rng(1).standard_normal((2, 2, 3, 2))
+    _cached_plan.cache_clear()
+    first = stridedop.conv_view(kernel, (5, 5, 3))
+    kernel[0, 0, 0, 0] = 100.0
+    again = stridedop.conv_view(kernel, (5, 5, 3))
+    assert again.base is not first.base and first[0, 0, 0, 0, 0, 0] != 100.0 == again[0, 0, 0, 0, 0, 0]
+    np.testing.assert_array_equal(first.operator.view, first)
+    np.testing.assert_array_equal(again, loop_operator(kernel, (5, 5)))
