@@ -1,8 +1,9 @@
 """The buffer plan: where each kernel entry lives, and the strides that read the operator back.
 
-Every view in stridedop is built here. For a `Geometry` this module computes a `BufferPlan`
-(pure integer arithmetic, no allocation), fills one small zero buffer with the kernel, and hands
-out read-only ``as_strided`` views of it whose reach is checked against the buffer first.
+Every view in stridedop is built here. For a `Geometry` (or the checked arguments of one) this
+module computes a `BufferPlan` (pure integer arithmetic, no allocation), fills one small zero
+buffer with the kernel, and hands out read-only strided views of it whose reach is checked
+against the buffer (by NumPy's ndarray constructor, or `strided_view` first).
 """
 
 from __future__ import annotations
@@ -108,8 +109,8 @@ def plan_layout(checked: CheckedGeometry, itemsize: int) -> BufferPlan:
     """
     axes, channels, filters, groups, mode, layout, _ = checked
     n = len(axes)
-    outputs = [(m + lo + hi - (k - 1) * d - 1) // s + 1 for m, k, s, d, lo, hi in axes]
     if mode.name == "circular":
+        outputs = [(m + lo + hi - (k - 1) * d - 1) // s + 1 for m, k, s, d, lo, hi in axes]
         # Along an axis, t = x - o*s + (o_last)*s with o_last = (output - 1) * s ranges over
         # [0, o_last + m - 1]; entry t holds the folded kernel at residue (t - o_last) mod m.
         lasts = [(output - 1) * axis[2] for output, axis in zip(outputs, axes)]
@@ -137,9 +138,9 @@ def plan_layout(checked: CheckedGeometry, itemsize: int) -> BufferPlan:
     window_low = origin = 0
     window_high = kernel_high = channels - 1
     for i in range(n - 1, -1, -1):
-        size, kernel, stride, dilation, lo, _ = axes[i]
-        output = outputs[i]
+        size, kernel, stride, dilation, lo, hi = axes[i]
         extent = (kernel - 1) * dilation + 1
+        output = (size + lo + hi - extent) // stride + 1
         last = size - 1 + lo
         first = lo - (output - 1) * stride
         shape[i], shape[n + 1 + i], kernel_shape[i] = output, size, kernel

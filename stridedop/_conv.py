@@ -320,18 +320,8 @@ def _cached_plan(*arguments: Any) -> Planned:
     return _plan(*arguments)
 
 
-def _plan(
-    kernel_shape: tuple[int, ...],
-    itemsize: int,
-    input_shape: Any,
-    padding: Any,
-    padding_mode: Any,
-    stride: Any,
-    dilation: Any,
-    groups: Any,
-    layout: Any,
-) -> Planned:
-    arguments = (input_shape, padding, padding_mode, stride, dilation, groups, layout)
+def _plan(kernel_shape: tuple[int, ...], itemsize: int, *arguments: Any) -> Planned:
+    """`check_geometry` of the `arguments` (`input_shape`, ..., `layout`), then `plan_layout`."""
     checked = check_geometry(kernel_shape, *arguments)
     return Planned(checked, plan_layout(checked, itemsize) if checked[4].has_view else None)
 
