@@ -299,8 +299,8 @@ class Planned:
     def __init__(self, checked: CheckedGeometry, buffer_plan: BufferPlan | None) -> None:
         self.checked = checked
         self.buffer_plan = buffer_plan
-        mode, self.layout = checked[4:6]
-        self.circular = mode.name == "circular"
+        self.layout = checked[5]
+        self.circular = checked[4].name == "circular"
         # Bytes of the dense view, which NumPy must be able to address.
         self.view_nbytes = 0
         if buffer_plan is not None:
@@ -315,15 +315,13 @@ class Planned:
         return geometry
 
 
-@functools.lru_cache(maxsize=256)
-def _cached_plan(*arguments: Any) -> Planned:
-    return _plan(*arguments)
-
-
 def _plan(kernel_shape: tuple[int, ...], itemsize: int, *arguments: Any) -> Planned:
     """`check_geometry` of the `arguments` (`input_shape`, ..., `layout`), then `plan_layout`."""
     checked = check_geometry(kernel_shape, *arguments)
     return Planned(checked, plan_layout(checked, itemsize) if checked[4].has_view else None)
+
+
+_cached_plan = functools.lru_cache(maxsize=256)(_plan)
 
 
 def _planned(kernel_shape: tuple[int, ...], itemsize: int, arguments: tuple[Any, ...]) -> Planned:
