@@ -252,7 +252,11 @@ def fill_buffer(kernel: np.ndarray, plan: BufferPlan, circular: Geometry | None 
     else:
         # Written through an array on the scratch memory itself, released at once.
         shape = plan.kernel_shape  # (*k, Cg, F), or (*k, Cg, groups, F // groups)
-        target = np.ndarray(shape, dtype, storage, plan.kernel_origin * plan.itemsize, plan.kernel_strides)
+        try:
+            offset = plan.kernel_origin * plan.itemsize
+            target = np.ndarray(shape, dtype, storage, offset, plan.kernel_strides)
+        except ValueError as error:  # NumPy checks the reach against the buffer
+            raise _wrong_plan(shape, plan) from error
         target[...] = kernel if len(shape) == kernel.ndim else kernel.reshape(shape)
     return bytes(storage)
 
@@ -411,13 +415,18 @@ def forward_view(buffer: np.ndarray | bytes, plan: BufferPlan, dtype: np.dtype, 
     """
     try:
         view = OperatorView(plan.view_shape, dtype, buffer, plan.origin * plan.itemsize, plan.view_strides)
-    except ValueError as error:  # NumPy checks the reach against the buffer: a wrong plan
-        raise RuntimeError(
-            f"stridedop internal error: a view of shape {plan.view_shape} would reach outside its "
-            f"buffer of {plan.size} elements; please report this geometry"
-        ) from error
+    except ValueError as error:  # NumPy checks the reach against the buffer
+        raise _wrong_plan(plan.view_shape, plan) from error
     view._origin = origin
     return view  # type: ignore[no-any-return]
+
+
+def _wrong_plan(shape: tuple[int, ...], plan: BufferPlan) -> RuntimeError:
+    """The error for an array of `shape` that `plan` would place partly outside its buffer."""
+    return RuntimeError(
+        f"stridedop internal error: an array of shape {shape} would reach outside its buffer of "
+        f"{plan.size} elements; please report this geometry"
+    )
 
 
 def kernel_view(geometry: Geometry, plan: BufferPlan, buffer: np.ndarray) -> np.ndarray:

@@ -408,3 +408,18 @@ def test_first_use_and_repeated_builds_are_equal_and_independent():
     assert again.base is not first.base and first[0, 0, 0, 0, 0, 0] != 100.0 == again[0, 0, 0, 0, 0, 0]
     np.testing.assert_array_equal(first.operator.view, first)
     np.testing.assert_array_equal(again, loop_operator(kernel, (5, 5)))
+
+
+def test_a_plan_reaching_outside_its_buffer_is_an_internal_error():
+    # The views and the kernel's target are made with NumPy's constructor, which checks their
+    # reach against the buffer: a wrong plan (here, a buffer too short) is reported, never read.
+    from stridedop._buffer import fill_buffer, forward_view, plan_buffer
+    from stridedop._geometry import make_geometry
+
+    kernel = np.ones((2, 2, 3, 2))
+    plan = plan_buffer(make_geometry(kernel.shape, (5, 5, 3)), kernel.itemsize)
+    short = plan._replace(size=plan.size - 1)
+    with pytest.raises(RuntimeError, match="internal error: an array of shape"):
+        forward_view(bytes(short.size * 8), short, kernel.dtype, None)
+    with pytest.raises(RuntimeError, match="internal error: an array of shape"):
+        fill_buffer(kernel, short._replace(kernel_origin=short.size))
