@@ -240,11 +240,12 @@ def conv_view(
     False
     """
     kernel = as_numeric_array(kernel, "kernel")
+    dtype = kernel.dtype
     arguments = (input_shape, padding, padding_mode, stride, dilation, groups, layout)
     if _all_plain(arguments):  # `_planned`, written out: this is the path of every repeated build
-        planned = _cached_plan(kernel.shape, kernel.dtype.itemsize, *arguments)
+        planned = _cached_plan(kernel.shape, dtype.itemsize, *arguments)
     else:
-        planned = _plan(kernel.shape, kernel.dtype.itemsize, *arguments)
+        planned = _plan(kernel.shape, dtype.itemsize, *arguments)
     plan = planned.buffer_plan
     if plan is None or planned.view_nbytes > INTP_MAX:
         _refuse_view(planned)
@@ -253,7 +254,7 @@ def conv_view(
         kernel = canonical_kernel(kernel, planned.layout)
     # Only the buffer plan is needed here: the `Geometry` is built when the operator is.
     data = _filled_data(kernel, plan, planned.geometry if planned.circular else None)
-    return forward_view(data, plan, kernel.dtype, (_planned_operator, planned, data, kernel.dtype))
+    return forward_view(data, plan, dtype, (_planned_operator, planned, data, dtype))
 
 
 def _refuse_view(planned: Planned) -> None:
