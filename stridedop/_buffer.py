@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._geometry import Axis, CheckedGeometry, Geometry
+from ._memory import DescribedMemoryError, available_memory, format_bytes, refused_allocation
 from ._view import OperatorView
 
 __all__ = [
@@ -34,6 +35,9 @@ __all__ = [
     "read_kernel",
     "strided_view",
 ]
+
+
+_QUERY_MEMORY_ABOVE = 64 * 2**20  # bytes: a smaller buffer is allocated without asking the system
 
 
 class BufferPlan(NamedTuple):
@@ -236,29 +240,51 @@ def fill_buffer(kernel: np.ndarray, plan: BufferPlan, circular: Geometry | None 
     """The buffer of `plan` holding the channels-last `kernel` ``(*k, C//groups, F)``, as `bytes`.
 
     `circular` is the geometry of a circular `plan` (whose folded kernel is written whole), None
-    for the other padding modes.
+    for the other padding modes. Raises a descriptive MemoryError if the buffer does not fit.
 
     The buffer is filled in a scratch `bytearray`, then copied into an immutable `bytes` object
     that every array of it reads (`FrozenBuffer`, `forward_view`): nothing reachable from them
     (``.base``, a memoryview's ``.obj``) can be written, made writable or released, so no view can
     ever change or outlive its memory. The copy doubles the buffer's memory while it is built.
     """
+    needed = plan.size * plan.itemsize
+    # Small buffers cannot exhaust memory: ask the system only about large ones.
+    available = available_memory() if needed > _QUERY_MEMORY_ABOVE else None
+    if available is not None and 2 * needed > available:
+        raise DescribedMemoryError(
+            f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes, twice that while "
+            f"it is built) but only {format_bytes(available)} are available; the kernel and "
+            f"`input_shape` {_input_shape(plan)} are too large for a view on this machine"
+        )
     dtype = kernel.dtype
-    storage = bytearray(plan.size * plan.itemsize)  # zero-filled
-    if circular is not None:
-        # The kernel (*k, Cg, F) seen as (*k, Cg, groups, F // groups).
-        grouped = kernel.reshape(kernel.shape[:-1] + (circular.groups, circular.group_filters))
-        _fill_circular(circular, grouped, np.frombuffer(storage, dtype))
-    else:
-        # Written through an array on the scratch memory itself, released at once.
-        shape = plan.kernel_shape  # (*k, Cg, F), or (*k, Cg, groups, F // groups)
-        try:
-            offset = plan.kernel_origin * plan.itemsize
-            target = np.ndarray(shape, dtype, storage, offset, plan.kernel_strides)
-        except ValueError as error:  # NumPy checks the reach against the buffer
-            raise _wrong_plan(shape, plan) from error
-        target[...] = kernel if len(shape) == kernel.ndim else kernel.reshape(shape)
-    return bytes(storage)
+    try:
+        storage = bytearray(needed)  # zero-filled
+        if circular is not None:
+            # The kernel (*k, Cg, F) seen as (*k, Cg, groups, F // groups).
+            grouped = kernel.reshape(kernel.shape[:-1] + (circular.groups, circular.group_filters))
+            _fill_circular(circular, grouped, np.frombuffer(storage, dtype))
+        else:
+            # Written through an array on the scratch memory itself, released at once.
+            shape = plan.kernel_shape  # (*k, Cg, F), or (*k, Cg, groups, F // groups)
+            try:
+                offset = plan.kernel_origin * plan.itemsize
+                target = np.ndarray(shape, dtype, storage, offset, plan.kernel_strides)
+            except ValueError as error:  # NumPy checks the reach against the buffer
+                raise _wrong_plan(shape, plan) from error
+            target[...] = kernel if len(shape) == kernel.ndim else kernel.reshape(shape)
+        return bytes(storage)
+    except MemoryError as error:  # the descriptive message; nothing to pay when all goes well
+        with refused_allocation(
+            lambda: f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes), more than "
+            f"this process may allocate; the kernel and `input_shape` {_input_shape(plan)} are too "
+            "large for a view here"
+        ):
+            raise error
+
+
+def _input_shape(plan: BufferPlan) -> tuple[int, ...]:
+    """The input shape of `plan`'s view ``(*output_shape, *input_shape)`` (both have ``N + 1`` axes)."""
+    return plan.view_shape[len(plan.view_shape) // 2 :]
 
 
 class FrozenBuffer(np.ndarray):

@@ -30,17 +30,11 @@ from ._geometry import (
 )
 from ._memory import (
     INTP_MAX,
-    DescribedMemoryError,
-    available_memory,
     check_addressable,
-    format_bytes,
-    refused_allocation,
 )
 from ._view import OperatorView
 
 __all__ = ["Planned", "StridedOperator", "canonical_kernel", "conv_view", "plan", "require_view"]
-
-_QUERY_MEMORY_ABOVE = 64 * 2**20  # bytes
 
 
 def canonical_kernel(kernel: np.ndarray, layout: LayoutName) -> np.ndarray:
@@ -88,37 +82,8 @@ def filled_buffer(
         check_addressable(geometry.view_shape, itemsize, "the operator view")
     if plan is None or plan.itemsize != itemsize:
         plan = plan_buffer(geometry, itemsize)
-    data = _filled_data(kernel, plan, geometry if geometry.circular else None)
+    data = fill_buffer(kernel, plan, geometry if geometry.circular else None)
     return geometry, plan, FrozenBuffer((plan.size,), kernel.dtype, data)
-
-
-def _filled_data(kernel: np.ndarray, plan: BufferPlan, circular: Geometry | None) -> bytes:
-    """`fill_buffer` once the buffer is known to fit in memory (see there)."""
-    needed = plan.size * plan.itemsize
-    # Small buffers cannot exhaust memory: ask the system only about large ones.
-    available = available_memory() if needed > _QUERY_MEMORY_ABOVE else None
-    # It is filled in scratch memory, then frozen into an immutable copy: twice, briefly.
-    if available is not None and 2 * needed > available:
-        raise DescribedMemoryError(
-            f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes, twice that while "
-            f"it is built) but only "
-            f"{format_bytes(available)} are available; the kernel and `input_shape` "
-            f"{_input_shape(plan)} are too large for a view on this machine"
-        )
-    try:
-        return fill_buffer(kernel, plan, circular)
-    except MemoryError as error:  # the descriptive message; nothing to pay when all goes well
-        with refused_allocation(
-            lambda: f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes), more than "
-            f"this process may allocate; the kernel and `input_shape` {_input_shape(plan)} are too "
-            "large for a view here"
-        ):
-            raise error
-
-
-def _input_shape(plan: BufferPlan) -> tuple[int, ...]:
-    """The input shape of `plan`'s view ``(*output_shape, *input_shape)`` (both have ``N + 1`` axes)."""
-    return plan.view_shape[len(plan.view_shape) // 2 :]
 
 
 def _conv_operator(geometry: Geometry, plan: BufferPlan, buffer: np.ndarray) -> Any:
@@ -253,7 +218,7 @@ def conv_view(
     if planned.layout != "channels_last":
         kernel = canonical_kernel(kernel, planned.layout)
     # Only the buffer plan is needed here: the `Geometry` is built when the operator is.
-    data = _filled_data(kernel, plan, planned.geometry if planned.circular else None)
+    data = fill_buffer(kernel, plan, planned.geometry if planned.circular else None)
     return forward_view(data, plan, dtype, (_planned_operator, planned, data, dtype))
 
 

@@ -336,13 +336,13 @@ def test_huge_geometry_raises_memory_error_before_allocating():
 
 def test_buffer_larger_than_available_memory_raises_memory_error(monkeypatch):
     # Pretend 100 MiB are available: a 256 MiB buffer must be refused before it is allocated.
-    monkeypatch.setattr("stridedop._conv.available_memory", lambda: 100 * 2**20)
+    monkeypatch.setattr("stridedop._buffer.available_memory", lambda: 100 * 2**20)
     kernel = np.broadcast_to(np.float64(1.0), (1, 2**10, 1))
     needs = r"the operator.s buffer needs 256 MiB \(268427264 bytes, twice that while it is built\)"
     with pytest.raises(MemoryError, match=needs + " but only 100 MiB"):
         stridedop.conv_view(kernel, (2**14, 2**10))
     # Issue 10, item 1: the buffer is frozen into an immutable copy, so twice its size must fit.
-    monkeypatch.setattr("stridedop._conv.available_memory", lambda: 400 * 2**20)
+    monkeypatch.setattr("stridedop._buffer.available_memory", lambda: 400 * 2**20)
     with pytest.raises(MemoryError, match="twice that while it is built"):
         stridedop.conv_view(kernel, (2**14, 2**10))
 
