@@ -1,34 +1,43 @@
 """The buffer plan: where each kernel entry lives, and the strides that read the operator back.
 
-Every view in stridedop is built here. For a `Geometry` this module computes a `BufferPlan`
-(pure integer arithmetic, no allocation), fills one small zero buffer with the kernel, and hands
-out read-only ``as_strided`` views of it whose reach is checked against the buffer first.
+Every view in stridedop is built here. For a `Geometry` (or the checked arguments of one) this
+module computes a `BufferPlan` (pure integer arithmetic, no allocation), fills one small zero
+buffer with the kernel, and hands out read-only strided views of it whose reach is checked
+against the buffer (by NumPy's ndarray constructor, or `strided_view` first).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._geometry import Axis, Geometry
+from ._geometry import Axis, CheckedGeometry, Geometry
+from ._memory import DescribedMemoryError, available_memory, format_bytes, refused_allocation
 from ._view import OperatorView
 
 __all__ = [
     "BufferPlan",
     "canonical_permutation",
+    "FrozenBuffer",
     "fill_buffer",
     "fold_axis",
     "fold_circular_taps",
     "folded_kernel_view",
+    "forward_view",
     "kernel_view",
     "operator_view",
     "plan_buffer",
+    "plan_layout",
     "read_kernel",
     "strided_view",
 ]
+
+
+_QUERY_MEMORY_ABOVE = 64 * 2**20  # bytes: a smaller buffer is allocated without asking the system
 
 
 class BufferPlan(NamedTuple):
@@ -47,10 +56,11 @@ class BufferPlan(NamedTuple):
     input_steps: tuple[int, ...]
     kernel_origin: int
     itemsize: int
-    # Byte strides of the public view (`Geometry.view_shape`), and the shape of the grouped kernel
-    # (*k, Cg, groups, F // groups) with its byte strides (both () for a circular buffer, which is
-    # written whole). Strides are 0 along the axes of length 1, which never move (NumPy keeps
-    # strides in C integers).
+    # The public view's shape (`Geometry.view_shape`) and byte strides, and the shape of the
+    # kernel with its byte strides (both () for a circular buffer, which is written whole): the
+    # channels-last (*k, Cg, F), its filters split as (*k, Cg, groups, F // groups) for groups > 1.
+    # Strides are 0 along the axes of length 1, which never move (NumPy keeps strides in C integers).
+    view_shape: tuple[int, ...]
     view_strides: tuple[int, ...]
     kernel_shape: tuple[int, ...]
     kernel_strides: tuple[int, ...]
@@ -67,11 +77,20 @@ class BufferPlan(NamedTuple):
 
     @property
     def kernel_steps(self) -> tuple[int, ...]:
-        """Element strides of the grouped kernel ``(*k, Cg, groups, F // groups)``."""
+        """Element strides of the kernel as `kernel_shape` gives it."""
         return tuple([stride // self.itemsize for stride in self.kernel_strides])
 
 
 def plan_buffer(geometry: Geometry, itemsize: int) -> BufferPlan:
+    """The `BufferPlan` of `geometry` for entries of `itemsize` bytes (see `plan_layout`)."""
+    axes = tuple(
+        [(axis.size, axis.kernel, axis.stride, axis.dilation, axis.lo, axis.hi) for axis in geometry.axes]
+    )
+    checked = (axes, geometry.channels, geometry.filters, geometry.groups, geometry.mode, geometry.layout, "")
+    return plan_layout(checked, itemsize)  # type: ignore[arg-type]
+
+
+def plan_layout(checked: CheckedGeometry, itemsize: int) -> BufferPlan:
     r"""Compute the smallest buffer from which one strided view yields the whole operator.
 
     `itemsize` is the bytes of one entry (the kernel's dtype), for the plan's byte strides.
@@ -92,131 +111,119 @@ def plan_buffer(geometry: Geometry, itemsize: int) -> BufferPlan:
     along a row of ``(o - 1) * s + m`` entries (the circulant trick; ``2m - 1`` or fewer for
     'same' amounts), so that ``t`` never needs to wrap.
     """
-    channels = geometry.channels
-    if geometry.circular:
+    axes, channels, filters, groups, mode, layout, _ = checked
+    n = len(axes)
+    if mode.name == "circular":
+        outputs = [(m + lo + hi - (k - 1) * d - 1) // s + 1 for m, k, s, d, lo, hi in axes]
         # Along an axis, t = x - o*s + (o_last)*s with o_last = (output - 1) * s ranges over
         # [0, o_last + m - 1]; entry t holds the folded kernel at residue (t - o_last) mod m.
-        lasts = [(axis.output - 1) * axis.stride for axis in geometry.axes]
-        widths = [last + axis.size for last, axis in zip(lasts, geometry.axes)]
-        input_steps = _mixed_radix(widths, channels)
+        lasts = [(output - 1) * axis[2] for output, axis in zip(outputs, axes)]
+        widths = [last + axis[0] for last, axis in zip(lasts, axes)]
+        row_steps = _mixed_radix(widths, channels)
         filter_step = math.prod(widths) * channels
-        origin = sum(last * step for last, step in zip(lasts, input_steps))
-        output_steps = tuple(-axis.stride * step for axis, step in zip(geometry.axes, input_steps))
+        origin = sum([last * step for last, step in zip(lasts, row_steps)])
+        output_steps = [-axis[2] * step for axis, step in zip(axes, row_steps)]
         # The folded kernel is written whole (see `_fill_circular`): no kernel steps.
-        size = filter_step * geometry.filters
-        return _verified(geometry, itemsize, size, origin, output_steps, filter_step, input_steps)
+        size = filter_step * filters
+        return _circular_plan(checked, outputs, itemsize, size, origin, output_steps, filter_step, row_steps)
 
     # Along axis i, t = x - o*s + lo ranges over [first, last] for the views and the kernel sits
     # at [0, extent). An axis's width is chosen so that no difference t - r*d between a window
     # position and a kernel tap is a non-zero multiple of it: rows never alias (the outermost
-    # width is not used). One pass from the innermost axis out lays the rows out in mixed radix.
-    axes = geometry.axes
-    input_list: list[int] = []
-    output_list: list[int] = []
-    kernel_steps = [0, 0, 1]  # reversed below: the taps', then the channel, group and filter steps
-    taps = []
+    # width is not used). One pass from the innermost axis out lays the rows out in mixed radix,
+    # writing the element steps and byte strides (0 along axes of length 1, see `_byte_strides`)
+    # of the canonical view (*o, F, *m, C) and of the kernel.
+    shape = [channels] * (2 * n + 2)
+    steps = [1] * (2 * n + 2)
+    strides = [itemsize if channels > 1 else 0] * (2 * n + 2)
+    kernel_shape = [0] * n
+    kernel_strides = [0] * n
     step = channels
     window_low = origin = 0
     window_high = kernel_high = channels - 1
-    for axis in reversed(axes):
-        lo, stride, last = axis.lo, axis.stride, axis.size - 1 + axis.lo
-        first = lo - (axis.output - 1) * stride
-        input_list.append(step)
-        output_list.append(-stride * step)
-        kernel_steps.append(axis.dilation * step)
-        taps.append(axis.kernel)
+    for i in range(n - 1, -1, -1):
+        size, kernel, stride, dilation, lo, hi = axes[i]
+        extent = (kernel - 1) * dilation + 1
+        output = (size + lo + hi - extent) // stride + 1
+        last = size - 1 + lo
+        first = lo - (output - 1) * stride
+        shape[i], shape[n + 1 + i], kernel_shape[i] = output, size, kernel
+        steps[i], steps[n + 1 + i] = -stride * step, step
+        strides[i] = -stride * step * itemsize if output > 1 else 0
+        strides[n + 1 + i] = step * itemsize if size > 1 else 0
+        kernel_strides[i] = dilation * step * itemsize if kernel > 1 else 0
         window_low += first * step
         window_high += last * step
-        kernel_high += (axis.extent - 1) * step
+        kernel_high += (extent - 1) * step
         origin += lo * step
-        step *= max(last + 1, axis.extent - first)
-    input_list.reverse()
-    output_list.reverse()
-    kernel_steps.reverse()
-    taps.reverse()
+        step *= max(last + 1, extent - first)
     # Filters are far enough apart that no window of one filter reaches another filter's kernel.
     filter_step = max(window_high + 1, kernel_high - window_low + 1)
     low = min(window_low, 0)
-    high = (geometry.filters - 1) * filter_step + max(window_high, kernel_high)
+    high = (filters - 1) * filter_step + max(window_high, kernel_high)
+    shape[n], steps[n], strides[n] = filters, filter_step, filter_step * itemsize if filters > 1 else 0
     # Tap r of filter f = (g, j) and channel c goes to kernel_origin + f * filter_step
     # + sum(r_i * d_i * input_steps[i]) + g * Cg + c.
-    kernel_steps[-2] = geometry.group_filters * filter_step + geometry.group_channels
-    kernel_steps[-1] = filter_step
+    group_channels, group_filters = channels // groups, filters // groups
+    kernel_shape.append(group_channels)
+    kernel_strides.append(itemsize if group_channels > 1 else 0)
+    if groups > 1:
+        kernel_shape.append(groups)
+        kernel_strides.append((group_filters * filter_step + group_channels) * itemsize)
+    kernel_shape.append(group_filters)
+    kernel_strides.append(filter_step * itemsize if group_filters > 1 else 0)
+    view_shape, view_strides = tuple(shape), tuple(strides)
+    if layout != "channels_last":
+        order = _public_order(n, layout)
+        view_shape = tuple([shape[axis] for axis in order])
+        view_strides = tuple([strides[axis] for axis in order])
     # Every window lies in [window_low, window_high] + f * filter_step and every kernel entry in
     # [0, kernel_high] + f * filter_step, both shifted by -low: inside the buffer by construction
-    # (`_verified` checks it once more).
-    return _verified(
-        geometry,
-        itemsize,
+    # (and NumPy checks every array made on the buffer against its size once more).
+    return BufferPlan(
         high - low + 1,
         origin - low,
-        tuple(output_list),
+        tuple(steps[:n]),
         filter_step,
-        tuple(input_list),
+        tuple(steps[n + 1 : -1]),
         -low,
-        tuple(kernel_steps),
-        (*taps, geometry.group_channels, geometry.groups, geometry.group_filters),
+        itemsize,
+        view_shape,
+        view_strides,
+        tuple(kernel_shape),
+        tuple(kernel_strides),
     )
 
 
-def _verified(
-    geometry: Geometry,
+def _circular_plan(
+    checked: CheckedGeometry,
+    outputs: list[int],
     itemsize: int,
     size: int,
     origin: int,
-    output_steps: tuple[int, ...],
+    output_steps: list[int],
     filter_step: int,
     input_steps: tuple[int, ...],
-    kernel_origin: int = 0,
-    kernel_steps: tuple[int, ...] = (),
-    kernel_shape: tuple[int, ...] = (),
 ) -> BufferPlan:
-    """The `BufferPlan`, with the byte strides of the public view and kernel, checked to stay inside."""
-    steps = (*output_steps, filter_step, *input_steps, 1)
-    view_strides = _checked_strides(size, origin, geometry.canonical_shape, steps, itemsize)
-    if geometry.layout != "channels_last":  # the canonical order is the channels-last one
-        view_strides = tuple([view_strides[axis] for axis in canonical_permutation(geometry)])
-    kernel_strides = _checked_strides(size, kernel_origin, kernel_shape, kernel_steps, itemsize)
-    return BufferPlan(
-        size,
-        origin,
-        output_steps,
-        filter_step,
-        input_steps,
-        kernel_origin,
-        itemsize,
-        view_strides,
-        kernel_shape,
-        kernel_strides,
-    )
+    """The `BufferPlan` of a circular buffer's element steps (no kernel steps: it is written whole)."""
+    axes, channels, filters, _, _, layout, _ = checked
+    view_shape = (*outputs, filters, *[axis[0] for axis in axes], channels)  # the canonical order
+    view_strides = _byte_strides(view_shape, (*output_steps, filter_step, *input_steps, 1), itemsize)
+    if layout != "channels_last":
+        order = _public_order(len(axes), layout)
+        view_shape = tuple([view_shape[axis] for axis in order])
+        view_strides = tuple([view_strides[axis] for axis in order])
+    steps = (tuple(output_steps), filter_step, input_steps, 0)
+    return BufferPlan(size, origin, *steps, itemsize, view_shape, view_strides, (), ())
 
 
-def _moving(shape: tuple[int, ...], steps: tuple[int, ...]) -> tuple[int, ...]:
-    """`steps` with 0 along the axes of length 1 (a huge unused step must not overflow a stride)."""
-    return tuple([step if n > 1 else 0 for n, step in zip(shape, steps)])
+def _byte_strides(shape: tuple[int, ...], steps: Sequence[int], itemsize: int) -> tuple[int, ...]:
+    """Byte strides of element `steps`, 0 along the axes of length 1.
 
-
-def _checked_strides(
-    size: int, offset: int, shape: tuple[int, ...], steps: tuple[int, ...], itemsize: int
-) -> tuple[int, ...]:
-    """Byte strides of the `_moving` `steps` of a view of `shape` (no empty axis).
-
-    Checked by `_check_reach` in the same pass.
+    A length-1 axis never moves: an unused step (a huge stride, say) must not overflow the C
+    integers NumPy keeps strides in.
     """
-    low = high = offset
-    strides = []
-    for n, step in zip(shape, steps):
-        if n == 1:
-            strides.append(0)
-            continue
-        if step < 0:
-            low += (n - 1) * step
-        else:
-            high += (n - 1) * step
-        strides.append(step * itemsize)
-    if low < 0 or high >= size:
-        _check_reach(size, offset, shape, steps)  # raises, with the message
-    return tuple(strides)
+    return tuple([step * itemsize if n > 1 else 0 for n, step in zip(shape, steps)])
 
 
 def _mixed_radix(widths: list[int], innermost: int) -> tuple[int, ...]:
@@ -229,32 +236,63 @@ def _mixed_radix(widths: list[int], innermost: int) -> tuple[int, ...]:
     return tuple(reversed(steps))
 
 
-def fill_buffer(geometry: Geometry, plan: BufferPlan, kernel: np.ndarray) -> np.ndarray:
-    """Allocate the buffer, write the channels-last `kernel` ``(*k, C//groups, F)``, freeze it.
+def fill_buffer(kernel: np.ndarray, plan: BufferPlan, circular: Geometry | None = None) -> bytes:
+    """The buffer of `plan` holding the channels-last `kernel` ``(*k, C//groups, F)``, as `bytes`.
+
+    `circular` is the geometry of a circular `plan` (whose folded kernel is written whole), None
+    for the other padding modes. Raises a descriptive MemoryError if the buffer does not fit.
 
     The buffer is filled in a scratch `bytearray`, then copied into an immutable `bytes` object
-    that the returned array reads: nothing reachable from it or from any view of it (``.base``,
-    a memoryview's ``.obj``) can be written, made writable or released, so no view can ever
-    change or outlive its memory. The copy doubles the buffer's memory while it is built. It is
-    a `FrozenBuffer`: NumPy then stops at an `OperatorView` when it shortens the chain of
-    ``.base`` of a plain view of it, so that any slice of a view still leads to its operator.
+    that every array of it reads (`FrozenBuffer`, `forward_view`): nothing reachable from them
+    (``.base``, a memoryview's ``.obj``) can be written, made writable or released, so no view can
+    ever change or outlive its memory. The copy doubles the buffer's memory while it is built.
     """
+    needed = plan.size * plan.itemsize
+    # Small buffers cannot exhaust memory: ask the system only about large ones.
+    available = available_memory() if needed > _QUERY_MEMORY_ABOVE else None
+    if available is not None and 2 * needed > available:
+        raise DescribedMemoryError(
+            f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes, twice that while "
+            f"it is built) but only {format_bytes(available)} are available; the kernel and "
+            f"`input_shape` {_input_shape(plan)} are too large for a view on this machine"
+        )
     dtype = kernel.dtype
-    storage = bytearray(plan.size * plan.itemsize)  # zero-filled
-    if geometry.circular:
-        # The kernel (*k, Cg, F) seen as (*k, Cg, groups, F // groups).
-        grouped = kernel.reshape(kernel.shape[:-1] + (geometry.groups, geometry.group_filters))
-        _fill_circular(geometry, grouped, np.frombuffer(storage, dtype))
-    else:
-        # Written through an array on the scratch memory itself, released at once.
-        shape = plan.kernel_shape  # (*k, Cg, groups, F // groups)
-        target = np.ndarray(shape, dtype, storage, plan.kernel_origin * plan.itemsize, plan.kernel_strides)
-        target[...] = kernel.reshape(shape)
-    return FrozenBuffer((plan.size,), dtype, bytes(storage))
+    try:
+        storage = bytearray(needed)  # zero-filled
+        if circular is not None:
+            # The kernel (*k, Cg, F) seen as (*k, Cg, groups, F // groups).
+            grouped = kernel.reshape(kernel.shape[:-1] + (circular.groups, circular.group_filters))
+            _fill_circular(circular, grouped, np.frombuffer(storage, dtype))
+        else:
+            # Written through an array on the scratch memory itself, released at once.
+            shape = plan.kernel_shape  # (*k, Cg, F), or (*k, Cg, groups, F // groups)
+            try:
+                offset = plan.kernel_origin * plan.itemsize
+                target = np.ndarray(shape, dtype, storage, offset, plan.kernel_strides)
+            except ValueError as error:  # NumPy checks the reach against the buffer
+                raise _wrong_plan(shape, plan) from error
+            target[...] = kernel if len(shape) == kernel.ndim else kernel.reshape(shape)
+        return bytes(storage)
+    except MemoryError as error:  # the descriptive message; nothing to pay when all goes well
+        with refused_allocation(
+            lambda: f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes), more than "
+            f"this process may allocate; the kernel and `input_shape` {_input_shape(plan)} are too "
+            "large for a view here"
+        ):
+            raise error
+
+
+def _input_shape(plan: BufferPlan) -> tuple[int, ...]:
+    """The input shape of `plan`'s view ``(*output_shape, *input_shape)`` (both have ``N + 1`` axes)."""
+    return plan.view_shape[len(plan.view_shape) // 2 :]
 
 
 class FrozenBuffer(np.ndarray):
-    """The 1-D read-only buffer of an operator, a type of its own (see `fill_buffer`)."""
+    """The 1-D read-only buffer of an operator over its `bytes` (see `fill_buffer`), a type of its own.
+
+    A type of its own: NumPy then stops at an `OperatorView` when it shortens the chain of ``.base``
+    of a plain view of it, so that any slice of a view still leads to its operator.
+    """
 
 
 def fold_axis(array: np.ndarray, index: int, axis: Axis) -> np.ndarray:
@@ -340,11 +378,8 @@ def _check_reach(size: int, offset: int, shape: tuple[int, ...], steps: tuple[in
 
 
 def _view(buffer: np.ndarray, offset: int, shape: tuple[int, ...], steps: tuple[int, ...]) -> np.ndarray:
-    itemsize = buffer.itemsize
-    # A length-1 axis never moves, so its stride is 0: an unused step (a huge stride, say) must not
-    # overflow the C integers NumPy keeps strides in.
-    strides = tuple([step * itemsize if n > 1 else 0 for n, step in zip(shape, steps)])
-    return np.ndarray(shape, buffer.dtype, buffer, offset * itemsize, strides)
+    strides = _byte_strides(shape, steps, buffer.itemsize)
+    return np.ndarray(shape, buffer.dtype, buffer, offset * buffer.itemsize, strides)
 
 
 def strided_view(
@@ -362,10 +397,14 @@ def strided_view(
 
 def canonical_permutation(geometry: Geometry, *, adjoint: bool = False) -> tuple[int, ...]:
     """Axis order that turns the canonical ``(*o, F, *m, C)`` view into the public one."""
-    n = geometry.ndim
+    return _public_order(geometry.ndim, geometry.layout, adjoint=adjoint)
+
+
+def _public_order(n: int, layout: str, *, adjoint: bool = False) -> tuple[int, ...]:
+    """`canonical_permutation` for `n` spatial axes in `layout`."""
     out_spatial, filters = list(range(n)), [n]
     in_spatial, channels = list(range(n + 1, 2 * n + 1)), [2 * n + 1]
-    if geometry.layout == "channels_last":
+    if layout == "channels_last":
         output_axes, input_axes = out_spatial + filters, in_spatial + channels
     else:
         output_axes, input_axes = filters + out_spatial, channels + in_spatial
@@ -377,27 +416,49 @@ def canonical_permutation(geometry: Geometry, *, adjoint: bool = False) -> tuple
 def operator_view(
     buffer: np.ndarray, geometry: Geometry, plan: BufferPlan, origin: Any, *, adjoint: bool = False
 ) -> OperatorView:
-    """The `OperatorView` of a filled buffer in the public axis order of `geometry`.
+    """The `OperatorView` of a filled `FrozenBuffer` in the public axis order of `geometry`.
 
     `origin` is its operator, or a recipe ``(factory, *arguments)`` that builds it on first use.
     """
-    itemsize = plan.itemsize
     if not adjoint:
-        shape, strides = geometry.view_shape, plan.view_strides  # reach checked by `plan_buffer`
-    else:
-        order = canonical_permutation(geometry, adjoint=True)
-        shape = tuple([geometry.canonical_shape[axis] for axis in order])
-        steps = _moving(shape, tuple([plan.steps[axis] for axis in order]))
-        strides = tuple([step * itemsize for step in steps])
+        return forward_view(buffer, plan, buffer.dtype, origin)
+    itemsize = plan.itemsize
+    order = canonical_permutation(geometry, adjoint=True)
+    shape = tuple([geometry.canonical_shape[axis] for axis in order])
+    strides = _byte_strides(shape, [plan.steps[axis] for axis in order], itemsize)
     view = OperatorView(shape, buffer.dtype, buffer, plan.origin * itemsize, strides)
     view._origin = origin
     return view  # type: ignore[no-any-return]
 
 
+def forward_view(buffer: np.ndarray | bytes, plan: BufferPlan, dtype: np.dtype, origin: Any) -> OperatorView:
+    """The `OperatorView` of `plan`'s public view over a filled buffer.
+
+    `buffer` is the `FrozenBuffer` or, for `conv_view`, the `bytes` under it (no array of it is
+    made until the operator is). Either stops NumPy's shortening of the chain of ``.base``: the
+    view stays the base of any plain view of it, so that every slice still leads to its operator.
+    (NumPy checks the view's reach against `buffer`.)
+    """
+    try:
+        view = OperatorView(plan.view_shape, dtype, buffer, plan.origin * plan.itemsize, plan.view_strides)
+    except ValueError as error:  # NumPy checks the reach against the buffer
+        raise _wrong_plan(plan.view_shape, plan) from error
+    view._origin = origin
+    return view  # type: ignore[no-any-return]
+
+
+def _wrong_plan(shape: tuple[int, ...], plan: BufferPlan) -> RuntimeError:
+    """The error for an array of `shape` that `plan` would place partly outside its buffer."""
+    return RuntimeError(
+        f"stridedop internal error: an array of shape {shape} would reach outside its buffer of "
+        f"{plan.size} elements; please report this geometry"
+    )
+
+
 def kernel_view(geometry: Geometry, plan: BufferPlan, buffer: np.ndarray) -> np.ndarray:
     """The kernel entries in a (not circular) buffer, as ``(*k, C // groups, groups, F // groups)``."""
     shape = (*geometry.spatial_kernel, geometry.group_channels, geometry.groups, geometry.group_filters)
-    return strided_view(buffer, plan.kernel_origin, shape, plan.kernel_steps)
+    return strided_view(buffer, plan.kernel_origin, plan.kernel_shape, plan.kernel_steps).reshape(shape)
 
 
 def folded_kernel_view(geometry: Geometry, plan: BufferPlan, buffer: np.ndarray) -> np.ndarray:

@@ -3,33 +3,38 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._buffer import BufferPlan, fill_buffer, operator_view, plan_buffer
+from ._buffer import (
+    BufferPlan,
+    FrozenBuffer,
+    fill_buffer,
+    forward_view,
+    operator_view,
+    plan_buffer,
+    plan_layout,
+)
 from ._geometry import (
+    CheckedGeometry,
     Geometry,
     IntOrInts,
     LayoutName,
     Padding,
     PaddingModeName,
     as_numeric_array,
-    make_geometry,
+    check_geometry,
+    geometry_of,
 )
 from ._memory import (
     INTP_MAX,
-    DescribedMemoryError,
-    available_memory,
     check_addressable,
-    format_bytes,
-    refused_allocation,
 )
 from ._view import OperatorView
 
-__all__ = ["StridedOperator", "canonical_kernel", "conv_view", "plan", "require_view"]
-
-_QUERY_MEMORY_ABOVE = 64 * 2**20  # bytes
+__all__ = ["Planned", "StridedOperator", "canonical_kernel", "conv_view", "plan", "require_view"]
 
 
 def canonical_kernel(kernel: np.ndarray, layout: LayoutName) -> np.ndarray:
@@ -77,27 +82,8 @@ def filled_buffer(
         check_addressable(geometry.view_shape, itemsize, "the operator view")
     if plan is None or plan.itemsize != itemsize:
         plan = plan_buffer(geometry, itemsize)
-    needed = plan.size * itemsize
-    # Small buffers cannot exhaust memory: ask the system only about large ones.
-    available = available_memory() if needed > _QUERY_MEMORY_ABOVE else None
-    # It is filled in scratch memory, then frozen into an immutable copy: twice, briefly.
-    if available is not None and 2 * needed > available:
-        raise DescribedMemoryError(
-            f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes, twice that while "
-            f"it is built) but only "
-            f"{format_bytes(available)} are available; the kernel and `input_shape` "
-            f"{geometry.input_shape} are too large for a view on this machine"
-        )
-    try:
-        buffer = fill_buffer(geometry, plan, kernel)
-    except MemoryError as error:  # the descriptive message; nothing to pay when all goes well
-        with refused_allocation(
-            lambda: f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes), more than "
-            f"this process may allocate; the kernel and `input_shape` {geometry.input_shape} are too "
-            "large for a view here"
-        ):
-            raise error
-    return geometry, plan, buffer
+    data = fill_buffer(kernel, plan, geometry if geometry.circular else None)
+    return geometry, plan, FrozenBuffer((plan.size,), kernel.dtype, data)
 
 
 def _conv_operator(geometry: Geometry, plan: BufferPlan, buffer: np.ndarray) -> Any:
@@ -105,6 +91,13 @@ def _conv_operator(geometry: Geometry, plan: BufferPlan, buffer: np.ndarray) -> 
     from ._operator import ConvOperator  # the operator module builds on this one
 
     return ConvOperator._of_buffer(StridedOperator(geometry, plan, buffer))
+
+
+def _planned_operator(planned: Planned, data: bytes, dtype: np.dtype) -> Any:
+    """`_conv_operator` of a `conv_view`: its geometry and the array of its buffer made now."""
+    plan = planned.buffer_plan
+    assert plan is not None  # a view has a plan
+    return _conv_operator(planned.geometry, plan, FrozenBuffer((plan.size,), dtype, data))
 
 
 def conv_view(
@@ -212,15 +205,28 @@ def conv_view(
     False
     """
     kernel = as_numeric_array(kernel, "kernel")
-    itemsize = kernel.dtype.itemsize
-    geometry, buffer_plan = plan(
-        kernel.shape, input_shape, padding, padding_mode, stride, dilation, groups, layout, itemsize=itemsize
-    )
-    if buffer_plan is None:  # the padding modes without a view have no buffer plan
-        require_view(geometry)
-    kernel = canonical_kernel(kernel, geometry.layout)
-    geometry, buffer_plan, buffer = filled_buffer(kernel, geometry, buffer_plan)
-    return operator_view(buffer, geometry, buffer_plan, (_conv_operator, geometry, buffer_plan, buffer))
+    dtype = kernel.dtype
+    arguments = (input_shape, padding, padding_mode, stride, dilation, groups, layout)
+    if _all_plain(arguments):  # `_planned`, written out: this is the path of every repeated build
+        planned = _cached_plan(kernel.shape, dtype.itemsize, *arguments)
+    else:
+        planned = _plan(kernel.shape, dtype.itemsize, *arguments)
+    plan = planned.buffer_plan
+    if plan is None or planned.view_nbytes > INTP_MAX:
+        _refuse_view(planned)
+    assert plan is not None  # (refused above)
+    if planned.layout != "channels_last":
+        kernel = canonical_kernel(kernel, planned.layout)
+    # Only the buffer plan is needed here: the `Geometry` is built when the operator is.
+    data = fill_buffer(kernel, plan, planned.geometry if planned.circular else None)
+    return forward_view(data, plan, dtype, (_planned_operator, planned, data, dtype))
+
+
+def _refuse_view(planned: Planned) -> None:
+    """Raise ValueError if the padding mode has no view, MemoryError if NumPy cannot address it."""
+    require_view(planned.geometry)
+    if planned.buffer_plan is not None:
+        check_addressable(planned.buffer_plan.view_shape, planned.buffer_plan.itemsize, "the operator view")
 
 
 def require_view(geometry: Geometry) -> None:
@@ -247,33 +253,48 @@ def _all_plain(values: tuple[Any, ...]) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=256)
-def _cached_plan(*arguments: Any) -> tuple[Geometry, BufferPlan | None]:
-    return _plan(*arguments)
+class Planned:
+    """Checked geometry arguments with their buffer plan (None for the modes without a view).
+
+    What `plan` computes and caches, with what `conv_view` reads on every build. The `Geometry`
+    object is built from the checked arguments when first asked for: a view needs only the plan.
+    """
+
+    __slots__ = ("_geometry", "buffer_plan", "checked", "circular", "layout", "view_nbytes")
+
+    def __init__(self, checked: CheckedGeometry, buffer_plan: BufferPlan | None) -> None:
+        self.checked = checked
+        self.buffer_plan = buffer_plan
+        self.layout = checked[5]
+        self.circular = checked[4].name == "circular"
+        # Bytes of the dense view, which NumPy must be able to address.
+        self.view_nbytes = 0
+        if buffer_plan is not None:
+            self.view_nbytes = math.prod(buffer_plan.view_shape) * buffer_plan.itemsize
+        self._geometry: Geometry | None = None
+
+    @property
+    def geometry(self) -> Geometry:
+        geometry = self._geometry
+        if geometry is None:  # two threads may both build it: equal geometries
+            geometry = self._geometry = geometry_of(self.checked)
+        return geometry
 
 
-def _plan(
-    kernel_shape: tuple[int, ...],
-    itemsize: int,
-    input_shape: Any,
-    padding: Any,
-    padding_mode: Any,
-    stride: Any,
-    dilation: Any,
-    groups: Any,
-    layout: Any,
-) -> tuple[Geometry, BufferPlan | None]:
-    geometry = make_geometry(
-        kernel_shape,
-        input_shape,
-        padding=padding,
-        padding_mode=padding_mode,
-        stride=stride,
-        dilation=dilation,
-        groups=groups,
-        layout=layout,
-    )
-    return geometry, (plan_buffer(geometry, itemsize) if geometry.mode.has_view else None)
+def _plan(kernel_shape: tuple[int, ...], itemsize: int, *arguments: Any) -> Planned:
+    """`check_geometry` of the `arguments` (`input_shape`, ..., `layout`), then `plan_layout`."""
+    checked = check_geometry(kernel_shape, *arguments)
+    return Planned(checked, plan_layout(checked, itemsize) if checked[4].has_view else None)
+
+
+_cached_plan = functools.lru_cache(maxsize=256)(_plan)
+
+
+def _planned(kernel_shape: tuple[int, ...], itemsize: int, arguments: tuple[Any, ...]) -> Planned:
+    """`plan`'s work: cached when every argument is plain (see there)."""
+    if _all_plain(arguments):
+        return _cached_plan(kernel_shape, itemsize, *arguments)
+    return _plan(kernel_shape, itemsize, *arguments)
 
 
 def plan(kernel_shape: tuple[int, ...], *arguments: Any, itemsize: int) -> tuple[Geometry, BufferPlan | None]:
@@ -284,6 +305,5 @@ def plan(kernel_shape: tuple[int, ...], *arguments: Any, itemsize: int) -> tuple
     checked (and refused) on its own, so such arguments bypass the cache. (`kernel_shape` is an
     ndarray's shape, always a tuple of ints, and `itemsize` a dtype's, an int.)
     """
-    if _all_plain(arguments):
-        return _cached_plan(kernel_shape, itemsize, *arguments)
-    return _plan(kernel_shape, itemsize, *arguments)
+    planned = _planned(kernel_shape, itemsize, arguments)
+    return planned.geometry, planned.buffer_plan

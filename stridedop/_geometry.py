@@ -32,6 +32,7 @@ PADDING_NAMES = ("valid", "same", "full", "circular")
 
 __all__ = [
     "Axis",
+    "CheckedGeometry",
     "Geometry",
     "IntOrInts",
     "LayoutName",
@@ -41,7 +42,9 @@ __all__ = [
     "as_int",
     "as_numeric_array",
     "brief",
+    "check_geometry",
     "distinct_residues",
+    "geometry_of",
     "make_geometry",
     "outputs_inside",
     "positions_in_range",
@@ -712,6 +715,14 @@ def _spatial_input(
     return spatial
 
 
+# The checked geometry arguments, in plain values: ``(axes, channels, filters, groups, mode, layout,
+# padding)`` with one ``(size, kernel, stride, dilation, lo, hi)`` tuple per spatial axis. A view is
+# planned from it without building the `Geometry` object (see `_conv`).
+CheckedGeometry = tuple[
+    tuple[tuple[int, int, int, int, int, int], ...], int, int, int, PaddingMode, LayoutName, Any
+]
+
+
 def make_geometry(
     kernel_shape: tuple[int, ...],
     input_shape: Any,
@@ -727,27 +738,38 @@ def make_geometry(
 
     Raises `ValueError` naming the offending argument and what would be accepted.
     """
+    arguments = (padding, padding_mode, stride, dilation, groups, layout)
+    return geometry_of(check_geometry(kernel_shape, input_shape, *arguments))
+
+
+def geometry_of(checked: CheckedGeometry) -> Geometry:
+    """The `Geometry` of arguments checked by `check_geometry`."""
+    axes, channels, filters, groups, mode, layout, padding = checked
+    return Geometry(tuple([Axis(*axis) for axis in axes]), channels, filters, groups, mode, layout, padding)
+
+
+def check_geometry(
+    kernel_shape: tuple[int, ...],
+    input_shape: Any,
+    padding: Any,
+    padding_mode: Any,
+    stride: Any,
+    dilation: Any,
+    groups: Any,
+    layout: Any,
+) -> CheckedGeometry:
+    """`make_geometry`'s checks: the arguments as plain values (`CheckedGeometry`), or ValueError."""
     if type(layout) is not str or layout not in LAYOUTS:  # else the common case, as it is
         if not isinstance(layout, str) or layout.lower() not in LAYOUTS:
             raise ValueError(f"`layout` must be 'channels_last' or 'channels_first', got {brief(layout)}")
         layout = layout.lower()
-    if len(kernel_shape) < 3:
-        raise ValueError(
-            f"`kernel` must have at least 3 axes (N >= 1 spatial axes, input channels, filters), "
-            f"got shape {kernel_shape}"
-        )
-    if 0 in kernel_shape:
-        raise ValueError(f"`kernel` must not be empty, got shape {kernel_shape}")
     ndim = len(kernel_shape) - 2
-    if len(kernel_shape) - 2 > MAX_SPATIAL_AXES:
-        raise ValueError(
-            f"`kernel` has {len(kernel_shape) - 2} spatial axes (shape {kernel_shape}); at most "
-            f"{MAX_SPATIAL_AXES} are supported: the operator has 2N + 2 axes and NumPy arrays at most "
-            f"{2 * MAX_SPATIAL_AXES + 2}. Merge spatial axes of size 1 into their neighbours"
-        )
+    if ndim < 1 or ndim > MAX_SPATIAL_AXES or 0 in kernel_shape:
+        _refuse_kernel_shape(kernel_shape)
     spatial_kernel, group_channels, filters = _split_kernel_shape(kernel_shape, layout)
 
-    groups = as_int(groups, "groups")
+    if type(groups) is not int:
+        groups = as_int(groups, "groups")
     if groups < 1:
         raise ValueError(f"`groups` must be >= 1, got {groups}")
     channels = group_channels * groups
@@ -773,10 +795,26 @@ def make_geometry(
                 f"the padded input ({m} + {lo} + {hi}) along spatial axis {i}: the output would be "
                 f"empty; use a smaller `dilation`, more `padding`, or a larger `input_shape`"
             )
-        axes.append(Axis(m, k, s, d, lo, hi))
+        axes.append((m, k, s, d, lo, hi))
 
     padding = parsed if type(parsed) is str else padding
-    return Geometry(tuple(axes), channels, filters, groups, mode, layout, padding)  # type: ignore[arg-type]
+    return tuple(axes), channels, filters, groups, mode, layout, padding
+
+
+def _refuse_kernel_shape(kernel_shape: tuple[int, ...]) -> None:
+    """Raise ValueError for a kernel shape without spatial axes, with too many, or empty."""
+    if len(kernel_shape) < 3:
+        raise ValueError(
+            f"`kernel` must have at least 3 axes (N >= 1 spatial axes, input channels, filters), "
+            f"got shape {kernel_shape}"
+        )
+    if 0 in kernel_shape:
+        raise ValueError(f"`kernel` must not be empty, got shape {kernel_shape}")
+    raise ValueError(
+        f"`kernel` has {len(kernel_shape) - 2} spatial axes (shape {kernel_shape}); at most "
+        f"{MAX_SPATIAL_AXES} are supported: the operator has 2N + 2 axes and NumPy arrays at most "
+        f"{2 * MAX_SPATIAL_AXES + 2}. Merge spatial axes of size 1 into their neighbours"
+    )
 
 
 def _padding_mode_for(parsed: str | tuple[tuple[int, int], ...], value: Any) -> PaddingMode:

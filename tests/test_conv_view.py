@@ -5,13 +5,19 @@ import pytest
 from helpers import (
     NUMERIC_DTYPES,
     byte_bounds,
-    owner,
     to_channels_first_kernel,
     to_channels_first_operator,
 )
 from oracles import direct_convolution, index_operator, loop_operator
 
 import stridedop
+
+
+def buffer_under(W):
+    """The memory a `conv_view` reads: its base, an immutable `bytes`, seen as an array of bytes."""
+    assert type(W.base) is bytes
+    return np.frombuffer(W.base, np.uint8)
+
 
 # Sizes include 1 and sizes that differ on every axis, so that swapped axes cannot hide.
 SHAPES = [
@@ -84,7 +90,7 @@ def test_view_is_read_only():
         W.setflags(write=True)
     # The buffer under the view cannot be made writable either.
     with pytest.raises(ValueError, match="WRITEABLE"):
-        owner(W).setflags(write=True)
+        buffer_under(W).setflags(write=True)
 
 
 def test_slices_and_transposes_stay_read_only():
@@ -128,7 +134,7 @@ def test_one_geometry_with_kernels_of_every_itemsize_in_turn(layout, padding):
         W = stridedop.conv_view(given, (4, 5), padding=padding, stride=(1, 2), groups=2, layout=layout)
         assert W.dtype == dtype and W.strides[-1] % np.dtype(dtype).itemsize == 0
         low, high = byte_bounds(W)
-        buffer_low, buffer_high = byte_bounds(owner(W))
+        buffer_low, buffer_high = byte_bounds(buffer_under(W))
         assert buffer_low <= low and high <= buffer_high
         dense = expected if layout == "channels_last" else to_channels_first_operator(expected, 2)
         np.testing.assert_array_equal(W, dense.astype(dtype))
@@ -178,14 +184,14 @@ def test_footprint_is_about_f_plus_one_images():
     low, high = byte_bounds(W)
     bound = 8 * 16 * (16 + 1) * 32 * 32
     assert high - low <= bound
-    assert owner(W).nbytes <= bound
+    assert buffer_under(W).nbytes <= bound
     assert W.nbytes == 30 * 30 * 16 * 32 * 32 * 16 * 8
 
 
 def test_view_stays_inside_its_buffer():
     W = stridedop.conv_view(np.ones((2, 3, 2, 3)), (4, 6, 2), padding="full", stride=(2, 1))
     low, high = byte_bounds(W)
-    buffer_low, buffer_high = byte_bounds(owner(W))
+    buffer_low, buffer_high = byte_bounds(buffer_under(W))
     assert buffer_low <= low and high <= buffer_high
 
 
@@ -330,13 +336,13 @@ def test_huge_geometry_raises_memory_error_before_allocating():
 
 def test_buffer_larger_than_available_memory_raises_memory_error(monkeypatch):
     # Pretend 100 MiB are available: a 256 MiB buffer must be refused before it is allocated.
-    monkeypatch.setattr("stridedop._conv.available_memory", lambda: 100 * 2**20)
+    monkeypatch.setattr("stridedop._buffer.available_memory", lambda: 100 * 2**20)
     kernel = np.broadcast_to(np.float64(1.0), (1, 2**10, 1))
     needs = r"the operator.s buffer needs 256 MiB \(268427264 bytes, twice that while it is built\)"
     with pytest.raises(MemoryError, match=needs + " but only 100 MiB"):
         stridedop.conv_view(kernel, (2**14, 2**10))
     # Issue 10, item 1: the buffer is frozen into an immutable copy, so twice its size must fit.
-    monkeypatch.setattr("stridedop._conv.available_memory", lambda: 400 * 2**20)
+    monkeypatch.setattr("stridedop._buffer.available_memory", lambda: 400 * 2**20)
     with pytest.raises(MemoryError, match="twice that while it is built"):
         stridedop.conv_view(kernel, (2**14, 2**10))
 
@@ -370,3 +376,50 @@ def test_a_value_equal_to_a_cached_plain_one_is_still_checked(name, plain, equal
     with pytest.raises(ValueError, match=message):
         stridedop.conv_view(kernel, **{**arguments, name: equal})
     np.testing.assert_array_equal(stridedop.conv_view(kernel, **arguments), expected)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "input_shape", "kwargs", "error", "match"),
+    [
+        (np.ones((3, 3, 1, 1)), (5, 5, 1), {"padding_mode": "reflect", "padding": 1}, ValueError, "shift"),
+        (np.broadcast_to(1.0, (3, 3, 65536, 65536)), (2**20, 2**20, 65536), {}, MemoryError, "address"),
+    ],
+)
+def test_refusals_of_a_view_hold_on_a_cached_plan_and_a_fresh_one(kernel, input_shape, kwargs, error, match):
+    # The plan of these arguments is cached by the first call (it is valid for `ConvOperator`);
+    # the view is refused every time, from the cache or not.
+    from stridedop._conv import _cached_plan
+
+    for clear in (True, False, False):
+        if clear:
+            _cached_plan.cache_clear()
+        with pytest.raises(error, match=match):
+            stridedop.conv_view(kernel, input_shape, **kwargs)
+
+
+def test_first_use_and_repeated_builds_are_equal_and_independent():
+    from stridedop._conv import _cached_plan
+
+    kernel = np.random.default_rng(1).standard_normal((2, 2, 3, 2))
+    _cached_plan.cache_clear()
+    first = stridedop.conv_view(kernel, (5, 5, 3))
+    kernel[0, 0, 0, 0] = 100.0
+    again = stridedop.conv_view(kernel, (5, 5, 3))
+    assert again.base is not first.base and first[0, 0, 0, 0, 0, 0] != 100.0 == again[0, 0, 0, 0, 0, 0]
+    np.testing.assert_array_equal(first.operator.view, first)
+    np.testing.assert_array_equal(again, loop_operator(kernel, (5, 5)))
+
+
+def test_a_plan_reaching_outside_its_buffer_is_an_internal_error():
+    # The views and the kernel's target are made with NumPy's constructor, which checks their
+    # reach against the buffer: a wrong plan (here, a buffer too short) is reported, never read.
+    from stridedop._buffer import fill_buffer, forward_view, plan_buffer
+    from stridedop._geometry import make_geometry
+
+    kernel = np.ones((2, 2, 3, 2))
+    plan = plan_buffer(make_geometry(kernel.shape, (5, 5, 3)), kernel.itemsize)
+    short = plan._replace(size=plan.size - 1)
+    with pytest.raises(RuntimeError, match="internal error: an array of shape"):
+        forward_view(bytes(short.size * 8), short, kernel.dtype, None)
+    with pytest.raises(RuntimeError, match="internal error: an array of shape"):
+        fill_buffer(kernel, short._replace(kernel_origin=short.size))

@@ -3,10 +3,11 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from helpers import byte_bounds, owner, to_channels_first_kernel, to_channels_first_operator
+from helpers import byte_bounds, to_channels_first_kernel, to_channels_first_operator
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from oracles import direct_convolution, loop_operator, pads_for
+from test_conv_view import buffer_under
 
 import stridedop
 from stridedop import _geometry
@@ -77,11 +78,11 @@ def test_fuzzed_geometry_matches_loop_oracle_and_footprint(geometry):
     assert not W.flags.writeable
     # Inside its buffer, and within the footprint bound.
     low, high = byte_bounds(W)
-    buffer_low, buffer_high = byte_bounds(owner(W))
+    buffer_low, buffer_high = byte_bounds(buffer_under(W))
     assert buffer_low <= low and high <= buffer_high
     bound = footprint_bound(8, m, pads, channels, filters, padding == "circular")
     assert high - low <= bound
-    assert owner(W).nbytes <= bound
+    assert buffer_under(W).nbytes <= bound
 
 
 @pytest.mark.parametrize(
@@ -344,3 +345,67 @@ def test_nonzero_count_costs_nothing_proportional_to_the_kernel(padding, mode):
             assert count == expected[padding]
     finally:
         tracemalloc.stop()
+
+
+# -- conv_view's plan: checked arguments and buffer plan without a Geometry ---------------------
+
+
+def _outcome(function, *arguments, **options):
+    """`function`'s result, or the type and message of what it raised."""
+    try:
+        return function(*arguments, **options)
+    except (ValueError, TypeError, MemoryError) as error:
+        return type(error), str(error)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    geometries(),
+    st.sampled_from(["zeros", "circular", "reflect", "ZEROS", "nonsense"]),
+    st.sampled_from([1, 2, 4, 8, 16]),
+    st.booleans(),
+    st.booleans(),
+)
+def test_conv_view_plan_equals_the_geometry_path_including_refusals(geometry, mode, itemsize, spatial, plain):
+    # conv_view checks its arguments into plain values (`check_geometry`) and plans the buffer
+    # from them (`plan_layout`); the Geometry is built later, with the operator. Both must equal
+    # what `make_geometry` and `plan_buffer` give, and refuse the same arguments with the same
+    # error; so must the cached path (plain arguments) and the uncached one (lists, NumPy ints).
+    from stridedop._buffer import plan_buffer
+    from stridedop._conv import _plan, _planned
+
+    k, m, stride, dilation, groups, group_channels, filters, padding, layout = geometry
+    n = len(k)
+    channels = group_channels * groups
+    if layout == "channels_last":
+        kernel_shape, input_shape = (*k, group_channels, filters), (*m, channels)
+    else:
+        kernel_shape, input_shape = (filters, group_channels, *k), (channels, *m)
+    if spatial:
+        input_shape = tuple(m)
+    if plain:
+        as_given = (
+            tuple(input_shape), padding if not isinstance(padding, list) else tuple(padding), mode,
+            tuple(stride), tuple(dilation), groups, layout,
+        )  # fmt: skip
+    else:
+        as_given = (list(input_shape), padding, mode, [np.int64(s) for s in stride], dilation, groups, layout)
+    options = dict(zip(("padding", "padding_mode", "stride", "dilation", "groups", "layout"), as_given[1:]))
+    expected = _outcome(make_geometry, kernel_shape, as_given[0], **options)
+    planned = _outcome(_plan, kernel_shape, itemsize, *as_given)
+    if isinstance(expected, tuple):
+        assert planned == expected  # refused alike
+        assert _outcome(_planned, kernel_shape, itemsize, as_given) == expected
+        return
+    assert _planned(kernel_shape, itemsize, as_given).checked == planned.checked
+    geometry_built = planned.geometry
+    assert geometry_built == expected and repr(geometry_built) == repr(expected)
+    assert geometry_built.view_shape == expected.view_shape and geometry_built.padding == expected.padding
+    if not expected.mode.has_view:
+        assert planned.buffer_plan is None
+        return
+    plan = planned.buffer_plan
+    assert plan == plan_buffer(expected, itemsize)
+    assert plan.view_shape == expected.view_shape and len(plan.view_strides) == 2 * n + 2
+    assert planned.view_nbytes == expected.dense_size * itemsize
+    assert planned.layout == expected.layout and planned.circular == expected.circular

@@ -79,6 +79,24 @@ def test_conv_view_returns_a_read_only_operator_view():
     assert _buffer_of(op.view)[0] is _buffer_of(W)[0]  # the operator shares the view's buffer
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"padding": "circular"}, {"groups": 2}, {"layout": "channels_first"}])
+def test_conv_view_reads_immutable_bytes_that_its_operator_shares(kwargs):
+    # conv_view's view reads the buffer's `bytes` directly; the operator, built on first use,
+    # reads the same object; plain views and slices of the view still lead to it.
+    from stridedop._view import find_operator_view
+
+    kernel = np.arange(1.0, 17.0).reshape(2, 2, 2, 2)
+    channels = 2 * kwargs.get("groups", 1)
+    input_shape = (4, 5, channels) if "layout" not in kwargs else (channels, 4, 5)
+    W = stridedop.conv_view(kernel, input_shape, **kwargs)
+    assert type(W.base) is bytes
+    for derived in (np.ndarray.view(W, np.ndarray), W[1:], W[..., 0], W.T):
+        assert find_operator_view(derived) is W
+    buffer = _buffer_of(W)[0]
+    assert buffer.base is W.base and not buffer.flags.writeable
+    np.testing.assert_array_equal(W.operator.view, W)
+
+
 def test_conv_view_keeps_the_kernel_it_was_given():
     kernel = np.random.default_rng(0).standard_normal((2, 2, 1, 2))
     W = stridedop.conv_view(kernel, (4, 4, 1))
