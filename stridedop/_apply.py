@@ -1001,11 +1001,7 @@ def _looking_back(
     lead = reach if first else reach * channels
     extended = _scratch("padded", (lead + math.prod(shape),), y.dtype)
     extended[:lead] = 0
-    images, front = extended[lead:].reshape(shape), (slice(None),) * (2 if first else 1)
-    corner = tuple(slice(0, axis.output) for axis in axes)
-    for i, axis in enumerate(axes):  # zeros outside the corner: one slab per axis
-        images[front + corner[:i] + (slice(axis.output, None),)] = 0
-    images[front + corner] = y
+    _in_corner(extended[lead:].reshape(shape), y, 2 if first else 1, len(axes))
     xp = extended[: math.prod(shape)].reshape(shape)
     return _stride1(swapped, grid, groups, xp, first, out_first=channels_first, extended=extended)
 
@@ -1100,8 +1096,9 @@ def _adjoint_taps_as_channels(
     wide = _channels_last(wide, channels_first)  # (B, *P', o_last, C * k_last)
     wide = wide.reshape(*wide.shape[:-1], channels, last.kernel)
     xp = _scratch("wide", (*wide.shape[:-3], last.size + last.lo + last.hi, channels), y.dtype)
-    xp.fill(0)
-    for r in range(last.kernel):
+    xp[..., : last.output, :] = wide[..., 0]  # the first tap, then the others added
+    xp[..., last.output :, :] = 0
+    for r in range(1, last.kernel):
         start = r * last.dilation
         xp[..., start : start + last.output, :] += wide[..., r]
     return np.moveaxis(xp, -1, 1) if channels_first else xp
@@ -1144,9 +1141,21 @@ def _on_grid(y: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     Each image sits in the leading corner of its ``(*shape, F)`` block of a reused work array.
     """
     grid = _scratch("grid", (y.shape[0], *shape, y.shape[-1]), y.dtype)
-    grid.fill(0)
-    grid[(slice(None),) + tuple(slice(0, size) for size in y.shape[1:-1])] = y
+    _in_corner(grid, y, 1, len(shape))
     return grid.reshape(-1, y.shape[-1])
+
+
+def _in_corner(images: np.ndarray, y: np.ndarray, front: int, n: int) -> None:
+    """Write `y` in the leading corner of `images` along their `n` spatial axes, zeros elsewhere.
+
+    The spatial axes follow the `front` leading ones (the batch, and channels-first the channels).
+    The zeros go in one slab per axis, so that nothing is written twice.
+    """
+    lead = (slice(None),) * front
+    corner = tuple(slice(0, size) for size in y.shape[front : front + n])
+    for i, size in enumerate(y.shape[front : front + n]):
+        images[lead + corner[:i] + (slice(size, None),)] = 0
+    images[lead + corner] = y
 
 
 def _from_phases(
