@@ -1207,9 +1207,8 @@ def _adjoint_by_scatter(
     # The grid in y's layout (no transposing copy): the GEMM reads either as (G, Fg, pixels).
     if channels_first:
         grid = _scratch("grid", (groups, fg, batch, *shape), dtype)
-        grid.fill(0)
         placed = y.reshape(batch, groups, fg, *outputs).transpose(1, 2, 0, *range(3, 3 + len(axes)))
-        grid[(slice(None),) * 3 + tuple(slice(0, size) for size in outputs)] = placed
+        _in_corner(grid, placed, 3, len(axes))
         flat = grid.reshape(groups, fg, total)
     else:
         flat = _on_grid(y, shape).reshape(total, groups, fg).transpose(1, 2, 0)
