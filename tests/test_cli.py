@@ -245,6 +245,16 @@ def _run_cli(*argv, **kwargs):
     )
 
 
+def _default_signal_handling():
+    """In the child before `exec`: SIGINT and SIGTERM as a terminal delivers them.
+
+    A test run from a shell's background job inherits SIGINT ignored, and Python then leaves it
+    ignored: the CLI would never see the Ctrl-C these tests send.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _writing_started(directory):
     """True once a temporary .npy in `directory` holds its first entry (W[0, ..., 0] == 1)."""
     for path in directory.iterdir():
@@ -267,7 +277,10 @@ def test_a_signal_mid_write_leaves_no_file_and_no_traceback(tmp_path, signum, co
     # About 1.2 GB of float32 operator: seconds of writing. The signal is sent once the first
     # kernel entry shows in the temporary file, so it lands mid-write.
     np.save(tmp_path / "kernel.npy", np.ones((3, 3, 8, 8), np.float32))
-    process = _run_cli(*_materialize_argv(tmp_path / "kernel.npy", tmp_path / "W.npy", "48x48x8"))
+    process = _run_cli(
+        *_materialize_argv(tmp_path / "kernel.npy", tmp_path / "W.npy", "48x48x8"),
+        preexec_fn=_default_signal_handling,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and process.poll() is None and not _writing_started(tmp_path):
         time.sleep(0.002)
