@@ -103,6 +103,7 @@ _BLAS_KINDS = {"float32", "float64", "complex64", "complex128"}
 _WIDE_BYTES = 16 * 2**20  # largest copy of the input with the taps of one axis as channels
 _WIDE_ROWS = 64  # channels-first tap GEMMs: move taps into channels up to this many rows per tap
 _SCRATCH_BYTES = 16 * 2**20  # work arrays kept per thread for reuse, all purposes together
+_SHORT_RUN = 64  # entries: zeroing runs this short one by one costs more than zeroing everything
 
 _local = threading.local()
 
@@ -991,19 +992,32 @@ def _looking_back(
     grid = tuple(
         Axis(size + axis.extent - 1, axis.kernel, 1, axis.dilation) for size, axis in zip(padded, axes)
     )  # the correlation's axes: every grid position an output
-    _, reach = flat_grid(padded, grid)
     moved = not channels_first and _moves_to_first(swapped, grid, groups, y, math.prod(padded))
     if moved:  # lay y straight into the channels-first form the products run in
         y = np.moveaxis(y, -1, 1)
     first = channels_first or moved
-    batch, channels = y.shape[0], (y.shape[1] if first else y.shape[-1])
-    shape = (batch, channels, *padded) if first else (batch, *padded, channels)
-    lead = reach if first else reach * channels
+    extended, xp = _look_back_buffer(y, axes, first)
+    return _stride1(swapped, grid, groups, xp, first, out_first=channels_first, extended=extended)
+
+
+def _look_back_buffer(
+    y: np.ndarray, axes: tuple[Axis, ...], channels_first: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """`y` laid for a look-back correlation (`_looking_back`, `._depthwise.depthwise_adjoint`).
+
+    Returns a reused flat buffer: a margin of `reach` grid pixels of zeros, then every image's
+    block of the padded grid ``P = output + extent - 1`` with ``y`` in its leading corner and
+    zeros elsewhere; and the batch ``(B, C, *P)`` or ``(B, *P, C)`` that starts at the margin.
+    """
+    padded = tuple(axis.output + axis.extent - 1 for axis in axes)
+    _, reach = flat_grid(padded, axes)
+    batch, channels = y.shape[0], (y.shape[1] if channels_first else y.shape[-1])
+    shape = (batch, channels, *padded) if channels_first else (batch, *padded, channels)
+    lead = reach if channels_first else reach * channels
     extended = _scratch("padded", (lead + math.prod(shape),), y.dtype)
     extended[:lead] = 0
-    _in_corner(extended[lead:].reshape(shape), y, 2 if first else 1, len(axes))
-    xp = extended[: math.prod(shape)].reshape(shape)
-    return _stride1(swapped, grid, groups, xp, first, out_first=channels_first, extended=extended)
+    _in_corner(extended[lead:].reshape(shape), y, 2 if channels_first else 1, len(axes))
+    return extended, extended[: math.prod(shape)].reshape(shape)
 
 
 def _adjoint_strategy(
@@ -1149,12 +1163,18 @@ def _in_corner(images: np.ndarray, y: np.ndarray, front: int, n: int) -> None:
     """Write `y` in the leading corner of `images` along their `n` spatial axes, zeros elsewhere.
 
     The spatial axes follow the `front` leading ones (the batch, and channels-first the channels).
-    The zeros go in one slab per axis, so that nothing is written twice.
+    The zeros go in one slab per axis, so that nothing is written twice, unless the gap after
+    each row is shorter than `_SHORT_RUN` entries (measured: 2 floats per row of a channels-first
+    grid took longer than a fill of the whole grid).
     """
     lead = (slice(None),) * front
     corner = tuple(slice(0, size) for size in y.shape[front : front + n])
-    for i, size in enumerate(y.shape[front : front + n]):
-        images[lead + corner[:i] + (slice(size, None),)] = 0
+    gap = (images.shape[front + n - 1] - y.shape[front + n - 1]) * math.prod(images.shape[front + n :])
+    if 0 < gap < _SHORT_RUN:  # the zeros after each row are short runs: one fill writes faster
+        images.fill(0)
+    else:
+        for i, size in enumerate(y.shape[front : front + n]):
+            images[lead + corner[:i] + (slice(size, None),)] = 0
     images[lead + corner] = y
 
 

@@ -125,20 +125,17 @@ def depthwise_adjoint(
     `kernel` is ``(*k, 1, C)`` (conjugated by the caller for a complex adjoint); returns a new
     C-ordered ``(B, *P, C)`` or ``(B, C, *P)`` with ``P = output + extent - 1``, in `y`'s layout.
     """
+    from ._apply import _look_back_buffer  # (`_apply` imports this module)
+
     n = len(axes)
     flipped = kernel[(slice(None, None, -1),) * n].reshape(*kernel.shape[:n], kernel.shape[-1])
     padded = tuple(axis.output + axis.extent - 1 for axis in axes)
-    strides, reach = _grid(padded, axes)
+    strides, _ = _grid(padded, axes)
     batch = y.shape[0]
     channels = y.shape[1] if channels_first else y.shape[-1]
     shape = (batch, channels, *padded) if channels_first else (batch, *padded, channels)
-    lead = reach if channels_first else reach * channels
     # y in the leading corner of every image, after `reach` zeros: the zero padding of all of them.
-    source = _scratch()("padded", (lead + math.prod(shape),), y.dtype)
-    source.fill(0)
-    corner = tuple(slice(0, axis.output) for axis in axes)
-    embedded = source[lead:].reshape(shape)
-    embedded[(slice(None), slice(None), *corner) if channels_first else (slice(None), *corner)] = y
+    source, _ = _look_back_buffer(y, axes, channels_first)
     if channels_first:
         return _by_rows(flipped, axes, source, (batch, channels), None, padded=padded)
     result = np.empty(shape, dtype=y.dtype)
