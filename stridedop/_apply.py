@@ -594,6 +594,8 @@ def _flat_im2col(
     count = pixels if channels_first else batch * pixels
     outputs = count if _every_position(axes, padded) else count - reach  # per flat image
     block = min(max(64, _COLUMNS_BYTES // (rows * item)), max(1, outputs))
+    if outputs > 0:  # blocks of equal size: no short last one
+        block = -(-outputs // -(-outputs // block))
     # Channels-first: (F, rows) @ (rows, pixels), each im2col row a contiguous copy.
     # Channels-last: (pixels, rows) @ (rows, F), each im2col row a window of taps * C entries.
     weights = kernel.reshape(*taps_shape, group_channels, groups, group_filters)
