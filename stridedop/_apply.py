@@ -359,9 +359,8 @@ def convolve_adjoint(
     # The correlation gives the input's own entries (`interior`), every other strategy the padded input.
     if (xp.shape[2:] if channels_first else xp.shape[1:-1]) != tuple(axis.size for axis in axes):
         xp = _unpad(xp, geometry, channels_first)
-    result = xp
     # Most adjoint strategies leave their result in a reused work array: copy it out.
-    return np.array(result, order="C", copy=True) if reused else np.ascontiguousarray(result)
+    return np.array(xp, order="C", copy=True) if reused else np.ascontiguousarray(xp)
 
 
 # -- stride-1 strategies --------------------------------------------------------------------------
@@ -445,7 +444,7 @@ def _tap_gemm(
     ``out[q] = sum_t xflat[q + shift_t] @ K_t``; in BLAS's column-major terms the C-ordered
     ``(pixels, F)`` output block is an ``(F, pixels)`` matrix ``C`` and each tap adds
     ``K_t^T @ X_t^T`` to it, every operand a contiguous slice (no copy). With `extended` (see
-    `_stride1`) every pixel of the grid is an output.
+    `_stride1`) the slices run past `xp` into it.
     """
     xp = np.ascontiguousarray(xp)
     batch, padded, dtype = xp.shape[0], xp.shape[1:-1], xp.dtype
@@ -574,8 +573,8 @@ def _flat_im2col(
     """Stride-1 correlation of the padded batch `xp` by blocked im2col over the flat pixel grid.
 
     A channels-first batch can give a channels-last result (``out_first=False``) at no cost: the
-    GEMM writes its product in either order. With `extended` (see `_stride1`) every pixel of the
-    grid is an output.
+    GEMM writes its product in either order. With `extended` (see `_stride1`) the windows run
+    past `xp` into it.
     """
     # The windows below are strides into C-ordered memory; np.pad, for one, keeps the memory order
     # of its input, and a reshape that merges no axes keeps any strides.
@@ -654,15 +653,15 @@ def _flat_im2col(
 
 def _taps_as_channels(
     kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp: np.ndarray, channels_first: bool
-) -> tuple[np.ndarray, tuple[Axis, ...], int, np.ndarray, np.ndarray | None]:
+) -> tuple[np.ndarray, tuple[Axis, ...], np.ndarray, np.ndarray | None]:
     """The same correlation with the last axis's taps moved into the channels.
 
     Input channel ``(g, c, r)`` of the new batch holds ``x[g, c]`` shifted by ``r * d`` along the
     last axis, cut to the outputs: a copy of ``k`` times the input (im2col copies ``prod(k)``
     times), after which the last axis has a kernel of size 1 and the channels are ``k`` times more.
-    Returns the new layer's kernel, axes, groups and batch, and channels-first the flat buffer the
-    batch starts, zeros past its end as far as its windows reach (for `_stride1`'s `extended`:
-    the tap GEMMs read it without copying the batch again).
+    Returns the new layer's kernel, axes and batch (its groups are the same), and channels-first
+    the flat buffer the batch starts, zeros past its end as far as its windows reach (for
+    `_stride1`'s `extended`: the tap GEMMs read it without copying the batch again).
     """
     n, last = len(axes), axes[-1]
     *taps_shape, cg, filters = kernel.shape
@@ -694,7 +693,7 @@ def _taps_as_channels(
         wide = wide.reshape(batch, wide_channels, *spatial, outputs)
     else:
         wide = wide.reshape(batch, *spatial, outputs, wide_channels)
-    return _wide_kernel(kernel), _wide_axes(axes), groups, wide, extended
+    return _wide_kernel(kernel), _wide_axes(axes), wide, extended
 
 
 def _wide_kernel(kernel: np.ndarray) -> np.ndarray:
@@ -785,7 +784,7 @@ def _stride1(
         if channels_first and cg * axes[-1].kernel <= _WIDE_ROWS and len(axes) > 1:
             if _wide_suits(kernel, axes, groups, xp.dtype, xp.nbytes, pixels):
                 # Fewer, larger GEMMs per image: the last axis's taps join the channels.
-                wide_kernel, wide_axes, _, wide, extended = _taps_as_channels(kernel, axes, groups, xp, True)
+                wide_kernel, wide_axes, wide, extended = _taps_as_channels(kernel, axes, groups, xp, True)
                 return _stride1(wide_kernel, wide_axes, groups, wide, True, first, extended=extended)
         if channels_first:
             return _in_layout(_tap_gemm_first(kernel, axes, groups, np.ascontiguousarray(xp)), True, first)
@@ -794,7 +793,7 @@ def _stride1(
     # (channels-first im2col copies whole rows: as fast as moving the taps, measured)
     if not channels_first and _wide_suits(kernel, axes, groups, xp.dtype, xp.nbytes, pixels):
         # Few channels, a wide kernel: copy the last axis's taps into channels, then tap GEMMs.
-        wide_kernel, wide_axes, _, wide, _ = _taps_as_channels(kernel, axes, groups, xp, False)
+        wide_kernel, wide_axes, wide, _ = _taps_as_channels(kernel, axes, groups, xp, False)
         return _stride1(wide_kernel, wide_axes, groups, wide, False, first)
     if channels_first:
         return _flat_im2col(kernel, axes, groups, xp, True, out_first=first)
