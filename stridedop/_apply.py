@@ -1261,26 +1261,35 @@ def _adjoint_by_tap_gemm(
     `_adjoint_by_scatter` with the channels innermost: `y` is laid on the flat grid of
     `_scatter_grid` as ``(pixels, F)`` and each tap accumulates ``y[q] @ K[r]^T`` straight into
     the ``(pixels, C)`` stretch of its phase that it writes (BLAS ``beta = 1``), so that neither
-    `y` nor the result changes layout and no product is stored.
+    `y` nor the result changes layout and no product is stored. A channels-last `y` whose grid
+    pads only the first axis (`_adjoint_taps_as_channels`'s layer, 1-D) is read in place.
     """
     *taps_shape, channels, filters = kernel.shape
     batch, dtype = y.shape[0], y.dtype
     shape, phases, numbers, shifts = _scatter_grid(axes)
-    total = batch * math.prod(shape)
-    flat = _on_grid(_channels_last(y, channels_first), shape)
+    image, outputs = math.prod(shape), tuple(axis.output for axis in axes)
+    total = batch * image
+    if not channels_first and shape[1:] == outputs[1:]:
+        # The grid pads the first axis alone: each image of y is the leading stretch of its block
+        # of the grid, whose GEMMs read it in place.
+        flat = np.ascontiguousarray(y).reshape(batch, -1, filters)
+        stretches = [(b * image, flat[b]) for b in range(batch)]
+    else:
+        flat = _on_grid(_channels_last(y, channels_first), shape)
+        stretches = [(0, flat[: total - max(shifts)])]
     # (*k, C, F) -> (taps, F, C): each tap's K[r]^T C-ordered, so that its .T is K[r] for BLAS.
     weights = np.ascontiguousarray(kernel.reshape(len(shifts), channels, filters).transpose(0, 2, 1))
     phased = _scratch("scatter", (len(phases), total, channels), dtype)
     phased.fill(0)  # every GEMM accumulates
     gemm = _blas().get_blas_funcs("gemm", dtype=dtype)  # type: ignore[union-attr]
-    length = total - max(shifts)
     block = max(256, _TAP_BLOCK_BYTES // ((channels + filters) * dtype.itemsize))
-    for start in range(0, length, block):
-        stop = min(start + block, length)
-        source = flat[start:stop].T
-        for t, (number, shift) in enumerate(zip(numbers, shifts)):
-            target = phased[number, start + shift : stop + shift].T
-            gemm(1.0, weights[t].T, source, 1.0, target, overwrite_c=True)
+    for offset, stretch in stretches:
+        for start in range(0, len(stretch), block):
+            stop = min(start + block, len(stretch))
+            source = stretch[start:stop].T
+            for t, (number, shift) in enumerate(zip(numbers, shifts)):
+                target = phased[number, offset + start + shift : offset + stop + shift].T
+                gemm(1.0, weights[t].T, source, 1.0, target, overwrite_c=True)
     phased = phased.reshape(len(phases), batch, *shape, channels)
     return _from_phases(np.moveaxis(phased, -1, 2), axes, phases, channels_first)
 
