@@ -1088,7 +1088,7 @@ def _adjoint_onto_padded(
     if strategy == "tap gemm":
         return _adjoint_by_tap_gemm(kernel, axes, y, channels_first), True
     if strategy == "taps as channels":
-        return _adjoint_taps_as_channels(kernel, axes, y, channels_first), True
+        return _adjoint_taps_as_channels(kernel, axes, y, channels_first)
     if strategy == "scatter":
         return _adjoint_by_scatter(kernel, axes, groups, y, channels_first), True
     if strategy == "polyphase":
@@ -1099,24 +1099,28 @@ def _adjoint_onto_padded(
 
 def _adjoint_taps_as_channels(
     kernel: np.ndarray, axes: tuple[Axis, ...], y: np.ndarray, channels_first: bool
-) -> np.ndarray:
+) -> tuple[np.ndarray, bool]:
     """The adjoint of the layer of `_taps_as_channels` (tap GEMMs), then its taps folded back.
 
-    Returns a reused work array (or a view of one), in `y`'s layout. Stride 1 along the last
-    axis, no groups. Channel ``(c, r)`` of the wide result holds what tap ``r`` of the last axis
-    sends to channel ``c`` of the padded input from each output: one shifted add per tap.
+    Returns the padded input in `y`'s layout and whether it is a reused work array (or a view
+    of one): a channels-last result without padding is folded straight into a new array. Stride
+    1 along the last axis, no groups. Channel ``(c, r)`` of the wide result holds what tap ``r``
+    of the last axis sends to channel ``c`` of the padded input from each output: one shifted
+    add per tap.
     """
     last, channels = axes[-1], kernel.shape[-2]
     wide = _adjoint_by_tap_gemm(_wide_kernel(kernel), _wide_axes(axes), y, channels_first)
     wide = _channels_last(wide, channels_first)  # (B, *P', o_last, C * k_last)
     wide = wide.reshape(*wide.shape[:-1], channels, last.kernel)
-    xp = _scratch("wide", (*wide.shape[:-3], last.size + last.lo + last.hi, channels), y.dtype)
+    shape = (*wide.shape[:-3], last.size + last.lo + last.hi, channels)
+    final = not channels_first and all(axis.lo == axis.hi == 0 for axis in axes)
+    xp = np.empty(shape, y.dtype) if final else _scratch("wide", shape, y.dtype)
     xp[..., : last.output, :] = wide[..., 0]  # the first tap, then the others added
     xp[..., last.output :, :] = 0
     for r in range(1, last.kernel):
         start = r * last.dilation
         xp[..., start : start + last.output, :] += wide[..., r]
-    return np.moveaxis(xp, -1, 1) if channels_first else xp
+    return (np.moveaxis(xp, -1, 1) if channels_first else xp), not final
 
 
 def _scatter_grid(
