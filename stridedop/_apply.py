@@ -1284,16 +1284,24 @@ def _adjoint_by_tap_gemm(
     # (*k, C, F) -> (taps, F, C): each tap's K[r]^T C-ordered, so that its .T is K[r] for BLAS.
     weights = np.ascontiguousarray(kernel.reshape(len(shifts), channels, filters).transpose(0, 2, 1))
     phased = _scratch("scatter", (len(phases), total, channels), dtype)
-    phased.fill(0)  # every GEMM accumulates
+    # With one phase, the first tap (shift 0) writes where the block's GEMMs start and the other
+    # taps add: blocks run last to first, so that no later block has added there before. Only
+    # what lies past each stretch is zeroed. With several phases every GEMM adds onto zeros.
+    overwrite = len(phases) == 1 and shifts[0] == 0
+    if not overwrite:
+        phased.fill(0)
     gemm = _blas().get_blas_funcs("gemm", dtype=dtype)  # type: ignore[union-attr]
     block = max(256, _TAP_BLOCK_BYTES // ((channels + filters) * dtype.itemsize))
     for offset, stretch in stretches:
-        for start in range(0, len(stretch), block):
+        if overwrite:
+            phased[0, offset + len(stretch) : offset + len(stretch) + max(shifts)] = 0
+        for start in reversed(range(0, len(stretch), block)):
             stop = min(start + block, len(stretch))
             source = stretch[start:stop].T
             for t, (number, shift) in enumerate(zip(numbers, shifts)):
                 target = phased[number, offset + start + shift : offset + stop + shift].T
-                gemm(1.0, weights[t].T, source, 1.0, target, overwrite_c=True)
+                beta = 0.0 if overwrite and t == 0 else 1.0
+                gemm(1.0, weights[t].T, source, beta, target, overwrite_c=True)
     phased = phased.reshape(len(phases), batch, *shape, channels)
     return _from_phases(np.moveaxis(phased, -1, 2), axes, phases, channels_first)
 

@@ -461,6 +461,29 @@ def test_every_adjoint_strategy_equals_the_loop_oracle(monkeypatch, name, layout
     assert calls
 
 
+@pytest.mark.parametrize("options", [{}, {"padding": "same"}, {"stride": 2, "padding": 1}])
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("strategy", ["tap gemm", "taps as channels"])
+def test_tap_gemm_adjoints_over_many_blocks(monkeypatch, strategy, layout, options):
+    # Images of several blocks of the smallest size: the blocks' order and where each GEMM
+    # overwrites or adds matter only then (the table's layers have such images, CASES do not).
+    calls = force_adjoint(monkeypatch, strategy)
+    monkeypatch.setattr(_apply, "_TAP_BLOCK_BYTES", 1)
+    m, k, channels, filters = (23, 19), (3, 2), 3, 4
+    rng = np.random.default_rng(5)
+    kernel = rng.standard_normal((*k, channels, filters))
+    dense = loop_operator(kernel, m, **options)  # (*o, F, *m, C)
+    op = stridedop.ConvOperator(kernel, (*m, channels), method="direct", **options)
+    y = rng.standard_normal((2, *op.output_shape))
+    expected = np.stack([np.tensordot(v, dense, 3) for v in y])
+    if layout == "channels_first":
+        kernel_first = kernel.transpose(3, 2, 0, 1)
+        op = stridedop.ConvOperator(kernel_first, (channels, *m), layout=layout, method="direct", **options)
+        y, expected = np.moveaxis(y, -1, 1), np.moveaxis(expected, -1, 1)
+    np.testing.assert_allclose(op.H @ y, expected, rtol=1e-10, atol=1e-10)
+    assert calls[-1] == (strategy == "tap gemm" or options.get("stride", 1) == 1)
+
+
 @pytest.mark.parametrize(
     ("kernel_shape", "input_shape", "options", "layout", "expected"),
     [
