@@ -104,6 +104,8 @@ _WIDE_BYTES = 16 * 2**20  # largest copy of the input with the taps of one axis 
 _WIDE_ROWS = 64  # channels-first tap GEMMs: move taps into channels up to this many rows per tap
 _SCRATCH_BYTES = 16 * 2**20  # work arrays kept per thread for reuse, all purposes together
 _SHORT_RUN = 64  # entries: zeroing runs this short one by one costs more than zeroing everything
+_TILE_BYTES = 2**15  # transposing copies: the part of each image one tile reads (the L1 cache)
+_TILE_BATCH = 4  # ... for batches of at least this many images (fewer pay more in calls than they save)
 
 _local = threading.local()
 
@@ -261,7 +263,10 @@ def _spatial_pads(geometry: Geometry, channels_first: bool) -> list[tuple[int, i
 
 def _pad(x: np.ndarray, geometry: Geometry, channels_first: bool) -> np.ndarray:
     """Pad the spatial axes of a batch the way the geometry's padding mode says."""
-    return pad(x, _spatial_pads(geometry, channels_first), geometry.mode)
+    pads = _spatial_pads(geometry, channels_first)
+    if not any(lo or hi for lo, hi in pads):
+        return _contiguous(x, 2 if channels_first else 1)
+    return pad(x, pads, geometry.mode)
 
 
 def _unpad(xp: np.ndarray, geometry: Geometry, channels_first: bool) -> np.ndarray:
@@ -300,7 +305,37 @@ def _channels_last(x: np.ndarray, channels_first: bool) -> np.ndarray:
 
 def _back(result: np.ndarray, channels_first: bool) -> np.ndarray:
     """A channels-last result in the caller's layout, C-ordered."""
-    return np.ascontiguousarray(np.moveaxis(result, -1, 1) if channels_first else result)
+    return _contiguous(np.moveaxis(result, -1, 1), 2) if channels_first else np.ascontiguousarray(result)
+
+
+def _contiguous(batch: np.ndarray, axis: int) -> np.ndarray:
+    """A C-ordered copy of `batch` (`_copy_tiled` along `axis`), or `batch` if it is one."""
+    if batch.flags.c_contiguous:
+        return batch
+    out = np.empty(batch.shape, batch.dtype)
+    _copy_tiled(out, batch, axis)
+    return out
+
+
+def _copy_tiled(target: np.ndarray, source: np.ndarray, axis: int) -> None:
+    """``target[...] = source`` for batches, in tiles along `axis` when the copy moves the channels.
+
+    NumPy walks the target in order, so a copy that moves the channels (innermost source axis
+    not contiguous) reads every source cache line of an image once per channel: within a tile of
+    `_TILE_BYTES` of each image, along its first spatial `axis`, those reads stay in the L1 cache.
+    Measured on float32: 0.66 times the time of one copy on 8 x 30 x 30 x 32 and 8 x 1024 x 16,
+    0.75 on 4 x 64 x 64 x 32; more calls than that saves on 1 or 2 images.
+    """
+    rows = source.shape[axis]
+    row_bytes = source[0].nbytes // max(1, rows)
+    step = max(1, _TILE_BYTES // max(1, row_bytes))
+    if source.strides[-1] == source.itemsize or len(source) < _TILE_BATCH or step >= rows:
+        target[...] = source
+        return
+    tile = [slice(None)] * source.ndim
+    for start in range(0, rows, step):
+        tile[axis] = slice(start, start + step)
+        target[tuple(tile)] = source[tuple(tile)]
 
 
 def _by_fft(
@@ -360,7 +395,11 @@ def convolve_adjoint(
     if (xp.shape[2:] if channels_first else xp.shape[1:-1]) != tuple(axis.size for axis in axes):
         xp = _unpad(xp, geometry, channels_first)
     # Most adjoint strategies leave their result in a reused work array: copy it out.
-    return np.array(xp, order="C", copy=True) if reused else np.ascontiguousarray(xp)
+    if not reused:
+        return _contiguous(xp, 2 if channels_first else 1)
+    out = np.empty(xp.shape, xp.dtype)
+    _copy_tiled(out, xp, 2 if channels_first else 1)
+    return out
 
 
 # -- stride-1 strategies --------------------------------------------------------------------------
@@ -788,8 +827,8 @@ def _stride1(
                 return _stride1(wide_kernel, wide_axes, groups, wide, True, first, extended=extended)
         if channels_first:
             return _in_layout(_tap_gemm_first(kernel, axes, groups, np.ascontiguousarray(xp)), True, first)
-        moved = _tap_gemm_first(kernel, axes, groups, np.ascontiguousarray(np.moveaxis(xp, -1, 1)))
-        return moved if first else np.ascontiguousarray(np.moveaxis(moved, 1, -1))
+        moved = _tap_gemm_first(kernel, axes, groups, _contiguous(np.moveaxis(xp, -1, 1), 2))
+        return moved if first else _contiguous(np.moveaxis(moved, 1, -1), 1)
     # (channels-first im2col copies whole rows: as fast as moving the taps, measured)
     if not channels_first and _wide_suits(kernel, axes, groups, xp.dtype, xp.nbytes, pixels):
         # Few channels, a wide kernel: copy the last axis's taps into channels, then tap GEMMs.
@@ -972,7 +1011,7 @@ def _transposed_stride1(
         y, pads = np.moveaxis(y, -1, 1), [(0, 0), (0, 0), *spatial]
     padded = _scratch("padded", tuple(size + lo + hi for size, (lo, hi) in zip(y.shape, pads)), y.dtype)
     padded.fill(0)
-    padded[tuple(slice(lo, lo + size) for size, (lo, _) in zip(y.shape, pads))] = y
+    _copy_tiled(padded[tuple(slice(lo, lo + size) for size, (lo, _) in zip(y.shape, pads))], y, 2)
     return _stride1(swapped, grid, groups, padded, channels_first or moved, out_first=channels_first)
 
 
@@ -1180,7 +1219,7 @@ def _in_corner(images: np.ndarray, y: np.ndarray, front: int, n: int) -> None:
     else:
         for i, size in enumerate(y.shape[front : front + n]):
             images[lead + corner[:i] + (slice(size, None),)] = 0
-    images[lead + corner] = y
+    _copy_tiled(images[lead + corner], y, front)
 
 
 def _from_phases(

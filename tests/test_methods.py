@@ -641,3 +641,45 @@ def test_tap_gemm_blocks_that_cut_images(monkeypatch, layout):
         )
     else:
         np.testing.assert_allclose(op @ x, np.stack([np.tensordot(dense, v, 3) for v in x]))
+
+
+@pytest.mark.parametrize("axis", [1, 2])
+@pytest.mark.parametrize(
+    ("shape", "moved"), [((5, 7, 6, 3), (0, 3, 1, 2)), ((4, 3, 9, 2), (0, 2, 3, 1)), ((6, 11, 4), (0, 2, 1))]
+)
+def test_copy_tiled_equals_one_copy(monkeypatch, shape, moved, axis):
+    # Tiles of one row along `axis` for every batch: the copy moves the channels, so it tiles.
+    monkeypatch.setattr(_apply, "_TILE_BYTES", 1)
+    source = np.arange(math.prod(shape), dtype=np.float32).reshape(shape).transpose(moved)
+    target = np.zeros(source.shape, np.float32)
+    writes = []
+    original = np.ndarray.__setitem__
+
+    class Recording(np.ndarray):
+        def __setitem__(self, index, value):
+            writes.append(index)
+            original(self, index, value)
+
+    _apply._copy_tiled(target.view(Recording), source, axis)
+    np.testing.assert_array_equal(target, source)
+    assert len(writes) == source.shape[axis]  # one tile per row
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+def test_every_transposing_copy_in_tiles(monkeypatch, layout):
+    # Tiles of one row even for batches of one image, through every case and adjoint strategy.
+    monkeypatch.setattr(_apply, "_TILE_BYTES", 1)
+    monkeypatch.setattr(_apply, "_TILE_BATCH", 1)
+    tiled, original = [], _apply._copy_tiled
+
+    def recording(target, source, axis):
+        tiled.append(source.strides[-1] != source.itemsize and source.shape[axis] > 1)
+        original(target, source, axis)
+
+    monkeypatch.setattr(_apply, "_copy_tiled", recording)
+    for strategy in ADJOINT_STRATEGIES:
+        with monkeypatch.context() as forcing:
+            force_adjoint(forcing, strategy)
+            for name in CASES:
+                test_both_directions_equal_the_loop_oracle(name, layout, np.float32, "direct")
+    assert sum(tiled) >= 10
