@@ -104,6 +104,7 @@ _WIDE_BYTES = 16 * 2**20  # largest copy of the input with the taps of one axis 
 _WIDE_ROWS = 64  # channels-first tap GEMMs: move taps into channels up to this many rows per tap
 _SCRATCH_BYTES = 16 * 2**20  # work arrays kept per thread for reuse, all purposes together
 _SHORT_RUN = 64  # entries: zeroing runs this short one by one costs more than zeroing everything
+_PIXELS_BYTES = 2**15  # channels-first 1x1 products: input of one image a block of pixels reads
 _TILE_BYTES = 2**15  # transposing copies: the part of each image one tile reads (the L1 cache)
 _TILE_BATCH = 4  # ... for batches of at least this many images (fewer pay more in calls than they save)
 
@@ -810,7 +811,13 @@ def _stride1(
     if groups == 1 and kernel.size == cg * fg:  # a 1x1 kernel: one product, nothing copied
         weights = kernel.reshape(cg, fg)
         if channels_first:
-            out = np.matmul(weights.T, xp.reshape(xp.shape[0], cg, -1))
+            # (F, C) @ (C, pixels) per image, the pixels in blocks of `_PIXELS_BYTES` of input
+            # per image: on whole 32 x 32 images of 64 channels BLAS took 1.4 times as long.
+            source = xp.reshape(xp.shape[0], cg, -1)
+            out = np.empty((xp.shape[0], fg, source.shape[-1]), np.result_type(weights, source))
+            block = max(128, _PIXELS_BYTES // (cg * xp.itemsize))
+            for start in range(0, source.shape[-1], block):
+                np.matmul(weights.T, source[..., start : start + block], out=out[..., start : start + block])
             return _in_layout(out.reshape(xp.shape[0], fg, *xp.shape[2:]), True, first)
         return _in_layout(np.matmul(xp.reshape(-1, cg), weights).reshape(*xp.shape[:-1], fg), False, first)
     pixels = math.prod(xp.shape[2:] if channels_first else xp.shape[1:-1])

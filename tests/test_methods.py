@@ -55,6 +55,7 @@ CASES = {
     "1-D, valid": ((11,), (3,), 8, 8, {"dilation": 2}),
     "valid, groups, dilation": ((8, 7), (3, 2), 4, 6, {"groups": 2, "dilation": (2, 1)}),
     "1x1": ((5, 4), (1, 1), 3, 4, {"padding": 1}),
+    "1x1, images of two blocks of pixels": ((13, 11), (1, 1), 3, 4, {}),
     "3-D": ((4, 3, 5), (2, 2, 3), 2, 3, {"padding": "same", "stride": (1, 2, 1)}),
 }
 
