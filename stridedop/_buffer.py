@@ -256,30 +256,23 @@ def fill_buffer(kernel: np.ndarray, plan: BufferPlan, circular: Geometry | None 
     ever change or outlive its memory. The copy doubles the buffer's memory while it is built.
     """
     needed = plan.size * plan.itemsize
-    # Small buffers cannot exhaust memory: ask the system only about large ones.
-    available = available_memory() if needed > _QUERY_MEMORY_ABOVE else None
-    if available is not None and 2 * needed > available:
-        raise DescribedMemoryError(
-            f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes, twice that while "
-            f"it is built) but only {format_bytes(available)} are available; the kernel and "
-            f"`input_shape` {_input_shape(plan)} are too large for a view on this machine"
-        )
-    dtype = kernel.dtype
+    if needed > _QUERY_MEMORY_ABOVE:  # small buffers cannot exhaust memory: ask only about large ones
+        _require_available(needed, plan)
     try:
         storage = bytearray(needed)  # zero-filled
-        if circular is not None:
-            # The kernel (*k, Cg, F) seen as (*k, Cg, groups, F // groups).
-            grouped = kernel.reshape(kernel.shape[:-1] + (circular.groups, circular.group_filters))
-            _fill_circular(circular, grouped, np.frombuffer(storage, dtype))
-        else:
+        if circular is None:
             # Written through an array on the scratch memory itself, released at once.
             shape = plan.kernel_shape  # (*k, Cg, F), or (*k, Cg, groups, F // groups)
+            offset = plan.kernel_origin * plan.itemsize
             try:
-                offset = plan.kernel_origin * plan.itemsize
-                target = np.ndarray(shape, dtype, storage, offset, plan.kernel_strides)
+                target = np.ndarray(shape, kernel.dtype, storage, offset, plan.kernel_strides)
             except ValueError as error:  # NumPy checks the reach against the buffer
                 raise _wrong_plan(shape, plan) from error
             target[...] = kernel if len(shape) == kernel.ndim else kernel.reshape(shape)
+        else:
+            # The kernel (*k, Cg, F) seen as (*k, Cg, groups, F // groups).
+            grouped = kernel.reshape(kernel.shape[:-1] + (circular.groups, circular.group_filters))
+            _fill_circular(circular, grouped, np.frombuffer(storage, kernel.dtype))
         return bytes(storage)
     except MemoryError as error:  # the descriptive message; nothing to pay when all goes well
         with refused_allocation(
@@ -288,6 +281,17 @@ def fill_buffer(kernel: np.ndarray, plan: BufferPlan, circular: Geometry | None 
             "large for a view here"
         ):
             raise error
+
+
+def _require_available(needed: int, plan: BufferPlan) -> None:
+    """Raise a descriptive MemoryError if the system has not twice `needed` bytes available."""
+    available = available_memory()
+    if available is not None and 2 * needed > available:
+        raise DescribedMemoryError(
+            f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes, twice that while "
+            f"it is built) but only {format_bytes(available)} are available; the kernel and "
+            f"`input_shape` {_input_shape(plan)} are too large for a view on this machine"
+        )
 
 
 def _input_shape(plan: BufferPlan) -> tuple[int, ...]:

@@ -115,8 +115,6 @@ def _as_int_tuple(value: Any, name: str, length: int | None = None) -> tuple[int
 
 def _positive_ints(value: Any, name: str, length: int) -> tuple[int, ...]:
     """`length` ints ``>= 1``: `value` is one int for every axis or one per axis."""
-    if type(value) is int and value >= 1:  # the common case, without a detour
-        return (value,) * length
     values = _as_int_tuple(value, name, length)
     if min(values) < 1:
         raise ValueError(f"`{name}` must be >= 1 on every axis, got {value!r}")
@@ -780,10 +778,20 @@ def check_geometry(
         )
     spatial_input = _spatial_input(kernel_shape, input_shape, layout, ndim, channels, groups)
 
-    strides = _positive_ints(stride, "stride", ndim)
-    dilations = _positive_ints(dilation, "dilation", ndim)
-    parsed = _parse_padding(padding, ndim)
-    mode = _padding_mode_for(parsed, padding_mode)
+    # Plain arguments (one int for every axis, a padding name, a padding mode's name) take the
+    # short way; anything else goes through the normalizer of its kind.
+    if type(stride) is int and stride >= 1:
+        strides = (stride,) * ndim
+    else:
+        strides = _positive_ints(stride, "stride", ndim)
+    if type(dilation) is int and dilation >= 1:
+        dilations = (dilation,) * ndim
+    else:
+        dilations = _positive_ints(dilation, "dilation", ndim)
+    parsed = padding if type(padding) is str and padding in PADDING_NAMES else _parse_padding(padding, ndim)
+    mode = PADDING_MODES.get(padding_mode) if type(padding_mode) is str and parsed != "circular" else None
+    if mode is None:
+        mode = _padding_mode_for(parsed, padding_mode)
 
     axes = []
     for i, (m, k, s, d) in enumerate(zip(spatial_input, spatial_kernel, strides, dilations)):
@@ -819,9 +827,7 @@ def _refuse_kernel_shape(kernel_shape: tuple[int, ...]) -> None:
 
 def _padding_mode_for(parsed: str | tuple[tuple[int, int], ...], value: Any) -> PaddingMode:
     """The padding mode, with ``padding='circular'`` as shorthand for the circular mode."""
-    mode = PADDING_MODES.get(value) if type(value) is str else None  # else case or type to check
-    if mode is None:
-        mode = padding_mode(value)
+    mode = padding_mode(value)
     if parsed == "circular":
         if mode.name not in ("zeros", "circular"):
             raise ValueError(
