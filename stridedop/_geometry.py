@@ -708,9 +708,7 @@ def _spatial_input(
             f"`input_shape` must have {ndim + 1} entries (with the channel axis) or {ndim} "
             f"(spatial sizes only) for a kernel with {ndim} spatial axes, got {sizes}"
         )
-    if min(spatial) < 1:
-        raise ValueError(f"`input_shape` sizes must be >= 1, got {sizes}")
-    return spatial
+    return spatial  # (each size is checked to be >= 1 with its axis, in `check_geometry`)
 
 
 # The checked geometry arguments, in plain values: ``(axes, channels, filters, groups, mode, layout,
@@ -797,16 +795,25 @@ def check_geometry(
     for i, (m, k, s, d) in enumerate(zip(spatial_input, spatial_kernel, strides, dilations)):
         extent = (k - 1) * d + 1
         lo, hi = (0, 0) if parsed == "valid" else _pads(parsed, i, m, extent, s)
-        if extent > m + lo + hi:
-            raise ValueError(
-                f"the kernel (effective size {extent} = ({k} - 1) * dilation {d} + 1) is larger than "
-                f"the padded input ({m} + {lo} + {hi}) along spatial axis {i}: the output would be "
-                f"empty; use a smaller `dilation`, more `padding`, or a larger `input_shape`"
-            )
+        if m < 1 or extent > m + lo + hi:
+            _refuse_axis(input_shape, i, (m, k, d, lo, hi))
         axes.append((m, k, s, d, lo, hi))
 
     padding = parsed if type(parsed) is str else padding
     return tuple(axes), channels, filters, groups, mode, layout, padding
+
+
+def _refuse_axis(input_shape: Any, i: int, axis: tuple[int, int, int, int, int]) -> None:
+    """Raise ValueError for spatial axis `i` (size, kernel, dilation, lo, hi): empty, or no output."""
+    m, k, d, lo, hi = axis
+    if m < 1:
+        raise ValueError(f"`input_shape` sizes must be >= 1, got {_sizes(input_shape)}")
+    extent = (k - 1) * d + 1
+    raise ValueError(
+        f"the kernel (effective size {extent} = ({k} - 1) * dilation {d} + 1) is larger than "
+        f"the padded input ({m} + {lo} + {hi}) along spatial axis {i}: the output would be "
+        f"empty; use a smaller `dilation`, more `padding`, or a larger `input_shape`"
+    )
 
 
 def _refuse_kernel_shape(kernel_shape: tuple[int, ...]) -> None:
