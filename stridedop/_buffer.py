@@ -41,25 +41,24 @@ _QUERY_MEMORY_ABOVE = 64 * 2**20  # bytes: a smaller buffer is allocated without
 
 
 class BufferPlan(NamedTuple):
-    """Element offsets and strides of the operator inside its flat buffer, and its byte strides.
+    """Where the operator lies in its flat buffer: offsets, shapes and byte strides.
 
-    The canonical (channels-last) view ``W[o_0, ..., f, x_0, ..., c]`` reads element
-    ``origin + sum(o_i * output_steps[i]) + f * filter_step + sum(x_i * input_steps[i]) + c``.
-    A plan is made for one `itemsize`: the byte strides of the public view and of the kernel
-    are computed with it once, so that building a view is a few ndarray constructions.
+    The canonical (channels-last) view ``W[o_0, ..., f, x_0, ..., c]`` is the array of shape
+    ``(*o, F, *m, C)`` with byte `strides` starting at element `origin`; the public view is it in
+    the geometry's axis order. A plan is made for one `itemsize`: the byte strides of the views and
+    of the kernel are computed with it once, so that building a view is a few ndarray
+    constructions. Strides are 0 along the axes of length 1, which never move (NumPy keeps
+    strides in C integers).
     """
 
     size: int
     origin: int
-    output_steps: tuple[int, ...]
-    filter_step: int
-    input_steps: tuple[int, ...]
+    strides: tuple[int, ...]  # of the canonical view (*o, F, *m, C)
     kernel_origin: int
     itemsize: int
     # The public view's shape (`Geometry.view_shape`) and byte strides, and the shape of the
     # kernel with its byte strides (both () for a circular buffer, which is written whole): the
     # channels-last (*k, Cg, F), its filters split as (*k, Cg, groups, F // groups) for groups > 1.
-    # Strides are 0 along the axes of length 1, which never move (NumPy keeps strides in C integers).
     view_shape: tuple[int, ...]
     view_strides: tuple[int, ...]
     kernel_shape: tuple[int, ...]
@@ -68,7 +67,17 @@ class BufferPlan(NamedTuple):
     @property
     def steps(self) -> tuple[int, ...]:
         """Element strides of the canonical view ``(*o, F, *m, C)``."""
-        return (*self.output_steps, self.filter_step, *self.input_steps, 1)
+        return tuple([stride // self.itemsize for stride in self.strides])
+
+    @property
+    def filter_step(self) -> int:
+        """Element stride between filters (0 for one filter)."""
+        return self.strides[len(self.strides) // 2 - 1] // self.itemsize
+
+    @property
+    def input_steps(self) -> tuple[int, ...]:
+        """Element strides of the spatial input axes ``m``: from one row of the buffer to the next."""
+        return self.steps[len(self.strides) // 2 : -1]
 
     @property
     def view_steps(self) -> tuple[int, ...]:
@@ -127,71 +136,70 @@ def plan_layout(checked: CheckedGeometry, itemsize: int) -> BufferPlan:
         size = filter_step * filters
         return _circular_plan(checked, outputs, itemsize, size, origin, output_steps, filter_step, row_steps)
 
-    # Along axis i, t = x - o*s + lo ranges over [first, last] for the views and the kernel sits
-    # at [0, extent). An axis's width is chosen so that no difference t - r*d between a window
-    # position and a kernel tap is a non-zero multiple of it: rows never alias (the outermost
-    # width is not used). One pass from the innermost axis out lays the rows out in mixed radix,
-    # writing the element steps and byte strides (0 along axes of length 1, see `_byte_strides`)
-    # of the canonical view (*o, F, *m, C) and of the kernel.
+    # Along axis i, t = x - o*s + lo ranges over [lo - reach, size - 1 + lo] for the views, where
+    # reach = (output - 1) * s, and the kernel sits at [0, extent). An axis's width is chosen so
+    # that no difference t - r*d between a window position and a kernel tap is a non-zero multiple
+    # of it: rows never alias (the outermost width is not used). One pass from the innermost axis
+    # out lays the rows out in mixed radix, writing the shape and byte strides (0 along axes of
+    # length 1, see `_byte_strides`) of the canonical view (*o, F, *m, C) and of the kernel.
+    # (Conditional expressions rather than max(): a call costs as much as a line here, and this
+    # runs on every first build of a view.)
     shape = [channels] * (2 * n + 2)
-    steps = [1] * (2 * n + 2)
     strides = [itemsize if channels > 1 else 0] * (2 * n + 2)
-    kernel_shape = [0] * n
-    kernel_strides = [0] * n
+    taps, tap_strides = [0] * n, [0] * n
     step = channels
     window_low = origin = 0
     window_high = kernel_high = channels - 1
     for i in range(n - 1, -1, -1):
         size, kernel, stride, dilation, lo, hi = axes[i]
         extent = (kernel - 1) * dilation + 1
-        output = (size + lo + hi - extent) // stride + 1
-        last = size - 1 + lo
-        first = lo - (output - 1) * stride
-        shape[i], shape[n + 1 + i], kernel_shape[i] = output, size, kernel
-        steps[i], steps[n + 1 + i] = -stride * step, step
-        strides[i] = -stride * step * itemsize if output > 1 else 0
-        strides[n + 1 + i] = step * itemsize if size > 1 else 0
-        kernel_strides[i] = dilation * step * itemsize if kernel > 1 else 0
-        window_low += first * step
-        window_high += last * step
+        reach = (size + lo + hi - extent) // stride * stride  # the last output's shift (output - 1) * s
+        byte_step = step * itemsize
+        shape[i], shape[n + 1 + i], taps[i] = reach // stride + 1, size, kernel
+        strides[i] = -stride * byte_step if reach else 0
+        strides[n + 1 + i] = byte_step if size > 1 else 0
+        tap_strides[i] = dilation * byte_step if kernel > 1 else 0
+        window_low += (lo - reach) * step
+        window_high += (size - 1 + lo) * step
         kernel_high += (extent - 1) * step
         origin += lo * step
-        step *= max(last + 1, extent - first)
+        width = extent - lo + reach  # every kernel tap as the farthest window sees it ...
+        step *= width if width > size + lo else size + lo  # ... and every window position
     # Filters are far enough apart that no window of one filter reaches another filter's kernel.
     filter_step = max(window_high + 1, kernel_high - window_low + 1)
-    low = min(window_low, 0)
+    low = window_low if window_low < 0 else 0
     high = (filters - 1) * filter_step + max(window_high, kernel_high)
-    shape[n], steps[n], strides[n] = filters, filter_step, filter_step * itemsize if filters > 1 else 0
+    shape[n], strides[n] = filters, filter_step * itemsize if filters > 1 else 0
     # Tap r of filter f = (g, j) and channel c goes to kernel_origin + f * filter_step
     # + sum(r_i * d_i * input_steps[i]) + g * Cg + c.
     group_channels, group_filters = channels // groups, filters // groups
-    kernel_shape.append(group_channels)
-    kernel_strides.append(itemsize if group_channels > 1 else 0)
-    if groups > 1:
-        kernel_shape.append(groups)
-        kernel_strides.append((group_filters * filter_step + group_channels) * itemsize)
-    kernel_shape.append(group_filters)
-    kernel_strides.append(filter_step * itemsize if group_filters > 1 else 0)
-    view_shape, view_strides = tuple(shape), tuple(strides)
+    channel_stride = itemsize if group_channels > 1 else 0
+    filter_stride = filter_step * itemsize if group_filters > 1 else 0
+    if groups == 1:
+        kernel_shape = (*taps, group_channels, group_filters)
+        kernel_strides = (*tap_strides, channel_stride, filter_stride)
+    else:
+        group_stride = (group_filters * filter_step + group_channels) * itemsize
+        kernel_shape = (*taps, group_channels, groups, group_filters)
+        kernel_strides = (*tap_strides, channel_stride, group_stride, filter_stride)
+    view_shape, view_strides = canonical_shape, canonical_strides = tuple(shape), tuple(strides)
     if layout != "channels_last":
         order = _public_order(n, layout)
-        view_shape = tuple([shape[axis] for axis in order])
-        view_strides = tuple([strides[axis] for axis in order])
+        view_shape = tuple([canonical_shape[axis] for axis in order])
+        view_strides = tuple([canonical_strides[axis] for axis in order])
     # Every window lies in [window_low, window_high] + f * filter_step and every kernel entry in
     # [0, kernel_high] + f * filter_step, both shifted by -low: inside the buffer by construction
     # (and NumPy checks every array made on the buffer against its size once more).
     return BufferPlan(
         high - low + 1,
         origin - low,
-        tuple(steps[:n]),
-        filter_step,
-        tuple(steps[n + 1 : -1]),
+        canonical_strides,
         -low,
         itemsize,
         view_shape,
         view_strides,
-        tuple(kernel_shape),
-        tuple(kernel_strides),
+        kernel_shape,
+        kernel_strides,
     )
 
 
@@ -207,14 +215,14 @@ def _circular_plan(
 ) -> BufferPlan:
     """The `BufferPlan` of a circular buffer's element steps (no kernel steps: it is written whole)."""
     axes, channels, filters, _, _, layout, _ = checked
-    view_shape = (*outputs, filters, *[axis[0] for axis in axes], channels)  # the canonical order
-    view_strides = _byte_strides(view_shape, (*output_steps, filter_step, *input_steps, 1), itemsize)
+    view_shape = canonical_shape = (*outputs, filters, *[axis[0] for axis in axes], channels)
+    steps = (*output_steps, filter_step, *input_steps, 1)
+    view_strides = canonical_strides = _byte_strides(canonical_shape, steps, itemsize)
     if layout != "channels_last":
         order = _public_order(len(axes), layout)
-        view_shape = tuple([view_shape[axis] for axis in order])
-        view_strides = tuple([view_strides[axis] for axis in order])
-    steps = (tuple(output_steps), filter_step, input_steps, 0)
-    return BufferPlan(size, origin, *steps, itemsize, view_shape, view_strides, (), ())
+        view_shape = tuple([canonical_shape[axis] for axis in order])
+        view_strides = tuple([canonical_strides[axis] for axis in order])
+    return BufferPlan(size, origin, canonical_strides, 0, itemsize, view_shape, view_strides, (), ())
 
 
 def _byte_strides(shape: tuple[int, ...], steps: Sequence[int], itemsize: int) -> tuple[int, ...]:
@@ -248,30 +256,23 @@ def fill_buffer(kernel: np.ndarray, plan: BufferPlan, circular: Geometry | None 
     ever change or outlive its memory. The copy doubles the buffer's memory while it is built.
     """
     needed = plan.size * plan.itemsize
-    # Small buffers cannot exhaust memory: ask the system only about large ones.
-    available = available_memory() if needed > _QUERY_MEMORY_ABOVE else None
-    if available is not None and 2 * needed > available:
-        raise DescribedMemoryError(
-            f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes, twice that while "
-            f"it is built) but only {format_bytes(available)} are available; the kernel and "
-            f"`input_shape` {_input_shape(plan)} are too large for a view on this machine"
-        )
-    dtype = kernel.dtype
+    if needed > _QUERY_MEMORY_ABOVE:  # small buffers cannot exhaust memory: ask only about large ones
+        _require_available(needed, plan)
     try:
         storage = bytearray(needed)  # zero-filled
-        if circular is not None:
-            # The kernel (*k, Cg, F) seen as (*k, Cg, groups, F // groups).
-            grouped = kernel.reshape(kernel.shape[:-1] + (circular.groups, circular.group_filters))
-            _fill_circular(circular, grouped, np.frombuffer(storage, dtype))
-        else:
+        if circular is None:
             # Written through an array on the scratch memory itself, released at once.
             shape = plan.kernel_shape  # (*k, Cg, F), or (*k, Cg, groups, F // groups)
+            offset = plan.kernel_origin * plan.itemsize
             try:
-                offset = plan.kernel_origin * plan.itemsize
-                target = np.ndarray(shape, dtype, storage, offset, plan.kernel_strides)
+                target = np.ndarray(shape, kernel.dtype, storage, offset, plan.kernel_strides)
             except ValueError as error:  # NumPy checks the reach against the buffer
                 raise _wrong_plan(shape, plan) from error
             target[...] = kernel if len(shape) == kernel.ndim else kernel.reshape(shape)
+        else:
+            # The kernel (*k, Cg, F) seen as (*k, Cg, groups, F // groups).
+            grouped = kernel.reshape(kernel.shape[:-1] + (circular.groups, circular.group_filters))
+            _fill_circular(circular, grouped, np.frombuffer(storage, kernel.dtype))
         return bytes(storage)
     except MemoryError as error:  # the descriptive message; nothing to pay when all goes well
         with refused_allocation(
@@ -280,6 +281,17 @@ def fill_buffer(kernel: np.ndarray, plan: BufferPlan, circular: Geometry | None 
             "large for a view here"
         ):
             raise error
+
+
+def _require_available(needed: int, plan: BufferPlan) -> None:
+    """Raise a descriptive MemoryError if the system has not twice `needed` bytes available."""
+    available = available_memory()
+    if available is not None and 2 * needed > available:
+        raise DescribedMemoryError(
+            f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes, twice that while "
+            f"it is built) but only {format_bytes(available)} are available; the kernel and "
+            f"`input_shape` {_input_shape(plan)} are too large for a view on this machine"
+        )
 
 
 def _input_shape(plan: BufferPlan) -> tuple[int, ...]:
@@ -422,11 +434,10 @@ def operator_view(
     """
     if not adjoint:
         return forward_view(buffer, plan, buffer.dtype, origin)
-    itemsize = plan.itemsize
     order = canonical_permutation(geometry, adjoint=True)
     shape = tuple([geometry.canonical_shape[axis] for axis in order])
-    strides = _byte_strides(shape, [plan.steps[axis] for axis in order], itemsize)
-    view = OperatorView(shape, buffer.dtype, buffer, plan.origin * itemsize, strides)
+    strides = tuple([plan.strides[axis] for axis in order])
+    view = OperatorView(shape, buffer.dtype, buffer, plan.origin * plan.itemsize, strides)
     view._origin = origin
     return view  # type: ignore[no-any-return]
 

@@ -115,8 +115,6 @@ def _as_int_tuple(value: Any, name: str, length: int | None = None) -> tuple[int
 
 def _positive_ints(value: Any, name: str, length: int) -> tuple[int, ...]:
     """`length` ints ``>= 1``: `value` is one int for every axis or one per axis."""
-    if type(value) is int and value >= 1:  # the common case, without a detour
-        return (value,) * length
     values = _as_int_tuple(value, name, length)
     if min(values) < 1:
         raise ValueError(f"`{name}` must be >= 1 on every axis, got {value!r}")
@@ -710,9 +708,7 @@ def _spatial_input(
             f"`input_shape` must have {ndim + 1} entries (with the channel axis) or {ndim} "
             f"(spatial sizes only) for a kernel with {ndim} spatial axes, got {sizes}"
         )
-    if min(spatial) < 1:
-        raise ValueError(f"`input_shape` sizes must be >= 1, got {sizes}")
-    return spatial
+    return spatial  # (each size is checked to be >= 1 with its axis, in `check_geometry`)
 
 
 # The checked geometry arguments, in plain values: ``(axes, channels, filters, groups, mode, layout,
@@ -780,25 +776,44 @@ def check_geometry(
         )
     spatial_input = _spatial_input(kernel_shape, input_shape, layout, ndim, channels, groups)
 
-    strides = _positive_ints(stride, "stride", ndim)
-    dilations = _positive_ints(dilation, "dilation", ndim)
-    parsed = _parse_padding(padding, ndim)
-    mode = _padding_mode_for(parsed, padding_mode)
+    # Plain arguments (one int for every axis, a padding name, a padding mode's name) take the
+    # short way; anything else goes through the normalizer of its kind.
+    if type(stride) is int and stride >= 1:
+        strides = (stride,) * ndim
+    else:
+        strides = _positive_ints(stride, "stride", ndim)
+    if type(dilation) is int and dilation >= 1:
+        dilations = (dilation,) * ndim
+    else:
+        dilations = _positive_ints(dilation, "dilation", ndim)
+    parsed = padding if type(padding) is str and padding in PADDING_NAMES else _parse_padding(padding, ndim)
+    mode = PADDING_MODES.get(padding_mode) if type(padding_mode) is str and parsed != "circular" else None
+    if mode is None:
+        mode = _padding_mode_for(parsed, padding_mode)
 
     axes = []
     for i, (m, k, s, d) in enumerate(zip(spatial_input, spatial_kernel, strides, dilations)):
         extent = (k - 1) * d + 1
         lo, hi = (0, 0) if parsed == "valid" else _pads(parsed, i, m, extent, s)
-        if extent > m + lo + hi:
-            raise ValueError(
-                f"the kernel (effective size {extent} = ({k} - 1) * dilation {d} + 1) is larger than "
-                f"the padded input ({m} + {lo} + {hi}) along spatial axis {i}: the output would be "
-                f"empty; use a smaller `dilation`, more `padding`, or a larger `input_shape`"
-            )
+        if m < 1 or extent > m + lo + hi:
+            _refuse_axis(input_shape, i, (m, k, d, lo, hi))
         axes.append((m, k, s, d, lo, hi))
 
     padding = parsed if type(parsed) is str else padding
     return tuple(axes), channels, filters, groups, mode, layout, padding
+
+
+def _refuse_axis(input_shape: Any, i: int, axis: tuple[int, int, int, int, int]) -> None:
+    """Raise ValueError for spatial axis `i` (size, kernel, dilation, lo, hi): empty, or no output."""
+    m, k, d, lo, hi = axis
+    if m < 1:
+        raise ValueError(f"`input_shape` sizes must be >= 1, got {_sizes(input_shape)}")
+    extent = (k - 1) * d + 1
+    raise ValueError(
+        f"the kernel (effective size {extent} = ({k} - 1) * dilation {d} + 1) is larger than "
+        f"the padded input ({m} + {lo} + {hi}) along spatial axis {i}: the output would be "
+        f"empty; use a smaller `dilation`, more `padding`, or a larger `input_shape`"
+    )
 
 
 def _refuse_kernel_shape(kernel_shape: tuple[int, ...]) -> None:
@@ -819,9 +834,7 @@ def _refuse_kernel_shape(kernel_shape: tuple[int, ...]) -> None:
 
 def _padding_mode_for(parsed: str | tuple[tuple[int, int], ...], value: Any) -> PaddingMode:
     """The padding mode, with ``padding='circular'`` as shorthand for the circular mode."""
-    mode = PADDING_MODES.get(value) if type(value) is str else None  # else case or type to check
-    if mode is None:
-        mode = padding_mode(value)
+    mode = padding_mode(value)
     if parsed == "circular":
         if mode.name not in ("zeros", "circular"):
             raise ValueError(
