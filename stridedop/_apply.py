@@ -655,36 +655,37 @@ def _flat_im2col(
         else:  # each image's (G, Fg, pixels) product written as (pixels, G, Fg)
             out = _products((batch, pixels, groups, group_filters), dtype, final)
             targets = [image.transpose(1, 2, 0) for image in out]
-        source = xp.reshape(-1) if extended is None else extended  # windows read into `extended`
-        images = [(source[b * channels * pixels :], 1, pixels, targets[b]) for b in range(batch)]
+        pixel_step, channel_step, image_step = 1, pixels, channels * pixels
     else:  # the whole batch as one flat grid: (B * pixels, C)
         out = _products((batch * pixels, groups, group_filters), dtype, final)
-        source = xp.reshape(-1) if extended is None else extended
-        images = [(source, channels, 1, out.transpose(1, 2, 0))]
-    for image, pixel_step, channel_step, target in images:
-        length = outputs  # the pixels q whose windows fit inside the image (or its extension)
-        # windows[g, *r, c, q] = pixel q + shift(r), channel g * Cg + c
-        windows = as_strided(
-            image,
-            shape=(groups, *taps_shape, group_channels, length),
-            strides=(
-                group_channels * channel_step * item,
-                *(shift * pixel_step * item for shift in shifts),
-                channel_step * item,
-                pixel_step * item,
-            ),
-            writeable=False,
-        )
-        for start in range(0, length, block):
-            stop = min(start + block, length)
+        targets = [out.transpose(1, 2, 0)]
+        pixel_step, channel_step, image_step = channels, 1, 0
+    source = xp.reshape(-1) if extended is None else extended  # windows read into `extended`
+    # windows[b, g, *r, c, q] = pixel q + shift(r), channel g * Cg + c of flat image b: the
+    # pixels q < outputs whose windows fit inside the image (or its extension)
+    windows = as_strided(
+        source,
+        shape=(len(targets), groups, *taps_shape, group_channels, outputs),
+        strides=(
+            image_step * item,
+            group_channels * channel_step * item,
+            *(shift * pixel_step * item for shift in shifts),
+            channel_step * item,
+            pixel_step * item,
+        ),
+        writeable=False,
+    )
+    for image_windows, target in zip(windows, targets):
+        for start in range(0, outputs, block):
+            stop = min(start + block, outputs)
             if channels_first:
                 columns = buffer[..., : stop - start]
-                np.copyto(columns, windows[..., start:stop])
+                np.copyto(columns, image_windows[..., start:stop])
                 products = columns.reshape(groups, rows, stop - start)
                 np.matmul(weights, products, out=target[..., start:stop])
             else:
                 columns = buffer[:, : stop - start]
-                np.copyto(columns, np.moveaxis(windows[..., start:stop], -1, 1))
+                np.copyto(columns, np.moveaxis(image_windows[..., start:stop], -1, 1))
                 products = columns.reshape(groups, stop - start, rows)
                 np.matmul(products, weights, out=np.swapaxes(target[..., start:stop], 1, 2))
     shape = (batch, filters, *padded) if out_first else (batch, *padded, filters)
