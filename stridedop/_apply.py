@@ -235,10 +235,17 @@ def _circular_layout(axis: Axis) -> tuple[Axis, bool]:
 
 
 def _direct_axes(geometry: Geometry) -> tuple[Axis, ...]:
-    """The axes the direct strategies pad and slide over (circular ones kept near the input)."""
-    if not geometry.circular:
-        return geometry.axes
-    return tuple(_circular_axis(axis) for axis in geometry.axes)
+    """The axes the direct strategies pad and slide over (circular ones kept near the input).
+
+    An axis of one tap gets dilation 1: its dilation changes nothing, and a large one would not
+    fit in the byte steps of the strided windows over it (C's long).
+    """
+    axes = tuple(_circular_axis(axis) for axis in geometry.axes) if geometry.circular else geometry.axes
+    if all(axis.kernel > 1 or axis.dilation == 1 for axis in axes):
+        return axes
+    return tuple(
+        axis if axis.kernel > 1 else Axis(axis.size, 1, axis.stride, 1, axis.lo, axis.hi) for axis in axes
+    )
 
 
 def _fold_circular(
@@ -1500,8 +1507,12 @@ def _kernel_spectrum(
         return spectrum
     n = len(axes)
     laid = np.zeros((*lengths, *kernel.shape[n:]), dtype=kernel.dtype)
+    # In Python ints: a dilation of a one-tap axis may be any size (NumPy's int64 would wrap).
     positions = np.ix_(
-        *((np.arange(axis.kernel) * axis.dilation - axis.lo) % length for axis, length in zip(axes, lengths))
+        *(
+            [(r * axis.dilation - axis.lo) % length for r in range(axis.kernel)]
+            for axis, length in zip(axes, lengths)
+        )
     )
     np.add.at(laid, positions, kernel)
     fft, spatial = _fft_module(), tuple(range(n))

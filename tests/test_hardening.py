@@ -106,6 +106,34 @@ def test_huge_circular_dilations_and_strides(dilation, stride):
     np.testing.assert_array_equal(op.H @ (op @ x), np.tensordot(op @ x, expected, 2))
 
 
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize("padding", ["valid", "same", "circular", "full"])
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("one_tap_axis", [0, 1])
+@pytest.mark.parametrize("dilation", [2**62, 10**30])
+def test_huge_dilations_of_one_tap_axes(dilation, one_tap_axis, layout, padding, method):
+    # A one-tap axis's dilation changes nothing, whatever its size; the strided windows over it
+    # took it as a byte step (OverflowError past C's long) and the FFT laid taps in int64.
+    rng = np.random.default_rng(0)
+    k, dilations = [3, 3], [1, 1]
+    k[one_tap_axis], dilations[one_tap_axis] = 1, dilation
+    kernel = rng.standard_normal((*k, 4, 16))  # enough channels for the GEMM strategies
+    expected = loop_operator(kernel, (6, 7), padding=padding).reshape(-1, 6 * 7 * 4)  # dilation 1
+    if layout == "channels_first":
+        kernel, shape = kernel.transpose(3, 2, 0, 1), (4, 6, 7)
+    else:
+        shape = (6, 7, 4)
+    options = {"padding": padding, "dilation": dilations, "layout": layout, "method": method}
+    op = stridedop.ConvOperator(kernel, shape, **options)
+    matrix = op.to_matrix()
+    if layout == "channels_last":
+        np.testing.assert_array_equal(matrix, expected)
+    x = rng.standard_normal((2, *shape))
+    y = op @ x
+    np.testing.assert_allclose(y.reshape(2, -1), x.reshape(2, -1) @ matrix.T, atol=1e-10)
+    np.testing.assert_allclose((op.H @ y).reshape(2, -1), y.reshape(2, -1) @ matrix, atol=1e-10)
+
+
 def test_materialize_ends_on_a_cyclic_base_chain():
     class Cyclic:
         """An object exposing an array, whose `.base` is itself."""
