@@ -64,9 +64,10 @@ def _tap_runs(axis: Axis, zeros: bool) -> list[tuple[int, int, int, int]]:
     """
     if not zeros:
         return [(0, axis.output, 0, axis.kernel)]
+    dilation = axis.dilation if axis.kernel > 1 else 1  # one tap: any dilation, even past int64
     o = np.arange(axis.output, dtype=np.int64)
-    first = np.maximum(0, -((o * axis.stride - axis.lo) // axis.dilation))  # ceil((lo - o*s) / d)
-    stop = np.minimum(axis.kernel, (axis.size - 1 + axis.lo - o * axis.stride) // axis.dilation + 1)
+    first = np.maximum(0, -((o * axis.stride - axis.lo) // dilation))  # ceil((lo - o*s) / d)
+    stop = np.minimum(axis.kernel, (axis.size - 1 + axis.lo - o * axis.stride) // dilation + 1)
     count = np.maximum(stop - first, 0)
     first = np.where(count > 0, first, 0)
     edges = np.flatnonzero((np.diff(first) != 0) | (np.diff(count) != 0)) + 1

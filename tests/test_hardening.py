@@ -110,7 +110,7 @@ def test_huge_circular_dilations_and_strides(dilation, stride):
 @pytest.mark.parametrize("padding", ["valid", "same", "circular", "full"])
 @pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("one_tap_axis", [0, 1])
-@pytest.mark.parametrize("dilation", [2**62, 10**30])
+@pytest.mark.parametrize("dilation", [2**62, 2**63, 10**30])
 def test_huge_dilations_of_one_tap_axes(dilation, one_tap_axis, layout, padding, method):
     # A one-tap axis's dilation changes nothing, whatever its size; the strided windows over it
     # took it as a byte step (OverflowError past C's long) and the FFT laid taps in int64.
@@ -128,6 +128,7 @@ def test_huge_dilations_of_one_tap_axes(dilation, one_tap_axis, layout, padding,
     matrix = op.to_matrix()
     if layout == "channels_last":
         np.testing.assert_array_equal(matrix, expected)
+    np.testing.assert_array_equal(op.to_sparse().toarray(), matrix)  # (it raised OverflowError past 2**63)
     x = rng.standard_normal((2, *shape))
     y = op @ x
     np.testing.assert_allclose(y.reshape(2, -1), x.reshape(2, -1) @ matrix.T, atol=1e-10)
