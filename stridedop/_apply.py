@@ -1043,7 +1043,8 @@ def _transposed_stride1(
         y, pads = np.moveaxis(y, -1, 1), [(0, 0), (0, 0), *spatial]
     padded = _scratch("padded", tuple(size + lo + hi for size, (lo, hi) in zip(y.shape, pads)), y.dtype)
     padded.fill(0)
-    _copy_tiled(padded[tuple(slice(lo, lo + size) for size, (lo, _) in zip(y.shape, pads))], y, 2)
+    corner = tuple(slice(lo, lo + size) for size, (lo, _) in zip(y.shape, pads))
+    _copy_tiled(padded[corner], y, 2 if channels_first or moved else 1)
     return _stride1(swapped, grid, groups, padded, channels_first or moved, out_first=channels_first)
 
 
@@ -1482,6 +1483,7 @@ def _fft_lengths(axes: tuple[Axis, ...], circular: bool) -> tuple[int, ...]:
 
 
 _SPECTRA: dict[tuple[Any, ...], np.ndarray] = {}
+_SPECTRA_LOCK = threading.Lock()
 _SPECTRA_LIMIT = 8
 
 
@@ -1521,9 +1523,10 @@ def _kernel_spectrum(
         spectrum = spectrum if adjoint else spectrum.conj()
     else:
         spectrum = fft.fftn(laid, axes=spatial) if adjoint else fft.fftn(laid.conj(), axes=spatial).conj()
-    if len(_SPECTRA) >= _SPECTRA_LIMIT:
-        _SPECTRA.pop(next(iter(_SPECTRA)))
-    _SPECTRA[key] = spectrum
+    with _SPECTRA_LOCK:  # two threads must not evict the same entry
+        if len(_SPECTRA) >= _SPECTRA_LIMIT:
+            _SPECTRA.pop(next(iter(_SPECTRA)))
+        _SPECTRA[key] = spectrum
     return spectrum
 
 
