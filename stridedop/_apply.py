@@ -317,9 +317,12 @@ def _back(result: np.ndarray, channels_first: bool) -> np.ndarray:
 
 
 def _contiguous(batch: np.ndarray, axis: int) -> np.ndarray:
-    """A C-ordered copy of `batch` (`_copy_tiled` along `axis`), or `batch` if it is one."""
-    if batch.flags.c_contiguous:
-        return batch
+    """`batch` if it is C-ordered, else `_copy_of` it."""
+    return batch if batch.flags.c_contiguous else _copy_of(batch, axis)
+
+
+def _copy_of(batch: np.ndarray, axis: int) -> np.ndarray:
+    """A new C-ordered copy of `batch`, by `_copy_tiled` along `axis`."""
     out = np.empty(batch.shape, batch.dtype)
     _copy_tiled(out, batch, axis)
     return out
@@ -403,11 +406,8 @@ def convolve_adjoint(
     if (xp.shape[2:] if channels_first else xp.shape[1:-1]) != tuple(axis.size for axis in axes):
         xp = _unpad(xp, geometry, channels_first)
     # Most adjoint strategies leave their result in a reused work array: copy it out.
-    if not reused:
-        return _contiguous(xp, 2 if channels_first else 1)
-    out = np.empty(xp.shape, xp.dtype)
-    _copy_tiled(out, xp, 2 if channels_first else 1)
-    return out
+    axis = 2 if channels_first else 1  # the first spatial axis
+    return _copy_of(xp, axis) if reused else _contiguous(xp, axis)
 
 
 # -- stride-1 strategies --------------------------------------------------------------------------
