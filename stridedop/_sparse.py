@@ -45,6 +45,22 @@ def _position_dtype(axis: Axis) -> type:
     return np.int64 if largest < 2**62 else object
 
 
+def _column_dtype(geometry: Geometry, steps: list[int]) -> type:
+    """int32 or int64 for the column arithmetic, or Python ints (object) where int64 could overflow.
+
+    Along axis i the parts of a column, ``(o * s - lo) * step`` and ``r * d * step``, are bounded
+    by ``max(o * s, lo, r * d, m) * step``; their sum over the axes, with the channel's part, must
+    stay in the dtype. (A one-tap axis has its one tap at 0, whatever its dilation.)
+    """
+    total = geometry.input_size  # bounds the channel's part
+    for axis, step in zip(geometry.axes, steps):
+        dilation = axis.dilation if axis.kernel > 1 else 1
+        total += 2 * max(axis.output * axis.stride, axis.lo, axis.kernel * dilation, axis.size) * step
+    if total < 2**31:
+        return np.int32
+    return np.int64 if total < 2**62 else object
+
+
 def _sparse_refusal(nnz: int, entry_bytes: int) -> str:
     """Why the sparse export ran out of memory, with its size and the alternatives."""
     needed = nnz * entry_bytes
@@ -65,7 +81,7 @@ def _tap_runs(axis: Axis, zeros: bool) -> list[tuple[int, int, int, int]]:
     if not zeros:
         return [(0, axis.output, 0, axis.kernel)]
     dilation = axis.dilation if axis.kernel > 1 else 1  # one tap: any dilation, even past int64
-    o = np.arange(axis.output, dtype=np.int64)
+    o = np.arange(axis.output, dtype=_position_dtype(axis))  # Python ints past int64
     first = np.maximum(0, -((o * axis.stride - axis.lo) // dilation))  # ceil((lo - o*s) / d)
     stop = np.minimum(axis.kernel, (axis.size - 1 + axis.lo - o * axis.stride) // dilation + 1)
     count = np.maximum(stop - first, 0)
@@ -74,6 +90,87 @@ def _tap_runs(axis: Axis, zeros: bool) -> list[tuple[int, int, int, int]]:
     starts = [0, *edges.tolist()]
     stops = [*edges.tolist(), axis.output]
     return [(a, b, int(first[a]), int(count[a])) for a, b in zip(starts, stops)]
+
+
+def _strided(array: np.ndarray, offset: int, shape: tuple[int, ...], steps: tuple[int, ...]) -> np.ndarray:
+    """A view of the 1-D `array` from element `offset` with element `steps` (NumPy checks its reach)."""
+    strides = tuple([step * array.itemsize for step in steps])
+    return np.ndarray(shape, array.dtype, array, offset * array.itemsize, strides)
+
+
+def _write_split_columns(
+    rows: np.ndarray,
+    combination: tuple[tuple[int, int, int, int], ...],
+    geometry: Geometry,
+    steps: list[int],
+    channel_part: np.ndarray,
+) -> None:
+    """Write the columns of one block of `sparse_matrix` with zero padding, in one pass.
+
+    `rows` is the block ``(*outputs, F * inner)`` channels-last, ``(F, *outputs, inner)``
+    channels-first. Each position ``o * s + r * d - lo`` splits into a part of the output and one
+    of the tap, so every column is the sum of an output's part and a row's, the row
+    ``(F, *taps, Cg)`` or ``(Cg, *taps)`` laid out as the block's rows are.
+    """
+    n = geometry.ndim
+    filters, cg = channel_part.shape
+    outputs: Any = 0
+    taps: Any = 0
+    for (start, stop, first, count), axis, step in zip(combination, geometry.axes, steps):
+        dilation = axis.dilation if axis.kernel > 1 else 1  # one tap: any dilation
+        shifts: np.ndarray = np.arange(start, stop, dtype=channel_part.dtype) * axis.stride - axis.lo
+        outputs = np.add.outer(outputs, shifts * step)
+        taps = np.add.outer(taps, (first + np.arange(count, dtype=channel_part.dtype)) * (dilation * step))
+    if geometry.layout == "channels_last":
+        row = (channel_part.reshape(filters, *(1,) * n, cg) + taps[..., None]).reshape(-1)
+    else:
+        row = (channel_part.reshape(filters, cg, *(1,) * n) + taps).reshape(filters, *(1,) * n, -1)
+    np.add(outputs[..., None], row, out=rows, casting="unsafe")
+
+
+def _split_rows(rows: np.ndarray, row_shape: tuple[int, ...]) -> np.ndarray:
+    """The view of `rows` (its last axis contiguous) with that axis split into `row_shape`."""
+    steps = [math.prod(row_shape[i + 1 :]) * rows.itemsize for i in range(len(row_shape))]
+    return as_strided(rows, (*rows.shape[:-1], *row_shape), (*rows.strides[:-1], *steps))
+
+
+def _write_source_columns(
+    columns: np.ndarray,
+    combination: tuple[tuple[int, int, int, int], ...],
+    geometry: Geometry,
+    steps: list[int],
+    channel_part: np.ndarray,
+) -> None:
+    """Write the columns of one block of `sparse_matrix` in a padding mode other than zeros.
+
+    `columns` is the block ``(*outputs, F, *taps, Cg)`` channels-last, ``(F, *outputs, Cg, *taps)``
+    channels-first. The mode maps each position ``o * s + r * d - lo`` onto the input entry it
+    reads, so a column does not split into a part of the output and one of the tap: one pass
+    per axis.
+    """
+    n = geometry.ndim
+    channels_last = geometry.layout == "channels_last"
+    filters, cg = channel_part.shape
+    channel_shape = [1] * columns.ndim
+    if channels_last:
+        channel_shape[n], channel_shape[-1] = filters, cg
+    else:
+        channel_shape[0], channel_shape[n + 1] = filters, cg
+    columns[...] = channel_part.reshape(channel_shape)
+    for i, ((start, stop, first, count), axis, step) in enumerate(zip(combination, geometry.axes, steps)):
+        wide = _position_dtype(axis)
+        position: np.ndarray = (
+            np.arange(start, stop, dtype=wide)[:, None] * axis.stride
+            + (first + np.arange(count, dtype=wide))[None, :] * axis.dilation
+            - axis.lo
+        )
+        term_shape = [1] * columns.ndim
+        if channels_last:
+            term_shape[i], term_shape[n + 1 + i] = stop - start, count
+        else:
+            term_shape[1 + i], term_shape[n + 2 + i] = stop - start, count
+        source = geometry.mode.source(position, axis.size).astype(np.int64)  # an input entry
+        columns += (source * step).astype(columns.dtype).reshape(term_shape)
 
 
 def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -> Any:
@@ -112,62 +209,53 @@ def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -
         indices = np.empty(nnz, dtype=index_dtype)
         data = np.empty(nnz, dtype=kernel.dtype)
     cumulative = [np.concatenate([[0], np.cumsum(counts)]) for counts in per_output]
-    # Input channel of (filter, channel-in-group): g(f) * Cg + c, as a column offset.
-    group_of_filter = np.arange(filters) // geometry.group_filters
-    channel_part = (group_of_filter[:, None] * cg + np.arange(cg)) * channel_step
+    # Input channel of (filter, channel-in-group): g(f) * Cg + c, as a column offset, in the dtype
+    # of the column arithmetic.
+    wide = _column_dtype(geometry, steps)
+    group_of_filter: np.ndarray = np.arange(filters, dtype=wide) // geometry.group_filters
+    channel_part = (group_of_filter[:, None] * cg + np.arange(cg, dtype=wide)) * channel_step
+    scale = filters * cg if channels_last else cg  # entries of one output pixel per (tap, channel)
+    filter_stride = math.prod(totals) * cg  # channels-first: entries of one filter
 
     for combination in itertools.product(*runs):
         tap_counts = [count for _, _, _, count in combination]
         if 0 in tap_counts:
             continue
         lengths = [stop - start for start, stop, _, _ in combination]
-        inner = math.prod(tap_counts) * cg  # entries of one row
+        inner = math.prod(tap_counts) * cg  # entries of one output and one filter
         # Entries before output o: sum_i prod_{l<i} c_l * cum_i(o_i) * prod_{l>i} S_l (* F, * Cg).
-        scale = filters * cg if channels_last else cg
         base = 0
         output_strides = []
         for i, (start, _, _, _) in enumerate(combination):
             unit = math.prod(tap_counts[:i]) * math.prod(totals[i + 1 :]) * scale
             base += unit * int(cumulative[i][start])
             output_strides.append(unit * tap_counts[i])
-        tap_strides = [math.prod(tap_counts[i + 1 :]) for i in range(n)]
-        if channels_last:  # (*outputs, F, *taps, C)
-            shape = (*lengths, filters, *tap_counts, cg)
-            strides = (*output_strides, inner, *(t * cg for t in tap_strides), 1)
-        else:  # (F, *outputs, C, *taps)
-            shape = (filters, *lengths, cg, *tap_counts)
-            strides = (math.prod(totals) * cg, *output_strides, math.prod(tap_counts), *tap_strides)
-        target = as_strided(indices[base:], shape, tuple(s * indices.itemsize for s in strides))
-        values = as_strided(data[base:], shape, tuple(s * data.itemsize for s in strides))
-
-        # Column: channel part, then each axis' input position times its step.
-        channel_shape = [1] * len(shape)
+        # The block as rows, each row contiguous in the CSR arrays: (*outputs, F * inner) with
+        # rows (F, *taps, C) channels-last, (F, *outputs, inner) with rows (C, *taps) channels-first.
         if channels_last:
-            channel_shape[n], channel_shape[-1] = filters, cg
+            shape, strides = (*lengths, filters * inner), (*output_strides, 1)
         else:
-            channel_shape[0], channel_shape[n + 1] = filters, cg
-        target[...] = channel_part.reshape(channel_shape)
-        for i, (axis, (start, stop, first, count)) in enumerate(zip(geometry.axes, combination)):
-            wide = _position_dtype(axis)
-            position: np.ndarray = (
-                np.arange(start, stop, dtype=wide)[:, None] * axis.stride
-                + (first + np.arange(count, dtype=wide))[None, :] * axis.dilation
-                - axis.lo
-            )
-            if not zeros:
-                position = geometry.mode.source(position, axis.size)
-            term_shape = [1] * len(shape)
-            if channels_last:
-                term_shape[i], term_shape[n + 1 + i] = stop - start, count
-            else:
-                term_shape[1 + i], term_shape[n + 2 + i] = stop - start, count
-            column = position.astype(np.int64) * steps[i]  # an input index: it fits in int64
-            target += column.astype(index_dtype).reshape(term_shape)
+            shape, strides = (filters, *lengths, inner), (filter_stride, *output_strides, 1)
+        target = _strided(indices, base, shape, strides)
+        values = _strided(data, base, shape, strides)
+
         block = kernel[tuple(slice(first, first + count) for _, _, first, count in combination)]
         if channels_last:  # (*taps, Cg, F) -> (F, *taps, Cg)
-            values[...] = np.moveaxis(block, -1, 0)
+            values[...] = block.transpose(n + 1, *range(n + 1)).reshape(filters * inner)
         else:  # -> (F, Cg, *taps)
-            values[...] = block.transpose(n + 1, n, *range(n)).reshape(filters, *(1,) * n, cg, *tap_counts)
+            values[...] = block.transpose(n + 1, n, *range(n)).reshape(filters, *(1,) * n, inner)
+
+        # Column of (output o, filter f, tap r, channel c): the channel's part plus, along each
+        # axis, the input position o * s + r * d - lo (zeros) or its source (the other modes)
+        # times the axis's step.
+        if zeros:
+            _write_split_columns(target, combination, geometry, steps, channel_part)
+        elif channels_last:  # (*outputs, F, *taps, Cg)
+            columns = _split_rows(target, (filters, *tap_counts, cg))
+            _write_source_columns(columns, combination, geometry, steps, channel_part)
+        else:  # (F, *outputs, Cg, *taps)
+            columns = _split_rows(target, (cg, *tap_counts))
+            _write_source_columns(columns, combination, geometry, steps, channel_part)
 
     # Entries per row: the product of the per-axis tap counts, times the channels of a group.
     per_row = per_output[0]

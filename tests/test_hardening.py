@@ -135,6 +135,25 @@ def test_huge_dilations_of_one_tap_axes(dilation, one_tap_axis, layout, padding,
     np.testing.assert_allclose((op.H @ y).reshape(2, -1), y.reshape(2, -1) @ matrix, atol=1e-10)
 
 
+@pytest.mark.parametrize("padding_mode", ["zeros", "circular", "reflect", "replicate"])
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("stride", [5, 2**33, 2**70])
+def test_to_sparse_column_arithmetic_in_every_dtype(stride, layout, padding_mode):
+    # A stride past the input leaves one output; to_sparse's column parts then need int32, int64
+    # or Python ints, while the columns themselves stay small (past 2**63 it raised OverflowError).
+    rng = np.random.default_rng(0)
+    kernel = rng.standard_normal((3, 2, 3, 4))
+    shape = (5, 6, 3)
+    if layout == "channels_first":
+        kernel, shape = kernel.transpose(3, 2, 0, 1), (3, 5, 6)
+    options = {"padding": [(1, 1), (0, 2)], "padding_mode": padding_mode, "layout": layout}
+    op = stridedop.ConvOperator(kernel, shape, stride=[stride, 2], **options)
+    expected = stridedop.ConvOperator(kernel, shape, stride=[5, 2], **options).to_matrix()
+    # (Replicate adds the taps that read one entry, in another order than `to_matrix`.)
+    np.testing.assert_allclose(op.to_sparse().toarray(), expected, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(op.H.to_sparse().toarray(), expected.T, rtol=1e-14, atol=1e-14)
+
+
 def test_materialize_ends_on_a_cyclic_base_chain():
     class Cyclic:
         """An object exposing an array, whose `.base` is itself."""
