@@ -84,6 +84,7 @@ from ._depthwise import depthwise_adjoint as _depthwise_adjoint
 from ._depthwise import depthwise_correlate as _depthwise_taps
 from ._depthwise import depthwise_suits as _depthwise_suits
 from ._geometry import Axis, Geometry, flat_grid
+from ._memory import INTP_MAX
 from ._modes import pad, pad_adjoint
 
 __all__ = ["METHODS", "convolve", "convolve_adjoint", "resolve_method"]
@@ -293,6 +294,9 @@ def _prepared(
     """
     method = resolve_method(method, geometry, kernel.dtype)
     dtype = np.result_type(kernel.dtype, data.dtype)
+    padded = data.shape[0] * math.prod([axis.padded for axis in geometry.axes]) * geometry.channels
+    if not geometry.circular and padded * dtype.itemsize > INTP_MAX:  # (circular padding folds instead)
+        raise MemoryError(f"the padded batch ({padded} entries) is larger than NumPy can address")
     if method == "fft":
         kernel = kernel.astype(dtype, copy=False)
     return method, kernel, data.astype(dtype, copy=False), data.size == 0

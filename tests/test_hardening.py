@@ -154,6 +154,21 @@ def test_to_sparse_column_arithmetic_in_every_dtype(stride, layout, padding_mode
     np.testing.assert_allclose(op.H.to_sparse().toarray(), expected.T, rtol=1e-14, atol=1e-14)
 
 
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate"])
+@pytest.mark.parametrize("lo", [2**40, 2**70])
+def test_padding_past_memory_is_a_memory_error(lo, padding_mode, method):
+    # One output whose windows lie in a huge padding: the padded batch cannot be allocated, and
+    # past int64 NumPy could not even take the pad widths (TypeError, ValueError).
+    kernel = np.ones((3, 2, 3, 4))
+    options = {"padding": [(lo, 0), (0, 2)], "padding_mode": padding_mode, "method": method}
+    op = stridedop.ConvOperator(kernel, (5, 6, 3), stride=[2 * lo, 2], **options)
+    with pytest.raises(MemoryError, match="applying the operator"):
+        op @ np.ones((5, 6, 3))
+    with pytest.raises(MemoryError, match="applying the operator"):
+        op.H @ np.ones(op.output_shape)
+
+
 def test_materialize_ends_on_a_cyclic_base_chain():
     class Cyclic:
         """An object exposing an array, whose `.base` is itself."""
