@@ -81,7 +81,7 @@ def _tap_runs(axis: Axis, zeros: bool) -> list[tuple[int, int, int, int]]:
     if not zeros:
         return [(0, axis.output, 0, axis.kernel)]
     dilation = axis.dilation if axis.kernel > 1 else 1  # one tap: any dilation, even past int64
-    o = np.arange(axis.output, dtype=_position_dtype(axis))  # Python ints past int64
+    o: np.ndarray = np.arange(axis.output, dtype=_position_dtype(axis))  # Python ints past int64
     first = np.maximum(0, -((o * axis.stride - axis.lo) // dilation))  # ceil((lo - o*s) / d)
     stop = np.minimum(axis.kernel, (axis.size - 1 + axis.lo - o * axis.stride) // dilation + 1)
     count = np.maximum(stop - first, 0)
