@@ -424,6 +424,47 @@ def _blas() -> ModuleType | None:
         return None
 
 
+def _row_taps_suit(dtype: np.dtype, group_channels: int, group_filters: int, output: int) -> bool:
+    """Whether a channels-first 1-D batch takes `_row_taps`.
+
+    BLAS dtypes, enough channels per group, and one image's output of a group within a block of
+    work (`_BLOCK_BYTES`). Measured on 1-D layers of 8 to 128 channels: 0.4 to 0.9 times the time
+    of the tap GEMMs and im2col; with 1 or 3 channels 1.3 to 3.4 times, and 1.17 times on one image
+    of 65,536 entries and 16 filters.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.name not in _BLAS_KINDS or not dtype.isnative or group_channels < _TAP_GEMM_CHANNELS:
+        return False
+    return group_filters * output * dtype.itemsize <= _BLOCK_BYTES
+
+
+def _row_taps(kernel: np.ndarray, axis: Axis, groups: int, xp: np.ndarray) -> np.ndarray:
+    """Stride-1 correlation of a padded channels-first 1-D batch ``(B, C, P)``; returns ``(B, F, o)``.
+
+    Along one axis the window of a tap is a plain slice, ``x[:, :, r*d : r*d + o]``, which BLAS
+    reads in place: per group and block of images, one product per tap, ``(Fg, Cg) @ (b, Cg, o)``,
+    added up. Nothing is copied, and a block's output stays in the cache (`_BLOCK_BYTES`).
+    """
+    taps, cg, filters = kernel.shape
+    fg, batch, output, dilation = filters // groups, xp.shape[0], axis.output, axis.dilation
+    # (k, Cg, G * Fg) -> (G, k, Fg, Cg)
+    weights = np.ascontiguousarray(kernel.reshape(taps, cg, groups, fg).transpose(2, 0, 3, 1))
+    grouped = xp.reshape(batch, groups, cg, xp.shape[-1])
+    out = np.empty((batch, groups, fg, output), dtype=xp.dtype)
+    images = max(1, _BLOCK_BYTES // (fg * output * xp.itemsize))
+    term = _scratch("tap term", (min(images, batch), fg, output), xp.dtype)
+    for b in range(0, batch, images):
+        source, target = grouped[b : b + images], out[b : b + images]
+        for g in range(groups):
+            np.matmul(weights[g, 0], source[:, g, :, :output], out=target[:, g])
+            for r in range(1, taps):
+                start = r * dilation
+                part = term[: len(source)]
+                np.matmul(weights[g, r], source[:, g, :, start : start + output], out=part)
+                target[:, g] += part
+    return out.reshape(batch, filters, output)
+
+
 def _tap_gemm_layout(dtype: np.dtype, group_channels: int, group_filters: int, pixels: int) -> str | None:
     """Whether one accumulating GEMM per tap is the better stride-1 product, and in which layout.
 
@@ -832,6 +873,8 @@ def _stride1(
                 np.matmul(weights.T, source[..., start : start + block], out=out[..., start : start + block])
             return _in_layout(out.reshape(xp.shape[0], fg, *xp.shape[2:]), True, first)
         return _in_layout(np.matmul(xp.reshape(-1, cg), weights).reshape(*xp.shape[:-1], fg), False, first)
+    if channels_first and first and len(axes) == 1 and _row_taps_suit(xp.dtype, cg, fg, axes[0].output):
+        return _row_taps(kernel, axes[0], groups, xp)
     pixels = math.prod(xp.shape[2:] if channels_first else xp.shape[1:-1])
     layout = _tap_gemm_layout(xp.dtype, cg, fg, pixels)
     if layout == "last" and not channels_first:

@@ -53,6 +53,7 @@ CASES = {
     ),
     "1-D": ((9,), (4,), 8, 8, {"padding": "full", "dilation": 2}),
     "1-D, valid": ((11,), (3,), 8, 8, {"dilation": 2}),
+    "1-D, groups": ((10,), (3,), 16, 6, {"groups": 2, "padding": "same"}),
     "valid, groups, dilation": ((8, 7), (3, 2), 4, 6, {"groups": 2, "dilation": (2, 1)}),
     "1x1": ((5, 4), (1, 1), 3, 4, {"padding": 1}),
     "1x1, images of two blocks of pixels": ((13, 11), (1, 1), 3, 4, {}),
@@ -226,8 +227,10 @@ def test_correlation_adjoint_looking_back(monkeypatch, name, layout, form, gap):
 @pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("name", ["tap GEMM", "tap GEMM, groups, dilation", "1-D"])
 def test_images_too_large_for_channels_first_tap_gemms(monkeypatch, name, layout):
-    # Past `_TAP_IMAGE_BYTES` a channels-first image takes the blocked im2col instead.
+    # Past `_TAP_IMAGE_BYTES` a channels-first image takes the blocked im2col instead (1-D images
+    # too large for `_row_taps`, which comes first).
     monkeypatch.setattr(_apply, "_TAP_IMAGE_BYTES", 1)
+    monkeypatch.setattr(_apply, "_row_taps_suit", lambda *args: False)
     monkeypatch.setattr(_apply, "_tap_gemm_layout", lambda *args: "last")
     calls: list[str] = []
     for strategy in ("_tap_gemm_first", "_flat_im2col"):
@@ -345,6 +348,23 @@ def test_taps_moved_into_channels(monkeypatch, name):
     )
     test_both_directions_equal_the_loop_oracle(name, "channels_last", np.float64, "direct")
     assert calls
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128])
+@pytest.mark.parametrize("name", ["1-D", "1-D, valid", "1-D, groups"])
+def test_row_taps_over_blocks_of_images(monkeypatch, name, dtype):
+    # Channels-first 1-D batches with 8 channels a group or more: one product per tap, group and
+    # block of images. Blocks of two images, so that a batch of 3 ends on a short block.
+    op, dense = make_case(name, dtype, "channels_first", "direct")
+    fg = op.output_shape[0] // op._geometry.groups
+    monkeypatch.setattr(_apply, "_BLOCK_BYTES", 2 * fg * op.output_shape[-1] * np.dtype(dtype).itemsize)
+    calls = spy(monkeypatch, "_row_taps")
+    x = random((3, *op.input_shape), dtype, 1)
+    expected = np.stack([np.tensordot(dense, v, 2) for v in x])
+    tolerance = 1e-4 if np.dtype(dtype) == np.float32 else 1e-10
+    np.testing.assert_allclose(op @ x, expected, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(op @ x[0], expected[0], rtol=tolerance, atol=tolerance)
+    assert len(calls) == 2
 
 
 def test_folded_circular_taps_add_up_in_the_kernel_dtype():
