@@ -223,7 +223,9 @@ def _axis_factors(axis: Axis, half: bool) -> np.ndarray:
     folded taps add).
     """
     m, s = axis.size, axis.stride
-    shifts = np.arange(axis.kernel) * axis.dilation - axis.lo
+    # Only the shifts modulo m matter (the input wraps around), reduced in Python ints: a large
+    # dilation or padding would overflow int64 silently.
+    shifts = np.array([(r * axis.dilation - axis.lo) % m for r in range(axis.kernel)], dtype=np.int64)
     if _polyphase(axis):
         n = m // s
         phases = shifts % s
@@ -238,7 +240,7 @@ def _axis_factors(axis: Axis, half: bool) -> np.ndarray:
     factors = np.zeros((axis.kernel, 1, outputs, m), dtype=np.complex128)
     o = np.arange(outputs)
     for r in range(axis.kernel):
-        np.add.at(factors[r, 0], (o, (o * s + shifts[r]) % m), 1.0)
+        np.add.at(factors[r, 0], (o, (o * (s % m) + shifts[r]) % m), 1.0)
     return factors[..., factors.any(axis=(0, 1, 2))]  # inputs no tap reads are zero columns
 
 

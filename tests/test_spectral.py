@@ -99,6 +99,25 @@ def test_circular_svdvals_equal_dense_svd(seed):
     )
 
 
+@pytest.mark.parametrize(
+    "size, taps, options",
+    [
+        (5, 3, {"dilation": 2**62 + 1}),  # the taps' shifts past int64 (they wrapped around silently)
+        (17, 2, {"dilation": 2**60 + 1}),  # ... their products with the frequencies
+        (65, 2, {"dilation": 2**63}),
+        (3, 2, {"stride": 2**63}),
+        (6, 3, {"stride": 2**70 + 3, "dilation": 10**30}),
+    ],
+)
+@pytest.mark.parametrize("complex_", [False, True])
+def test_circular_svdvals_with_huge_strides_and_dilations(size, taps, options, complex_):
+    kernel = random_kernel(np.random.default_rng(size), (taps, 1, 2), complex_)
+    op = stridedop.ConvOperator(kernel, (size, 1), padding="circular", **options)
+    reference = np.linalg.svd(op.to_sparse().toarray(), compute_uv=False)
+    assert relative_error(op.svdvals(), reference) <= 1e-10
+    assert abs(op.norm(2) - reference[0]) <= 1e-10 * reference[0]
+
+
 def test_circular_kernel_wider_than_input_folds():
     rng = np.random.default_rng(5)
     kernel = rng.standard_normal((7, 5, 2, 3))
