@@ -36,7 +36,7 @@ import functools
 import importlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -504,6 +504,26 @@ def lanczos_svds(
     Returns ``(u, s, v, converged)``: ``u`` ``(k, rows)``, ``v`` ``(k, columns)`` flat, with
     ``A v[i] = s[i] u[i]``.
     """
+    if linear_map.rows < linear_map.columns:
+        # The right basis would span only `rows` of its `columns` dimensions when the run stops
+        # at min(rows, columns) steps, giving inexact values: run on the adjoint, which is tall.
+        # (A^H u = s v is A v = s u.)
+        flipped = replace(
+            linear_map,
+            forward=linear_map.adjoint,
+            adjoint=linear_map.forward,
+            input_shape=linear_map.output_shape,
+            output_shape=linear_map.input_shape,
+            dense=lambda max_bytes: linear_map.dense(max_bytes).conj().T,
+        )
+        if start is not None:
+            start = np.asarray(linear_map.forward(np.asarray(start).reshape(linear_map.input_shape)))
+        v, s, u, converged = lanczos_svds(flipped, k, tol=tol, start=start, max_steps=max_steps, seed=seed)
+        # There ``A^H u = s v`` holds up to the Krylov residual: take ``u = A v / s``, exactly.
+        images = np.asarray(linear_map.forward(v.reshape(len(v), *linear_map.input_shape)))
+        positive = s > 0
+        u[positive] = images.reshape(len(v), -1)[positive] / s[positive, None]
+        return u, s, v, converged
     rows, columns = linear_map.rows, linear_map.columns
     dtype = _work_dtype(linear_map.dtype)
     dimension = min(rows, columns)
