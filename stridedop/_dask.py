@@ -37,6 +37,7 @@ import numpy as np
 from ._buffer import canonical_permutation
 from ._dense import block_hits, dense_block
 from ._geometry import Axis, Geometry, as_numeric_array
+from ._memory import INTP_MAX, refused_allocation
 from ._modes import PaddingMode, affine_runs, padding_mode
 from ._view import find_operator_view
 
@@ -389,7 +390,8 @@ def apply(operator: Any, x: Any) -> Any:
     if x.ndim < n or tuple(x.shape[x.ndim - n :]) != expected:
         raise ValueError(f"`x` must have shape {expected} or (*batch, *{expected}), got {tuple(x.shape)}")
     if isinstance(operator, ConvOperator):
-        return _convolve(operator, x)
+        with refused_allocation(lambda: _border_refusal(operator._state.geometry)):
+            return _convolve(operator, x)
     if isinstance(operator, SumOperator):
         total = None
         for coefficient, part in operator.terms:
@@ -443,11 +445,21 @@ def _counts(total: int, target: int, minimum: int) -> tuple[int, ...]:
     return tuple(counts) or (total,)
 
 
+def _border_refusal(geometry: Geometry) -> str:
+    """Why a dask array's padding ran out of memory: the graph lays the padded border out."""
+    return (
+        f"the padding {[(axis.lo, axis.hi) for axis in geometry.axes]} is laid out entry by entry on a "
+        "dask array, more memory than this process may use; apply the operator to a NumPy array instead"
+    )
+
+
 def _convolve(operator: Any, x: Any) -> Any:
     """The convolution (or its adjoint) of a dask array, by overlapping blocks."""
     from dask.base import tokenize
 
     geometry = operator._state.geometry
+    if any(axis.padded * 8 > INTP_MAX for axis in geometry.axes):  # the borders' int64 positions
+        raise MemoryError("the padded axis is longer than NumPy can address")
     n = geometry.ndim
     lead = x.ndim - len(operator.input_shape)
     channels_first = geometry.layout == "channels_first"

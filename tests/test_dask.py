@@ -418,3 +418,16 @@ def test_missing_dask_names_the_extra(monkeypatch, tmp_path, capsys):
     assert not (tmp_path / "x.zarr").exists()
     monkeypatch.undo()
     importlib.import_module("dask.array")  # still importable afterwards
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "circular", "reflect"])
+@pytest.mark.parametrize("lo", [2**40, 2**63])
+def test_padding_past_memory_is_a_memory_error(lo, padding_mode):
+    # The graph lays the padded border out entry by entry: past memory a descriptive MemoryError
+    # (at 2**63, circular padding gave a silently wrong adjoint).
+    options = {"padding": [(lo, 0)], "stride": lo, "padding_mode": padding_mode}
+    op = stridedop.ConvOperator(np.ones((1, 1, 1)), (3, 1), **options)
+    with pytest.raises(MemoryError, match="laid out entry by entry"):
+        op @ da.ones((3, 1), chunks=1)
+    with pytest.raises(MemoryError, match="laid out entry by entry"):
+        op.H @ da.ones(op.output_shape, chunks=1)
