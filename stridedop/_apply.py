@@ -215,11 +215,12 @@ def _circular_axis(axis: Axis) -> Axis:
     """A circular axis as the direct strategies lay it on the padded input: at most ~2x the input.
 
     Tap ``r`` of output ``o`` reads input ``(o * s + r * d - lo) mod m``, so whole periods of
-    padding change nothing: ``lo`` is taken modulo ``m`` and the high side padded just enough.
-    A dilated kernel wider than the input folds: the taps that land on the same residue add up
-    into one tap of a kernel of size ``m``, with dilation 1 and no low padding. Either way the
-    padded input has ``(o - 1) * s + extent`` entries per axis, whatever the dilation or the
-    padding amounts. Axes padded by at most ``m`` are returned as they are.
+    padding change nothing: ``lo`` is taken modulo ``m``, the stride too (``m`` for a multiple of
+    ``m``), and the high side padded just enough. A dilated kernel wider than the input folds: the
+    taps that land on the same residue add up into one tap of a kernel of size ``m``, with
+    dilation 1 and no low padding. Either way the padded input has ``(o - 1) * s' + extent``
+    entries per axis with ``s' <= m``, whatever the stride, dilation or padding amounts. Axes
+    padded by at most ``m`` are returned as they are.
     """
     return _circular_layout(axis)[0]
 
@@ -228,11 +229,11 @@ def _circular_layout(axis: Axis) -> tuple[Axis, bool]:
     """`_circular_axis`, and whether its kernel folds (a new kernel of size ``m``)."""
     if axis.lo + axis.hi <= axis.size:
         return axis, False
-    lo = axis.lo % axis.size
-    high = (axis.output - 1) * axis.stride + axis.extent - axis.size - lo
+    lo, stride = axis.lo % axis.size, axis.stride % axis.size or axis.size
+    high = (axis.output - 1) * stride + axis.extent - axis.size - lo
     if axis.extent <= axis.size and high >= 0:
-        return Axis(axis.size, axis.kernel, axis.stride, axis.dilation, lo, high), False
-    return Axis(axis.size, axis.size, axis.stride, 1, 0, (axis.output - 1) * axis.stride), True
+        return Axis(axis.size, axis.kernel, stride, axis.dilation, lo, high), False
+    return Axis(axis.size, axis.size, stride, 1, 0, (axis.output - 1) * stride), True
 
 
 def _direct_axes(geometry: Geometry) -> tuple[Axis, ...]:
@@ -1505,7 +1506,8 @@ def _output_positions(axes: tuple[Axis, ...], lengths: tuple[int, ...]) -> tuple
     """Index of the outputs ``o * s`` (mod ``N``) on the transform grid: slices where they fit."""
     if all((axis.output - 1) * axis.stride < length for axis, length in zip(axes, lengths)):
         return (slice(None), *(slice(0, (axis.output - 1) * axis.stride + 1, axis.stride) for axis in axes))
-    positions = [np.arange(axis.output) * axis.stride % length for axis, length in zip(axes, lengths)]
+    # o * s mod N as o * (s mod N) mod N: a stride past int64 changes nothing else
+    positions = [np.arange(axis.output) * (axis.stride % n) % n for axis, n in zip(axes, lengths)]
     return (slice(None), *np.ix_(*positions))
 
 

@@ -169,6 +169,25 @@ def test_padding_past_memory_is_a_memory_error(lo, padding_mode, method):
         op.H @ np.ones(op.output_shape)
 
 
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("amount", [7, 2**40, 2**62, 2**70])
+def test_circular_padding_and_stride_of_any_size(amount, layout, method):
+    # Whole periods of circular padding, or of the stride, change nothing: the direct method
+    # takes both modulo the input (it padded them out: ValueError, TypeError), the FFT the stride
+    # (OverflowError past int64).
+    rng = np.random.default_rng(1)
+    kernel, shape = rng.standard_normal((2, 3, 4)), (3, 3)
+    if layout == "channels_first":
+        kernel, shape = kernel.transpose(2, 1, 0), (3, 3)
+    options = {"padding": [(amount + 1, amount)], "stride": amount, "layout": layout, "method": method}
+    op = stridedop.ConvOperator(kernel, shape, padding_mode="circular", **options)
+    matrix = op.to_sparse().toarray()
+    x, y = rng.standard_normal((2, *op.input_shape)), rng.standard_normal((2, *op.output_shape))
+    np.testing.assert_allclose((op @ x).reshape(2, -1), x.reshape(2, -1) @ matrix.T, atol=1e-12)
+    np.testing.assert_allclose((op.H @ y).reshape(2, -1), y.reshape(2, -1) @ matrix, atol=1e-12)
+
+
 def test_materialize_ends_on_a_cyclic_base_chain():
     class Cyclic:
         """An object exposing an array, whose `.base` is itself."""
