@@ -12,7 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ._geometry import Axis, Geometry
-from ._memory import format_bytes, refused_allocation
+from ._memory import INTP_MAX, DescribedMemoryError, format_bytes, refused_allocation
 
 __all__ = ["require_scipy", "sparse_dtype", "sparse_matrix"]
 
@@ -179,10 +179,27 @@ def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -
     Built from index arithmetic alone: along each spatial axis the outputs fall into a few runs
     that read the same range of taps (`_tap_runs`). For one run per axis, the entries form a
     regular block ``(*outputs, F, *taps, C)`` (channels-first: ``(F, *outputs, C, *taps)``) that
-    sits in the CSR arrays at fixed strides, so its column indices are written as a broadcast
-    sum of small per-axis terms and its values as a broadcast of one slice of the kernel.
+    sits in the CSR arrays at fixed strides, so its column indices are written as broadcast sums
+    of small terms and its values as a broadcast of one slice of the kernel.
     """
     sparse = require_scipy("`to_sparse`")
+    rows = geometry.output_size
+    if (rows + 1) * 8 > INTP_MAX:  # the row pointers alone
+        raise DescribedMemoryError(_rows_refusal(rows))
+    with refused_allocation(lambda: _rows_refusal(rows)):  # (the entries have their own message)
+        return _csr_array(sparse, kernel, geometry).asformat(format)
+
+
+def _rows_refusal(rows: int) -> str:
+    """Why the sparse export of an operator with `rows` rows ran out of memory."""
+    return (
+        f"the sparse operator has {rows} rows, more than this process may hold; apply the operator "
+        "instead (`op @ x`, `op.H @ y`), which needs no matrix"
+    )
+
+
+def _csr_array(sparse: ModuleType, kernel: np.ndarray, geometry: Geometry) -> Any:
+    """`sparse_matrix` in CSR format."""
     kernel = kernel.astype(sparse_dtype(kernel.dtype), copy=False)
     n = geometry.ndim
     cg, filters = geometry.group_channels, geometry.filters
@@ -268,4 +285,4 @@ def sparse_matrix(kernel: np.ndarray, geometry: Geometry, format: str = "csr") -
     matrix = sparse.csr_array((data, indices, indptr), shape=(geometry.output_size, geometry.input_size))
     if geometry.mode.folds:
         matrix.sum_duplicates()  # taps that read the same input entry share a column
-    return matrix.asformat(format)
+    return matrix

@@ -188,6 +188,13 @@ def test_circular_padding_and_stride_of_any_size(amount, layout, method):
     np.testing.assert_allclose((op.H @ y).reshape(2, -1), y.reshape(2, -1) @ matrix, atol=1e-12)
 
 
+def test_to_sparse_with_more_rows_than_numpy_can_address():
+    # (It raised NumPy's "array is too big" from the per-axis arrays.)
+    op = stridedop.ConvOperator(np.ones((1, 1, 1)), (1, 1), padding=[(2**62, 0)])
+    with pytest.raises(MemoryError, match="rows"):
+        op.to_sparse()
+
+
 def test_materialize_ends_on_a_cyclic_base_chain():
     class Cyclic:
         """An object exposing an array, whose `.base` is itself."""
