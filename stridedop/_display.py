@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ._geometry import position_dtype
 from ._memory import format_bytes
 from ._view import OperatorView, plain
 
@@ -128,7 +129,12 @@ def _axis_pattern(axis: Any, mode: Any) -> _Pattern | None:
     """Output position ``o`` reads the inputs that its taps reach (after the padding mode)."""
     if axis.output * axis.kernel > _MAX_WORK:
         return None
-    offsets = np.arange(axis.output)[:, None] * axis.stride + np.arange(axis.kernel) * axis.dilation - axis.lo
+    wide = position_dtype(axis)
+    offsets = (
+        np.arange(axis.output, dtype=wide)[:, None] * axis.stride
+        + np.arange(axis.kernel, dtype=wide) * axis.dilation
+        - axis.lo
+    )
     return _Pattern(np.asarray(mode.source(offsets, axis.size)), axis.size)
 
 

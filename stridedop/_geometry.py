@@ -47,6 +47,7 @@ __all__ = [
     "geometry_of",
     "make_geometry",
     "outputs_inside",
+    "position_dtype",
     "positions_in_range",
 ]
 
@@ -518,6 +519,16 @@ def flat_grid(padded: tuple[int, ...], axes: tuple[Axis, ...]) -> tuple[list[int
     """Pixel steps of a padded grid flattened in C order, and how far past a pixel its window reaches."""
     steps = [math.prod(padded[i + 1 :]) for i in range(len(padded))]
     return steps, sum((axis.extent - 1) * step for axis, step in zip(axes, steps))
+
+
+def position_dtype(axis: Axis) -> type:
+    """int64, or Python ints (object) where an input position ``o * s + r * d - lo`` could overflow it.
+
+    For index arithmetic over the outputs and taps of `axis` with NumPy: huge strides, dilations
+    or padding amounts are valid arguments.
+    """
+    largest = max(axis.output * axis.stride, axis.kernel * axis.dilation, axis.lo)
+    return np.int64 if largest < 2**62 else object
 
 
 def outputs_inside(axis: Axis, shift: int) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ._geometry import Axis, Geometry
+from ._geometry import Axis, Geometry, position_dtype
 from ._memory import INTP_MAX, DescribedMemoryError, format_bytes, refused_allocation
 
 __all__ = ["require_scipy", "sparse_dtype", "sparse_matrix"]
@@ -37,12 +37,6 @@ def sparse_dtype(dtype: np.dtype) -> np.dtype:
     """
     dtype = dtype.newbyteorder("=")
     return np.dtype(np.float32) if dtype == np.float16 else dtype
-
-
-def _position_dtype(axis: Axis) -> type:
-    """int64, or Python ints (object) where huge strides, dilations or padding could overflow it."""
-    largest = max(axis.output * axis.stride, axis.kernel * axis.dilation, axis.lo)
-    return np.int64 if largest < 2**62 else object
 
 
 def _column_dtype(geometry: Geometry, steps: list[int]) -> type:
@@ -81,7 +75,7 @@ def _tap_runs(axis: Axis, zeros: bool) -> list[tuple[int, int, int, int]]:
     if not zeros:
         return [(0, axis.output, 0, axis.kernel)]
     dilation = axis.dilation if axis.kernel > 1 else 1  # one tap: any dilation, even past int64
-    o: np.ndarray = np.arange(axis.output, dtype=_position_dtype(axis))  # Python ints past int64
+    o: np.ndarray = np.arange(axis.output, dtype=position_dtype(axis))  # Python ints past int64
     first = np.maximum(0, -((o * axis.stride - axis.lo) // dilation))  # ceil((lo - o*s) / d)
     stop = np.minimum(axis.kernel, (axis.size - 1 + axis.lo - o * axis.stride) // dilation + 1)
     count = np.maximum(stop - first, 0)
@@ -158,7 +152,7 @@ def _write_source_columns(
         channel_shape[0], channel_shape[n + 1] = filters, cg
     columns[...] = channel_part.reshape(channel_shape)
     for i, ((start, stop, first, count), axis, step) in enumerate(zip(combination, geometry.axes, steps)):
-        wide = _position_dtype(axis)
+        wide = position_dtype(axis)
         position: np.ndarray = (
             np.arange(start, stop, dtype=wide)[:, None] * axis.stride
             + (first + np.arange(count, dtype=wide))[None, :] * axis.dilation

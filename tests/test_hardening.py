@@ -195,6 +195,14 @@ def test_to_sparse_with_more_rows_than_numpy_can_address():
         op.to_sparse()
 
 
+@pytest.mark.parametrize("stride", [2**63, 2**70])
+def test_notebook_display_and_dask_blocks_with_a_stride_past_int64(stride):
+    pytest.importorskip("dask")
+    op = stridedop.ConvOperator(np.arange(1.0, 3.0).reshape(2, 1, 1), (3, 1), stride=stride)
+    assert "<table" in op._repr_html_() and "<table" in op.view._repr_html_()  # (OverflowError)
+    np.testing.assert_array_equal(op.to_dask().compute().ravel(), [1.0, 2.0, 0.0])  # (OverflowError)
+
+
 def test_materialize_ends_on_a_cyclic_base_chain():
     class Cyclic:
         """An object exposing an array, whose `.base` is itself."""
