@@ -44,6 +44,8 @@ def compose_convolutions(
     )
     if not (both_valid or both_circular):
         return None
+    if not _fused_kernel_is_small(first_geometry, second_geometry):
+        return None
     layout = first_geometry.layout
     k1 = canonical_kernel(first, layout)
     k2 = canonical_kernel(second, layout)
@@ -75,6 +77,22 @@ def compose_convolutions(
         layout=layout,
     )
     return kernel, geometry
+
+
+def _fused_kernel_is_small(first: Geometry, second: Geometry) -> bool:
+    """Whether the fused kernel has at most as many taps as the two kernels' taps multiplied.
+
+    It has that many sums at most; more taps are zeros spelled out between the taps of axes
+    with different dilations (a dilation of 2**40 would spell 2**40 of them), and the lazy
+    product is then the cheaper operator.
+    """
+    taps = 1
+    for a1, a2 in zip(first.axes, second.axes):
+        if a1.dilation == a2.dilation:
+            taps *= a1.kernel + a2.kernel - 1
+        else:
+            taps *= a1.extent + a2.extent - 1
+    return taps <= first.taps * second.taps
 
 
 def _undilate(kernel: np.ndarray, axis: int, dilation: int) -> np.ndarray:

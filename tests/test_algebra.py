@@ -168,6 +168,20 @@ def test_composing_circular_convolutions_on_one_grid_gives_a_circular_convolutio
     np.testing.assert_allclose(product.H.to_matrix(), expected.conj().T, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("padding", ["circular", "valid"])
+def test_compositions_with_very_different_dilations_stay_lazy(padding):
+    # Fusing would spell 2**40 zeros between the taps (a MemoryError of 8 TiB).
+    size = 5 if padding == "circular" else 2**40 + 5
+    kernel, other = np.array([1.0, 2.0]).reshape(2, 1, 1), np.array([1.0, 3.0]).reshape(2, 1, 1)
+    first = stridedop.ConvOperator(kernel, (size, 1), padding=padding, dilation=2**40)
+    second = stridedop.ConvOperator(other, first.output_shape, padding=padding)
+    product = second @ first
+    assert isinstance(product, ProductOperator)
+    if padding == "circular":
+        expected = second.to_matrix() @ first.to_matrix()
+        np.testing.assert_allclose(product.to_matrix(), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_other_compositions_are_lazy_and_exact():
     pytest.importorskip("scipy")
     first = _op(1, padding="same", stride=2)  # strided: not one convolution with the next
