@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from ._dense import check_allocation
-from ._geometry import Axis, Geometry
+from ._geometry import Axis, Geometry, position_dtype
 from ._memory import available_memory
 from ._modes import pad, padding_mode
 
@@ -171,9 +171,37 @@ def padding_norm(geometry: Geometry, mode: str) -> float:
     """
     result = 1.0
     for axis in geometry.axes:
-        sources = padding_sources(axis, mode)
-        result *= math.sqrt(int(np.bincount(sources[sources >= 0], minlength=axis.size).max()))
+        result *= math.sqrt(_most_reads(axis, mode))
     return result
+
+
+def _most_reads(axis: Axis, mode: str) -> int:
+    """The largest number of padded positions of `axis` that read one input entry, in closed form.
+
+    Whatever the padding amounts: replicate adds each side's padding to its end entry; circular
+    and reflect repeat with a period (``m``, ``2 (m - 1)``), over which a range of ``L`` padded
+    positions meets each residue ``L // period`` times, or once more for ``L % period`` residues
+    in a row from the first position's.
+    """
+    m, lo, hi = axis.size, axis.lo, axis.hi
+    total = lo + m + hi
+    if mode == "zeros":
+        return 1
+    if m == 1:
+        return total  # every position reads the one entry
+    if mode == "replicate":
+        return max(lo, hi) + 1
+    period = m if mode == "circular" else 2 * (m - 1)
+    base, rest = divmod(total, period)
+    if mode == "circular":
+        return base + (rest > 0)
+    # Reflect: entry i is read at the residues i and period - i (one residue for the two ends).
+    entries = np.arange(m)
+    extra = (entries - (-lo)) % period < rest
+    mirrored = (period - entries - (-lo)) % period < rest
+    ends = base + int(max(extra[0], extra[-1]))
+    inner = 2 * base + int((extra[1:-1].astype(int) + mirrored[1:-1]).max()) if m > 2 else 0
+    return max(ends, inner)
 
 
 # -- Frobenius norm ------------------------------------------------------------------------------------
@@ -181,12 +209,16 @@ def _tap_overlaps(axis: Axis, mode: str) -> np.ndarray:
     """``G[r, r']``: output positions where taps ``r`` and ``r'`` read the same real input entry.
 
     With the 0/1 landing matrices ``L_r[o, i]`` of one axis, ``G = [sum_{o,i} L_r L_r']``; it is
-    diagonal (the in-range count) unless taps fold (circular, reflect, replicate).
+    diagonal (the in-range count) unless taps fold (circular, reflect, replicate). Positions are
+    computed per output and tap (Python ints where int64 could overflow), never over the padding.
     """
-    sources = padding_sources(axis, mode)
-    outputs = np.arange(axis.output) * axis.stride
-    taps = np.arange(axis.kernel) * axis.dilation
-    read = sources[outputs[:, None] + taps[None, :]]  # (o, r): input index or -1
+    wide = position_dtype(axis)
+    positions: np.ndarray = (
+        np.arange(axis.output, dtype=wide)[:, None] * axis.stride
+        + np.arange(axis.kernel, dtype=wide)[None, :] * axis.dilation
+        - axis.lo
+    )
+    read = padding_mode(mode).source(positions, axis.size)  # (o, r): input index or -1
     same = (read[:, :, None] == read[:, None, :]) & (read[:, :, None] >= 0)
     return same.sum(axis=0).astype(np.float64)
 
@@ -1013,7 +1045,24 @@ def upper_bound(layer: Layer) -> float:
     else:
         padded, factor = axes, 1.0
     bound_axes = [_bound_axis(axis) for axis in padded]
+    if math.prod(axis.size for axis in bound_axes) > 4 * (geometry.input_size + geometry.output_size):
+        # A circulant much larger than the operator (a stride or padding far past the input):
+        # the cheaper bound, whatever the sizes.
+        return factor * _schur_bound(layer.kernel, geometry.groups)
     return factor * _largest_block_value(layer.kernel, bound_axes, geometry.groups)
+
+
+def _schur_bound(kernel: np.ndarray, groups: int) -> float:
+    """``sqrt(max row sum * max column sum)`` of ``|A|``, a bound of ``||A||_2`` (Schur's test).
+
+    For a 'valid' or zero-padded convolution of the channels-last `kernel`: a row (output,
+    filter) holds each of its filter's taps at most once, and a column (input entry, channel)
+    meets each tap of each filter of its group at most once (one output per tap reads it).
+    """
+    magnitudes = np.abs(kernel).reshape(-1, kernel.shape[-2], groups, kernel.shape[-1] // groups)
+    rows = magnitudes.sum(axis=(0, 1)).max()  # per filter: its taps and channels
+    columns = magnitudes.sum(axis=(0, 3)).max()  # per channel: the taps and filters of its group
+    return math.sqrt(float(rows) * float(columns))
 
 
 def lower_bound(linear_map: LinearMap, steps: int = 12) -> float:

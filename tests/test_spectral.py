@@ -249,6 +249,56 @@ def test_padding_norm_is_exact():
         assert np.isclose(_spectral.padding_norm(geometry, mode), np.linalg.norm(P, 2), rtol=1e-12)
 
 
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular", "zeros"])
+def test_padding_norm_in_closed_form_for_every_amount(mode):
+    # Counted without listing the padded positions, so that any amount is served.
+    for size in (1, 2, 3, 7):
+        for lo in range(0, 3 * size + 2):
+            for hi in (0, 1, size, 2 * size + 3):
+                geometry = make_geometry((1, 1, 1), (size, 1), padding=[(lo, hi)], padding_mode=mode)
+                expected = np.linalg.norm(padding_matrix(size, lo, hi, mode), 2)
+                got = _spectral.padding_norm(geometry, mode)
+                assert np.isclose(got, expected, rtol=1e-12), (size, lo, hi)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"stride": 2**63},  # (OverflowError)
+        {"stride": 2**62},  # (ValueError: array is too big)
+        {"padding": [(0, 2**40)], "stride": 2**40},  # a circulant of 2**41 entries
+        {"padding": "same", "dilation": 2**62, "padding_mode": "replicate"},
+        {"padding": [(2**62, 2**62)], "dilation": 2**62, "padding_mode": "replicate"},  # (IndexError)
+        {"padding": [(2**26, 3)], "padding_mode": "reflect", "stride": 2**26},
+        {"padding": [(2**26, 0)], "stride": 2**26},  # (2.7 s and 1.1 GB for the Frobenius norm)
+    ],
+)
+def test_norms_of_tiny_operators_with_huge_geometry(options):
+    kernel = np.array([1.0, -2.0, 0.5]).reshape(3, 1, 1)
+    op = stridedop.ConvOperator(kernel, (4, 1), **options)
+    matrix = op.to_sparse().toarray()
+    assert np.isclose(op.norm("fro"), np.linalg.norm(matrix), rtol=1e-12)
+    upper = _spectral.upper_bound(_spectral.Layer(kernel, op._geometry))
+    assert np.linalg.norm(matrix, 2) <= upper * (1 + 1e-12)
+
+
+def test_schur_bound_holds_on_random_layers():
+    rng = np.random.default_rng(4)
+    for _ in range(40):
+        groups = int(rng.choice([1, 2]))
+        kernel = rng.standard_normal((int(rng.integers(1, 4)), 2, 2 * groups))
+        op = stridedop.ConvOperator(
+            kernel,
+            (int(rng.integers(5, 9)), 2 * groups),
+            padding=[(int(rng.integers(0, 3)), int(rng.integers(0, 3)))],
+            stride=int(rng.integers(1, 4)),
+            dilation=int(rng.integers(1, 3)),
+            groups=groups,
+        )
+        bound = _spectral._schur_bound(kernel, groups)
+        assert np.linalg.norm(op.to_matrix(), 2) <= bound * (1 + 1e-12)
+
+
 # -- gradient -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "padding, stride, groups, complex_, layout, mode",
