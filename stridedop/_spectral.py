@@ -61,7 +61,6 @@ __all__ = [
     "norm_grad",
     "operator_upper_bound",
     "padding_norm",
-    "padding_sources",
     "svds",
     "svdvals",
     "upper_bound",
@@ -154,14 +153,6 @@ def operator_upper_bound(operator: Any) -> float:
 
 
 # -- padding maps -------------------------------------------------------------------------------------
-def padding_sources(axis: Axis, mode: str) -> np.ndarray:
-    """Input index read at each padded position of `axis` (``-1`` where the padding is zero).
-
-    Length ``lo + size + hi``: the 1-D padding map ``P`` of the mode as an index array.
-    """
-    return padding_mode(mode).source(np.arange(-axis.lo, axis.size + axis.hi), axis.size)
-
-
 def padding_norm(geometry: Geometry, mode: str) -> float:
     """Exact spectral norm of the padding map ``P`` (identity on channels).
 
