@@ -425,16 +425,20 @@ def _blas() -> ModuleType | None:
         return None
 
 
-def _row_taps_suit(dtype: np.dtype, group_channels: int, group_filters: int, output: int) -> bool:
-    """Whether a channels-first 1-D batch takes `_row_taps`.
+def _row_taps_suit(dtype: np.dtype, group_channels: int, group_filters: int, row: int, output: int) -> bool:
+    """Whether a channels-first 1-D batch (channel rows of `row` entries) takes `_row_taps`.
 
     BLAS dtypes, enough channels per group, and one image's output of a group within a block of
-    work (`_BLOCK_BYTES`). Measured on 1-D layers of 8 to 128 channels: 0.4 to 0.9 times the time
-    of the tap GEMMs and im2col; with 1 or 3 channels 1.3 to 3.4 times, and 1.17 times on one image
-    of 65,536 entries and 16 filters.
+    work (`_BLOCK_BYTES`). BLAS reads the channel rows in place, so rows a multiple of
+    `_SET_BYTES` long share cache sets: there the tap GEMMs, which lay the rows out with gaps,
+    keep the layers they suit. Measured on 1-D layers of 8 to 128 channels: 0.43 to 0.96 times
+    the time of the tap GEMMs and im2col; on rows of 4 and 8 KiB 1.02 to 1.11 times the tap GEMMs'
+    (and 0.48 times im2col's); with 1 or 3 channels 1.3 to 3.4 times.
     """
     dtype = np.dtype(dtype)
     if dtype.name not in _BLAS_KINDS or not dtype.isnative or group_channels < _TAP_GEMM_CHANNELS:
+        return False
+    if row * dtype.itemsize % _SET_BYTES == 0 and _tap_gemm_layout(dtype, group_channels, group_filters, row):
         return False
     return group_filters * output * dtype.itemsize <= _BLOCK_BYTES
 
@@ -874,8 +878,9 @@ def _stride1(
                 np.matmul(weights.T, source[..., start : start + block], out=out[..., start : start + block])
             return _in_layout(out.reshape(xp.shape[0], fg, *xp.shape[2:]), True, first)
         return _in_layout(np.matmul(xp.reshape(-1, cg), weights).reshape(*xp.shape[:-1], fg), False, first)
-    if channels_first and first and len(axes) == 1 and _row_taps_suit(xp.dtype, cg, fg, axes[0].output):
-        return _row_taps(kernel, axes[0], groups, xp)
+    if channels_first and first and len(axes) == 1:
+        if _row_taps_suit(xp.dtype, cg, fg, xp.shape[-1], axes[0].output):
+            return _row_taps(kernel, axes[0], groups, xp)
     pixels = math.prod(xp.shape[2:] if channels_first else xp.shape[1:-1])
     layout = _tap_gemm_layout(xp.dtype, cg, fg, pixels)
     if layout == "last" and not channels_first:
