@@ -658,6 +658,9 @@ def _zero_padding_products(
         a.stride != 1 or not (0 <= a.lo < a.extent and 0 <= a.hi < a.extent) for a in axes
     ):
         return None
+    vectors = math.prod(a.size for a in axes) + math.prod(a.output for a in axes)
+    if math.prod(a.padded for a in axes) > 4 * vectors:
+        return None  # a padded buffer far larger than the vectors (a huge dilation): the operator's products
     n, groups = geometry.ndim, geometry.groups
     kernel = np.asarray(layer.kernel)
     kernel = kernel.astype(_work_dtype(kernel.dtype))

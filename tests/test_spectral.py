@@ -282,6 +282,14 @@ def test_norms_of_tiny_operators_with_huge_geometry(options):
     assert np.linalg.norm(matrix, 2) <= upper * (1 + 1e-12)
 
 
+def test_norm_of_a_tiny_operator_past_memory_is_a_described_memory_error():
+    # Its dense matrix is 3 x 3, but both the view buffer and the padded input have 2**40 entries
+    # (the Lanczos products raised NumPy's bare MemoryError of 8 TiB).
+    op = stridedop.ConvOperator(np.ones((2, 1, 1)), (3, 1), padding="same", dilation=2**40)
+    with pytest.raises(MemoryError, match="applying the operator"):
+        op.norm(2)
+
+
 def test_schur_bound_holds_on_random_layers():
     rng = np.random.default_rng(4)
     for _ in range(40):
