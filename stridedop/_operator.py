@@ -23,7 +23,7 @@ from ._buffer import fold_circular_taps, plan_buffer, read_kernel
 from ._compose import compose_convolutions
 from ._conv import StridedOperator, canonical_kernel, plan, require_view
 from ._dask import is_zarr_array, to_dask, write_zarr
-from ._dense import check_allocation, check_out, dense_allocation, fill_dense
+from ._dense import check_allocation, check_out, dense_allocation, dense_block, fill_dense
 from ._geometry import Geometry, IntOrInts, LayoutName, Padding, PaddingModeName, as_numeric_array, brief
 from ._memory import format_bytes
 from ._modes import pad_adjoint
@@ -384,12 +384,37 @@ class ConvOperator(BaseOperator):
         if is_zarr_array(out):
             check_allocation((0,), self.dtype, max_bytes)  # validates `max_bytes` alone
             return write_zarr(self, out)
+        if self._work_dwarfs_dense():
+            # A huge padding or dilation: write the entries where the taps land, by index arithmetic.
+            bounds = [(0, size) for size in self.shape]
+            kernel = self._state.oriented_kernel(self._conjugated)
+            if out is None:
+                check_allocation(self.shape, self.dtype, max_bytes)
+                return dense_block(kernel, self._geometry, bounds, transposed=self._transposed)
+            out = check_out(out, self.shape, self.dtype, max_bytes)
+            out[...] = dense_block(kernel, self._geometry, bounds, transposed=self._transposed)
+            return out
         if self._geometry.mode.has_view:
             if out is None:
                 check_allocation(self.shape, self.dtype, max_bytes)
                 return fill_dense(self.view)
             return fill_dense(self.view, check_out(out, self.shape, self.dtype, max_bytes))
         return self._materialize_folded(out, max_bytes)
+
+    def _work_dwarfs_dense(self) -> bool:
+        """Whether the usual routes' work arrays would be far larger than the dense operator.
+
+        The view's buffer holds about ``F + 1`` padded input images, the folded modes' route the
+        'valid' operator on the whole padded grid: with a padding or dilation far past the input,
+        either can dwarf the result (a 2 x 2 matrix with a padding of 2**26 took 1 GiB).
+        """
+        geometry, itemsize = self._geometry, np.dtype(self.dtype).itemsize
+        if geometry.mode.has_view:
+            work = plan_buffer(geometry, itemsize).size
+        else:
+            padded = math.prod(axis.padded for axis in geometry.axes) * geometry.channels
+            work = padded * math.prod(geometry.output_shape)
+        return work > 4 * geometry.dense_size + 2**20
 
     def _materialize_folded(self, out: np.ndarray | None, max_bytes: int | None) -> np.ndarray:
         geometry = self._geometry

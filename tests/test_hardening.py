@@ -203,6 +203,27 @@ def test_notebook_display_and_dask_blocks_with_a_stride_past_int64(stride):
     np.testing.assert_array_equal(op.to_dask().compute().ravel(), [1.0, 2.0, 0.0])  # (OverflowError)
 
 
+@pytest.mark.parametrize("padding_mode", ["zeros", "circular", "reflect", "replicate"])
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("lo", [2**26, 2**40])
+def test_materialize_a_tiny_operator_with_a_huge_padding(lo, layout, padding_mode):
+    # The view's buffer or the padded 'valid' operator would dwarf the 2 x 4 matrix (1 GiB at
+    # 2**26, "too large for a view" at 2**40): its entries are written where the taps land.
+    kernel, shape = np.array([1.0, -2.0, 3.0]).reshape(3, 1, 1), (4, 1)
+    if layout == "channels_first":
+        kernel, shape = kernel.transpose(2, 1, 0), (1, 4)
+    options = {"padding": [(lo, 0)], "stride": lo, "padding_mode": padding_mode, "layout": layout}
+    op = stridedop.ConvOperator(kernel, shape, **options)
+    expected = op.to_sparse().toarray()
+    np.testing.assert_array_equal(op.to_matrix(), expected)
+    np.testing.assert_array_equal(op.H.to_matrix(), expected.T)
+    out = np.full(op.shape, np.nan)
+    assert op.materialize(out=out) is out
+    np.testing.assert_array_equal(out.reshape(expected.shape), expected)
+    with pytest.raises(MemoryError):
+        op.materialize(max_bytes=8)
+
+
 def test_materialize_ends_on_a_cyclic_base_chain():
     class Cyclic:
         """An object exposing an array, whose `.base` is itself."""

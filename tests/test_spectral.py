@@ -282,12 +282,16 @@ def test_norms_of_tiny_operators_with_huge_geometry(options):
     assert np.linalg.norm(matrix, 2) <= upper * (1 + 1e-12)
 
 
-def test_norm_of_a_tiny_operator_past_memory_is_a_described_memory_error():
-    # Its dense matrix is 3 x 3, but both the view buffer and the padded input have 2**40 entries
-    # (the Lanczos products raised NumPy's bare MemoryError of 8 TiB).
-    op = stridedop.ConvOperator(np.ones((2, 1, 1)), (3, 1), padding="same", dilation=2**40)
+def test_norms_with_a_dilation_past_memory():
+    # Both the view buffer and the padded input have 2**40 entries. A small operator's dense
+    # matrix is built by index arithmetic; a larger one's Lanczos products go through the
+    # operator, whose refusal is the descriptive MemoryError (they raised NumPy's bare 8 TiB one).
+    kernel = np.array([1.0, 2.0, -1.0]).reshape(3, 1, 1)
+    op = stridedop.ConvOperator(kernel, (3, 1), padding="same", dilation=2**40)
+    assert np.isclose(op.norm(2), np.linalg.norm(op.to_sparse().toarray(), 2), rtol=1e-12)
+    wide = stridedop.ConvOperator(kernel, (_spectral._DENSE_MAX_SIDE + 1, 1), padding="same", dilation=2**40)
     with pytest.raises(MemoryError, match="applying the operator"):
-        op.norm(2)
+        wide.norm(2)
 
 
 def test_schur_bound_holds_on_random_layers():
