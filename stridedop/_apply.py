@@ -73,6 +73,7 @@ import importlib
 import itertools
 import math
 import threading
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -371,10 +372,77 @@ def _by_fft(
     return _back(_fft_apply(kernel, valid, _pad(data, geometry, False), False), channels_first)
 
 
+Trimmed = tuple[Geometry | None, tuple[slice, ...], tuple[slice, ...]]
+
+
+def _trimmed(geometry: Geometry) -> Trimmed | None:
+    """The outputs whose windows reach the input, as a geometry of their own; None if they all do.
+
+    With zero padding wider than the kernel's extent, an output whose window lies in the padding
+    alone is zero. Returns the geometry of the others on the input entries they read (`None` if
+    there are none), with their slices of the output and of the input, per spatial axis: a huge
+    padding then costs nothing (it was laid out in full).
+    """
+    if geometry.mode.name != "zeros" or all(a.lo < a.extent and a.hi < a.extent for a in geometry.axes):
+        return None
+    axes, outputs, inputs = [], [], []
+    for axis in geometry.axes:
+        stride, extent = axis.stride, axis.extent
+        first = max(0, -((extent - 1 - axis.lo) // stride))  # ceil((lo - extent + 1) / stride)
+        stop = min(axis.output, (axis.size - 1 + axis.lo) // stride + 1)
+        if first >= stop:
+            return None, (), ()
+        start = first * stride - axis.lo  # the first window's first position
+        low, high = max(0, start), min(axis.size, (stop - 1) * stride - axis.lo + extent)
+        lo = low - start
+        hi = (stop - first - 1) * stride + extent - (high - low) - lo
+        axes.append(Axis(high - low, axis.kernel, stride, axis.dilation, lo, hi))
+        outputs.append(slice(first, stop))
+        inputs.append(slice(low, high))
+    sub = geometry.replace(axes=tuple(axes), padding=[(axis.lo, axis.hi) for axis in axes])
+    return sub, tuple(outputs), tuple(inputs)
+
+
+def _on_trimmed(
+    product: Callable[..., np.ndarray],
+    kernel: np.ndarray,
+    geometry: Geometry,
+    trimmed: Trimmed,
+    data: np.ndarray,
+    channels_first: bool,
+    method: str,
+    *,
+    adjoint: bool,
+) -> np.ndarray:
+    """`product` (`convolve` or its adjoint) of a batch through `_trimmed`: zeros elsewhere."""
+    sub, outputs, inputs = trimmed
+    source, target = (outputs, inputs) if adjoint else (inputs, outputs)
+    if adjoint:
+        channels, spatial = geometry.channels, geometry.spatial_input
+    else:
+        channels, spatial = geometry.filters, geometry.spatial_output
+    dtype = np.result_type(kernel.dtype, data.dtype)
+    result = _batch_like(data.astype(dtype, copy=False), channels, spatial, channels_first)
+    if sub is not None:
+        result[_spatial_index(target, channels_first)] = product(
+            kernel, sub, data[_spatial_index(source, channels_first)], channels_first, method
+        )
+    return result
+
+
+def _spatial_index(slices: tuple[slice, ...], channels_first: bool) -> tuple[slice, ...]:
+    """The index of a batch that takes `slices` of its spatial axes."""
+    whole = slice(None)
+    return (whole, whole, *slices) if channels_first else (whole, *slices, whole)
+
+
 def convolve(
     kernel: np.ndarray, geometry: Geometry, x: np.ndarray, channels_first: bool, method: str = "auto"
 ) -> np.ndarray:
     """Convolve a batch ``x``; returns ``(B, *o, F)`` or ``(B, F, *o)``."""
+    trimmed = _trimmed(geometry)
+    if trimmed is not None:
+        return _on_trimmed(convolve, kernel, geometry, trimmed, x, channels_first, method, adjoint=False)
     method, kernel, x, empty = _prepared(kernel, geometry, x, method)
     if empty:
         return _batch_like(x, geometry.filters, geometry.spatial_output, channels_first)
@@ -399,6 +467,11 @@ def convolve_adjoint(
     `kernel` must already be conjugated for a complex adjoint. Returns ``(B, *m, C)`` or
     ``(B, C, *m)``.
     """
+    trimmed = _trimmed(geometry)
+    if trimmed is not None:
+        return _on_trimmed(
+            convolve_adjoint, kernel, geometry, trimmed, y, channels_first, method, adjoint=True
+        )
     method, kernel, y, empty = _prepared(kernel, geometry, y, method)
     if empty:
         return _batch_like(y, geometry.channels, geometry.spatial_input, channels_first)

@@ -157,16 +157,23 @@ def test_to_sparse_column_arithmetic_in_every_dtype(stride, layout, padding_mode
 @pytest.mark.parametrize("method", ["direct", "fft"])
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate"])
 @pytest.mark.parametrize("lo", [2**40, 2**70])
-def test_padding_past_memory_is_a_memory_error(lo, padding_mode, method):
-    # One output whose windows lie in a huge padding: the padded batch cannot be allocated, and
-    # past int64 NumPy could not even take the pad widths (TypeError, ValueError).
-    kernel = np.ones((3, 2, 3, 4))
+def test_padding_past_memory(lo, padding_mode, method):
+    # One output whose windows lie in a huge padding. Zero padding: that output is zero and the
+    # other computed on the input alone (the whole padding was laid out). Reflect and replicate
+    # read the input through it: the padded batch cannot be allocated, and past int64 NumPy could
+    # not even take the pad widths (TypeError, ValueError): the descriptive MemoryError.
     options = {"padding": [(lo, 0), (0, 2)], "padding_mode": padding_mode, "method": method}
-    op = stridedop.ConvOperator(kernel, (5, 6, 3), stride=[2 * lo, 2], **options)
+    op = stridedop.ConvOperator(np.ones((3, 2, 3, 4)), (5, 6, 3), stride=[2 * lo, 2], **options)
+    x, y = np.ones((5, 6, 3)), np.ones(op.output_shape)
+    if padding_mode == "zeros":
+        matrix = op.to_sparse().toarray()
+        np.testing.assert_allclose((op @ x).ravel(), matrix @ x.ravel())
+        np.testing.assert_allclose((op.H @ y).ravel(), matrix.T @ y.ravel())
+        return
     with pytest.raises(MemoryError, match="applying the operator"):
-        op @ np.ones((5, 6, 3))
+        op @ x
     with pytest.raises(MemoryError, match="applying the operator"):
-        op.H @ np.ones(op.output_shape)
+        op.H @ y
 
 
 @pytest.mark.parametrize("method", ["direct", "fft"])

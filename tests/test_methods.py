@@ -367,6 +367,45 @@ def test_row_taps_over_blocks_of_images(monkeypatch, name, dtype):
     assert len(calls) == 2
 
 
+@pytest.mark.parametrize("method", ["direct", "fft"])
+@pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("seed", range(12))
+def test_zero_padding_wider_than_the_kernel(seed, layout, method):
+    # Outputs whose windows lie in the padding alone are zero; the others are computed on the
+    # input entries they read (`_trimmed`), whatever the padding's size.
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 3))
+    k = tuple(int(v) for v in rng.integers(1, 4, n))
+    dilation = tuple(int(v) for v in rng.integers(1, 3, n))
+    m = tuple(int(v) for v in rng.integers(1, 7, n))
+    extents = [(size - 1) * d + 1 for size, d in zip(k, dilation)]
+    pads = [(int(rng.integers(0, 4 * e + 3)), int(rng.integers(0, 4 * e + 3))) for e in extents]
+    pads = [(lo, max(hi, e - size - lo)) for (lo, hi), e, size in zip(pads, extents, m)]
+    pads[0] = (pads[0][0] + extents[0], pads[0][1])  # at least one axis wider than the kernel
+    stride = tuple(int(v) for v in rng.integers(1, 5, n))
+    options = {"padding": pads, "stride": stride, "dilation": dilation, "groups": 2}
+    kernel = rng.standard_normal((*k, 2, 4))
+    dense = loop_operator(kernel, m, **options)  # (*o, F, *m, C)
+    calls = []
+    original = _apply._on_trimmed
+    spied = lambda *args, **kw: calls.append(1) or original(*args, **kw)  # noqa: E731
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_apply, "_on_trimmed", spied)
+        if layout == "channels_first":
+            dense = np.moveaxis(np.moveaxis(dense, n, 0), -1, n + 1)
+            op = stridedop.ConvOperator(
+                kernel.transpose(n + 1, n, *range(n)), (4, *m), layout=layout, method=method, **options
+            )
+        else:
+            op = stridedop.ConvOperator(kernel, (*m, 4), method=method, **options)
+        x, y = rng.standard_normal((2, *op.input_shape)), rng.standard_normal((2, *op.output_shape))
+        expected = np.stack([np.tensordot(dense, v, n + 1) for v in x])
+        expected_adjoint = np.stack([np.tensordot(v, dense, n + 1) for v in y])
+        np.testing.assert_allclose(op @ x, expected, atol=1e-10)
+        np.testing.assert_allclose(op.H @ y, expected_adjoint, atol=1e-10)
+    assert calls
+
+
 def test_folded_circular_taps_add_up_in_the_kernel_dtype():
     # As the view's buffer does: uint8 taps 200 and 100 that land on one input entry give 44.
     kernel = np.array([200, 100], dtype=np.uint8)[:, None, None]
