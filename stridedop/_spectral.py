@@ -498,6 +498,28 @@ def _krylov_capacity(size: int, itemsize: int, least: int) -> int:
     return max(least, min(memory // (itemsize * size), _LANCZOS_ENTRIES // size))
 
 
+def _flipped_vectors(
+    linear_map: LinearMap, u: np.ndarray, s: np.ndarray, v: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(u, s, v)`` of a map from the Lanczos triplets of its adjoint, with ``A v = s u``.
+
+    There ``A^H u = s v`` holds up to the Krylov residual, and ``v`` (the adjoint's left vectors)
+    is 0 where ``s`` is 0. Where ``s`` is not negligible, ``u = A v / s`` exactly; elsewhere ``u``
+    keeps its unit vector and ``v`` is a unit vector orthogonal to the others: every value at
+    least that large was found, so it lies in the null space (``A v = 0``, to rounding).
+    """
+    negligible = s <= (s[0] if len(s) else 0.0) * 1e-12
+    images = np.asarray(linear_map.forward(v.reshape(len(v), *linear_map.input_shape))).reshape(len(v), -1)
+    u[~negligible] = images[~negligible] / s[~negligible, None]
+    random_vector = _random_vectors(v.dtype.type, seed + 1)
+    done = ~negligible
+    for i in np.flatnonzero(negligible):
+        w = _orthogonalize(random_vector(v.shape[1]), v[done])
+        v[i] = w / np.linalg.norm(w)
+        done[i] = True
+    return u, s, v
+
+
 def lanczos_svds(
     linear_map: LinearMap,
     k: int = 1,
@@ -542,11 +564,7 @@ def lanczos_svds(
         if start is not None:
             start = np.asarray(linear_map.forward(np.asarray(start).reshape(linear_map.input_shape)))
         v, s, u, converged = lanczos_svds(flipped, k, tol=tol, start=start, max_steps=max_steps, seed=seed)
-        # There ``A^H u = s v`` holds up to the Krylov residual: take ``u = A v / s``, exactly.
-        images = np.asarray(linear_map.forward(v.reshape(len(v), *linear_map.input_shape)))
-        positive = s > 0
-        u[positive] = images.reshape(len(v), -1)[positive] / s[positive, None]
-        return u, s, v, converged
+        return (*_flipped_vectors(linear_map, u, s, v, seed), converged)
     rows, columns = linear_map.rows, linear_map.columns
     dtype = _work_dtype(linear_map.dtype)
     dimension = min(rows, columns)

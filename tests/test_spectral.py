@@ -394,6 +394,22 @@ def test_lanczos_svds_of_wide_and_tall_operators(k, complex_, direction):
         np.testing.assert_allclose(op @ vh[i], s[i] * u[i], atol=1e-10 * s[0])
 
 
+def test_lanczos_of_wide_operators_with_zero_values():
+    # The adjoint's run leaves 0 right vectors where a value is 0: norm_bounds divided 0 by 0
+    # (NaN), svds returned vectors of norm 0 (a regression of the wide operators' fix).
+    zero = stridedop.ConvOperator(np.zeros((3, 2, 1)), (1300, 2), stride=2)  # 649 x 2600, Lanczos
+    u, s, vh = zero.svds(2)
+    np.testing.assert_array_equal(s, [0.0, 0.0])
+    flat = vh.reshape(2, -1)
+    np.testing.assert_allclose(flat @ flat.T, np.eye(2), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(u.reshape(2, -1), axis=1), 1.0)
+    assert zero.norm_bounds() == (0.0, 0.0)
+    options = {"padding": [(91, 86)], "stride": 17, "dilation": 2}
+    padding_only = stridedop.ConvOperator(np.ones((1, 1, 1)), (4, 1), **options)
+    lower, upper = padding_only.H.norm_bounds()
+    assert lower == 0.0 and upper >= 0.0
+
+
 @pytest.mark.parametrize("complex_", [False, True])
 def test_every_direction_has_the_same_values(complex_):
     kernel = random_kernel(np.random.default_rng(9), (3, 3, 2, 5), complex_)
