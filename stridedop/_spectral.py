@@ -438,8 +438,13 @@ def _lanczos_pass(
     converged = False
     while True:
         u = forward(V[j])
+        scale = np.linalg.norm(u)
         u, B[:j, j] = _orthogonalize_with_coefficients(u, U[:j])
-        alpha = np.linalg.norm(u)
+        alpha = float(np.linalg.norm(u))
+        if alpha <= 1e-12 * scale:
+            # A v_j lies in the span of U: what is left is rounding, whose direction is noise
+            # (normalized, it broke U's orthogonality and gave values above the norm).
+            alpha = 0.0
         B[j, j] = alpha
         U[j] = u / alpha if alpha > 0 else 0
         w = _orthogonalize(adjoint(U[j]) - alpha * V[j], V[: j + 1])

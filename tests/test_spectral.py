@@ -410,6 +410,25 @@ def test_lanczos_of_wide_operators_with_zero_values():
     assert lower == 0.0 and upper >= 0.0
 
 
+@pytest.mark.parametrize("direction", ["op", "H"])
+def test_lanczos_with_repeated_values_and_k_past_the_rank(direction):
+    # One tap: every non-zero singular value is |tap|. A v_j then falls in the span of U, and the
+    # rounding left by the orthogonalization, normalized, broke U's orthogonality: values above
+    # the norm (1.27399 for 1.27390839) and, past the rank, 5.6 for 1.
+    kernel = np.zeros((1, 3, 2, 1))
+    kernel[0, 1, 1, 0] = -1.2739083901165977
+    op = stridedop.ConvOperator(kernel, (3, 4, 3), padding="same", layout="channels_first")  # 12 x 36
+    op = op if direction == "op" else op.H
+    reference = np.linalg.svd(op.to_matrix(), compute_uv=False)
+    for k in (6, 11):  # below and past the rank (9)
+        u, s, vh = _spectral.svds(_spectral.linear_map_of(op), k, method="lanczos")
+        np.testing.assert_allclose(s, reference[:k], atol=1e-12)
+        flat = vh.reshape(k, -1)
+        np.testing.assert_allclose(flat @ flat.conj().T, np.eye(k), atol=1e-12)
+        for i in range(k):
+            np.testing.assert_allclose(op @ vh[i], s[i] * u[i], atol=1e-12)
+
+
 @pytest.mark.parametrize("complex_", [False, True])
 def test_every_direction_has_the_same_values(complex_):
     kernel = random_kernel(np.random.default_rng(9), (3, 3, 2, 5), complex_)
