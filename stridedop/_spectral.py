@@ -510,19 +510,32 @@ def _flipped_vectors(
 
     There ``A^H u = s v`` holds up to the Krylov residual, and ``v`` (the adjoint's left vectors)
     is 0 where ``s`` is 0. Where ``s`` is not negligible, ``u = A v / s`` exactly; elsewhere ``u``
-    keeps its unit vector and ``v`` is a unit vector orthogonal to the others: every value at
-    least that large was found, so it lies in the null space (``A v = 0``, to rounding).
+    keeps its unit vector and ``v`` is completed (`_null_rows`).
     """
-    negligible = s <= (s[0] if len(s) else 0.0) * 1e-12
+    negligible = _negligible(s)
     images = np.asarray(linear_map.forward(v.reshape(len(v), *linear_map.input_shape))).reshape(len(v), -1)
     u[~negligible] = images[~negligible] / s[~negligible, None]
-    random_vector = _random_vectors(v.dtype.type, seed + 1)
+    return u, s, _null_rows(v, negligible, seed)
+
+
+def _negligible(s: np.ndarray) -> np.ndarray:
+    """Which of the descending values `s` are zero to rounding (relative to the largest)."""
+    return s <= (s[0] if len(s) else 0.0) * 1e-12
+
+
+def _null_rows(vectors: np.ndarray, negligible: np.ndarray, seed: int) -> np.ndarray:
+    """`vectors` with the rows of negligible values replaced by unit vectors orthogonal to the rest.
+
+    The Krylov bases leave 0 there. Every value at least as large was found, so the others span
+    the range, and a vector orthogonal to them is a singular vector of the value 0.
+    """
+    random_vector = _random_vectors(vectors.dtype.type, seed + 1)
     done = ~negligible
     for i in np.flatnonzero(negligible):
-        w = _orthogonalize(random_vector(v.shape[1]), v[done])
-        v[i] = w / np.linalg.norm(w)
+        w = _orthogonalize(random_vector(vectors.shape[1]), vectors[done])
+        vectors[i] = w / np.linalg.norm(w)
         done[i] = True
-    return u, s, v
+    return vectors
 
 
 def lanczos_svds(
@@ -612,7 +625,8 @@ def lanczos_svds(
             break
         wanted = 1  # look for a value the earlier runs did not see
         v0 = _orthogonalize(random_vector(columns), locked_v)
-    return locked_u[:k], locked_s[:k], locked_v[:k], converged
+    s = locked_s[:k]
+    return _null_rows(locked_u[:k], _negligible(s), seed), s, locked_v[:k], converged
 
 
 # -- matrix-free norm: Lanczos on the Gram operator -----------------------------------------------------

@@ -423,8 +423,9 @@ def test_lanczos_with_repeated_values_and_k_past_the_rank(direction):
     for k in (6, 11):  # below and past the rank (9)
         u, s, vh = _spectral.svds(_spectral.linear_map_of(op), k, method="lanczos")
         np.testing.assert_allclose(s, reference[:k], atol=1e-12)
-        flat = vh.reshape(k, -1)
-        np.testing.assert_allclose(flat @ flat.conj().T, np.eye(k), atol=1e-12)
+        for vectors in (vh, u):  # orthonormal, also for the value 0 (its u was left 0)
+            flat = vectors.reshape(k, -1)
+            np.testing.assert_allclose(flat @ flat.conj().T, np.eye(k), atol=1e-12)
         for i in range(k):
             np.testing.assert_allclose(op @ vh[i], s[i] * u[i], atol=1e-12)
 
