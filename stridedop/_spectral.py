@@ -187,9 +187,9 @@ def _most_reads(axis: Axis, mode: str) -> int:
     if mode == "circular":
         return base + (rest > 0)
     # Reflect: entry i is read at the residues i and period - i (one residue for the two ends).
-    entries = np.arange(m)
-    extra = (entries - (-lo)) % period < rest
-    mirrored = (period - entries - (-lo)) % period < rest
+    entries, shift = np.arange(m), lo % period  # the first position, -lo, is residue -shift
+    extra = (entries + shift) % period < rest
+    mirrored = (period - entries + shift) % period < rest
     ends = base + int(max(extra[0], extra[-1]))
     inner = 2 * base + int((extra[1:-1].astype(int) + mirrored[1:-1]).max()) if m > 2 else 0
     return max(ends, inner)

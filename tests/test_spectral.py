@@ -270,6 +270,7 @@ def test_padding_norm_in_closed_form_for_every_amount(mode):
         {"padding": "same", "dilation": 2**62, "padding_mode": "replicate"},
         {"padding": [(2**62, 2**62)], "dilation": 2**62, "padding_mode": "replicate"},  # (IndexError)
         {"padding": [(2**26, 3)], "padding_mode": "reflect", "stride": 2**26},
+        {"padding": [(10**30, 3)], "padding_mode": "reflect", "stride": 10**30},  # (OverflowError)
         {"padding": [(2**26, 0)], "stride": 2**26},  # (2.7 s and 1.1 GB for the Frobenius norm)
     ],
 )
