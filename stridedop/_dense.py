@@ -23,7 +23,7 @@ from ._buffer import (
     kernel_view,
     strided_view,
 )
-from ._geometry import Axis, Geometry, outputs_inside, position_dtype, positions_in_range
+from ._geometry import Axis, Geometry, input_positions, outputs_inside, positions_in_range
 from ._memory import DescribedMemoryError, available_memory, format_bytes, refused_allocation
 from ._modes import PaddingMode, affine_runs
 from ._view import find_operator_view
@@ -360,9 +360,7 @@ def _tap_runs(
 ) -> list:
     """Runs ``(o - o0, count, x - x0, slope)`` where `tap` of the block's outputs reads its inputs."""
     first, stop = outputs
-    outputs_of_block: np.ndarray = np.arange(first, stop, dtype=position_dtype(axis))
-    positions = outputs_of_block * axis.stride + (tap * axis.dilation - axis.lo)
-    sources = mode.source(positions, axis.size)
+    sources = mode.source(input_positions(axis, range(first, stop), range(tap, tap + 1))[:, 0], axis.size)
     inside = (sources >= inputs[0]) & (sources < inputs[1])
     return [(start, count, x - inputs[0], slope) for start, count, x, slope in affine_runs(sources, inside)]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._geometry import position_dtype
+from ._geometry import input_positions
 from ._memory import format_bytes
 from ._view import OperatorView, plain
 
@@ -129,13 +129,7 @@ def _axis_pattern(axis: Any, mode: Any) -> _Pattern | None:
     """Output position ``o`` reads the inputs that its taps reach (after the padding mode)."""
     if axis.output * axis.kernel > _MAX_WORK:
         return None
-    wide = position_dtype(axis)
-    offsets = (
-        np.arange(axis.output, dtype=wide)[:, None] * axis.stride
-        + np.arange(axis.kernel, dtype=wide) * axis.dilation
-        - axis.lo
-    )
-    return _Pattern(np.asarray(mode.source(offsets, axis.size)), axis.size)
+    return _Pattern(np.asarray(mode.source(input_positions(axis), axis.size)), axis.size)
 
 
 def convolution_pattern(operator: Any) -> Any:

@@ -45,6 +45,7 @@ __all__ = [
     "check_geometry",
     "distinct_residues",
     "geometry_of",
+    "input_positions",
     "make_geometry",
     "outputs_inside",
     "position_dtype",
@@ -529,6 +530,20 @@ def position_dtype(axis: Axis) -> type:
     """
     largest = max(axis.output * axis.stride, axis.kernel * axis.dilation, axis.lo)
     return np.int64 if largest < 2**62 else object
+
+
+def input_positions(axis: Axis, outputs: range | None = None, taps: range | None = None) -> np.ndarray:
+    """The input position ``o * s + r * d - lo`` that tap ``r`` of output ``o`` reads, as ``(o, r)``.
+
+    Over every output and tap of `axis` by default, or over the given ranges of them; positions
+    in the padding are outside ``[0, size)``. In int64, or Python ints where it could overflow
+    (`position_dtype`).
+    """
+    wide = position_dtype(axis)
+    outputs = range(axis.output) if outputs is None else outputs
+    taps = range(axis.kernel) if taps is None else taps
+    starts: np.ndarray = np.arange(outputs.start, outputs.stop, dtype=wide) * axis.stride - axis.lo
+    return starts[:, None] + np.arange(taps.start, taps.stop, dtype=wide)[None, :] * axis.dilation
 
 
 def outputs_inside(axis: Axis, shift: int) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ._geometry import Axis, Geometry, position_dtype
+from ._geometry import Axis, Geometry, input_positions, position_dtype
 from ._memory import INTP_MAX, DescribedMemoryError, format_bytes, refused_allocation
 
 __all__ = ["require_scipy", "sparse_dtype", "sparse_matrix"]
@@ -152,12 +152,7 @@ def _write_source_columns(
         channel_shape[0], channel_shape[n + 1] = filters, cg
     columns[...] = channel_part.reshape(channel_shape)
     for i, ((start, stop, first, count), axis, step) in enumerate(zip(combination, geometry.axes, steps)):
-        wide = position_dtype(axis)
-        position: np.ndarray = (
-            np.arange(start, stop, dtype=wide)[:, None] * axis.stride
-            + (first + np.arange(count, dtype=wide))[None, :] * axis.dilation
-            - axis.lo
-        )
+        position = input_positions(axis, range(start, stop), range(first, first + count))
         term_shape = [1] * columns.ndim
         if channels_last:
             term_shape[i], term_shape[n + 1 + i] = stop - start, count

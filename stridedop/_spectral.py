@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from ._dense import check_allocation
-from ._geometry import Axis, Geometry, position_dtype
+from ._geometry import Axis, Geometry, input_positions
 from ._memory import available_memory
 from ._modes import pad, padding_mode
 
@@ -203,13 +203,7 @@ def _tap_overlaps(axis: Axis, mode: str) -> np.ndarray:
     diagonal (the in-range count) unless taps fold (circular, reflect, replicate). Positions are
     computed per output and tap (Python ints where int64 could overflow), never over the padding.
     """
-    wide = position_dtype(axis)
-    positions: np.ndarray = (
-        np.arange(axis.output, dtype=wide)[:, None] * axis.stride
-        + np.arange(axis.kernel, dtype=wide)[None, :] * axis.dilation
-        - axis.lo
-    )
-    read = padding_mode(mode).source(positions, axis.size)  # (o, r): input index or -1
+    read = padding_mode(mode).source(input_positions(axis), axis.size)  # (o, r): input index or -1
     same = (read[:, :, None] == read[:, None, :]) & (read[:, :, None] >= 0)
     return same.sum(axis=0).astype(np.float64)
 
