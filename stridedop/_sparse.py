@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from ._buffer import strided_view
 from ._geometry import Axis, Geometry, input_positions, position_dtype
 from ._memory import INTP_MAX, DescribedMemoryError, format_bytes, refused_allocation
 
@@ -84,12 +85,6 @@ def _tap_runs(axis: Axis, zeros: bool) -> list[tuple[int, int, int, int]]:
     starts = [0, *edges.tolist()]
     stops = [*edges.tolist(), axis.output]
     return [(a, b, int(first[a]), int(count[a])) for a, b in zip(starts, stops)]
-
-
-def _strided(array: np.ndarray, offset: int, shape: tuple[int, ...], steps: tuple[int, ...]) -> np.ndarray:
-    """A view of the 1-D `array` from element `offset` with element `steps` (NumPy checks its reach)."""
-    strides = tuple([step * array.itemsize for step in steps])
-    return np.ndarray(shape, array.dtype, array, offset * array.itemsize, strides)
 
 
 def _write_split_columns(
@@ -242,8 +237,8 @@ def _csr_array(sparse: ModuleType, kernel: np.ndarray, geometry: Geometry) -> An
             shape, strides = (*lengths, filters * inner), (*output_strides, 1)
         else:
             shape, strides = (filters, *lengths, inner), (filter_stride, *output_strides, 1)
-        target = _strided(indices, base, shape, strides)
-        values = _strided(data, base, shape, strides)
+        target = strided_view(indices, base, shape, strides)
+        values = strided_view(data, base, shape, strides)
 
         block = kernel[tuple(slice(first, first + count) for _, _, first, count in combination)]
         if channels_last:  # (*taps, Cg, F) -> (F, *taps, Cg)
@@ -256,12 +251,9 @@ def _csr_array(sparse: ModuleType, kernel: np.ndarray, geometry: Geometry) -> An
         # times the axis's step.
         if zeros:
             _write_split_columns(target, combination, geometry, steps, channel_part)
-        elif channels_last:  # (*outputs, F, *taps, Cg)
-            columns = _split_rows(target, (filters, *tap_counts, cg))
-            _write_source_columns(columns, combination, geometry, steps, channel_part)
-        else:  # (F, *outputs, Cg, *taps)
-            columns = _split_rows(target, (cg, *tap_counts))
-            _write_source_columns(columns, combination, geometry, steps, channel_part)
+        else:  # the block (*outputs, F, *taps, Cg) channels-last, (F, *outputs, Cg, *taps) channels-first
+            row_shape = (filters, *tap_counts, cg) if channels_last else (cg, *tap_counts)
+            _write_source_columns(_split_rows(target, row_shape), combination, geometry, steps, channel_part)
 
     # Entries per row: the product of the per-axis tap counts, times the channels of a group.
     per_row = per_output[0]
