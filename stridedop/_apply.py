@@ -304,13 +304,12 @@ def _prepared(
     return method, kernel, data.astype(dtype, copy=False), data.size == 0
 
 
-def _batch_like(
-    data: np.ndarray, channels: int, spatial: tuple[int, ...], channels_first: bool
+def _zero_batch(
+    batch: int, dtype: np.dtype, channels: int, spatial: tuple[int, ...], channels_first: bool
 ) -> np.ndarray:
-    """Zeros of shape ``(B, channels, *spatial)`` or ``(B, *spatial, channels)`` (an empty batch)."""
-    batch = data.shape[0]
+    """Zeros of shape ``(batch, channels, *spatial)`` or ``(batch, *spatial, channels)``."""
     shape = (batch, channels, *spatial) if channels_first else (batch, *spatial, channels)
-    return np.zeros(shape, dtype=data.dtype)
+    return np.zeros(shape, dtype=dtype)
 
 
 def _channels_last(x: np.ndarray, channels_first: bool) -> np.ndarray:
@@ -422,7 +421,7 @@ def _on_trimmed(
     else:
         channels, spatial = geometry.filters, geometry.spatial_output
     dtype = np.result_type(kernel.dtype, data.dtype)
-    result = _batch_like(data.astype(dtype, copy=False), channels, spatial, channels_first)
+    result = _zero_batch(data.shape[0], dtype, channels, spatial, channels_first)
     if sub is not None:
         result[_spatial_index(target, channels_first)] = product(
             kernel, sub, data[_spatial_index(source, channels_first)], channels_first, method
@@ -445,7 +444,7 @@ def convolve(
         return _on_trimmed(convolve, kernel, geometry, trimmed, x, channels_first, method, adjoint=False)
     method, kernel, x, empty = _prepared(kernel, geometry, x, method)
     if empty:
-        return _batch_like(x, geometry.filters, geometry.spatial_output, channels_first)
+        return _zero_batch(x.shape[0], x.dtype, geometry.filters, geometry.spatial_output, channels_first)
     if method == "fft":
         return _by_fft(kernel, geometry, x, channels_first, adjoint=False)
     kernel, axes = _fold_circular(kernel, geometry, x.dtype)
@@ -474,7 +473,7 @@ def convolve_adjoint(
         )
     method, kernel, y, empty = _prepared(kernel, geometry, y, method)
     if empty:
-        return _batch_like(y, geometry.channels, geometry.spatial_input, channels_first)
+        return _zero_batch(y.shape[0], y.dtype, geometry.channels, geometry.spatial_input, channels_first)
     if method == "fft":
         return _by_fft(kernel, geometry, y, channels_first, adjoint=True)
     kernel, axes = _fold_circular(kernel, geometry, y.dtype)
