@@ -408,13 +408,13 @@ class ConvOperator(BaseOperator):
         'valid' operator on the whole padded grid: with a padding or dilation far past the input,
         either can dwarf the result (a 2 x 2 matrix with a padding of 2**26 took 1 GiB).
         """
-        geometry, itemsize = self._geometry, np.dtype(self.dtype).itemsize
+        geometry, itemsize = self._geometry, self.dtype.itemsize
         if geometry.mode.has_view:
-            work = plan_buffer(geometry, itemsize).size
+            work = self.buffer_nbytes
         else:
             padded = math.prod(axis.padded for axis in geometry.axes) * geometry.channels
-            work = padded * math.prod(geometry.output_shape)
-        return work > 4 * geometry.dense_size + 2**20
+            work = padded * math.prod(geometry.output_shape) * itemsize
+        return work > 4 * self.nbytes + 2**20 * itemsize
 
     def _materialize_folded(self, out: np.ndarray | None, max_bytes: int | None) -> np.ndarray:
         geometry = self._geometry
