@@ -532,11 +532,11 @@ def _row_taps(kernel: np.ndarray, axis: Axis, groups: int, xp: np.ndarray) -> np
     term = _scratch("tap term", (min(images, batch), fg, output), xp.dtype)
     for b in range(0, batch, images):
         source, target = grouped[b : b + images], out[b : b + images]
+        part = term[: len(source)]
         for g in range(groups):
             np.matmul(weights[g, 0], source[:, g, :, :output], out=target[:, g])
             for r in range(1, taps):
                 start = r * dilation
-                part = term[: len(source)]
                 np.matmul(weights[g, r], source[:, g, :, start : start + output], out=part)
                 target[:, g] += part
     return out.reshape(batch, filters, output)
