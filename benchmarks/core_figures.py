@@ -60,8 +60,13 @@ def seed_build_targets(quick: bool) -> None:
         _cached_plan.cache_clear()  # the geometry and buffer plan computed again
         return stridedop.conv_view(kernel, input_shape)
 
+    def first_use_same() -> np.ndarray:
+        _cached_plan.cache_clear()  # a geometry the general planner lays out (not the closed form)
+        return stridedop.conv_view(kernel, input_shape, padding="same")
+
     candidates = {
         "first use (cache cleared)": first_use,
+        "first use, padding='same' (general planner, for reference)": first_use_same,
         "repeated (cached plan)": lambda: stridedop.conv_view(kernel, input_shape),
         "seed loop (benchmarks/common.py loop_fill)": lambda: loop_fill(kernel, input_shape),
         "seed loop (stridedop._cli._loop_operator)": lambda: _loop_operator(kernel, input_shape),

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._geometry import Axis, CheckedGeometry, Geometry
+from ._geometry import MAX_SPATIAL_AXES, Axis, CheckedGeometry, Geometry
 from ._memory import DescribedMemoryError, available_memory, format_bytes, refused_allocation
 from ._view import OperatorView
 
@@ -32,6 +32,7 @@ __all__ = [
     "operator_view",
     "plan_buffer",
     "plan_layout",
+    "plan_unpadded",
     "read_kernel",
     "strided_view",
 ]
@@ -203,6 +204,76 @@ def plan_layout(checked: CheckedGeometry, itemsize: int) -> BufferPlan:
     )
 
 
+def plan_unpadded(
+    kernel_shape: tuple[int, ...], input_shape: Any, layout: Any, itemsize: int
+) -> BufferPlan | None:
+    """`plan_layout` in closed form for a convolution without padding, stride, dilation or groups.
+
+    These are `conv_view`'s defaults, and the layout is then simply the filters' input images one
+    after another behind a margin of zeros. Along each axis a window's shift ``x - o`` runs over
+    ``[-(m - k), m - 1]`` and the kernel over ``[0, k - 1]``, so a row of width ``m`` holds them
+    all: the rows are the images' own rows, with element steps ``step_i = C * m_(i+1) * ...``,
+    and the filters are ``P = C * prod(m)`` apart. The views start after the margin
+    ``sum((m_i - k_i) * step_i)`` that the farthest output reaches back, where the kernel is too::
+
+        | margin | filter 0: an image of P entries, the kernel in its leading corner | filter 1 | ...
+
+    Returns the plan (equal to `plan_layout`'s) if `check_geometry` accepts the arguments with
+    the default geometry, else None: then the general path checks them and gives the error.
+    """
+    n = len(kernel_shape) - 2
+    if type(input_shape) is not tuple or not 1 <= n <= MAX_SPATIAL_AXES:
+        return None
+    with_channels = len(input_shape) - n  # 1 if `input_shape` has its channel axis, 0 if not
+    if with_channels not in (0, 1):
+        return None
+    if layout == "channels_last":
+        taps, channels, filters = kernel_shape[:-2], kernel_shape[-2], kernel_shape[-1]
+        given, sizes = input_shape[-1] if with_channels else channels, input_shape[:n]
+    elif layout == "channels_first":
+        taps, channels, filters = kernel_shape[2:], kernel_shape[1], kernel_shape[0]
+        given, sizes = input_shape[0] if with_channels else channels, input_shape[with_channels:]
+    else:
+        return None
+    if type(given) is not int or given != channels or not (channels and filters):
+        return None
+    # One pass from the innermost axis out, as in `plan_layout`; byte strides are 0 along axes
+    # of length 1 (see `_byte_strides`).
+    output_strides, input_strides, tap_strides = [0] * n, [0] * n, [0] * n
+    outputs = [0] * n
+    step, margin = channels, 0
+    for i in range(n - 1, -1, -1):
+        size, kernel = sizes[i], taps[i]
+        if type(size) is not int or not 1 <= kernel <= size:
+            return None
+        byte_step = step * itemsize
+        output_strides[i] = -byte_step if size > kernel else 0
+        input_strides[i] = byte_step if size > 1 else 0
+        tap_strides[i] = byte_step if kernel > 1 else 0
+        outputs[i] = size - kernel + 1
+        margin += (size - kernel) * step
+        step *= size
+    channel_stride = itemsize if channels > 1 else 0
+    filter_stride = step * itemsize if filters > 1 else 0
+    canonical_strides = (*output_strides, filter_stride, *input_strides, channel_stride)
+    if layout == "channels_last":
+        view_shape, view_strides = (*outputs, filters, *sizes, channels), canonical_strides
+    else:
+        view_shape = (filters, *outputs, channels, *sizes)
+        view_strides = (filter_stride, *output_strides, channel_stride, *input_strides)
+    return BufferPlan(
+        margin + filters * step,
+        margin,
+        canonical_strides,
+        margin,
+        itemsize,
+        view_shape,
+        view_strides,
+        (*taps, channels, filters),
+        (*tap_strides, channel_stride, filter_stride),
+    )
+
+
 def _circular_plan(
     checked: CheckedGeometry,
     outputs: list[int],
@@ -261,14 +332,14 @@ def fill_buffer(kernel: np.ndarray, plan: BufferPlan, circular: Geometry | None 
     try:
         storage = bytearray(needed)  # zero-filled
         if circular is None:
-            # Written through an array on the scratch memory itself, released at once.
-            shape = plan.kernel_shape  # (*k, Cg, F), or (*k, Cg, groups, F // groups)
-            offset = plan.kernel_origin * plan.itemsize
+            # Written through an array on the scratch memory itself, released at once. The kernel
+            # shape is (*k, Cg, F), or (*k, Cg, groups, F // groups) for groups.
             try:
-                target = np.ndarray(shape, kernel.dtype, storage, offset, plan.kernel_strides)
+                offset = plan.kernel_origin * plan.itemsize
+                target = np.ndarray(plan.kernel_shape, kernel.dtype, storage, offset, plan.kernel_strides)
             except ValueError as error:  # NumPy checks the reach against the buffer
-                raise _wrong_plan(shape, plan) from error
-            target[...] = kernel if len(shape) == kernel.ndim else kernel.reshape(shape)
+                raise _wrong_plan(plan.kernel_shape, plan) from error
+            target[...] = kernel if target.ndim == kernel.ndim else kernel.reshape(plan.kernel_shape)
         else:
             # The kernel (*k, Cg, F) seen as (*k, Cg, groups, F // groups).
             grouped = kernel.reshape(kernel.shape[:-1] + (circular.groups, circular.group_filters))

@@ -409,3 +409,75 @@ def test_conv_view_plan_equals_the_geometry_path_including_refusals(geometry, mo
     assert plan.view_shape == expected.view_shape and len(plan.view_strides) == 2 * n + 2
     assert planned.view_nbytes == expected.dense_size * itemsize
     assert planned.layout == expected.layout and planned.circular == expected.circular
+
+
+_DEFAULT_GEOMETRY = ("valid", "zeros", 1, 1, 1)  # padding, padding_mode, stride, dilation, groups
+
+
+def _general_and_closed_form(kernel_shape, input_shape, layout, itemsize):
+    """The plan of the default geometry by the general path (`_plan`) and the cached one (`_plain_plan`)."""
+    from stridedop._conv import _plain_plan, _plan
+
+    arguments = (kernel_shape, itemsize, input_shape, *_DEFAULT_GEOMETRY, layout)
+    return _outcome(_plan, *arguments), _outcome(_plain_plan, *arguments)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.integers(1, 5),
+    st.data(),
+    st.sampled_from(["channels_last", "channels_first"]),
+    st.sampled_from([1, 2, 4, 8, 16]),
+    st.booleans(),
+)
+def test_the_default_geometry_in_closed_form_equals_the_general_plan(n, data, layout, itemsize, spatial):
+    # conv_view's defaults (no padding, stride, dilation or groups) are planned by `plan_unpadded`;
+    # the plan, the checked arguments and the geometry must be the general path's, from kernels as
+    # large as the input (one output) to a single entry, and sizes past what NumPy addresses.
+    from stridedop._buffer import plan_unpadded
+
+    sizes = data.draw(st.lists(st.integers(1, 7) | st.sampled_from([2**31, 2**62]), min_size=n, max_size=n))
+    taps = [data.draw(st.integers(1, min(size, 4)) | st.just(size)) for size in sizes]
+    channels, filters = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    if layout == "channels_last":
+        kernel_shape, input_shape = (*taps, channels, filters), (*sizes, channels)
+    else:
+        kernel_shape, input_shape = (filters, channels, *taps), (channels, *sizes)
+    if spatial:
+        input_shape = tuple(sizes)
+    assert plan_unpadded(kernel_shape, input_shape, layout, itemsize) is not None  # the closed form is taken
+    general, closed_form = _general_and_closed_form(kernel_shape, input_shape, layout, itemsize)
+    assert closed_form.buffer_plan == general.buffer_plan
+    assert closed_form.view_nbytes == general.view_nbytes
+    assert (closed_form.layout, closed_form.circular) == (general.layout, general.circular)
+    assert closed_form.checked == general.checked
+    assert closed_form.geometry == general.geometry
+
+
+@pytest.mark.parametrize(
+    "kernel_shape, input_shape, layout",
+    [
+        ((3, 3, 2, 4), (2, 5, 2), "channels_last"),  # a kernel larger than the input
+        ((3, 2, 4), (5, 3), "channels_last"),  # the wrong number of channels
+        ((3, 2, 4), (5, 2, 1), "channels_last"),  # too many entries
+        ((3, 2, 4), (5, 2, 1, 1), "channels_last"),
+        ((3, 2, 4), (), "channels_last"),
+        ((3, 2, 4), (0, 2), "channels_last"),  # an empty input
+        ((4, 2, 3), (3, 5), "channels_first"),  # channels-first with the channel axis last
+        ((2, 4), (5, 2), "channels_last"),  # no spatial axis
+        ((3, 0, 4), (5, 0), "channels_last"),  # an empty kernel
+        ((3, 2, 0), (5, 2), "channels_last"),
+        ((3, 2, 4), (5, 2), "CHANNELS_LAST"),  # not planned in closed form, but accepted
+        ((3, 2, 4), (5, 2), "rows"),
+        ((1,) * 32 + (2, 4), (5,) * 32 + (2,), "channels_last"),  # too many spatial axes
+    ],
+)
+def test_the_closed_form_leaves_every_refusal_to_the_general_path(kernel_shape, input_shape, layout):
+    from stridedop._buffer import plan_unpadded
+
+    assert plan_unpadded(kernel_shape, input_shape, layout, 8) is None
+    general, closed_form = _general_and_closed_form(kernel_shape, input_shape, layout, 8)
+    if isinstance(general, tuple):
+        assert closed_form == general  # the same error and message
+    else:
+        assert closed_form.buffer_plan == general.buffer_plan and closed_form.checked == general.checked
