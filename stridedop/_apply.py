@@ -244,10 +244,10 @@ def _direct_axes(geometry: Geometry) -> tuple[Axis, ...]:
     fit in the byte steps of the strided windows over it (C's long).
     """
     axes = tuple(_circular_axis(axis) for axis in geometry.axes) if geometry.circular else geometry.axes
-    if all(axis.kernel > 1 or axis.dilation == 1 for axis in axes):
+    if all(axis.dilation == axis.tap_dilation for axis in axes):
         return axes
     return tuple(
-        axis if axis.kernel > 1 else Axis(axis.size, 1, axis.stride, 1, axis.lo, axis.hi) for axis in axes
+        Axis(axis.size, axis.kernel, axis.stride, axis.tap_dilation, axis.lo, axis.hi) for axis in axes
     )
 
 

@@ -163,6 +163,11 @@ class Axis:
         """Length of the padded axis, ``m + lo + hi``."""
         return self.size + self.lo + self.hi
 
+    @property
+    def tap_dilation(self) -> int:
+        """The dilation between taps: 1 on an axis of one tap, whose dilation changes nothing."""
+        return self.dilation if self.kernel > 1 else 1
+
 
 @dataclass(frozen=True, eq=False, init=False)
 class Geometry:

@@ -49,8 +49,8 @@ def _column_dtype(geometry: Geometry, steps: list[int]) -> type:
     """
     total = geometry.input_size  # bounds the channel's part
     for axis, step in zip(geometry.axes, steps):
-        dilation = axis.dilation if axis.kernel > 1 else 1
-        total += 2 * max(axis.output * axis.stride, axis.lo, axis.kernel * dilation, axis.size) * step
+        reach = max(axis.output * axis.stride, axis.lo, axis.kernel * axis.tap_dilation, axis.size)
+        total += 2 * reach * step
     if total < 2**31:
         return np.int32
     return np.int64 if total < 2**62 else object
@@ -75,7 +75,7 @@ def _tap_runs(axis: Axis, zeros: bool) -> list[tuple[int, int, int, int]]:
     """
     if not zeros:
         return [(0, axis.output, 0, axis.kernel)]
-    dilation = axis.dilation if axis.kernel > 1 else 1  # one tap: any dilation, even past int64
+    dilation = axis.tap_dilation
     o: np.ndarray = np.arange(axis.output, dtype=position_dtype(axis))  # Python ints past int64
     first = np.maximum(0, -((o * axis.stride - axis.lo) // dilation))  # ceil((lo - o*s) / d)
     stop = np.minimum(axis.kernel, (axis.size - 1 + axis.lo - o * axis.stride) // dilation + 1)
@@ -106,7 +106,7 @@ def _write_split_columns(
     outputs: Any = 0
     taps: Any = 0
     for (start, stop, first, count), axis, step in zip(combination, geometry.axes, steps):
-        dilation = axis.dilation if axis.kernel > 1 else 1  # one tap: any dilation
+        dilation = axis.tap_dilation
         shifts: np.ndarray = np.arange(start, stop, dtype=channel_part.dtype) * axis.stride - axis.lo
         outputs = np.add.outer(outputs, shifts * step)
         taps = np.add.outer(taps, (first + np.arange(count, dtype=channel_part.dtype)) * (dilation * step))
