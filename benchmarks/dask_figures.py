@@ -112,7 +112,12 @@ def _measure_in_memory():
     elapsed = time.perf_counter() - start
     touched = current_rss() - before
     checksum = float(dense[::7, ::5, :, ::3, ::3].sum(dtype=np.float64))
-    return {"seconds": elapsed, "rss_increase": touched, "peak_increase": peak_rss() - before, "sum": checksum}
+    return {
+        "seconds": elapsed,
+        "rss_increase": touched,
+        "peak_increase": peak_rss() - before,
+        "sum": checksum,
+    }
 
 
 def _measure_zarr(folder):
@@ -166,14 +171,18 @@ def zarr_figure(args):
         for round_ in range(args.rounds):  # interleaved, each in a fresh process
             memory.append(_run_child("memory", folder))
             stored.append(_run_child("zarr", folder))
-            print(f"round {round_}: in memory {memory[-1]['seconds']:.2f} s, zarr {stored[-1]['seconds']:.2f} s")
+            print(
+                f"round {round_}: in memory {memory[-1]['seconds']:.2f} s, zarr {stored[-1]['seconds']:.2f} s"
+            )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     best_memory = min(result["seconds"] for result in memory)
     best_zarr = min(result["seconds"] for result in stored)
     z = stored[0]
     assert all(np.isclose(a["sum"], b["sum"], rtol=1e-5) for a, b in zip(memory, stored)), "contents differ"
-    print(f"in-memory materialize: {best_memory:.2f} s (min of {args.rounds}); RSS touched {mib(memory[0]['rss_increase'])}")
+    print(
+        f"in-memory materialize: {best_memory:.2f} s (min of {args.rounds}); RSS touched {mib(memory[0]['rss_increase'])}"
+    )
     print(
         f"zarr store:            {best_zarr:.2f} s (min of {args.rounds}) = {best_zarr / best_memory:.2f}x in-memory "
         f"(target <= 1.5x)"
@@ -200,10 +209,19 @@ def apply_figure(args):
     op = stridedop.ConvOperator(kernel, (side, side, side, 1), padding="same")
     x = da.random.default_rng(2).standard_normal((side, side, side, 1), chunks=(chunk, chunk, chunk, 1))
     x = x.astype(np.float32)
-    print(f"input {x.shape} float32: {x.nbytes / 1e9:.2f} GB in {x.npartitions} chunks of {mib(x.nbytes / x.npartitions)}")
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, memory_limit=args.memory, dashboard_address=None
-    ) as cluster, Client(cluster) as client:
+    print(
+        f"input {x.shape} float32: {x.nbytes / 1e9:.2f} GB in {x.npartitions} chunks of {mib(x.nbytes / x.npartitions)}"
+    )
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=args.memory,
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         print(f"cluster: 2 worker processes, 1 thread and {args.memory} of memory each")
         y = op @ x
         samples = [(0, 0, 0, 0), tuple(n // 2 for n in y.numblocks[:3]) + (0,)]
@@ -237,7 +255,9 @@ def _reference_block(op, x, y, index, client):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("figure", choices=("graph", "block", "zarr", "apply", "child"))
     parser.add_argument("kind", nargs="?")
     parser.add_argument("--rounds", type=int, default=1)
@@ -248,7 +268,9 @@ def main():
     args = parser.parse_args()
     if args.figure == "child":
         return _child(args.kind, args.folder)
-    {"graph": graph_figure, "block": block_figure, "zarr": zarr_figure, "apply": apply_figure}[args.figure](args)
+    {"graph": graph_figure, "block": block_figure, "zarr": zarr_figure, "apply": apply_figure}[args.figure](
+        args
+    )
 
 
 if __name__ == "__main__":

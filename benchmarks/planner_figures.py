@@ -142,7 +142,11 @@ def fft_table(rounds: int) -> None:
             np.testing.assert_allclose(P.matvec(flat).reshape(size, size), expected, atol=1e-9)
             candidates["pylops"] = lambda P=P, flat=flat: P.matvec(flat)
         times = interleaved_times(candidates, rounds)
-        scipy_time, ours, ours_adjoint = times["scipy"][STAT], times["ours"][STAT], times["ours adjoint"][STAT]
+        scipy_time, ours, ours_adjoint = (
+            times["scipy"][STAT],
+            times["ours"][STAT],
+            times["ours adjoint"][STAT],
+        )
         pylops_time = times["pylops"][STAT] if "pylops" in times else float("nan")
         print(
             f"| {name} | {getattr(op, 'method', '-')} | {scipy_time * 1e3:.3f} ms | {pylops_time * 1e3:.3f} ms "

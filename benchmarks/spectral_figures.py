@@ -103,7 +103,9 @@ def bound_grid(op: stridedop.ConvOperator) -> tuple[int, int]:
 
 
 # -- timing ------------------------------------------------------------------------------------------
-def interleaved(functions: dict[str, Callable[[], Any]], rounds: int) -> tuple[dict[str, float], dict[str, Any]]:
+def interleaved(
+    functions: dict[str, Callable[[], Any]], rounds: int
+) -> tuple[dict[str, float], dict[str, Any]]:
     """Best time and last value of each function, the functions run in turn round by round."""
     best = dict.fromkeys(functions, float("inf"))
     values: dict[str, Any] = {}
@@ -133,11 +135,15 @@ def circular_target(rounds: int) -> None:
     print(f"  values: {ours.size}, max |difference| / s_max = {np.abs(ours - textbook).max() / ours[0]:.1e}")
     for name, seconds in best.items():
         print(f"  {name:22s} {milliseconds(seconds)}")
-    print(f"  ratio stridedop / textbook = {best['stridedop svdvals'] / best['textbook FFT + SVD']:.2f}"
-          "  (target <= 0.6)")
+    print(
+        f"  ratio stridedop / textbook = {best['stridedop svdvals'] / best['textbook FFT + SVD']:.2f}"
+        "  (target <= 0.6)"
+    )
 
 
-def layer_table(name: str, kernel: np.ndarray, m: int, stride: int, rounds: int, power_steps: int = 100) -> None:
+def layer_table(
+    name: str, kernel: np.ndarray, m: int, stride: int, rounds: int, power_steps: int = 100
+) -> None:
     """One layer: circular exact, zero-padded converged, and the other constructions."""
     k = kernel.shape[0]
     channels, filters = kernel.shape[2], kernel.shape[3]
@@ -155,7 +161,9 @@ def layer_table(name: str, kernel: np.ndarray, m: int, stride: int, rounds: int,
         "Singla-Feizi bound": lambda: singla_feizi_bound(kernel),
     }
     if stride == 1:
-        functions[f"circular: textbook FFT+SVD, {m}x{m}"] = lambda: float(textbook_svdvals(kernel, (m, m)).max())
+        functions[f"circular: textbook FFT+SVD, {m}x{m}"] = lambda: float(
+            textbook_svdvals(kernel, (m, m)).max()
+        )
     best, values = interleaved(functions, rounds)
     exact_zero = values["zeros: stridedop norm (1e-10)"]
     lower, upper = values["zeros: stridedop norm_bounds"]
@@ -173,9 +181,13 @@ def layer_table(name: str, kernel: np.ndarray, m: int, stride: int, rounds: int,
 
 def zero_padding_target(seeds: int, rounds: int) -> None:
     """norm(2) to 1e-10 against 100 power steps on several random 5x5x64x64 kernels on 12x12."""
-    print(f"== Target: zero padding ('same') 5x5x64x64 on 12x12, norm(2) to 1e-10 vs 100 power steps, "
-          f"{seeds} kernels ==")
-    print(f"  {'seed':>4s} {'Lanczos steps':>13s} {'norm(2)':>16s} {'power x100 error':>17s} {'time ratio':>11s}")
+    print(
+        f"== Target: zero padding ('same') 5x5x64x64 on 12x12, norm(2) to 1e-10 vs 100 power steps, "
+        f"{seeds} kernels =="
+    )
+    print(
+        f"  {'seed':>4s} {'Lanczos steps':>13s} {'norm(2)':>16s} {'power x100 error':>17s} {'time ratio':>11s}"
+    )
     ratios = []
     for seed in range(seeds):
         kernel = np.random.default_rng(seed).standard_normal((5, 5, 64, 64))

@@ -72,9 +72,13 @@ def tensordot_table(repeat: int) -> None:
     print("|---|---|---|")
     for name, seconds in fast.items():
         print(f"| {name} | {1e3 * seconds:.3f} ms | {seconds / fast['op @ x']:.2f} |")
-    print(f"| np.tensordot(plain strided view, x, 3) | {1e3 * numpy_best:.0f} ms | {numpy_best / fast['op @ x']:.0f} |")
+    print(
+        f"| np.tensordot(plain strided view, x, 3) | {1e3 * numpy_best:.0f} ms | {numpy_best / fast['op @ x']:.0f} |"
+    )
     print()
-    print(f"tensordot on the view / op @ x: {fast['np.tensordot(W, x, 3)'] / fast['op @ x']:.2f} (goal: <= 2)")
+    print(
+        f"tensordot on the view / op @ x: {fast['np.tensordot(W, x, 3)'] / fast['op @ x']:.2f} (goal: <= 2)"
+    )
     print(
         f"NumPy's tensordot on the plain view / tensordot on the view: "
         f"{numpy_best / fast['np.tensordot(W, x, 3)']:.0f}x (goal: >= 100x; single-shot pair: "
@@ -133,8 +137,16 @@ def build_table(repeat: int) -> None:
     for _ in range(5 * repeat):
         for name, function in candidates.items():
             times[name] = min(times[name], timeit.timeit(function, number=20000) / 20000)
-    times.update(best_times({"conv_view (plan cached, buffer filled)": lambda: stridedop.conv_view(kernel, (32, 32, 16))}, repeat))
-    plain, subclass = times["plain ndarray view (0.1's build: _view)"], times["OperatorView (StridedOperator.view)"]
+    times.update(
+        best_times(
+            {"conv_view (plan cached, buffer filled)": lambda: stridedop.conv_view(kernel, (32, 32, 16))},
+            repeat,
+        )
+    )
+    plain, subclass = (
+        times["plain ndarray view (0.1's build: _view)"],
+        times["OperatorView (StridedOperator.view)"],
+    )
     same_plain = times["plain ndarray view (the same constructor call)"]
     same_subclass = times["OperatorView (the same constructor call)"]
     print("## View build: what the subclass adds (3x3x16x16 on 32x32x16)\n")
@@ -142,8 +154,12 @@ def build_table(repeat: int) -> None:
     print("|---|---|")
     for name, seconds in times.items():
         print(f"| {name} | {1e6 * seconds:.2f} us |")
-    print(f"\nOperatorView build - 0.1's plain build: {1e6 * (subclass - plain):+.2f} us per view (goal: <= ~1 us)")
-    print(f"the subclass alone (same constructor call): {1e6 * (same_subclass - same_plain):+.2f} us per view\n")
+    print(
+        f"\nOperatorView build - 0.1's plain build: {1e6 * (subclass - plain):+.2f} us per view (goal: <= ~1 us)"
+    )
+    print(
+        f"the subclass alone (same constructor call): {1e6 * (same_subclass - same_plain):+.2f} us per view\n"
+    )
 
 
 def structured_table(repeat: int) -> None:

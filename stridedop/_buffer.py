@@ -347,9 +347,11 @@ def fill_buffer(kernel: np.ndarray, plan: BufferPlan, circular: Geometry | None 
         return bytes(storage)
     except MemoryError as error:  # the descriptive message; nothing to pay when all goes well
         with refused_allocation(
-            lambda: f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes), more than "
-            f"this process may allocate; the kernel and `input_shape` {_input_shape(plan)} are too "
-            "large for a view here"
+            lambda: (
+                f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes), more than "
+                f"this process may allocate; the kernel and `input_shape` {_input_shape(plan)} are too "
+                "large for a view here"
+            )
         ):
             raise error
 

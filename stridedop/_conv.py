@@ -54,9 +54,7 @@ class StridedOperator(NamedTuple):
     buffer: np.ndarray
 
     @classmethod
-    def build(
-        cls, kernel: np.ndarray, geometry: Geometry, plan: BufferPlan | None = None
-    ) -> StridedOperator:
+    def build(cls, kernel: np.ndarray, geometry: Geometry, plan: BufferPlan | None = None) -> StridedOperator:
         """Lay out the channels-last `kernel` for `geometry`; checks every size first."""
         return cls(*filled_buffer(kernel, geometry, plan))
 

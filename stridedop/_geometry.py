@@ -280,9 +280,7 @@ class Geometry:
 
     def valid_on_padded(self) -> Geometry:
         """The 'valid' geometry on the padded grid: this operator is it after the padding map."""
-        axes = tuple(
-            [Axis(axis.padded, axis.kernel, axis.stride, axis.dilation) for axis in self.axes]
-        )
+        axes = tuple([Axis(axis.padded, axis.kernel, axis.stride, axis.dilation) for axis in self.axes])
         return self.replace(axes=axes, mode=padding_mode("zeros"), padding="valid")
 
     @cached_property

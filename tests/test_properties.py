@@ -7,7 +7,6 @@ group (flat im2col, channels-last or channels-first; scatter or correlation adjo
 can be compared bit for bit.
 """
 
-
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np

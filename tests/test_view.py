@@ -397,8 +397,10 @@ def check_html(text):
         lambda: stridedop.hankel(np.arange(30.0)),
         lambda: stridedop.ConvOperator(np.ones((3, 3, 2, 2)), (8, 8, 2), padding=1, padding_mode="reflect"),
         lambda: stridedop.ConvOperator(np.ones((3, 3, 2, 2)), (8, 8, 2), padding="same").H,
-        lambda: stridedop.ConvOperator(np.ones((3, 3, 2, 2)), (8, 8, 2), stride=2)
-        + stridedop.ConvOperator(np.ones((3, 3, 2, 2)), (8, 8, 2), stride=2, dilation=1, padding=0).T.T,
+        lambda: (
+            stridedop.ConvOperator(np.ones((3, 3, 2, 2)), (8, 8, 2), stride=2)
+            + stridedop.ConvOperator(np.ones((3, 3, 2, 2)), (8, 8, 2), stride=2, dilation=1, padding=0).T.T
+        ),
     ],
 )
 def test_html_display_is_a_table_and_a_picture(make):
@@ -429,9 +431,7 @@ def test_materialize_takes_the_operator_path_for_views_and_their_permutations(mo
     op = make_operator((2, 3), (5, 6), 2, 3, {"padding": "same"})
     calls = []
     original = dense_module._write_kernel_entries
-    monkeypatch.setattr(
-        dense_module, "_write_kernel_entries", lambda *a: calls.append(1) or original(*a)
-    )
+    monkeypatch.setattr(dense_module, "_write_kernel_entries", lambda *a: calls.append(1) or original(*a))
     W = stridedop.conv_view(op._kernel, op.input_shape, padding="same")
     for array in (W, W.T, W[...], np.transpose(W, (3, 4, 5, 0, 1, 2)), op.H.view):
         result = stridedop.materialize(array)
@@ -531,8 +531,11 @@ def test_the_tour_notebook_runs(tmp_path, monkeypatch):
     resources = {"metadata": {"path": str(tmp_path)}}
     nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3", resources=resources).execute()
     shown = [output for cell in notebook.cells for output in cell.get("outputs", [])]
-    assert any("image/svg" in output.get("data", {}).get("text/html", "") or "<svg" in
-               output.get("data", {}).get("text/html", "") for output in shown)
+    assert any(
+        "image/svg" in output.get("data", {}).get("text/html", "")
+        or "<svg" in output.get("data", {}).get("text/html", "")
+        for output in shown
+    )
 
 
 # -- a property over random geometry -------------------------------------------------------------
