@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import string
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,9 @@ def _plain_arguments(values: Any) -> Any:
     if type(values) in (list, tuple):
         return type(values)([plain(value) for value in values])
     return values
+
+
+_FIRST_USE = threading.RLock()  # held while a view's operator is first built
 
 
 class OperatorView(np.ndarray):
@@ -108,8 +112,11 @@ class OperatorView(np.ndarray):
                 "use the view returned by `conv_view` or `op.view`"
             )
         if type(origin) is tuple:  # built on first use: a view is built in microseconds
-            factory, *arguments = origin
-            origin = self._origin = factory(*arguments)
+            with _FIRST_USE:  # one operator per view, also when threads ask for it at once
+                origin = self._origin
+                if type(origin) is tuple:
+                    factory, *arguments = origin
+                    origin = self._origin = factory(*arguments)
         return origin
 
     def _operator_or_none(self) -> Any:

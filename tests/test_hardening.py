@@ -496,3 +496,30 @@ def test_a_view_beyond_what_numpy_can_address_names_op_at_x():
     assert op.norm("fro") == pytest.approx(64 * (3 * 2**17 - 2))
     with pytest.raises(MemoryError, match=r"`op @ x`"):
         op.view  # noqa: B018
+
+
+def test_threads_asking_for_a_new_views_operator_at_once_get_the_same_one():
+    # A view builds its operator on first use; four threads asking at once each built their own
+    # (10 of 200 trials before the lock), so `W.operator is W.operator` did not hold across them.
+    import sys
+    import threading
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(200):
+            W = stridedop.conv_view(np.ones((3, 3, 2, 3)), (6, 5, 2))
+            barrier, operators = threading.Barrier(4), []
+
+            def ask(W=W, barrier=barrier, operators=operators):
+                barrier.wait()
+                operators.append(W.operator)
+
+            threads = [threading.Thread(target=ask) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert len(operators) == 4 and all(operator is W.operator for operator in operators)
+    finally:
+        sys.setswitchinterval(interval)
