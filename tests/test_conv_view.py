@@ -397,6 +397,41 @@ def test_refusals_of_a_view_hold_on_a_cached_plan_and_a_fresh_one(kernel, input_
             stridedop.conv_view(kernel, input_shape, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        ((5, 5, 3), "valid", "zeros", 1, 1, 1, "channels_last"),
+        ((5, 5), "same", "circular", 2, 3, 1, "channels_first"),
+        ((5, 5, 3), ((1, 0), (0, 2)), "zeros", (1, 2), (2, 1), 1, "channels_last"),
+        ((5, 5, 3), 1, "zeros", 1, 1, 1, "channels_last"),
+        ((5.0, 5, 3), "valid", "zeros", 1, 1, 1, "channels_last"),
+        ((True, 5, 3), "valid", "zeros", 1, 1, 1, "channels_last"),
+        ((np.int64(5), 5, 3), "valid", "zeros", 1, 1, 1, "channels_last"),
+        (((5,), 5, 3), "valid", "zeros", 1, 1, 1, "channels_last"),
+        ([5, 5, 3], "valid", "zeros", 1, 1, 1, "channels_last"),
+        ((5, 5, 3), "valid", "zeros", 1.0, 1, 1, "channels_last"),
+        ((5, 5, 3), "valid", "zeros", 1, True, 1, "channels_last"),
+        ((5, 5, 3), "valid", "zeros", 1, 1, np.int64(1), "channels_last"),
+        ((5, 5, 3), np.str_("valid"), "zeros", 1, 1, 1, "channels_last"),
+        ((5, 5, 3), ((1, 0.5), (0, 2)), "zeros", 1, 1, 1, "channels_last"),
+        ((5, 5, 3), "valid", "zeros", (1, 2.0), 1, 1, "channels_last"),
+        ((5, 5, 3), "valid", None, 1, 1, 1, "channels_last"),
+    ],
+)
+def test_only_plain_arguments_are_cached(values):
+    # The cache tells arguments apart by hash and equality: 5.0, True and np.int64(5) equal 5, so
+    # only ints, strs and tuples of them (or of int tuples) may reach it; `_all_plain` decides,
+    # the common case in one condition. Its answer is the rule written out.
+    from stridedop._conv import _all_plain
+
+    def plain(value, depth=0):
+        if type(value) is tuple and depth < 2:
+            return all(type(item) is int or (depth == 0 and plain(item, 1)) for item in value)
+        return type(value) in (int, str) and depth == 0
+
+    assert _all_plain(values) == all(plain(value) for value in values)
+
+
 def test_first_use_and_repeated_builds_are_equal_and_independent():
     from stridedop._conv import _cached_plan
 
