@@ -349,8 +349,8 @@ def fill_buffer(kernel: np.ndarray, plan: BufferPlan, circular: Geometry | None 
         with refused_allocation(
             lambda: (
                 f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes), more than "
-                f"this process may allocate; the kernel and `input_shape` {_input_shape(plan)} are too "
-                "large for a view here"
+                f"this process may allocate; the kernel and the input of shape {_input_shape(plan)} (with "
+                "its channel axis) are too large for a view here"
             )
         ):
             raise error
@@ -362,8 +362,8 @@ def _require_available(needed: int, plan: BufferPlan) -> None:
     if available is not None and 2 * needed > available:
         raise DescribedMemoryError(
             f"the operator's buffer needs {format_bytes(needed)} ({needed} bytes, twice that while "
-            f"it is built) but only {format_bytes(available)} are available; the kernel and "
-            f"`input_shape` {_input_shape(plan)} are too large for a view on this machine"
+            f"it is built) but only {format_bytes(available)} are available; the kernel and the input "
+            f"of shape {_input_shape(plan)} (with its channel axis) are too large for a view on this machine"
         )
 
 
