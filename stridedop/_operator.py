@@ -230,7 +230,7 @@ class ConvOperator(BaseOperator):
         kernel = read_kernel(geometry, strided.plan, strided.buffer)  # (*k, Cg, F)
         if geometry.layout == "channels_first":
             kernel = np.moveaxis(kernel, (-1, -2), (0, 1))
-        operator = cls._from_kernel(kernel, geometry, "auto")
+        operator = cls._from_kernel(kernel, geometry, resolve_method("auto", geometry, kernel.dtype))
         operator._state._buffers[False] = strided
         return operator
 

@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import pickle
 import tracemalloc
 
 import numpy as np
@@ -150,6 +151,10 @@ def test_auto_picks_fft_for_large_kernels_only(kernel_shape, input_shape, expect
     assert op.method == expected
     assert op.H.method == expected
     assert stridedop.ConvOperator(np.ones(kernel_shape, dtype=np.int32), input_shape).method == "direct"
+    # The operator of a view names the algorithm in use too (it said "auto", and planned every call).
+    W = stridedop.conv_view(np.ones(kernel_shape), input_shape, padding="same")
+    loaded = pickle.loads(pickle.dumps(W))
+    assert W.operator.method == W.operator.H.method == loaded.operator.method == expected
 
 
 @pytest.mark.parametrize("method", ["direct", "fft"])
