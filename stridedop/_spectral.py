@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ._buffer import residues
 from ._dense import check_allocation
 from ._geometry import Axis, Geometry, input_positions
 from ._memory import available_memory
@@ -240,9 +241,7 @@ def _axis_factors(axis: Axis, half: bool) -> np.ndarray:
     folded taps add).
     """
     m, s = axis.size, axis.stride
-    # Only the shifts modulo m matter (the input wraps around), reduced in Python ints: a large
-    # dilation or padding would overflow int64 silently.
-    shifts = np.array([(r * axis.dilation - axis.lo) % m for r in range(axis.kernel)], dtype=np.int64)
+    shifts = residues(axis)  # only the shifts modulo m matter (the input wraps around)
     if _polyphase(axis):
         n = m // s
         phases = shifts % s
