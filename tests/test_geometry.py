@@ -358,6 +358,15 @@ def _outcome(function, *arguments, **options):
         return type(error), str(error)
 
 
+
+def _shapes(taps, sizes, channels, group_channels, filters, layout, spatial):
+    """The kernel shape and `input_shape` in `layout` (the spatial sizes alone if `spatial`)."""
+    if layout == "channels_last":
+        kernel_shape, input_shape = (*taps, group_channels, filters), (*sizes, channels)
+    else:
+        kernel_shape, input_shape = (filters, group_channels, *taps), (channels, *sizes)
+    return kernel_shape, tuple(sizes) if spatial else input_shape
+
 @settings(max_examples=300, deadline=None)
 @given(
     geometries(),
@@ -377,12 +386,7 @@ def test_conv_view_plan_equals_the_geometry_path_including_refusals(geometry, mo
     k, m, stride, dilation, groups, group_channels, filters, padding, layout = geometry
     n = len(k)
     channels = group_channels * groups
-    if layout == "channels_last":
-        kernel_shape, input_shape = (*k, group_channels, filters), (*m, channels)
-    else:
-        kernel_shape, input_shape = (filters, group_channels, *k), (channels, *m)
-    if spatial:
-        input_shape = tuple(m)
+    kernel_shape, input_shape = _shapes(k, m, channels, group_channels, filters, layout, spatial)
     if plain:
         as_given = (
             tuple(input_shape), padding if not isinstance(padding, list) else tuple(padding), mode,
@@ -439,12 +443,7 @@ def test_the_default_geometry_in_closed_form_equals_the_general_plan(n, data, la
     sizes = data.draw(st.lists(st.integers(1, 7) | st.sampled_from([2**31, 2**62]), min_size=n, max_size=n))
     taps = [data.draw(st.integers(1, min(size, 4)) | st.just(size)) for size in sizes]
     channels, filters = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
-    if layout == "channels_last":
-        kernel_shape, input_shape = (*taps, channels, filters), (*sizes, channels)
-    else:
-        kernel_shape, input_shape = (filters, channels, *taps), (channels, *sizes)
-    if spatial:
-        input_shape = tuple(sizes)
+    kernel_shape, input_shape = _shapes(taps, sizes, channels, channels, filters, layout, spatial)
     assert plan_unpadded(kernel_shape, input_shape, layout, itemsize) is not None  # the closed form is taken
     general, closed_form = _general_and_closed_form(kernel_shape, input_shape, layout, itemsize)
     assert closed_form.buffer_plan == general.buffer_plan
