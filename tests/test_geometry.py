@@ -358,7 +358,6 @@ def _outcome(function, *arguments, **options):
         return type(error), str(error)
 
 
-
 def _shapes(taps, sizes, channels, group_channels, filters, layout, spatial):
     """The kernel shape and `input_shape` in `layout` (the spatial sizes alone if `spatial`)."""
     if layout == "channels_last":
@@ -366,6 +365,7 @@ def _shapes(taps, sizes, channels, group_channels, filters, layout, spatial):
     else:
         kernel_shape, input_shape = (filters, group_channels, *taps), (channels, *sizes)
     return kernel_shape, tuple(sizes) if spatial else input_shape
+
 
 @settings(max_examples=300, deadline=None)
 @given(
