@@ -323,28 +323,18 @@ def _plan(kernel_shape: tuple[int, ...], itemsize: int, *arguments: Any) -> Plan
     return Planned(plan_layout(checked, itemsize) if checked[4].has_view else None, checked[5], checked)
 
 
-def _plain_plan(
-    kernel_shape: tuple[int, ...],
-    itemsize: int,
-    input_shape: Any,
-    padding: Any,
-    padding_mode: Any,
-    stride: Any,
-    dilation: Any,
-    groups: Any,
-    layout: Any,
-) -> Planned:
+def _plain_plan(kernel_shape: tuple[int, ...], itemsize: int, *arguments: Any) -> Planned:
     """`_plan` of plain arguments (see `_all_plain`), the ones that are cached.
 
     `conv_view`'s default geometry (no padding, stride, dilation or groups) is planned in closed
     form, `plan_unpadded`, in less than half the time: most views are built that way. (Plain
     arguments equal the defaults only if they are them: no bool, float or NumPy scalar gets here.)
     """
-    if padding == "valid" and padding_mode == "zeros" and stride == dilation == groups == 1:
-        plan = plan_unpadded(kernel_shape, input_shape, layout, itemsize)
+    if arguments[1:6] == _DEFAULTS:
+        plan = plan_unpadded(kernel_shape, arguments[0], arguments[6], itemsize)
         if plan is not None:
-            return Planned(plan, layout, None, (kernel_shape, input_shape))
-    return _plan(kernel_shape, itemsize, input_shape, padding, padding_mode, stride, dilation, groups, layout)
+            return Planned(plan, arguments[6], None, (kernel_shape, arguments[0]))
+    return _plan(kernel_shape, itemsize, *arguments)
 
 
 _cached_plan = functools.lru_cache(maxsize=256)(_plain_plan)
