@@ -112,6 +112,16 @@ def test_without_scipy_blas_the_numpy_products_agree(monkeypatch, name, layout):
     np.testing.assert_allclose(op.H @ y, np.tensordot(y, dense, len(op.output_shape)), atol=1e-10)
 
 
+@pytest.mark.parametrize("ndim", [1, 2, 4, 6])
+def test_moveaxis_is_numpys(ndim):
+    array = np.empty(tuple(range(2, 2 + ndim)))
+    for source, destination in itertools.product(range(-ndim, ndim), repeat=2):
+        moved = _apply._moveaxis(array, source, destination)
+        expected = np.moveaxis(array, source, destination)
+        assert (moved.shape, moved.strides) == (expected.shape, expected.strides), (source, destination)
+        assert np.shares_memory(moved, array)
+
+
 @pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.bool_, np.float16])
 def test_direct_serves_every_numeric_dtype(dtype):
     rng = np.random.default_rng(5)
