@@ -1334,7 +1334,7 @@ def _adjoint_taps_as_channels(
     return (_moveaxis(xp, -1, 1) if channels_first else xp), not final
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=32)  # (each entry holds two ints per tap)
 def _scatter_grid(
     axes: tuple[Axis, ...],
 ) -> tuple[tuple[int, ...], tuple[tuple[int, ...], ...], tuple[int, ...], tuple[int, ...]]:
