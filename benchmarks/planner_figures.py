@@ -188,11 +188,13 @@ def sparse_table(rounds: int) -> None:
         candidates = dense = None
         nnz = op.to_sparse().nnz
         peak = peak_bytes(op.to_sparse)
-        dense_time = times["dense"][STAT] if "dense" in times else float("nan")
-        print(
-            f"| {name} | {nnz} | {times['sparse'][STAT] * 1e3:.2f} ms | {dense_time * 1e3:.1f} ms "
-            f"| {dense_time / times['sparse'][STAT]:.0f}x | {peak / nnz:.1f} |"
-        )
+        sparse_time = times["sparse"][STAT]
+        if "dense" in times:
+            dense_time = times["dense"][STAT]
+            dense = f"{dense_time * 1e3:.1f} ms | {dense_time / sparse_time:.0f}x"
+        else:  # the dense matrix alone would take a GiB or more
+            dense = f"not run ({op.nbytes / 2**30:.1f} GiB dense) | -"
+        print(f"| {name} | {nnz} | {sparse_time * 1e3:.2f} ms | {dense} | {peak / nnz:.1f} |")
     print()
 
 
