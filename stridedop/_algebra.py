@@ -11,7 +11,6 @@ which apply their parts and never build anything dense.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ from ._dask import is_dask_array
 from ._dense import check_allocation, dense_allocation
 from ._geometry import as_numeric_array, brief
 from ._memory import format_bytes, refused_allocation
-from ._sparse import require_scipy
+from ._sparse import require_scipy, sparse_dtype
 
 __all__ = ["BaseOperator", "ProductOperator", "SumOperator", "is_scalar"]
 
@@ -30,10 +29,14 @@ SPARSE_FORMATS = ("csr", "csc", "coo", "bsr", "dia", "dok", "lil")
 
 
 def is_scalar(value: Any) -> bool:
-    """Whether `value` is a number (Python or NumPy, bool excluded) that can scale an operator."""
+    """Whether `value` is a number that can scale an operator: a Python or NumPy int, float or complex.
+
+    Bools are not (as NumPy's ``bool - bool`` is not arithmetic); nor are other `numbers.Number`
+    types such as `fractions.Fraction` or `decimal.Decimal`, which would give object kernels.
+    """
     if isinstance(value, (bool, np.bool_)):
         return False
-    if isinstance(value, numbers.Number):
+    if isinstance(value, (int, float, complex, np.integer, np.floating, np.complexfloating)):
         return True
     return isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iufc"
 
@@ -141,7 +144,7 @@ class BaseOperator:
         return self._scaled(1 / _unwrap(scalar))
 
     def __neg__(self) -> BaseOperator:
-        return self._scaled(-1)
+        return self._negated()
 
     def __pos__(self) -> BaseOperator:
         return self
@@ -167,6 +170,10 @@ class BaseOperator:
     # Hooks where a subclass returns a simpler operator (ConvOperator returns a ConvOperator).
     def _scaled(self, scalar: Any) -> BaseOperator:
         return SumOperator([(scalar, self)])
+
+    def _negated(self) -> BaseOperator:
+        """``-op``, with NumPy's unary minus on the entries (unsigned integers wrap around)."""
+        return SumOperator([(-1, self)])
 
     def _added(self, other: BaseOperator) -> BaseOperator:
         return SumOperator([(1, self), (1, other)])
@@ -293,7 +300,7 @@ class BaseOperator:
           convolution ``V`` on the padded grid, bounded as for zero padding: ``||op|| <= ||V|| ||P||``.
         * sums and products of operators: ``sum |c_i| upper_i`` (triangle inequality) and
           ``prod upper_i`` (submultiplicativity).
-        * ``op.H``, ``op.T`` and ``op.conj()`` have the singular values of ``op``.
+        * ``op.H``, ``op.T`` and the conjugate ``op.H.T`` have the singular values of ``op``.
 
         Examples
         --------
@@ -425,7 +432,9 @@ class SumOperator(BaseOperator):
 
     @property
     def H(self) -> BaseOperator:  # noqa: N802
-        return SumOperator([(np.conj(c), part.H) for c, part in self.terms])
+        # `c.conjugate()` keeps a coefficient's type (`np.conj(1)` is a 64-bit NumPy int, which
+        # would promote a float32 sum's adjoint to float64).
+        return SumOperator([(c.conjugate(), part.H) for c, part in self.terms])
 
     @property
     def T(self) -> BaseOperator:  # noqa: N802
@@ -440,6 +449,9 @@ class SumOperator(BaseOperator):
     def _scaled(self, scalar: Any) -> BaseOperator:
         return SumOperator([(scalar * c, part) for c, part in self.terms])
 
+    def _negated(self) -> BaseOperator:
+        return SumOperator([(c, -part) for c, part in self.terms])
+
     def to_matrix(self, max_bytes: int | None = None) -> np.ndarray:
         check_allocation(self.matrix_shape, self.dtype, max_bytes)
         with dense_allocation(self.matrix_shape, self.dtype):
@@ -451,7 +463,7 @@ class SumOperator(BaseOperator):
     def to_sparse(self, format: str = "csr") -> Any:
         format = check_sparse_format(format)
         total = sum(coefficient * part.to_sparse("csr") for coefficient, part in self.terms)
-        return total.astype(self.dtype).asformat(format)
+        return total.astype(sparse_dtype(self.dtype)).asformat(format)
 
     def __repr__(self) -> str:
         parts = " + ".join(f"{c!r} * {type(part).__name__}" for c, part in self.terms)
@@ -483,6 +495,9 @@ class ProductOperator(BaseOperator):
             batch = factor.apply(batch)
         return batch
 
+    def _negated(self) -> BaseOperator:
+        return ProductOperator([-self.factors[0], *self.factors[1:]])
+
     def to_matrix(self, max_bytes: int | None = None) -> np.ndarray:
         check_allocation(self.matrix_shape, self.dtype, max_bytes)
         with dense_allocation(self.matrix_shape, self.dtype):
@@ -496,7 +511,7 @@ class ProductOperator(BaseOperator):
         result = self.factors[-1].to_sparse("csr")
         for factor in reversed(self.factors[:-1]):
             result = factor.to_sparse("csr") @ result
-        return result.astype(self.dtype).asformat(format)
+        return result.astype(sparse_dtype(self.dtype)).asformat(format)
 
     def __repr__(self) -> str:
         parts = " @ ".join(type(factor).__name__ for factor in self.factors)

@@ -48,7 +48,9 @@ def dottest(operator: Any, *, rtol: float | None = None, seed: int = 0) -> bool:
     Raises
     ------
     AssertionError
-        With both inner products, when they differ by more than the tolerance.
+        With both inner products, when they differ by more than the tolerance or either is NaN.
+    ValueError
+        If `rtol` is negative, infinite or NaN.
 
     Examples
     --------
@@ -59,6 +61,9 @@ def dottest(operator: Any, *, rtol: float | None = None, seed: int = 0) -> bool:
     >>> stridedop.dottest(op)
     True
     """
+    number = isinstance(rtol, (int, float, np.integer, np.floating)) and not isinstance(rtol, bool)
+    if rtol is not None and not (number and 0 <= rtol < np.inf):
+        raise ValueError(f"`rtol` must be a finite number >= 0, got {rtol!r}")
     dtype = np.dtype(operator.dtype)
     rng = np.random.default_rng(seed)
     x = _random(rng, tuple(operator.input_shape), dtype)
@@ -77,7 +82,7 @@ def dottest(operator: Any, *, rtol: float | None = None, seed: int = 0) -> bool:
             np.linalg.norm(forward) * np.linalg.norm(y) + np.linalg.norm(x) * np.linalg.norm(adjoint)
         )
         tolerance = float(np.sqrt(np.finfo(dtype).eps)) if rtol is None else rtol
-    if abs(left - right) > tolerance * scale:
+    if not abs(left - right) <= tolerance * scale:  # (NaN inner products fail too)
         raise AssertionError(
             f"dot test failed: <op @ x, y> = {left!r} but <x, op.H @ y> = {right!r} "
             f"(difference {abs(left - right):.3g}, allowed {tolerance * scale:.3g})"

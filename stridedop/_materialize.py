@@ -6,8 +6,10 @@ from typing import Any
 
 import numpy as np
 
+from ._algebra import BaseOperator
 from ._dask import is_zarr_array, write_zarr
 from ._dense import check_allocation, check_out, fill_dense
+from ._geometry import as_numeric_array
 from ._operator import ConvOperator
 
 __all__ = ["materialize"]
@@ -22,9 +24,10 @@ def materialize(a: Any, *, out: Any = None, max_bytes: int | None = None) -> Any
 
     Parameters
     ----------
-    a : ndarray, array_like or ConvOperator
+    a : ndarray, array_like or operator
         A view from `conv_view`, `ConvOperator.view` or the structured matrices, a slice of
-        one, any array, or a `ConvOperator` (of any padding mode, with or without a view).
+        one, any numeric array, a `ConvOperator` (of any padding mode, with or without a view),
+        or a sum or product of operators (its dense tensor ``(*output_shape, *input_shape)``).
     out : ndarray or zarr.Array, optional
         Array (for instance a `numpy.memmap`) of the same shape and dtype to fill and return
         instead of allocating one. It must be writable. A zarr array (optional extra ``dask``)
@@ -50,7 +53,8 @@ def materialize(a: Any, *, out: Any = None, max_bytes: int | None = None) -> Any
         If `out` has the wrong shape or is not writable, or `max_bytes` is not a
         non-negative int.
     TypeError
-        If `out` is not an ndarray or has the wrong dtype.
+        If `a` is not numeric (object, str, ...), or `out` is not an ndarray or has the wrong
+        dtype.
 
     See Also
     --------
@@ -69,10 +73,12 @@ def materialize(a: Any, *, out: Any = None, max_bytes: int | None = None) -> Any
     """
     if isinstance(a, ConvOperator):
         return a.materialize(out=out, max_bytes=max_bytes)
+    if isinstance(a, BaseOperator):  # a lazy sum or product: its dense matrix, as the tensor
+        a = a.to_matrix(max_bytes).reshape(*a.output_shape, *a.input_shape)
     if is_zarr_array(out):
         check_allocation((0,), np.dtype(out.dtype), max_bytes)  # validates `max_bytes` alone
         return write_zarr(a, out)
-    array = np.asarray(a)
+    array = as_numeric_array(a, "a")
     if out is None:
         check_allocation(array.shape, array.dtype, max_bytes)
         return fill_dense(array)

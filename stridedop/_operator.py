@@ -351,6 +351,11 @@ class ConvOperator(BaseOperator):
         method, transposed = self._state.method, self._transposed
         return ConvOperator._from_kernel(kernel, self._geometry, method, transposed=transposed)
 
+    def _negated(self) -> BaseOperator:
+        kernel = np.negative(self._forward_kernel())  # unsigned kernels wrap around, as in NumPy
+        method, transposed = self._state.method, self._transposed
+        return ConvOperator._from_kernel(kernel, self._geometry, method, transposed=transposed)
+
     def _added(self, other: BaseOperator) -> BaseOperator:
         if (
             isinstance(other, ConvOperator)
@@ -548,10 +553,10 @@ class ConvOperator(BaseOperator):
         )
 
     def _direction_name(self) -> str:
-        """'', '.H', '.T' or '.conj()': the direction as the user wrote it (real: .H is .T)."""
+        """'', '.H', '.T' or '.H.T': the direction as the user writes it (real: .H is .T)."""
         if self._transposed:
             return ".H" if self._conjugated or self.dtype.kind != "c" else ".T"
-        return ".conj()" if self._conjugated else ""
+        return ".H.T" if self._conjugated else ""
 
     def _rows(self) -> list[tuple[str, Any]]:
         geometry = self._geometry

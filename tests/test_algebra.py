@@ -1,6 +1,8 @@
 """SciPy's conventions (.H, .T, adjoint(), matvec, ...), the operator algebra, dottest and PyLops."""
 
 import pickle
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -137,6 +139,80 @@ def test_sums_of_different_geometries_are_lazy():
     assert stridedop.dottest(total)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.complex64, np.int8])
+def test_lazy_sums_and_their_adjoints_keep_the_dtype(dtype):
+    a = _op(1, padding="same", dtype=dtype)
+    b = _op(2, padding="same", padding_mode="reflect", dtype=dtype)
+    for total in (a + b, a - b, 3 * (a + b), -(a + b)):
+        assert isinstance(total, SumOperator)
+        expected = total.to_matrix().astype(np.complex128)
+        for operator, matrix in ((total, expected), (total.H, expected.conj().T), (total.T, expected.T)):
+            assert operator.dtype == dtype, (operator, operator.dtype)
+            y = np.ones(operator.input_shape, dtype)
+            result = operator @ y
+            assert result.dtype == dtype
+            np.testing.assert_allclose(result.reshape(-1), matrix @ y.reshape(-1), rtol=1e-5)
+    assert "np.int64" not in repr((a + b).H)
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
+def test_negation_follows_numpys_unary_minus(padding_mode):
+    kernel = np.array([1, 2, 200], np.uint8).reshape(3, 1, 1)
+    u = stridedop.ConvOperator(kernel, (6, 1), padding="same", padding_mode=padding_mode)
+    v = stridedop.ConvOperator(kernel[::-1].copy(), (6, 1), padding="same")
+    x = np.arange(6, dtype=np.uint8).reshape(6, 1)
+    for operator, parts in ((u, [u]), (u + v, [u, v]) if padding_mode != "zeros" else (u + 2 * v, [u, v, v])):
+        negated = -operator
+        assert negated.dtype == np.uint8
+        expected = np.zeros((6, 1), np.uint8)
+        for part in parts:
+            expected -= part @ x  # NumPy's uint8 arithmetic wraps around
+        np.testing.assert_array_equal(negated @ x, expected)
+    np.testing.assert_array_equal((u - u) @ x, np.zeros((6, 1), np.uint8))
+    product = u @ v
+    np.testing.assert_array_equal((-product) @ x, np.negative(product @ x))
+    boolean = stridedop.ConvOperator(np.ones((3, 1, 1), bool), (6, 1), padding="same")
+    with pytest.raises(TypeError, match="boolean negative"):  # as NumPy's -bool_array
+        boolean.__neg__()
+
+
+@pytest.mark.parametrize("scalar", [Fraction(1, 2), Decimal(2)])
+def test_numbers_that_are_not_numpy_scalars_do_not_scale(scalar):
+    a, b = _op(1, padding="same"), _op(2, padding="same", padding_mode="reflect")
+    for operator in (a, a + b):
+        with pytest.raises(TypeError, match="unsupported operand"):
+            operator * scalar
+        with pytest.raises(TypeError, match="unsupported operand"):
+            scalar * operator
+
+
+def test_float16_sums_and_products_export_to_sparse_as_float32():
+    a = stridedop.ConvOperator(np.ones((3, 1, 1), np.float16), (6, 1), padding="same")
+    for operator in (a + a.H, a @ a, a.H @ a + a):
+        sparse = operator.to_sparse()
+        assert sparse.dtype == np.float32
+        np.testing.assert_array_equal(sparse.toarray(), operator.to_matrix().astype(np.float32))
+
+
+def test_materialize_a_lazy_sum_or_product_gives_its_dense_tensor():
+    a, b = _op(1, padding="same"), _op(2, padding="same", padding_mode="reflect")
+    for operator in (a + b, a.H @ a):
+        dense = stridedop.materialize(operator)
+        assert dense.shape == (*operator.output_shape, *operator.input_shape)
+        np.testing.assert_array_equal(dense.reshape(operator.matrix_shape), operator.to_matrix())
+        out = np.empty_like(dense)
+        assert stridedop.materialize(operator, out=out) is out
+        np.testing.assert_array_equal(out, dense)
+    with pytest.raises(TypeError, match="`a` has dtype object"):
+        stridedop.materialize(object())
+
+
+def test_the_conjugate_direction_is_named_as_it_is_written():
+    op = _op(1, dtype=np.complex128, padding="same")
+    conjugate = op.H.transpose()
+    assert ".H.T" in repr(conjugate) and "conj" not in repr(conjugate)
+
+
 @pytest.mark.parametrize("layout", ["channels_last", "channels_first"])
 @pytest.mark.parametrize("dilations", [(1, 1), (2, 2), (1, 2)])
 def test_composing_valid_stride_1_convolutions_convolves_the_kernels(layout, dilations):
@@ -248,6 +324,30 @@ class _WrongAdjoint:
 
 class _Matrix(_WrongAdjoint):
     pass
+
+
+def test_dottest_fails_on_nan_and_checks_rtol():
+    kernel = np.ones((3, 1, 1))
+    kernel[1] = np.nan
+    with pytest.raises(AssertionError, match="dot test failed"):
+        stridedop.dottest(stridedop.ConvOperator(kernel, (6, 1), padding="same"))
+    wrong = 5 * _op(1, padding="same").H
+    for rtol in (np.nan, -1, np.inf, True, "1e-3"):
+        with pytest.raises(ValueError, match="`rtol` must be a finite number >= 0"):
+            stridedop.dottest(_op(1, padding="same"), rtol=rtol)
+    with pytest.raises(AssertionError):
+        stridedop.dottest(_WrongScale(_op(1, padding="same"), wrong))
+
+
+class _WrongScale:
+    """An operator whose `H` is a multiple of its adjoint."""
+
+    def __init__(self, operator, adjoint):
+        self.input_shape, self.output_shape = operator.input_shape, operator.output_shape
+        self.dtype, self._operator, self.H = operator.dtype, operator, adjoint
+
+    def __matmul__(self, x):
+        return self._operator @ x
 
 
 def test_dottest_fails_loudly_on_a_wrong_adjoint():
