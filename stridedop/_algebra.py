@@ -282,7 +282,8 @@ class BaseOperator:
     def norm_bounds(self) -> tuple[float, float]:
         """Cheap ``(lower, upper)`` with ``lower <= op.norm(2) <= upper``, without the dense matrix.
 
-        Why each bound holds (both carry a relative margin of 1e-12 against rounding):
+        Why each bound holds (both carry a relative margin against rounding: 1e-12, or 64 machine
+        epsilons of a float32 or float16 operator's dtype, whose products are rounded more coarsely):
 
         * ``lower = norm(op @ v) / norm(v)`` for an explicit vector ``v`` (the Ritz vector of a few
           Lanczos steps): the spectral norm is the maximum of that ratio.
