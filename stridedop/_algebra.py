@@ -218,7 +218,9 @@ class BaseOperator:
         dilation, groups; real kernels use half the frequencies); the dense matrix is never
         formed. Every other operator: the dense SVD of `to_matrix` when all values are asked for
         or the matrix is small (guarded like `materialize`), else Golub-Kahan-Lanczos
-        bidiagonalization on ``op @ x`` and ``op.H @ y``, converged to relative 1e-10 (each value
+        bidiagonalization on ``op @ x`` and ``op.H @ y``, converged to relative 1e-10, or for
+        values below about 1e-5 of `norm_bounds`' upper bound to within 4 machine epsilons of it,
+        the rounding of the products themselves (each value
         is within its Kato-Temple estimate of a true singular value; like every Krylov method it
         cannot prove that no larger value is hidden from its start vector, which `norm_bounds`
         brackets with a proof).

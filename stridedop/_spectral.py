@@ -70,6 +70,7 @@ __all__ = [
 _DENSE_MAX_SIDE = 512  # below this min(rows, columns) the dense SVD is the fastest route
 _LANCZOS_BYTES = (256 * 2**20, 4 * 2**30)  # Krylov bases: at least, at most (else 1/8 of free memory)
 TOLERANCE = 1e-10
+_FLOOR_EPSILONS = 4  # errors within this many epsilons of a norm bound are the products' rounding
 _LANCZOS_ENTRIES = 2**25  # entries of the two Krylov bases before Lanczos restarts
 _UNFOLDED_BYTES = 2**27  # largest unfolded windows (im2col) matrix of the stride-1 zero-padded products
 _ROUNDING = 1e-12  # relative margin that makes floating-point bounds safe against rounding
@@ -409,8 +410,12 @@ def _lanczos_pass(
     capacity: int,
     limit: int,
     random_vector: Callable[[int], np.ndarray],
+    floor: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """One Golub-Kahan-Lanczos run on flat vectors, thick-restarted when the bases are full.
+
+    A value has converged when its error is at most ``tol`` times itself, or at most `floor`
+    (the products' rounding, `_rounding_floor`), below which nothing more can be resolved.
 
     ``B = U^H A V`` is kept as a dense matrix: each new column holds the coefficients that the
     reorthogonalization of ``A v_j`` against ``U`` removed (``beta_{j-1}`` in a plain step) and
@@ -460,7 +465,7 @@ def _lanczos_pass(
         P, S, Qh = np.linalg.svd(B[:j, :j])
         top = min(k, j)
         errors = _error_estimates(np.abs(beta * P[j - 1]), S, top)
-        if j >= dimension or np.all(errors <= tol * np.maximum(S[:top], np.finfo(float).tiny)):
+        if j >= dimension or np.all(errors <= np.maximum(tol * S[:top], max(floor, np.finfo(float).tiny))):
             converged = True
             break
         if total_steps >= limit:
@@ -539,6 +544,7 @@ def lanczos_svds(
     start: np.ndarray | None = None,
     max_steps: int | None = None,
     seed: int = 0,
+    floor: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """Largest `k` singular triplets by Golub-Kahan-Lanczos bidiagonalization.
 
@@ -557,9 +563,15 @@ def lanczos_svds(
     vectors are locked and the run repeats on ``A (I - V V^H)`` until its largest value is below
     the `k`-th found: repeated values (circular and symmetric kernels have them) are not missed.
 
+    Values at the rounding level of the products (`floor`, by default `_rounding_floor` for a run
+    to convergence) stop the iteration as converged values do: otherwise an operator that is zero
+    up to rounding, such as ``(A + B) - (B + A)``, iterated on noise until the step limit.
+
     Returns ``(u, s, v, converged)``: ``u`` ``(k, rows)``, ``v`` ``(k, columns)`` flat, with
     ``A v[i] = s[i] u[i]``.
     """
+    if floor is None:
+        floor = _rounding_floor(linear_map) if max_steps is None else 0.0
     if linear_map.rows < linear_map.columns:
         # The right basis would span only `rows` of its `columns` dimensions when the run stops
         # at min(rows, columns) steps, giving inexact values: run on the adjoint, which is tall.
@@ -574,7 +586,9 @@ def lanczos_svds(
         )
         if start is not None:
             start = np.asarray(linear_map.forward(np.asarray(start).reshape(linear_map.input_shape)))
-        v, s, u, converged = lanczos_svds(flipped, k, tol=tol, start=start, max_steps=max_steps, seed=seed)
+        v, s, u, converged = lanczos_svds(
+            flipped, k, tol=tol, start=start, max_steps=max_steps, seed=seed, floor=floor
+        )
         return (*_flipped_vectors(linear_map, u, s, v, seed), converged)
     rows, columns = linear_map.rows, linear_map.columns
     dtype = _work_dtype(linear_map.dtype)
@@ -604,7 +618,7 @@ def lanczos_svds(
     converged = True
     while True:
         u, s, v, done = _lanczos_pass(
-            forward, adjoint, (rows, columns), wanted, tol, v0, capacity, limit, random_vector
+            forward, adjoint, (rows, columns), wanted, tol, v0, capacity, limit, random_vector, floor
         )
         converged = converged and done
         if len(locked_s) >= k and (not len(s) or s[0] <= locked_s[k - 1] * (1 + tol)):
@@ -798,8 +812,12 @@ def _largest_eigenvalue(
     capacity: int,
     limit: int,
     random_vector: Callable[[int], np.ndarray],
+    floor: float = 0.0,
 ) -> tuple[float, bool, int]:
     """Largest eigenvalue of the Hermitian positive semidefinite `gram` by Lanczos, convergence, steps.
+
+    It has converged when its error is at most ``2 tol`` times itself, or at most `floor` (the
+    rounding of the Gram products).
 
     ``T = V^H G V`` is kept dense: the known couplings of ``G v_j`` (``beta_{j-1}``, or the
     thick-restart arrow) are removed first. Until the first restart the basis is only kept
@@ -879,11 +897,11 @@ def _largest_eigenvalue(
         if j >= size:
             return top, True, steps
         error = _top_value_error(values, np.abs(beta * vectors[j - 1]))
-        if error <= 2 * tol * top:
+        target = max(2 * tol * top, floor)
+        if error <= target:
             return top, True, steps
         # The next check where the error's recent geometric decay predicts convergence (a check
         # costs less than a product, but a dense one O(j^3)), at most steps / 8 later.
-        target = 2 * tol * top
         decay = math.log(last_error / error) / (steps - last_step) if 0 < error < last_error else 0.0
         wait = math.log(error / target) / decay if decay > 0 and target > 0 else math.inf
         next_check = steps + max(1 if cheap else 2, int(min(0.8 * wait, max(2, steps // 8))))
@@ -948,8 +966,28 @@ def lanczos_norm(
     limit = 100 * capacity if max_steps is None else max_steps
     random_vector = _random_vectors(dtype, seed)
     start = random_vector(size)
-    value, converged, steps = _largest_eigenvalue(gram, start, tol, capacity, limit, random_vector)
+    # The Gram products round at about eps * ||A||^2 (see `_rounding_floor`).
+    bound = _norm_bound(linear_map) if max_steps is None else 0.0
+    floor = _FLOOR_EPSILONS * float(np.finfo(dtype).eps) * bound**2
+    value, converged, steps = _largest_eigenvalue(gram, start, tol, capacity, limit, random_vector, floor)
     return math.sqrt(value), converged, steps
+
+
+def _rounding_floor(linear_map: LinearMap) -> float:
+    """The products' rounding: `_FLOOR_EPSILONS` epsilons of the work dtype times `_norm_bound`.
+
+    Rounding makes each product wrong by about ``eps * ||A||`` (for a sum, the norms of its
+    parts: ``(A + B) - (B + A)`` is exactly zero but computes to 1e-14), so no singular value
+    below that level can be resolved, however long the iteration.
+    """
+    return _FLOOR_EPSILONS * float(np.finfo(_work_dtype(linear_map.dtype)).eps) * _norm_bound(linear_map)
+
+
+def _norm_bound(linear_map: LinearMap) -> float:
+    """A proven bound of the spectral norm (`upper_bound`, or the map's own `upper`), else 0."""
+    if linear_map.layer is not None:
+        return upper_bound(linear_map.layer)
+    return linear_map.upper() if linear_map.upper is not None else 0.0
 
 
 # -- dense ---------------------------------------------------------------------------------------------
