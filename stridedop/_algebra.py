@@ -444,7 +444,11 @@ class SumOperator(BaseOperator):
         return SumOperator([(c, part.transpose()) for c, part in self.terms])
 
     def _product(self, batch: np.ndarray) -> np.ndarray:
-        out = np.zeros((batch.shape[0], *self.output_shape), dtype=np.result_type(self.dtype, batch.dtype))
+        dtype = np.result_type(self.dtype, batch.dtype)
+        # Each part computes in the sum's dtype: a bool part applied to a bool batch would
+        # saturate (True + True is True) where the sum's matrix counts.
+        batch = batch.astype(dtype, copy=False)
+        out = np.zeros((batch.shape[0], *self.output_shape), dtype=dtype)
         for coefficient, part in self.terms:
             out += coefficient * part.apply(batch)
         return out

@@ -186,6 +186,18 @@ def test_numbers_that_are_not_numpy_scalars_do_not_scale(scalar):
             scalar * operator
 
 
+def test_a_lazy_sum_of_bool_operators_applies_its_matrix():
+    a = stridedop.ConvOperator(np.array([1, 1, 0], bool).reshape(3, 1, 1), (6, 1), padding="same")
+    b = stridedop.ConvOperator(np.ones((2, 1, 1), bool), (6, 1), padding="same", padding_mode="reflect")
+    total = a + b
+    assert isinstance(total, SumOperator)
+    x = np.array([1, 1, 0, 1, 1, 1], bool).reshape(6, 1)
+    result = total @ x
+    assert result.dtype == total.dtype
+    np.testing.assert_array_equal(result.reshape(-1), total.to_matrix() @ x.reshape(-1))
+    np.testing.assert_array_equal((total.H @ result).reshape(-1), total.to_matrix().T @ result.reshape(-1))
+
+
 def test_float16_sums_and_products_export_to_sparse_as_float32():
     a = stridedop.ConvOperator(np.ones((3, 1, 1), np.float16), (6, 1), padding="same")
     for operator in (a + a.H, a @ a, a.H @ a + a):
