@@ -129,6 +129,12 @@ class BaseOperator:
                     f"from the left operator's input_shape {self.input_shape}"
                 )
             return self._composed_with(other)
+        if hasattr(other, "matvec") or hasattr(other, "tocsr"):  # SciPy's LinearOperator, sparse
+            raise TypeError(
+                f"`@` composes stridedop operators and applies them to arrays, not to a "
+                f"{type(other).__name__}: compose in SciPy with `op.aslinearoperator() @ other`, or "
+                "apply the operator to a dense array"
+            )
         return self.apply(other)
 
     def __mul__(self, scalar: Any) -> BaseOperator:

@@ -198,6 +198,20 @@ def test_a_lazy_sum_of_bool_operators_applies_its_matrix():
     np.testing.assert_array_equal((total.H @ result).reshape(-1), total.to_matrix().T @ result.reshape(-1))
 
 
+def test_scipy_operands_of_matmul_get_a_hint():
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    from scipy.sparse.linalg import aslinearoperator
+
+    op = _op(1, padding="same")
+    identity = np.eye(op.matrix_shape[1])
+    for other in (aslinearoperator(identity), scipy_sparse.csr_array(identity)):
+        with pytest.raises(TypeError, match=r"op.aslinearoperator\(\) @ other"):
+            op @ other
+    composed = op.aslinearoperator() @ aslinearoperator(identity)
+    x = np.ones(op.matrix_shape[1])
+    np.testing.assert_allclose(composed @ x, op.matvec(x))
+
+
 def test_float16_sums_and_products_export_to_sparse_as_float32():
     a = stridedop.ConvOperator(np.ones((3, 1, 1), np.float16), (6, 1), padding="same")
     for operator in (a + a.H, a @ a, a.H @ a + a):
