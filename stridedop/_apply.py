@@ -81,6 +81,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ._buffer import fold_axis
+from ._depthwise import BLAS_DTYPES
 from ._depthwise import depthwise_adjoint as _depthwise_adjoint
 from ._depthwise import depthwise_correlate as _depthwise_taps
 from ._depthwise import depthwise_suits as _depthwise_suits
@@ -101,8 +102,6 @@ _COLUMNS_BYTES = 2**17  # im2col: the columns of one group's block (measured on 
 _IMAGES_BYTES = 2**20  # strided im2col: images within `_COLUMNS_BYTES` go whole, this many bytes a block
 _FEW_CHANNELS = 4  # channels per group up to which stride-1 products go channels-first
 _TAP_GEMM_CHANNELS = 8  # channels per group from which one GEMM per tap beats im2col
-# The dtypes of SciPy's BLAS wrappers, native byte order (a set of dtypes: `dtype.name` costs 2 us)
-_BLAS_DTYPES = frozenset(np.dtype(char) for char in "fdFD")
 _WIDE_BYTES = 16 * 2**20  # largest copy of the input with the taps of one axis as channels
 _WIDE_ROWS = 64  # channels-first tap GEMMs: move taps into channels up to this many rows per tap
 _SCRATCH_BYTES = 16 * 2**20  # work arrays kept per thread for reuse, all purposes together
@@ -519,7 +518,7 @@ def _row_taps_suit(dtype: np.dtype, group_channels: int, group_filters: int, row
     (and 0.48 times im2col's); with 1 or 3 channels 1.3 to 3.4 times.
     """
     dtype = np.dtype(dtype)
-    if dtype not in _BLAS_DTYPES or group_channels < _TAP_GEMM_CHANNELS:
+    if dtype not in BLAS_DTYPES or group_channels < _TAP_GEMM_CHANNELS:
         return False
     if row * dtype.itemsize % _SET_BYTES == 0 and _tap_gemm_layout(dtype, group_channels, group_filters, row):
         return False
@@ -561,7 +560,7 @@ def _tap_gemm_layout(dtype: np.dtype, group_channels: int, group_filters: int, p
     (wants enough work per call, since it makes one call per image, group and tap).
     """
     dtype = np.dtype(dtype)
-    if dtype not in _BLAS_DTYPES or _blas() is None:
+    if dtype not in BLAS_DTYPES or _blas() is None:
         return None
     if group_channels < _TAP_GEMM_CHANNELS or group_filters < _FEW_CHANNELS:
         return None

@@ -40,13 +40,15 @@ from numpy.lib.stride_tricks import as_strided
 
 from ._geometry import Axis, flat_grid
 
-__all__ = ["depthwise_adjoint", "depthwise_correlate", "depthwise_suits"]
+__all__ = ["BLAS_DTYPES", "depthwise_adjoint", "depthwise_correlate", "depthwise_suits"]
 
 _COLUMNS_BYTES = 2**22  # channels-first, BLAS dtypes: work arrays per block (fewer calls: faster)
 _BLOCK_BYTES = 2**20  # channels-first: rows per block (fewer, larger calls measured faster); tile bound
 _TILE_ENTRIES = 2**13  # channels-last: entries per block, the width of the tiled kernel
 _SHORT_ROWS = 384  # channels-first einsum products: fewest outputs per row on the grid
-_BLAS_CHARS = "fdFD"  # float32, float64, complex64, complex128: `numpy.matmul` runs BLAS for these
+# float32, float64, complex64, complex128 in native byte order: `numpy.matmul` and SciPy's GEMM run
+# BLAS for these (`_apply` shares the set)
+BLAS_DTYPES = frozenset(np.dtype(char) for char in "fdFD")
 _LABELS = "abdefghiklmnopqstuvwxy"  # einsum labels of the tap axes ("c", "j", "r", "z" are taken)
 
 Scratch = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
@@ -70,7 +72,7 @@ def depthwise_suits(
     dtype = np.dtype(dtype)
     if not (groups > 1 and kernel.shape[-2] == 1 and kernel.shape[-1] == groups and dtype.kind in "iufc"):
         return False
-    if not (channels_first and axes) or (dtype.char in _BLAS_CHARS and dtype.isnative):
+    if not (channels_first and axes) or dtype in BLAS_DTYPES:
         return True
     padded = tuple(axis.output + axis.extent - 1 for axis in axes)
     return math.prod(padded) - _grid(padded, axes)[1] >= _SHORT_ROWS
@@ -243,7 +245,7 @@ def _by_rows(
     # `_by_row_gemms`: entries per row its products cover (the forward: every output's taps).
     outer, last = math.prod(kernel.shape[: n - 1]), kernel.shape[n - 1]
     covered = length + reach - (last - 1) * strides[-1] if crop is not None else pixels
-    if dtype.char in _BLAS_CHARS and dtype.isnative and (outer + last) * covered * item <= _COLUMNS_BYTES:
+    if dtype in BLAS_DTYPES and (outer + last) * covered * item <= _COLUMNS_BYTES:
         return _by_row_gemms(kernel, strides, source, batch_channels, crop, padded, covered)
     # Per product, per axis: (its taps, how many, their stride in entries, the first one's offset).
     parts: list[list[tuple[slice, int, int, int]]] = [[]]

@@ -511,7 +511,7 @@ def force_adjoint(monkeypatch, strategy):
 
     def forced(kernel, axes, groups, dtype, channels_first, nbytes):
         strided = any(axis.stride > 1 for axis in axes)
-        blas = groups == 1 and np.dtype(dtype) in _apply._BLAS_DTYPES and _apply._blas() is not None
+        blas = groups == 1 and np.dtype(dtype) in _apply.BLAS_DTYPES and _apply._blas() is not None
         applies = {
             "tap gemm": blas,
             "taps as channels": blas and axes[-1].stride == 1,
