@@ -57,8 +57,8 @@ of the padded input, so on a grid holding `y` every tap writes one shifted stret
 With strides the phases are then written back into the padded input.
 
 Memory: every strategy works in blocks of about `_BLOCK_BYTES`; besides the input and the output
-it holds a padded copy of one of them. Work arrays up to `_SCRATCH_BYTES` in all are kept per
-thread and reused (`_scratch`): fresh pages cost more than the products for small layers.
+it holds a padded copy of one of them. Work arrays up to `SCRATCH_BYTES` in all are kept per
+thread and reused (`_memory.scratch`): fresh pages cost more than the products for small layers.
 
 Circular padding by more than the input's size, or with a dilated kernel wider than the input,
 is laid out near the input (`_circular_axis`): the padded input stays within about twice the
@@ -86,7 +86,7 @@ from ._depthwise import depthwise_adjoint as _depthwise_adjoint
 from ._depthwise import depthwise_correlate as _depthwise_taps
 from ._depthwise import depthwise_suits as _depthwise_suits
 from ._geometry import Axis, Geometry, flat_grid
-from ._memory import INTP_MAX
+from ._memory import INTP_MAX, scratch
 from ._modes import pad, pad_adjoint
 
 __all__ = ["METHODS", "convolve", "convolve_adjoint", "resolve_method"]
@@ -104,36 +104,10 @@ _FEW_CHANNELS = 4  # channels per group up to which stride-1 products go channel
 _TAP_GEMM_CHANNELS = 8  # channels per group from which one GEMM per tap beats im2col
 _WIDE_BYTES = 16 * 2**20  # largest copy of the input with the taps of one axis as channels
 _WIDE_ROWS = 64  # channels-first tap GEMMs: move taps into channels up to this many rows per tap
-_SCRATCH_BYTES = 16 * 2**20  # work arrays kept per thread for reuse, all purposes together
 _SHORT_RUN = 64  # entries: zeroing runs this short one by one costs more than zeroing everything
 _PIXELS_BYTES = 2**15  # channels-first 1x1 products: input of one image a block of pixels reads
 _TILE_BYTES = 2**15  # transposing copies: the part of each image one tile reads (the L1 cache)
 _TILE_BATCH = 4  # ... for batches of at least this many images (fewer pay more in calls than they save)
-
-_local = threading.local()
-
-
-def _scratch(purpose: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """An uninitialised work array, reused across calls in this thread when it is small enough.
-
-    Fresh large allocations come from the system as new pages, each zeroed on its first touch;
-    on a machine where other work frees memory in between, that costs more than the products
-    themselves for the layers of a network. The few work arrays of one call have distinct
-    `purpose` names; none of them is ever returned to the caller. At most `_SCRATCH_BYTES` stay
-    allocated per thread; beyond that the array is a fresh one.
-    """
-    dtype = np.dtype(dtype)
-    nbytes = math.prod(shape) * dtype.itemsize
-    buffers = getattr(_local, "buffers", None)
-    if buffers is None:
-        buffers = _local.buffers = {}
-    buffer = buffers.get(purpose)
-    if buffer is None or buffer.nbytes < nbytes:
-        held = sum(kept.nbytes for name, kept in buffers.items() if name != purpose)
-        if held + nbytes > _SCRATCH_BYTES:
-            return np.empty(shape, dtype=dtype)
-        buffer = buffers[purpose] = np.empty(max(nbytes, 4096) // 16 + 1, dtype=np.complex128).view(np.uint8)
-    return buffer[:nbytes].view(dtype).reshape(shape)
 
 
 # -- the planner ----------------------------------------------------------------------------------
@@ -237,6 +211,25 @@ def _circular_layout(axis: Axis) -> tuple[Axis, bool]:
     return Axis(axis.size, axis.size, stride, 1, 0, (axis.output - 1) * stride), True
 
 
+def _per_geometry(function: Callable[[Geometry], Any]) -> Callable[[Geometry], Any]:
+    """`function` of a geometry, computed once per geometry and kept in its instance dict.
+
+    A geometry is immutable, and its own derived values are cached properties kept there too;
+    these are the ones the products need on every call (a few microseconds of Python each).
+    """
+    name = f"_cached{function.__name__}"
+
+    @functools.wraps(function)
+    def cached(geometry: Geometry) -> Any:
+        fields = geometry.__dict__
+        if name not in fields:
+            fields[name] = function(geometry)  # (frozen: written straight into the dict)
+        return fields[name]
+
+    return cached
+
+
+@_per_geometry
 def _direct_axes(geometry: Geometry) -> tuple[Axis, ...]:
     """The axes the direct strategies pad and slide over (circular ones kept near the input).
 
@@ -268,16 +261,23 @@ def _fold_circular(
 
 def _spatial_pads(geometry: Geometry, channels_first: bool) -> list[tuple[int, int]]:
     """``(lo, hi)`` for every axis of a batch: the spatial ones, none on batch and channels."""
-    spatial = [(axis.lo, axis.hi) for axis in _direct_axes(geometry)]
-    return [(0, 0), (0, 0), *spatial] if channels_first else [(0, 0), *spatial, (0, 0)]
+    return list(_batch_pads(geometry)[channels_first])
+
+
+@_per_geometry
+def _batch_pads(geometry: Geometry) -> tuple[Any, ...]:
+    """`_spatial_pads` channels-last and channels-first, and whether anything is padded."""
+    spatial = tuple((axis.lo, axis.hi) for axis in _direct_axes(geometry))
+    padded = any(lo or hi for lo, hi in spatial)
+    return ((0, 0), *spatial, (0, 0)), ((0, 0), (0, 0), *spatial), padded
 
 
 def _pad(x: np.ndarray, geometry: Geometry, channels_first: bool) -> np.ndarray:
     """Pad the spatial axes of a batch the way the geometry's padding mode says."""
-    pads = _spatial_pads(geometry, channels_first)
-    if not any(lo or hi for lo, hi in pads):
+    *pads, padded = _batch_pads(geometry)
+    if not padded:
         return _contiguous(x, 2 if channels_first else 1)
-    return pad(x, pads, geometry.mode)
+    return pad(x, list(pads[channels_first]), geometry.mode)
 
 
 def _unpad(xp: np.ndarray, geometry: Geometry, channels_first: bool) -> np.ndarray:
@@ -384,6 +384,7 @@ def _by_fft(
 Trimmed = tuple[Geometry | None, tuple[slice, ...], tuple[slice, ...]]
 
 
+@_per_geometry
 def _trimmed(geometry: Geometry) -> Trimmed | None:
     """The outputs whose windows reach the input, as a geometry of their own; None if they all do.
 
@@ -539,7 +540,7 @@ def _row_taps(kernel: np.ndarray, axis: Axis, groups: int, xp: np.ndarray) -> np
     grouped = xp.reshape(batch, groups, cg, xp.shape[-1])
     out = np.empty((batch, groups, fg, output), dtype=xp.dtype)
     images = max(1, _BLOCK_BYTES // (fg * output * xp.itemsize))
-    term = _scratch("tap term", (min(images, batch), fg, output), xp.dtype)
+    term = scratch("tap term", (min(images, batch), fg, output), xp.dtype)
     for b in range(0, batch, images):
         source, target = grouped[b : b + images], out[b : b + images]
         part = term[: len(source)]
@@ -603,7 +604,7 @@ def _products(shape: tuple[int, ...], dtype: np.dtype, final: bool) -> np.ndarra
     The products are `final` when every grid position is an output (`_every_position`), in the
     result's layout.
     """
-    return np.empty(shape, dtype=dtype) if final else _scratch("grid", shape, dtype)
+    return np.empty(shape, dtype=dtype) if final else scratch("grid", shape, dtype)
 
 
 def _every_position(axes: tuple[Axis, ...], padded: tuple[int, ...]) -> bool:
@@ -638,7 +639,7 @@ def _tap_gemm(
     if groups == 1:
         sources = flat[None]
     else:
-        sources = _scratch("sources", (groups, len(flat), cg), dtype)
+        sources = scratch("sources", (groups, len(flat), cg), dtype)
         np.copyto(sources, flat.reshape(-1, groups, cg).transpose(1, 0, 2))
     # (*k, Cg, G * Fg) -> (G, taps, Cg, Fg), each (Cg, Fg) matrix C-ordered.
     weights = kernel.reshape(len(shifts), cg, groups, fg).transpose(2, 0, 1, 3)
@@ -718,7 +719,7 @@ def _tap_gemm_first(
         lead = reach if extended is not None and every else 0
         laid_out = xp if extended is None or not lead else extended[reach : reach + size]
         source = laid_out.reshape(rows, pixels)
-        flat = _scratch("flat", (lead + rows * pitch + reach,), dtype)
+        flat = scratch("flat", (lead + rows * pitch + reach,), dtype)
         flat[:lead] = 0
         laid = flat[lead : lead + rows * pitch].reshape(rows, pitch)
         laid[:, :pixels] = source
@@ -780,10 +781,10 @@ def _flat_im2col(
     weights = _moveaxis(weights, n + 1, 0)  # (G, *k, Cg, Fg)
     if channels_first:
         weights = np.ascontiguousarray(_moveaxis(weights, -1, 1)).reshape(groups, group_filters, rows)
-        buffer = _scratch("columns", (groups, *taps_shape, group_channels, block), dtype)
+        buffer = scratch("columns", (groups, *taps_shape, group_channels, block), dtype)
     else:
         weights = np.ascontiguousarray(weights).reshape(groups, rows, group_filters)
-        buffer = _scratch("columns", (groups, block, *taps_shape, group_channels), dtype)
+        buffer = scratch("columns", (groups, block, *taps_shape, group_channels), dtype)
 
     out_first = channels_first if out_first is None else out_first
     final = extended is not None and _every_position(axes, padded)
@@ -853,13 +854,13 @@ def _taps_as_channels(
         shape = (batch, groups, cg, last.kernel, *spatial, outputs)
         source = xp.reshape(batch, groups, cg, 1, *xp.shape[2:])
         _, reach = flat_grid((*spatial, outputs), _wide_axes(axes))
-        extended = _scratch("taps", (math.prod(shape) + reach,), xp.dtype)
+        extended = scratch("taps", (math.prod(shape) + reach,), xp.dtype)
         extended[math.prod(shape) :] = 0
         wide = extended[: math.prod(shape)].reshape(shape)
     else:
         shape = (batch, *spatial, outputs, groups, cg, last.kernel)
         source = xp.reshape(*xp.shape[:-1], groups, cg, 1)
-        wide = _scratch("taps", shape, xp.dtype)  # never returned: the products read it
+        wide = scratch("taps", shape, xp.dtype)  # never returned: the products read it
     axis = -1 if channels_first else n
     for r in range(last.kernel):
         start = r * last.dilation
@@ -1057,7 +1058,7 @@ def _strided_im2col(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, xp:
     weights = kernel.reshape(taps * cg, groups, fg).transpose(1, 0, 2)  # (G, taps * Cg, Fg)
     out = np.empty((batch, *outputs, groups, fg), dtype=xp.dtype)
     images, rows_per_block = _strided_blocks(outputs, taps * cg * xp.itemsize)
-    columns = _scratch("columns", (images * rows_per_block * math.prod(windows.shape[2:]),), xp.dtype)
+    columns = scratch("columns", (images * rows_per_block * math.prod(windows.shape[2:]),), xp.dtype)
     for b in range(0, batch, images):
         for start in range(0, outputs[0], rows_per_block):
             stop = min(start + rows_per_block, outputs[0])
@@ -1102,7 +1103,7 @@ def _strided_im2col_first(
     out = np.empty((batch, groups, fg, *outputs), dtype=xp.dtype)
     row_pixels = math.prod(outputs[1:])
     images, rows_per_block = _strided_blocks(outputs, taps * cg * xp.itemsize)
-    columns = _scratch("columns", (images * groups * cg * taps * rows_per_block * row_pixels,), xp.dtype)
+    columns = scratch("columns", (images * groups * cg * taps * rows_per_block * row_pixels,), xp.dtype)
     rest = (slice(None),) * (n - 1)  # the output axes after the first
     for b in range(0, batch, images):
         for start in range(0, outputs[0], rows_per_block):
@@ -1179,7 +1180,7 @@ def _transposed_stride1(
     moved = not channels_first and _moves_to_first(swapped, grid, groups, y)
     if moved:  # pad straight into the channels-first form the products run in
         y, pads = _moveaxis(y, -1, 1), [(0, 0), (0, 0), *spatial]
-    padded = _scratch("padded", tuple(size + lo + hi for size, (lo, hi) in zip(y.shape, pads)), y.dtype)
+    padded = scratch("padded", tuple(size + lo + hi for size, (lo, hi) in zip(y.shape, pads)), y.dtype)
     padded.fill(0)
     corner = tuple(slice(lo, lo + size) for size, (lo, _) in zip(y.shape, pads))
     _copy_tiled(padded[corner], y, 2 if channels_first or moved else 1)
@@ -1225,7 +1226,7 @@ def _look_back_buffer(
     batch, channels = y.shape[0], (y.shape[1] if channels_first else y.shape[-1])
     shape = (batch, channels, *padded) if channels_first else (batch, *padded, channels)
     lead = reach if channels_first else reach * channels
-    extended = _scratch("padded", (lead + math.prod(shape),), y.dtype)
+    extended = scratch("padded", (lead + math.prod(shape),), y.dtype)
     extended[:lead] = 0
     _in_corner(extended[lead:].reshape(shape), y, 2 if channels_first else 1, len(axes))
     return extended, extended[: math.prod(shape)].reshape(shape)
@@ -1324,7 +1325,7 @@ def _adjoint_taps_as_channels(
     wide = wide.reshape(*wide.shape[:-1], channels, last.kernel)
     shape = (*wide.shape[:-3], last.size + last.lo + last.hi, channels)
     final = not channels_first and all(axis.lo == axis.hi == 0 for axis in axes)
-    xp = np.empty(shape, y.dtype) if final else _scratch("wide", shape, y.dtype)
+    xp = np.empty(shape, y.dtype) if final else scratch("wide", shape, y.dtype)
     xp[..., : last.output, :] = wide[..., 0]  # the first tap, then the others added
     xp[..., last.output :, :] = 0
     for r in range(1, last.kernel):
@@ -1371,7 +1372,7 @@ def _on_grid(y: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
     Each image sits in the leading corner of its ``(*shape, F)`` block of a reused work array.
     """
-    grid = _scratch("grid", (y.shape[0], *shape, y.shape[-1]), y.dtype)
+    grid = scratch("grid", (y.shape[0], *shape, y.shape[-1]), y.dtype)
     _in_corner(grid, y, 1, len(shape))
     return grid.reshape(-1, y.shape[-1])
 
@@ -1408,7 +1409,7 @@ def _from_phases(
         crop = phased[0][(Ellipsis,) + tuple(slice(0, size) for size in padded)]
         return crop if channels_first else _moveaxis(crop, 1, -1)
     shape = (batch, channels, *padded) if channels_first else (batch, *padded, channels)
-    xp = _scratch("phases", shape, phased.dtype)
+    xp = scratch("phases", shape, phased.dtype)
     xp.fill(0)  # positions no tap reaches: phases without taps, rows past the last window
     grid = phased.shape[3:]
     for number, phase in enumerate(phases):
@@ -1443,7 +1444,7 @@ def _adjoint_by_scatter(
     total = batch * math.prod(shape)
     # The grid in y's layout (no transposing copy): the GEMM reads either as (G, Fg, pixels).
     if channels_first:
-        grid = _scratch("grid", (groups, fg, batch, *shape), dtype)
+        grid = scratch("grid", (groups, fg, batch, *shape), dtype)
         placed = y.reshape(batch, groups, fg, *outputs).transpose(1, 2, 0, *range(3, 3 + len(axes)))
         _in_corner(grid, placed, 3, len(axes))
         flat = grid.reshape(groups, fg, total)
@@ -1452,11 +1453,11 @@ def _adjoint_by_scatter(
     # (*k, Cg, G * Fg) -> (G, taps * Cg, Fg)
     weights = np.ascontiguousarray(_moveaxis(kernel.reshape(taps, cg, groups, fg), 2, 0))
     weights = weights.reshape(groups, taps * cg, fg)
-    phased = _scratch("scatter", (len(phases), groups, cg, total), dtype)
+    phased = scratch("scatter", (len(phases), groups, cg, total), dtype)
     phased.fill(0)
     length = total - max(shifts)
     block = min(length, max(256, 4 * _BLOCK_BYTES // (groups * taps * cg * dtype.itemsize)))
-    buffer = _scratch("products", (groups, taps * cg, block), dtype)
+    buffer = scratch("products", (groups, taps * cg, block), dtype)
     for start in range(0, length, block):
         stop = min(start + block, length)
         products = np.matmul(weights, flat[:, :, start:stop], out=buffer[:, :, : stop - start])
@@ -1495,7 +1496,7 @@ def _adjoint_by_tap_gemm(
         stretches = [(0, flat[: total - max(shifts)])]
     # (*k, C, F) -> (taps, F, C): each tap's K[r]^T C-ordered, so that its .T is K[r] for BLAS.
     weights = np.ascontiguousarray(kernel.reshape(len(shifts), channels, filters).transpose(0, 2, 1))
-    phased = _scratch("scatter", (len(phases), total, channels), dtype)
+    phased = scratch("scatter", (len(phases), total, channels), dtype)
     # With one phase, the first tap (shift 0) writes where the block's GEMMs start and the other
     # taps add: blocks run last to first, so that no later block has added there before. Only
     # what lies past each stretch is zeroed. With several phases every GEMM adds onto zeros.
@@ -1546,7 +1547,7 @@ def _adjoint_polyphase(kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, 
     n = len(axes)
     batch, channels = y.shape[0], groups * kernel.shape[-2]
     padded = tuple(axis.size + axis.lo + axis.hi for axis in axes)
-    xp = _scratch("polyphase", (batch, *padded, channels), y.dtype)
+    xp = scratch("polyphase", (batch, *padded, channels), y.dtype)
     xp.fill(0)
     # Padded positions p < P fall in phases p mod s: no more than P of them, whatever the stride.
     phases = [range(min(axis.stride, size)) for axis, size in zip(axes, padded)]

@@ -25,20 +25,21 @@ image, the zeros after one image's last output row are the padding before the ne
 first one, so ``y`` is embedded once (after ``reach`` zeros) and the products land on the
 padded input itself: nothing is cropped.
 
-Work arrays come from `_apply._scratch`; channels-first blocks are whole images or channels of one
+Work arrays come from `_memory.scratch`; channels-first blocks are whole images or channels of one
 image, about `_COLUMNS_BYTES` of shifted rows and products or `_BLOCK_BYTES` of einsum rows.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from ._geometry import Axis, flat_grid
+from ._memory import scratch
 
 __all__ = ["BLAS_DTYPES", "depthwise_adjoint", "depthwise_correlate", "depthwise_suits"]
 
@@ -50,8 +51,6 @@ _SHORT_ROWS = 384  # channels-first einsum products: fewest outputs per row on t
 # BLAS for these (`_apply` shares the set)
 BLAS_DTYPES = frozenset(np.dtype(char) for char in "fdFD")
 _LABELS = "abdefghiklmnopqstuvwxy"  # einsum labels of the tap axes ("c", "j", "r", "z" are taken)
-
-Scratch = Callable[[str, tuple[int, ...], np.dtype], np.ndarray]
 
 
 def depthwise_suits(
@@ -76,12 +75,6 @@ def depthwise_suits(
         return True
     padded = tuple(axis.output + axis.extent - 1 for axis in axes)
     return math.prod(padded) - _grid(padded, axes)[1] >= _SHORT_ROWS
-
-
-def _scratch() -> Scratch:
-    from ._apply import _scratch as scratch  # the work arrays the other strategies share
-
-    return scratch
 
 
 def _grid(padded: tuple[int, ...], axes: tuple[Axis, ...]) -> tuple[list[int], int]:
@@ -161,7 +154,7 @@ def _interleaved(kernel: np.ndarray, strides: list[int], source: np.ndarray, tar
     # A block of at least one pixel; the tile stays cache-sized whatever the number of taps.
     entries = min(_TILE_ENTRIES, _BLOCK_BYTES // (math.prod(taps_shape) * item))
     nb = min(max(1, entries // channels) * channels, length)
-    tiled = _scratch()("tile", (*taps_shape, -(-nb // channels), channels), source.dtype)
+    tiled = scratch("tile", (*taps_shape, -(-nb // channels), channels), source.dtype)
     np.copyto(tiled, kernel[..., None, :])
     tile = tiled.reshape(*taps_shape, -1)[..., :nb]
     tap_strides = tuple(stride * channels * item for stride in strides)
@@ -169,11 +162,12 @@ def _interleaved(kernel: np.ndarray, strides: list[int], source: np.ndarray, tar
     for start, count, width in ((0, blocks, nb), (blocks * nb, 1, length - blocks * nb)):
         if count == 0 or width == 0:
             continue
-        windows = as_strided(
-            source[start:],
-            shape=(count, *taps_shape, width),
+        windows = np.ndarray(  # (bounds checked by `numpy.ndarray`)
+            (count, *taps_shape, width),
+            dtype=source.dtype,
+            buffer=source,
+            offset=start * item,
             strides=(nb * item, *tap_strides, item),
-            writeable=False,
         )
         products = target[start : start + count * width].reshape(count, width)
         np.einsum(f"n{taps}j,{taps}j->nj", windows, tile[..., :width], out=products)
@@ -195,7 +189,7 @@ def _output_rows(kernel: np.ndarray, axes: tuple[Axis, ...], xp: np.ndarray) -> 
     row = outputs[-1] * channels
     entries = min(_TILE_ENTRIES, _BLOCK_BYTES // (math.prod(taps_shape) * item))
     nb = min(row, max(1, entries // channels) * channels)  # entries per block of a row
-    tiled = _scratch()("tile", (*taps_shape, -(-nb // channels), channels), xp.dtype)
+    tiled = scratch("tile", (*taps_shape, -(-nb // channels), channels), xp.dtype)
     np.copyto(tiled, kernel[..., None, :])
     tile = tiled.reshape(*taps_shape, -1)[..., :nb]
     out = np.empty((batch, *outputs, channels), dtype=xp.dtype)
@@ -206,11 +200,12 @@ def _output_rows(kernel: np.ndarray, axes: tuple[Axis, ...], xp: np.ndarray) -> 
     for start, count, width in ((0, blocks, nb), (blocks * nb, 1, row - blocks * nb)):
         if count == 0 or width == 0:
             continue
-        windows = as_strided(
-            xp.reshape(-1)[start:],
-            shape=(batch, *outputs[:-1], count, *taps_shape, width),
+        windows = np.ndarray(  # (bounds checked by `numpy.ndarray`)
+            (batch, *outputs[:-1], count, *taps_shape, width),
+            dtype=xp.dtype,
+            buffer=xp,
+            offset=start * item,
             strides=(math.prod(padded) * channels * item, *steps[:-1], nb * item, *tap_strides, item),
-            writeable=False,
         )
         target = rows[..., start : start + count * width].reshape(batch, *outputs[:-1], count, width)
         np.einsum(f"z{leading}n{taps}j,{taps}j->z{leading}nj", windows, tile[..., :width], out=target)
@@ -263,7 +258,7 @@ def _by_rows(
     out = np.empty((batch, channels, *spatial), dtype=dtype)
     images, width = _block(batch, channels, _BLOCK_BYTES // (pixels * item))
     extra = len(parts) - (crop is None)  # work arrays: every product but the first straight into `out`
-    sums = _scratch()("grid", (extra, images * width * pixels), dtype) if extra else None
+    sums = scratch("grid", (extra, images * width * pixels), dtype) if extra else None
     if sums is not None and crop is not None:
         # Past each row's outputs: added up whole (a strided add of the outputs alone runs about 3x
         # slower, measured), never read.
@@ -308,6 +303,13 @@ def _blocks(batch: int, channels: int, images: int, width: int) -> Iterator[tupl
             yield first, min(first + images, batch), low, min(low + width, channels)
 
 
+@functools.lru_cache(maxsize=64)
+def _flat_offsets(taps_shape: tuple[int, ...], strides: tuple[int, ...]) -> tuple[int, ...]:
+    """Flat offset of every tap of `taps_shape` on a grid with these tap `strides`, in the kernel's order."""
+    taps = itertools.product(*(range(k) for k in taps_shape))
+    return tuple(sum(tap * stride for tap, stride in zip(tap_index, strides)) for tap_index in taps)
+
+
 def _by_row_gemms(
     kernel: np.ndarray,
     strides: list[int],
@@ -339,15 +341,14 @@ def _by_row_gemms(
     dtype, item, n = source.dtype, source.itemsize, len(strides)
     taps_shape, pixels = kernel.shape[:n], math.prod(padded)
     outer, last = math.prod(taps_shape[:-1]), taps_shape[-1]
-    taps_before = itertools.product(*(range(k) for k in taps_shape[:-1]))  # in the kernel's order
-    offsets = [sum(tap * stride for tap, stride in zip(taps, strides)) for taps in taps_before]
+    offsets = _flat_offsets(taps_shape[:-1], tuple(strides[:-1]))
     weights = kernel.reshape(-1, channels).T.copy().reshape(channels, outer, last)
     spatial = padded if crop is None else tuple(axis.stop for axis in crop)
     out = np.empty((batch, channels, *spatial), dtype=dtype)
     images, width = _block(batch, channels, _COLUMNS_BYTES // ((outer + last) * width_row * item))
     rows = images * width
-    shifted = _scratch()("columns", (rows, last, width_row), dtype)
-    products = _scratch()("grid", (outer, rows, width_row), dtype)
+    shifted = scratch("columns", (rows, last, width_row), dtype)
+    products = scratch("grid", (outer, rows, width_row), dtype)
     steps = [math.prod(padded[i + 1 :]) * item for i in range(n)]
     for first, high_image, low, high in _blocks(batch, channels, images, width):
         shape, count = (high_image - first, high - low), (high_image - first) * (high - low)

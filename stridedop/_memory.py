@@ -1,10 +1,11 @@
-"""Memory queries and the size guards used before anything large is allocated."""
+"""Memory queries, the size guards used before anything large is allocated, and work arrays."""
 
 from __future__ import annotations
 
 import contextlib
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -17,6 +18,7 @@ __all__ = [
     "format_bytes",
     "memory_limits",
     "refused_allocation",
+    "scratch",
 ]
 
 INTP_MAX = int(np.iinfo(np.intp).max)
@@ -196,18 +198,49 @@ class DescribedMemoryError(MemoryError):
     """A `MemoryError` whose message already gives the sizes and the alternatives."""
 
 
-@contextlib.contextmanager
-def refused_allocation(message: Callable[[], str]) -> Iterator[None]:
+class refused_allocation(contextlib.AbstractContextManager[None]):  # noqa: N801 (a context, named as one)
     """Turn a `MemoryError` raised by the allocations inside into one with ``message()``.
 
     The guards compare sizes with `available_memory` before allocating, but the system may still
     refuse (other processes, overcommit rules, fragmentation); the user then gets the same
-    descriptive message instead of NumPy's bare "Unable to allocate".
+    descriptive message instead of NumPy's bare "Unable to allocate". A plain class, not a
+    `contextlib.contextmanager` generator: every product enters one, and this costs a fifth.
     """
-    try:
-        yield
-    except DescribedMemoryError:
-        raise
-    except MemoryError as error:
-        detail = f": {error}" if str(error) else ""
-        raise DescribedMemoryError(f"{message()} (the allocation was refused{detail})") from None
+
+    __slots__ = ("_message",)
+
+    def __init__(self, message: Callable[[], str]) -> None:
+        self._message = message
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> None:
+        if isinstance(error, MemoryError) and not isinstance(error, DescribedMemoryError):
+            detail = f": {error}" if str(error) else ""
+            raise DescribedMemoryError(f"{self._message()} (the allocation was refused{detail})") from None
+
+
+# -- work arrays ----------------------------------------------------------------------------------
+SCRATCH_BYTES = 16 * 2**20  # work arrays kept per thread for reuse, all purposes together
+_local = threading.local()
+
+
+def scratch(purpose: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised work array, reused across calls in this thread when it is small enough.
+
+    Fresh large allocations come from the system as new pages, each zeroed on its first touch;
+    on a machine where other work frees memory in between, that costs more than the products
+    themselves for the layers of a network. The few work arrays of one call have distinct
+    `purpose` names; none of them is ever returned to the caller. At most `SCRATCH_BYTES` stay
+    allocated per thread; beyond that the array is a fresh one.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    buffers = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = {}
+    buffer = buffers.get(purpose)
+    if buffer is None or buffer.nbytes < nbytes:
+        held = sum(kept.nbytes for name, kept in buffers.items() if name != purpose)
+        if held + nbytes > SCRATCH_BYTES:
+            return np.empty(shape, dtype=dtype)
+        buffer = buffers[purpose] = np.empty(max(nbytes, 4096) // 16 + 1, dtype=np.complex128).view(np.uint8)
+    return buffer[:nbytes].view(dtype).reshape(shape)
