@@ -75,7 +75,7 @@ import math
 import threading
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -108,6 +108,8 @@ _SHORT_RUN = 64  # entries: zeroing runs this short one by one costs more than z
 _PIXELS_BYTES = 2**15  # channels-first 1x1 products: input of one image a block of pixels reads
 _TILE_BYTES = 2**15  # transposing copies: the part of each image one tile reads (the L1 cache)
 _TILE_BATCH = 4  # ... for batches of at least this many images (fewer pay more in calls than they save)
+
+_Value = TypeVar("_Value")
 
 
 # -- the planner ----------------------------------------------------------------------------------
@@ -211,7 +213,7 @@ def _circular_layout(axis: Axis) -> tuple[Axis, bool]:
     return Axis(axis.size, axis.size, stride, 1, 0, (axis.output - 1) * stride), True
 
 
-def _per_geometry(function: Callable[[Geometry], Any]) -> Callable[[Geometry], Any]:
+def _per_geometry(function: Callable[[Geometry], _Value]) -> Callable[[Geometry], _Value]:
     """`function` of a geometry, computed once per geometry and kept in its instance dict.
 
     A geometry is immutable, and its own derived values are cached properties kept there too;
@@ -220,7 +222,7 @@ def _per_geometry(function: Callable[[Geometry], Any]) -> Callable[[Geometry], A
     name = f"_cached{function.__name__}"
 
     @functools.wraps(function)
-    def cached(geometry: Geometry) -> Any:
+    def cached(geometry: Geometry) -> _Value:
         fields = geometry.__dict__
         if name not in fields:
             fields[name] = function(geometry)  # (frozen: written straight into the dict)
@@ -261,23 +263,29 @@ def _fold_circular(
 
 def _spatial_pads(geometry: Geometry, channels_first: bool) -> list[tuple[int, int]]:
     """``(lo, hi)`` for every axis of a batch: the spatial ones, none on batch and channels."""
-    return list(_batch_pads(geometry)[channels_first])
+    pads = _batch_pads(geometry)
+    return list(pads.first if channels_first else pads.last)
+
+
+class _BatchPads(NamedTuple):
+    last: tuple[tuple[int, int], ...]  # channels-last batch ``(B, *m, C)``
+    first: tuple[tuple[int, int], ...]  # channels-first batch ``(B, C, *m)``
+    padded: bool  # whether any side of any axis is padded
 
 
 @_per_geometry
-def _batch_pads(geometry: Geometry) -> tuple[Any, ...]:
-    """`_spatial_pads` channels-last and channels-first, and whether anything is padded."""
+def _batch_pads(geometry: Geometry) -> _BatchPads:
+    """`_spatial_pads` in both layouts, and whether anything is padded."""
     spatial = tuple((axis.lo, axis.hi) for axis in _direct_axes(geometry))
     padded = any(lo or hi for lo, hi in spatial)
-    return ((0, 0), *spatial, (0, 0)), ((0, 0), (0, 0), *spatial), padded
+    return _BatchPads(((0, 0), *spatial, (0, 0)), ((0, 0), (0, 0), *spatial), padded)
 
 
 def _pad(x: np.ndarray, geometry: Geometry, channels_first: bool) -> np.ndarray:
     """Pad the spatial axes of a batch the way the geometry's padding mode says."""
-    *pads, padded = _batch_pads(geometry)
-    if not padded:
+    if not _batch_pads(geometry).padded:
         return _contiguous(x, 2 if channels_first else 1)
-    return pad(x, list(pads[channels_first]), geometry.mode)
+    return pad(x, _spatial_pads(geometry, channels_first), geometry.mode)
 
 
 def _unpad(xp: np.ndarray, geometry: Geometry, channels_first: bool) -> np.ndarray:
