@@ -237,10 +237,15 @@ def _by_rows(
     strides, reach = _grid(padded, axes)
     # Outputs per row on the grid: the forward's last real output is entry `pixels - reach - 1`.
     length = pixels - reach if crop is not None else pixels
-    # `_by_row_gemms`: entries per row its products cover (the forward: every output's other taps).
-    gemm_axis = 0 if crop is not None else n - 1  # `_by_row_gemms`: the axis whose taps the GEMM takes
+    # `_by_row_gemms`: the axis whose taps the GEMM takes, among those with more than one tap (the
+    # forward's first, the adjoint's last): a GEMM over one tap is a product of inner dimension 1,
+    # which NumPy runs without BLAS (a 1 x 7 kernel, 'same', on 8 x 32 x 32 x 32: 3.4 ms on the
+    # first axis, 1.1 on the last).
+    several = [i for i, axis in enumerate(axes) if axis.kernel > 1] or [n - 1]
+    gemm_axis = several[0] if crop is not None else several[-1]
     gemm_taps = kernel.shape[gemm_axis]
     outer = math.prod(kernel.shape[:n]) // gemm_taps
+    # ... and the entries per row its products cover (the forward: every output's other taps).
     covered = length + reach - (gemm_taps - 1) * strides[gemm_axis] if crop is not None else pixels
     if dtype in BLAS_DTYPES and (outer + gemm_taps) * covered * item <= _COLUMNS_BYTES:
         return _by_row_gemms(kernel, strides, source, batch_channels, crop, padded, covered, gemm_axis)
@@ -330,14 +335,15 @@ def _by_row_gemms(
     ``out[q] = sum_o Z[o, q + off_o]``: flat adds over the block, whose entries past a row's
     outputs mix rows and are never read. The products cover `width_row` entries per row.
 
-    * The forward takes the first axis's taps: its shifts are whole rows of the grid, so the
-      offsets of the adds stay small and so does what the products cover, ``length + max(off_o)``
-      (960 entries per 32 x 32 row for 3x3 where the last axis's taps need 1022: 4% faster on
-      8 x 32 x 32 x 32, 6-8% on smaller images or 5x5 kernels).
-    * The adjoint takes the last axis's and covers whole rows: the last ``reach`` entries of every
-      row of its source are zeros (`depthwise_adjoint`), the taps reaching past a row read only
-      those, and the flat adds read in their place the start of the next row's products, computed
-      from the same zeros; its last add writes straight into the output.
+    * The forward takes the taps of the first axis that has several: its shifts are whole rows of
+      the grid, so the offsets of the adds stay small and so does what the products cover,
+      ``length + max(off_o)`` (960 entries per 32 x 32 row for 3x3 where the last axis's taps need
+      1022: 4% faster on 8 x 32 x 32 x 32, 6-8% on smaller images or 5x5 kernels).
+    * The adjoint takes the taps of the last axis that has several, and covers whole rows: the
+      last ``reach`` entries of every row of its source are zeros (`depthwise_adjoint`), the taps
+      reaching past a row read only those, and the flat adds read in their place the start of the
+      next row's products, computed from the same zeros; its last add writes straight into the
+      output.
 
     A copy of all ``k_o * k_g`` windows with one GEMV per row moves three times the data on a 3x3
     kernel: on 8 x 32 x 32 x 32, 3x3, float32, that is 0.40 ms forward where this was 0.31 (the
@@ -348,30 +354,30 @@ def _by_row_gemms(
     batch, channels = batch_channels
     dtype, item, n = source.dtype, source.itemsize, len(strides)
     taps_shape, pixels = kernel.shape[:n], math.prod(padded)
-    last = taps_shape[gemm_axis]  # the taps of the GEMM
+    gemm_taps = taps_shape[gemm_axis]
     others = taps_shape[:gemm_axis] + taps_shape[gemm_axis + 1 :]
     offsets = _flat_offsets(others, tuple(strides[:gemm_axis] + strides[gemm_axis + 1 :]))
     outer = len(offsets)
     # weights[c, o, g]: the kernel with `gemm_axis` last among the taps, the others in the kernel's order
-    flat_kernel = np.moveaxis(kernel, gemm_axis, n - 1).reshape(outer, last, channels)
+    flat_kernel = np.moveaxis(kernel, gemm_axis, n - 1).reshape(outer, gemm_taps, channels)
     weights = np.ascontiguousarray(flat_kernel.transpose(2, 0, 1))
     spatial = padded if crop is None else tuple(axis.stop for axis in crop)
     out = np.empty((batch, channels, *spatial), dtype=dtype)
-    images, width = _block(batch, channels, _COLUMNS_BYTES // ((outer + last) * width_row * item))
+    images, width = _block(batch, channels, _COLUMNS_BYTES // ((outer + gemm_taps) * width_row * item))
     rows = images * width
-    shifted = scratch("columns", (rows, last, width_row), dtype)
+    shifted = scratch("columns", (rows, gemm_taps, width_row), dtype)
     products = scratch("grid", (outer, rows, width_row), dtype)
     steps = [math.prod(padded[i + 1 :]) * item for i in range(n)]
     for first, high_image, low, high in _blocks(batch, channels, images, width):
         shape, count = (high_image - first, high - low), (high_image - first) * (high - low)
         windows = np.ndarray(  # the row shifted by each tap of `gemm_axis` (bounds checked)
-            (*shape, last, width_row),
+            (*shape, gemm_taps, width_row),
             dtype=dtype,
             buffer=source,
             offset=(first * channels + low) * pixels * item,
             strides=(channels * pixels * item, pixels * item, strides[gemm_axis] * item, item),
         )
-        block = shifted[:count].reshape(*shape, last, width_row)
+        block = shifted[:count].reshape(*shape, gemm_taps, width_row)
         np.copyto(block, windows)
         target = products[:, :count].reshape(outer, *shape, width_row).transpose(1, 2, 0, 3)
         if crop is None and outer == 1:  # (the adjoint of a kernel along `gemm_axis` only)

@@ -140,6 +140,30 @@ def test_row_gemms_in_blocks_of_rows(monkeypatch, name, rows, dtype):
     assert len(used) == 2
 
 
+@pytest.mark.parametrize(
+    ("m", "k", "forward_axis", "adjoint_axis"),
+    [
+        ((6, 9), (1, 3), 1, 1),
+        ((9, 6), (3, 1), 0, 0),
+        ((6, 7), (3, 2), 0, 1),
+        ((4, 5, 6), (1, 3, 3), 1, 2),
+        ((5, 4, 6), (3, 1, 1), 0, 0),
+        ((5, 4, 3), (2, 3, 1), 0, 1),
+        ((4, 5), (1, 1), 1, 1),
+    ],
+)
+def test_row_gemms_take_an_axis_of_several_taps(monkeypatch, m, k, forward_axis, adjoint_axis):
+    # The forward takes the first axis with more than one tap, the adjoint the last (one tap would
+    # make each GEMM a product of inner dimension 1, which NumPy runs without BLAS).
+    axes = []
+    gemms = _depthwise._by_row_gemms
+    monkeypatch.setattr(_depthwise, "_by_row_gemms", lambda *args: axes.append(args[-1]) or gemms(*args))
+    rng = np.random.default_rng(12)
+    op, dense = operator(m, k, 3, {"padding": "same"}, "channels_first", np.float64, rng)
+    check(op, dense, "channels_first", np.float64, rng)
+    assert axes == [forward_axis, adjoint_axis]
+
+
 @pytest.mark.parametrize("mode", list(NUMPY_MODES))
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_every_padding_mode(monkeypatch, mode, layout):
