@@ -217,9 +217,10 @@ def _per_geometry(function: Callable[[Geometry], _Value]) -> Callable[[Geometry]
     """`function` of a geometry, computed once per geometry and kept in its instance dict.
 
     A geometry is immutable, and its own derived values are cached properties kept there too;
-    these are the ones the products need on every call (a few microseconds of Python each).
+    these are the ones the products need on every call (a few microseconds of Python each). Keys
+    start with ``_cached``, which pickles of a geometry leave out (`Geometry.__getstate__`).
     """
-    name = f"_cached{function.__name__}"
+    name = f"_cached {function.__module__}.{function.__qualname__}"
 
     @functools.wraps(function)
     def cached(geometry: Geometry) -> _Value:

@@ -173,7 +173,8 @@ class Axis:
 class Geometry:
     """A fully checked convolution geometry; see `make_geometry`.
 
-    Immutable: the values needed on every build are fields, the rest cached properties.
+    Immutable: the values needed on every build are fields, the rest cached properties; the
+    products keep a few more derived values in the instance dict (`_apply._per_geometry`).
     """
 
     axes: tuple[Axis, ...]
@@ -235,6 +236,11 @@ class Geometry:
 
     def _key(self) -> tuple[Any, ...]:
         return (self.axes, self.channels, self.filters, self.groups, self.mode.name, self.layout)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Values other modules derive and keep in the instance dict (`_apply._per_geometry`) stay
+        # out of pickles: they are recomputed, and a pickle need not name their private types.
+        return {name: value for name, value in self.__dict__.items() if not name.startswith("_cached")}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Geometry) and self._key() == other._key()

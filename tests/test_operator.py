@@ -361,6 +361,20 @@ def test_pickle_stores_kernel_and_geometry_only():
     assert adjoint.input_shape == op.output_shape
 
 
+def test_a_pickled_geometry_leaves_out_what_the_products_cached():
+    # The products keep values derived from a geometry in its instance dict (`_per_geometry`); a
+    # pickle of the geometry (a dask graph ships them) must not carry them or name their types.
+    op = stridedop.ConvOperator(np.ones((3, 3, 1, 4)), (8, 8, 4), groups=4, padding="same")
+    op.H @ (op @ np.ones((2, 8, 8, 4)))
+    geometry = op._state.geometry
+    assert any(name.startswith("_cached") for name in vars(geometry))
+    payload = pickle.dumps(geometry)
+    assert b"_cached" not in payload and b"_BatchPads" not in payload
+    clone = pickle.loads(payload)
+    assert clone == geometry and hash(clone) == hash(geometry)
+    assert not any(name.startswith("_cached") for name in vars(clone))
+
+
 def test_repr_names_class_geometry_and_byte_counts():
     op = stridedop.ConvOperator(np.ones((3, 3, 16, 16)), (32, 32, 16), padding="same")
     text = repr(op)
