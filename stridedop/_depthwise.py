@@ -358,9 +358,9 @@ def _by_row_gemms(
     others = taps_shape[:gemm_axis] + taps_shape[gemm_axis + 1 :]
     offsets = _flat_offsets(others, tuple(strides[:gemm_axis] + strides[gemm_axis + 1 :]))
     outer = len(offsets)
-    # weights[c, o, g]: the kernel with `gemm_axis` last among the taps, the others in the kernel's order
-    flat_kernel = np.moveaxis(kernel, gemm_axis, n - 1).reshape(outer, gemm_taps, channels)
-    weights = np.ascontiguousarray(flat_kernel.transpose(2, 0, 1))
+    # weights[c, o, g]: per channel, the other taps in the kernel's order, then `gemm_axis`'s
+    order = (n, *(axis for axis in range(n) if axis != gemm_axis), gemm_axis)
+    weights = np.ascontiguousarray(kernel.transpose(order)).reshape(channels, outer, gemm_taps)
     spatial = padded if crop is None else tuple(axis.stop for axis in crop)
     out = np.empty((batch, channels, *spatial), dtype=dtype)
     images, width = _block(batch, channels, _COLUMNS_BYTES // ((outer + gemm_taps) * width_row * item))
