@@ -346,15 +346,17 @@ class ConvOperator(BaseOperator):
         kernel = self._kernel
         return kernel.conj() if self._conjugated else kernel
 
-    def _scaled(self, scalar: Any) -> BaseOperator:
-        kernel = self._forward_kernel() * scalar
+    def _with_forward_kernel(self, kernel: np.ndarray) -> ConvOperator:
+        """An operator of the same geometry, method and direction with another forward kernel."""
         method, transposed = self._state.method, self._transposed
         return ConvOperator._from_kernel(kernel, self._geometry, method, transposed=transposed)
 
+    def _scaled(self, scalar: Any) -> BaseOperator:
+        return self._with_forward_kernel(self._forward_kernel() * scalar)
+
     def _negated(self) -> BaseOperator:
-        kernel = np.negative(self._forward_kernel())  # unsigned kernels wrap around, as in NumPy
-        method, transposed = self._state.method, self._transposed
-        return ConvOperator._from_kernel(kernel, self._geometry, method, transposed=transposed)
+        # NumPy's unary minus: unsigned kernels wrap around
+        return self._with_forward_kernel(np.negative(self._forward_kernel()))
 
     def _added(self, other: BaseOperator) -> BaseOperator:
         if (
@@ -362,10 +364,7 @@ class ConvOperator(BaseOperator):
             and other._geometry == self._geometry
             and other._transposed == self._transposed
         ):
-            kernel = self._forward_kernel() + other._forward_kernel()
-            return ConvOperator._from_kernel(
-                kernel, self._geometry, self._state.method, transposed=self._transposed
-            )
+            return self._with_forward_kernel(self._forward_kernel() + other._forward_kernel())
         return super()._added(other)
 
     def _composed_with(self, first: BaseOperator) -> BaseOperator:
