@@ -671,6 +671,44 @@ def test_strided_im2col_blocks_of_rows_and_of_images(monkeypatch, name, layout, 
     assert calls and all(got == ((images, calls[0][1]) if images > 1 else (1, 1)) for got in calls)
 
 
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize(
+    "m, k, stride, dilation, padding, groups",
+    [
+        ((9, 11), (3, 4), (2, 2), (1, 1), [(1, 2), (3, 0)], 1),
+        ((8, 13), (2, 5), (1, 3), (2, 2), 0, 2),  # entries two apart in a phase: gcd(3, 2) = 1
+        ((7, 12), (3, 3), (2, 4), (1, 2), [(0, 1), (2, 3)], 1),  # taps of even residues only
+        ((14,), (4,), (2,), (2,), [(1, 1)], 1),  # one phase receives every tap
+        ((5, 6, 9), (2, 2, 3), (1, 2, 3), (1, 1, 2), 1, 3),
+        ((6, 5), (3, 5), (2, 2), (1, 1), [(1, 1), (0, 0)], 1),  # one output along the last axis
+    ],
+)
+def test_channels_first_strided_windows_by_phases_of_the_last_axis(
+    monkeypatch, m, k, stride, dilation, padding, groups, split
+):
+    # The input split by residues of its last axis (with or without padding), or read as it is.
+    monkeypatch.setattr(_apply, "_SPLIT_TAPS", 0 if split else 10**9)
+    calls = []
+    original = _apply._split_last_axis
+    monkeypatch.setattr(_apply, "_split_last_axis", lambda *a: calls.append(a[2]) or original(*a))
+    channels, filters = 2 * groups, 3 * groups
+    options = {"padding": padding, "stride": stride, "dilation": dilation, "groups": groups}
+    rng = np.random.default_rng(3)
+    kernel = rng.standard_normal((*k, channels // groups, filters))
+    dense = mode_dense(kernel, m, channels, options, "zeros")  # rows (*o, F), columns (*m, C)
+    n = len(m)
+    first = kernel.transpose(n + 1, n, *range(n))
+    op = stridedop.ConvOperator(first, (channels, *m), layout="channels_first", method="direct", **options)
+    x = rng.standard_normal((3, *m, channels))
+    expected = np.moveaxis((x.reshape(3, -1) @ dense.T).reshape(3, *op.output_shape[1:], filters), -1, 1)
+    x = np.moveaxis(x, -1, 1)
+    x.flags.writeable = False
+    np.testing.assert_allclose(op @ x, expected, atol=1e-10)
+    padded = any(np.ravel(padding))
+    last = stride[-1] if op.output_shape[-1] > 1 else 1
+    assert calls == [last if split or padded else 1]
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     batch=st.integers(1, 5),
