@@ -1096,8 +1096,9 @@ def _strided_im2col_first(
     the im2col rows copied from the windows, the product landing in place.
 
     With a stride along the last axis the windows read every ``s``-th entry of a row, which NumPy
-    copies entry by entry. When the input is padded anyway, or the windows copy it many times
-    over (`_SPLIT_TAPS`), the padded batch is split by the residue of its last axis instead
+    copies entry by entry. When the stride is at most the kernel's width (else most phases would
+    go unread) and the input is padded anyway or copied many times over (`_SPLIT_TAPS`), the
+    padded batch is split by the residue of its last axis instead
     (`_split_last_axis`): the windows of the taps of one residue read contiguous runs of their
     phase (measured: 1.23 against 1.33 ms on the table's 7x7 stride-2 layer). The rows ``K``
     hold the taps phase by phase (`_last_axis_phases`).
@@ -1107,9 +1108,10 @@ def _strided_im2col_first(
     fg, taps = filters // groups, math.prod(taps_shape)
     batch, outputs = x.shape[0], tuple(axis.output for axis in axes)
     stride = last.stride if last.output > 1 else 1  # (one output: the stride is never taken)
-    phases = stride if any(lo or hi for lo, hi in pads) or taps >= _SPLIT_TAPS * stride else 1
-    split = _split_last_axis(x, pads, phases)
+    split_pays = any(lo or hi for lo, hi in pads) or taps >= _SPLIT_TAPS * stride
+    phases = stride if split_pays and stride <= last.kernel else 1  # (a copy call per phase read)
     classes, order = _last_axis_phases(last.kernel, last.dilation, phases, tuple(taps_shape), cg)
+    split = _split_last_axis(x, pads, phases, {phase for phase, *_ in classes})
     # (*k, Cg, G * Fg) -> (G, Fg, K): the rows in the order of `classes`, with one phase (C, taps)
     if phases == 1:
         weights = kernel.reshape(taps, cg, groups, fg).transpose(2, 3, 1, 0).reshape(groups, fg, cg * taps)
@@ -1146,12 +1148,15 @@ def _strided_im2col_first(
     return out.reshape(batch, filters, *outputs)
 
 
-def _split_last_axis(x: np.ndarray, pads: tuple[tuple[int, int], ...], phases: int) -> np.ndarray:
+def _split_last_axis(
+    x: np.ndarray, pads: tuple[tuple[int, int], ...], phases: int, used: set[int]
+) -> np.ndarray:
     """A channels-first batch zero-padded by `pads`, split by the residue of its last axis.
 
     Returns ``(B, phases, C, *P_front, ceil(P_last / phases))`` with padded entry ``j`` of the
     last axis at ``[..., j % phases, ..., j // phases]``: a reused work array, or with one phase
-    and no padding a view of `x` itself. Entries past the padded length are left as they are.
+    and no padding a view of `x` itself. Only the `used` phases are written, and of those no
+    entry past the padded length.
     """
     if phases == 1 and not any(lo or hi for lo, hi in pads):
         return _contiguous(x, 2)[:, None]
@@ -1163,7 +1168,7 @@ def _split_last_axis(x: np.ndarray, pads: tuple[tuple[int, int], ...], phases: i
         split.fill(0)
     front = tuple(slice(lo, lo + size) for (lo, _), size in zip(pads[:-1], sizes[:-1]))
     lo = pads[-1][0]
-    for phase in range(phases):
+    for phase in used:
         source = x[..., (phase - lo) % phases :: phases]  # the entries that land in this phase
         entry = ((phase - lo) % phases + lo) // phases
         target: tuple[int | slice, ...] = (slice(None), phase, slice(None), *front)
