@@ -32,8 +32,9 @@ on the padded input):
   the channels-first form copies whole rows.
 * *strided im2col* (stride > 1): the windows of the output grid itself, copied block by block,
   in either layout; small images go several to a block (`_strided_blocks`). Channels-first, an
-  input that is padded anyway is padded into its phases along the last axis instead, so that
-  the copies read contiguous runs (`_split_last_axis`).
+  input that is padded anyway (or copied many times over) is padded into its phases along the
+  last axis instead, when the stride is no wider than the kernel, so that the copies read
+  contiguous runs (`_split_last_axis`).
 
 Adjoint (``xp[o * stride + r * dilation] += K[r]^T y[o]``, then `_unpad`; `_adjoint_strategy`
 picks one). Tap ``r`` of output ``o`` lands on entry ``o + (r * d) // s`` of phase ``(r * d) mod s``
