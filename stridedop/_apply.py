@@ -1099,11 +1099,9 @@ def _strided_im2col_first(
     With a stride along the last axis the windows read every ``s``-th entry of a row, which NumPy
     copies entry by entry. When the stride is at most the kernel's width (else most phases would
     go unread) and the input is padded anyway or copied many times over (`_SPLIT_TAPS`), the
-    padded batch is split by the residue of its last axis instead
-    (`_split_last_axis`): the windows of the taps of one residue read contiguous runs of their
-    phase (the table's 7x7 stride-2 layer: 0.86-0.90 of the time, run alongside the unsplit
-    copies in one process). The rows ``K``
-    hold the taps phase by phase (`_last_axis_phases`).
+    padded batch is split by the residue of its last axis instead (`_split_last_axis`): the
+    windows of the taps of one residue read contiguous runs of their phase. The rows ``K`` hold
+    the taps phase by phase (`_last_axis_phases`).
     """
     n, last = len(axes), axes[-1]
     *taps_shape, cg, filters = kernel.shape
@@ -1185,10 +1183,10 @@ def _last_axis_phases(
     """The last axis's taps by the phase of `_split_last_axis` they read, for `_phase_windows`.
 
     Tap ``r`` reads padded entry ``o * s + r * d``: phase ``(r * d) mod q`` at ``o * s // q +
-    (r * d) // q`` (``q`` divides ``s``). The taps of one phase are every ``q // gcd(q, d)``-th
-    from the first, their entries ``d // gcd(q, d)`` apart. Returns per phase ``(phase, first
-    tap, taps, first entry)``, and the kernel's ``(tap, channel)`` rows (C order over
-    `taps_shape`) in the order of the windows: phase by phase, then channel by channel.
+    (r * d) // q`` (``q`` is ``s`` or 1, so the first term is exact). The taps of one phase are
+    every ``q // gcd(q, d)``-th from the first, their entries ``d // gcd(q, d)`` apart. Returns
+    per phase ``(phase, first tap, taps, first entry)``, and the kernel's ``(tap, channel)`` rows
+    (C order over `taps_shape`) in the order of the windows: phase by phase, then channel by channel.
     """
     every = phases // math.gcd(phases, dilation)
     classes = tuple(
@@ -1210,8 +1208,10 @@ def _phase_windows(
 ) -> list[np.ndarray]:
     """Per phase of `_last_axis_phases`, the windows ``(B, G, Cg, *k_front, taps, *o)`` it reads.
 
-    `split` is a C-ordered batch from `_split_last_axis`; each phase's windows read only entries
-    it holds (bounds checked by `numpy.ndarray`, which builds these views faster than `as_strided`).
+    `split` is a C-ordered batch from `_split_last_axis`. Each phase's windows read only entries
+    of that phase within the padded length: the last entry read, ``(o - 1) * s + (k - 1) * d``,
+    is below it. `numpy.ndarray` (faster here than `as_strided`) checks each view against the
+    whole of `split` only, not against its phase.
     """
     last, phases = axes[-1], split.shape[1]
     batch, _, channels = split.shape[:3]
