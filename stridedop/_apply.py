@@ -1111,7 +1111,7 @@ def _strided_im2col_first(
     split_pays = any(lo or hi for lo, hi in pads) or taps >= _SPLIT_TAPS * stride
     phases = stride if split_pays and stride <= last.kernel else 1  # (a copy call per phase read)
     classes, order = _last_axis_phases(last.kernel, last.dilation, phases, tuple(taps_shape), cg)
-    split = _split_last_axis(x, pads, phases, {phase for phase, *_ in classes})
+    split = _split_last_axis(x, pads, phases, {taps.phase for taps in classes})
     # (*k, Cg, G * Fg) -> (G, Fg, K): the rows in the order of `classes`, with one phase (C, taps)
     if phases == 1:
         weights = kernel.reshape(taps, cg, groups, fg).transpose(2, 3, 1, 0).reshape(groups, fg, cg * taps)
@@ -1158,13 +1158,14 @@ def _split_last_axis(
     and no padding a view of `x` itself. Only the `used` phases are written, and of those no
     entry past the padded length.
     """
-    if phases == 1 and not any(lo or hi for lo, hi in pads):
+    padding = any(lo or hi for lo, hi in pads)
+    if phases == 1 and not padding:
         return _contiguous(x, 2)[:, None]
     batch, channels, *sizes = x.shape
     padded = [size + lo + hi for size, (lo, hi) in zip(sizes, pads)]
     shape = (batch, phases, channels, *padded[:-1], -(-padded[-1] // phases))
     split = scratch("phases of the last axis", shape, x.dtype)
-    if any(lo or hi for lo, hi in pads):
+    if padding:
         split.fill(0)
     front = tuple(slice(lo, lo + size) for (lo, _), size in zip(pads[:-1], sizes[:-1]))
     lo = pads[-1][0]
@@ -1176,25 +1177,34 @@ def _split_last_axis(
     return split
 
 
+class _PhaseTaps(NamedTuple):
+    """The taps of the last axis that read one phase of `_split_last_axis` (`_last_axis_phases`)."""
+
+    phase: int  # the residue they read
+    first: int  # the first of them; the others follow every ``q // gcd(q, d)`` taps
+    number: int  # how many
+    entry: int  # where the first tap's window starts in the phase, for output 0
+
+
 @functools.lru_cache(maxsize=32)  # (each entry holds one index per tap and channel)
 def _last_axis_phases(
     kernel: int, dilation: int, phases: int, taps_shape: tuple[int, ...], channels: int
-) -> tuple[tuple[tuple[int, int, int, int], ...], np.ndarray]:
+) -> tuple[tuple[_PhaseTaps, ...], np.ndarray]:
     """The last axis's taps by the phase of `_split_last_axis` they read, for `_phase_windows`.
 
     Tap ``r`` reads padded entry ``o * s + r * d``: phase ``(r * d) mod q`` at ``o * s // q +
     (r * d) // q`` (``q`` is ``s`` or 1, so the first term is exact). The taps of one phase are
     every ``q // gcd(q, d)``-th from the first, their entries ``d // gcd(q, d)`` apart. Returns
-    per phase ``(phase, first tap, taps, first entry)``, and the kernel's ``(tap, channel)`` rows
-    (C order over `taps_shape`) in the order of the windows: phase by phase, then channel by channel.
+    those taps for each phase read, and the kernel's ``(tap, channel)`` rows (C order over
+    `taps_shape`) in the order of the windows: phase by phase, then channel by channel.
     """
     every = phases // math.gcd(phases, dilation)
     classes = tuple(
-        ((r * dilation) % phases, r, len(range(r, kernel, every)), (r * dilation) // phases)
+        _PhaseTaps((r * dilation) % phases, r, len(range(r, kernel, every)), (r * dilation) // phases)
         for r in range(min(every, kernel))
     )
     rows = np.arange(math.prod(taps_shape) * channels).reshape(-1, kernel, channels)
-    order = np.concatenate([rows[:, r::every].transpose(2, 0, 1).ravel() for _, r, _, _ in classes])
+    order = np.concatenate([rows[:, taps.first :: every].transpose(2, 0, 1).ravel() for taps in classes])
     order.flags.writeable = False
     return classes, order
 
@@ -1203,7 +1213,7 @@ def _phase_windows(
     split: np.ndarray,
     axes: tuple[Axis, ...],
     groups: int,
-    classes: tuple[tuple[int, int, int, int], ...],
+    classes: tuple[_PhaseTaps, ...],
     front_taps: tuple[int, ...],
 ) -> list[np.ndarray]:
     """Per phase of `_last_axis_phases`, the windows ``(B, G, Cg, *k_front, taps, *o)`` it reads.
@@ -1223,13 +1233,13 @@ def _phase_windows(
     before = (split.strides[0], cg * channel, channel, *_steps(axes[:-1], spatial, "kernel"))
     after = (*_steps(axes[:-1], spatial, "output"), last.stride // phases * step if last.output > 1 else 0)
     windows = []
-    for phase, _, count, entry in classes:
+    for taps in classes:
         window = np.ndarray(
-            (batch, groups, cg, *front_taps, count, *outputs),
+            (batch, groups, cg, *front_taps, taps.number, *outputs),
             dtype=split.dtype,
             buffer=split,
-            offset=phase * split.strides[1] + entry * item,
-            strides=(*before, tap_step if count > 1 else 0, *after),
+            offset=taps.phase * split.strides[1] + taps.entry * item,
+            strides=(*before, tap_step if taps.number > 1 else 0, *after),
         )
         window.flags.writeable = False
         windows.append(window)
