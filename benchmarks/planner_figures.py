@@ -1,9 +1,10 @@
 """The planner's figures (issue 12), measured in one process with every candidate interleaved.
 
 Run with ``python benchmarks/planner_figures.py`` (``--quick`` for fewer rounds, ``--rows`` to pick
-rows by substring). NumPy's BLAS and PyTorch each run on one thread. Every figure is a ratio of
-median times measured round by round in the same run (best times in brackets), so that a slow
-spell on the shared machine hits both sides alike.
+rows by substring, ``--best`` for best times instead of medians). NumPy's BLAS and PyTorch each
+run on one thread. Every figure is a ratio of times measured round by round in the same run, so
+that a slow spell on the shared machine hits both sides alike; in the layer table a round runs
+every candidate of every row once, so that such a spell costs each row a round or two.
 
 Tables:
 
@@ -17,7 +18,9 @@ Tables:
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
+import operator
 import os
 import sys
 import time
@@ -51,7 +54,9 @@ def layer_table(rounds: int, pattern: str) -> None:
         "| apply / torch | adjoint / torch | adjoint / apply |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    apply_ratios, adjoint_ratios, own_ratios = [], [], []
+    # Every row's candidates in one set of rounds: a slow spell of the machine then costs each row a
+    # round or two rather than all the rounds of the row it falls on.
+    candidates, rows = {}, []
     for name, layer in LAYERS.items():
         if pattern not in name:
             continue
@@ -61,13 +66,12 @@ def layer_table(rounds: int, pattern: str) -> None:
         transpose = getattr(functional, f"conv_transpose{n}d")
         options = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation}
         options["groups"] = layer.groups
+        options_t = dict(options, output_padding=layer.output_padding())
         kt, xt = torch.from_numpy(kernel_cf), torch.from_numpy(x_cf)
         yt = conv(xt, kt, **options)
         y_cf = yt.numpy()
-        candidates = {
-            "torch": lambda: conv(xt, kt, **options),
-            "torch adjoint": lambda: transpose(yt, kt, output_padding=layer.output_padding(), **options),
-        }
+        candidates[f"{name} | torch"] = functools.partial(conv, xt, kt, **options)
+        candidates[f"{name} | torch adjoint"] = functools.partial(transpose, yt, kt, **options_t)
         methods = {}
         for layout in ("channels_first", "channels_last"):
             op = layer.operator(kernel_cf, layout)
@@ -84,12 +88,15 @@ def layer_table(rounds: int, pattern: str) -> None:
                 atol=1e-3 * float(np.abs(y_cf).max()),
             )
             adjoint = adjoint_of(op)
-            candidates[layout] = lambda op=op, x=x: op @ x
-            candidates[layout + " adjoint"] = lambda adjoint=adjoint, y=y: adjoint @ y
-        times = interleaved_times(candidates, rounds)
-        torch_apply, torch_adjoint = times["torch"][STAT], times["torch adjoint"][STAT]
+            candidates[f"{name} | {layout}"] = functools.partial(operator.matmul, op, x)
+            candidates[f"{name} | {layout} adjoint"] = functools.partial(operator.matmul, adjoint, y)
+        rows.append((name, layer, methods))
+    times = {key: value[STAT] for key, value in interleaved_times(candidates, rounds).items()}
+    apply_ratios, adjoint_ratios, own_ratios = [], [], []
+    for name, layer, methods in rows:
+        torch_apply, torch_adjoint = times[f"{name} | torch"], times[f"{name} | torch adjoint"]
         for layout in ("channels_first", "channels_last"):
-            apply, adjoint = times[layout][STAT], times[layout + " adjoint"][STAT]
+            apply, adjoint = times[f"{name} | {layout}"], times[f"{name} | {layout} adjoint"]
             apply_ratios.append(apply / torch_apply)
             adjoint_ratios.append(adjoint / torch_adjoint)
             own_ratios.append(adjoint / apply)
@@ -98,7 +105,6 @@ def layer_table(rounds: int, pattern: str) -> None:
                 f"| {apply * 1e3:.3f} ms | {torch_adjoint * 1e3:.3f} ms | {adjoint * 1e3:.3f} ms "
                 f"| {apply / torch_apply:.2f} | {adjoint / torch_adjoint:.2f} | {adjoint / apply:.2f} |"
             )
-        sys.stdout.flush()
     if apply_ratios:
         print(
             f"\napply / torch: worst {max(apply_ratios):.2f}, median {np.median(apply_ratios):.2f}; "
