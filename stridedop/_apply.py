@@ -103,6 +103,7 @@ _GAP_BYTES = 64  # channels-first tap GEMMs: zeros between channel rows that are
 _SET_BYTES = 4096  # ... this many bytes long (addresses this far apart share a cache set)
 _COLUMNS_BYTES = 2**17  # im2col: the columns of one group's block (measured on the layer table)
 _IMAGES_BYTES = 2**20  # strided im2col: images within `_COLUMNS_BYTES` go whole, this many bytes a block
+_SCATTER_BYTES = 2**23  # scatter adjoint: products per block (each tap's add is a call per block)
 _SPLIT_TAPS = 8  # channels-first strided im2col: split an unpadded input from this many taps per stride
 _FEW_CHANNELS = 4  # channels per group up to which stride-1 products go channels-first
 _TAP_GEMM_CHANNELS = 8  # channels per group from which one GEMM per tap beats im2col
@@ -506,7 +507,7 @@ def convolve_adjoint(
     kernel, axes = _fold_circular(kernel, geometry, y.dtype)
     zeros = geometry.mode.name == "zeros"  # the adjoint of zero padding crops: compute no more
     xp, reused = _adjoint_onto_padded(kernel, axes, geometry.groups, y, channels_first, interior=zeros)
-    # The correlation gives the input's own entries (`interior`), every other strategy the padded input.
+    # With `interior` most strategies give the input's own entries; the others the padded input.
     if (xp.shape[2:] if channels_first else xp.shape[1:-1]) != tuple(axis.size for axis in axes):
         xp = _unpad(xp, geometry, channels_first)
     # Most adjoint strategies leave their result in a reused work array: copy it out.
@@ -1409,8 +1410,8 @@ def _adjoint_onto_padded(
 ) -> tuple[np.ndarray, bool]:
     """The adjoint of ``y`` onto the padded input, in `y`'s layout, and whether it is a reused array.
 
-    With `interior` the correlation gives only the input's own entries (see `_transposed_stride1`);
-    the other strategies always give the whole padded input.
+    With `interior` the correlation, tap GEMM and scatter strategies give only the input's own
+    entries (see `_transposed_stride1`, `_from_phases`); the other two the whole padded input.
 
     Each tap's products are written once, where they land: with enough channels and no groups
     by one accumulating GEMM per tap (*tap gemm*, `_adjoint_by_tap_gemm`), with few channels
@@ -1426,11 +1427,11 @@ def _adjoint_onto_padded(
     nbytes = y.shape[0] * padded * groups * kernel.shape[-2] * y.itemsize
     strategy = _adjoint_strategy(kernel, axes, groups, y.dtype, channels_first, nbytes)
     if strategy == "tap gemm":
-        return _adjoint_by_tap_gemm(kernel, axes, y, channels_first), True
+        return _adjoint_by_tap_gemm(kernel, axes, y, channels_first, interior)
     if strategy == "taps as channels":
         return _adjoint_taps_as_channels(kernel, axes, y, channels_first)
     if strategy == "scatter":
-        return _adjoint_by_scatter(kernel, axes, groups, y, channels_first), True
+        return _adjoint_by_scatter(kernel, axes, groups, y, channels_first, interior)
     if strategy == "polyphase":
         xp = _adjoint_polyphase(kernel, axes, groups, _channels_last(y, channels_first))
         return (_moveaxis(xp, -1, 1) if channels_first else xp), True
@@ -1449,7 +1450,7 @@ def _adjoint_taps_as_channels(
     add per tap.
     """
     last, channels = axes[-1], kernel.shape[-2]
-    wide = _adjoint_by_tap_gemm(_wide_kernel(kernel), _wide_axes(axes), y, channels_first)
+    wide, _ = _adjoint_by_tap_gemm(_wide_kernel(kernel), _wide_axes(axes), y, channels_first)
     wide = _channels_last(wide, channels_first)  # (B, *P', o_last, C * k_last)
     wide = wide.reshape(*wide.shape[:-1], channels, last.kernel)
     shape = (*wide.shape[:-3], last.size + last.lo + last.hi, channels)
@@ -1526,38 +1527,58 @@ def _in_corner(images: np.ndarray, y: np.ndarray, front: int, n: int) -> None:
 
 
 def _from_phases(
-    phased: np.ndarray, axes: tuple[Axis, ...], phases: tuple[tuple[int, ...], ...], channels_first: bool
-) -> np.ndarray:
-    """The padded batch from its phases ``(phases, B, C, *grid)``: a reused work array.
+    phased: np.ndarray,
+    axes: tuple[Axis, ...],
+    phases: tuple[tuple[int, ...], ...],
+    channels_first: bool,
+    interior: bool = False,
+) -> tuple[np.ndarray, bool]:
+    """The padded batch from its phases ``(phases, B, C, *grid)``, and whether it is a reused array.
 
-    With stride 1 the one phase is the padded batch: a view of `phased` is returned.
+    With `interior`, only the input's own entries ``lo <= p < lo + size`` (what zero padding's
+    adjoint keeps): with strides a new array, written straight from the phases. With stride 1
+    the one phase is the padded batch, and the result a view of `phased`.
     """
     batch, channels = phased.shape[1:3]
     padded = tuple(axis.size + axis.lo + axis.hi for axis in axes)
+    lows = tuple(axis.lo if interior else 0 for axis in axes)
+    sizes = tuple(axis.size for axis in axes) if interior else padded
     if all(axis.stride == 1 for axis in axes):
-        crop = phased[0][(Ellipsis,) + tuple(slice(0, size) for size in padded)]
-        return crop if channels_first else _moveaxis(crop, 1, -1)
-    shape = (batch, channels, *padded) if channels_first else (batch, *padded, channels)
-    xp = scratch("phases", shape, phased.dtype)
+        crop = phased[0][(Ellipsis,) + tuple(slice(lo, lo + size) for lo, size in zip(lows, sizes))]
+        return (crop if channels_first else _moveaxis(crop, 1, -1)), True
+    shape = (batch, channels, *sizes) if channels_first else (batch, *sizes, channels)
+    xp = np.empty(shape, phased.dtype) if interior else scratch("phases", shape, phased.dtype)
     xp.fill(0)  # positions no tap reaches: phases without taps, rows past the last window
     grid = phased.shape[3:]
     for number, phase in enumerate(phases):
-        counts = [min(g, len(range(p, size, a.stride))) for p, size, a, g in zip(phase, padded, axes, grid)]
-        positions = tuple(slice(p, p + c * a.stride, a.stride) for p, c, a in zip(phase, counts, axes))
-        source = phased[number][(Ellipsis,) + tuple(slice(0, count) for count in counts)]
+        # Along each axis, the entries k of the phase at padded positions p + k * s that are kept.
+        kept = []
+        for p, size, lo, kept_size, a, g in zip(phase, padded, lows, sizes, axes, grid):
+            stop = min(g, len(range(p, size, a.stride)), len(range(p, lo + kept_size, a.stride)))
+            kept.append((len(range(p, lo, a.stride)), stop, p - lo, a.stride))
+        if any(first >= stop for first, stop, _, _ in kept):
+            continue
+        positions = tuple(slice(at + first * s, at + stop * s - s + 1, s) for first, stop, at, s in kept)
+        source = phased[number][(Ellipsis,) + tuple(slice(first, stop) for first, stop, _, _ in kept)]
         if channels_first:
             xp[(slice(None), slice(None)) + positions] = source
         else:
             xp[(slice(None),) + positions] = _moveaxis(source, 1, -1)
-    return xp
+    return xp, not interior
 
 
 def _adjoint_by_scatter(
-    kernel: np.ndarray, axes: tuple[Axis, ...], groups: int, y: np.ndarray, channels_first: bool
-) -> np.ndarray:
+    kernel: np.ndarray,
+    axes: tuple[Axis, ...],
+    groups: int,
+    y: np.ndarray,
+    channels_first: bool,
+    interior: bool = False,
+) -> tuple[np.ndarray, bool]:
     """The adjoint of ``y`` onto the padded input, in `y`'s layout: one GEMM per block, then slice-adds.
 
-    Returns a reused work array (or a view of one).
+    Returns it and whether it is a reused work array (or a view of one); with `interior` only
+    the input's own entries (`_from_phases`).
 
     `y` is placed on the flat grid of `_scatter_grid` (zeros elsewhere); for each block of grid
     pixels one GEMM gives every tap, and each tap is added to its phase with one
@@ -1585,7 +1606,9 @@ def _adjoint_by_scatter(
     phased = scratch("scatter", (len(phases), groups, cg, total), dtype)
     phased.fill(0)
     length = total - max(shifts)
-    block = min(length, max(256, 4 * _BLOCK_BYTES // (groups * taps * cg * dtype.itemsize)))
+    block = min(length, max(256, _SCATTER_BYTES // (groups * taps * cg * dtype.itemsize)))
+    if length > 0:  # blocks of equal size: no short last one
+        block = -(-length // -(-length // block))
     buffer = scratch("products", (groups, taps * cg, block), dtype)
     for start in range(0, length, block):
         stop = min(start + block, length)
@@ -1594,15 +1617,16 @@ def _adjoint_by_scatter(
         for t, (number, shift) in enumerate(zip(numbers, shifts)):
             phased[number, :, :, start + shift : stop + shift] += products[:, t]
     phased = phased.reshape(len(phases), groups * cg, batch, *shape).swapaxes(1, 2)
-    return _from_phases(phased, axes, phases, channels_first)
+    return _from_phases(phased, axes, phases, channels_first, interior)
 
 
 def _adjoint_by_tap_gemm(
-    kernel: np.ndarray, axes: tuple[Axis, ...], y: np.ndarray, channels_first: bool
-) -> np.ndarray:
+    kernel: np.ndarray, axes: tuple[Axis, ...], y: np.ndarray, channels_first: bool, interior: bool = False
+) -> tuple[np.ndarray, bool]:
     """The adjoint of ``y`` onto the padded input, in `y`'s layout: one accumulating GEMM per tap.
 
-    Returns a reused work array (or a view of one). No groups; needs SciPy's BLAS and its dtypes.
+    Returns it and whether it is a reused work array (or a view of one); with `interior` only
+    the input's own entries (`_from_phases`). No groups; needs SciPy's BLAS and its dtypes.
 
     `_adjoint_by_scatter` with the channels innermost: `y` is laid on the flat grid of
     `_scatter_grid` as ``(pixels, F)`` and each tap accumulates ``y[q] @ K[r]^T`` straight into
@@ -1645,7 +1669,7 @@ def _adjoint_by_tap_gemm(
                 beta = 0.0 if overwrite and t == 0 else 1.0
                 gemm(1.0, weights[t].T, source, beta, target, overwrite_c=True)
     phased = phased.reshape(len(phases), batch, *shape, channels)
-    return _from_phases(_moveaxis(phased, -1, 2), axes, phases, channels_first)
+    return _from_phases(_moveaxis(phased, -1, 2), axes, phases, channels_first, interior)
 
 
 def _residue_taps(axis: Axis, phase: int) -> tuple[int, int, int, int] | None:
