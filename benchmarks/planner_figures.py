@@ -3,8 +3,8 @@
 Run with ``python benchmarks/planner_figures.py`` (``--quick`` for fewer rounds, ``--rows`` to pick
 rows by substring, ``--best`` for best times instead of medians). NumPy's BLAS and PyTorch each
 run on one thread. Every figure is a ratio of times measured round by round in the same run, so
-that a slow spell on the shared machine hits both sides alike; in the layer table a round runs
-every candidate of every row once, so that such a spell costs each row a round or two.
+that a slow spell on the shared machine hits both sides alike; in the layer table each round times
+every candidate of every row in turn, so that such a spell costs each row a round or two.
 
 Tables:
 
@@ -55,7 +55,8 @@ def layer_table(rounds: int, pattern: str) -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     # Every row's candidates in one set of rounds: a slow spell of the machine then costs each row a
-    # round or two rather than all the rounds of the row it falls on.
+    # round or two rather than all the rounds of the row it falls on. Both directions are checked
+    # against PyTorch first.
     candidates, rows = {}, []
     for name, layer in LAYERS.items():
         if pattern not in name:
@@ -70,6 +71,7 @@ def layer_table(rounds: int, pattern: str) -> None:
         kt, xt = torch.from_numpy(kernel_cf), torch.from_numpy(x_cf)
         yt = conv(xt, kt, **options)
         y_cf = yt.numpy()
+        x_back = transpose(yt, kt, **options_t).numpy()  # the adjoint's expected result, channels-first
         candidates[f"{name} | torch"] = functools.partial(conv, xt, kt, **options)
         candidates[f"{name} | torch adjoint"] = functools.partial(transpose, yt, kt, **options_t)
         methods = {}
@@ -81,13 +83,14 @@ def layer_table(rounds: int, pattern: str) -> None:
             else:
                 x = np.ascontiguousarray(np.moveaxis(x_cf, 1, -1))
                 y = np.ascontiguousarray(np.moveaxis(y_cf, 1, -1))
-            np.testing.assert_allclose(
-                np.moveaxis(op @ x, -1, 1) if layout == "channels_last" else op @ x,
-                y_cf,
-                rtol=1e-3,
-                atol=1e-3 * float(np.abs(y_cf).max()),
-            )
             adjoint = adjoint_of(op)
+            for got, expected in ((op @ x, y_cf), (adjoint @ y, x_back)):
+                np.testing.assert_allclose(
+                    np.moveaxis(got, -1, 1) if layout == "channels_last" else got,
+                    expected,
+                    rtol=1e-3,
+                    atol=1e-3 * float(np.abs(expected).max()),
+                )
             candidates[f"{name} | {layout}"] = functools.partial(operator.matmul, op, x)
             candidates[f"{name} | {layout} adjoint"] = functools.partial(operator.matmul, adjoint, y)
         rows.append((name, layer, methods))

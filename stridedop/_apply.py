@@ -103,7 +103,8 @@ _GAP_BYTES = 64  # channels-first tap GEMMs: zeros between channel rows that are
 _SET_BYTES = 4096  # ... this many bytes long (addresses this far apart share a cache set)
 _COLUMNS_BYTES = 2**17  # im2col: the columns of one group's block (measured on the layer table)
 _IMAGES_BYTES = 2**20  # strided im2col: images within `_COLUMNS_BYTES` go whole, this many bytes a block
-_SCATTER_BYTES = 2**23  # scatter adjoint: products per block (each tap's add is a call per block)
+_SCATTER_BYTES = 2**23  # scatter adjoint: products per block (each tap's add is a call per block;
+# past `SCRATCH_BYTES` with the other work arrays, a block is allocated per call: measured faster still)
 _SPLIT_TAPS = 8  # channels-first strided im2col: split an unpadded input from this many taps per stride
 _FEW_CHANNELS = 4  # channels per group up to which stride-1 products go channels-first
 _TAP_GEMM_CHANNELS = 8  # channels per group from which one GEMM per tap beats im2col
@@ -1535,9 +1536,9 @@ def _from_phases(
 ) -> tuple[np.ndarray, bool]:
     """The padded batch from its phases ``(phases, B, C, *grid)``, and whether it is a reused array.
 
-    With `interior`, only the input's own entries ``lo <= p < lo + size`` (what zero padding's
-    adjoint keeps): with strides a new array, written straight from the phases. With stride 1
-    the one phase is the padded batch, and the result a view of `phased`.
+    With `interior`, only the input's own entries (padded positions ``lo`` to ``lo + size - 1``,
+    what zero padding's adjoint keeps): with strides a new array, written straight from the
+    phases. With stride 1 the one phase is the padded batch, and the result a view of `phased`.
     """
     batch, channels = phased.shape[1:3]
     padded = tuple(axis.size + axis.lo + axis.hi for axis in axes)
@@ -1551,10 +1552,11 @@ def _from_phases(
     xp.fill(0)  # positions no tap reaches: phases without taps, rows past the last window
     grid = phased.shape[3:]
     for number, phase in enumerate(phases):
-        # Along each axis, the entries k of the phase at padded positions p + k * s that are kept.
+        # Along each axis, the entries k of the phase (its first padded position p, then every
+        # s-th) that are kept: first <= k < stop.
         kept = []
-        for p, size, lo, kept_size, a, g in zip(phase, padded, lows, sizes, axes, grid):
-            stop = min(g, len(range(p, size, a.stride)), len(range(p, lo + kept_size, a.stride)))
+        for p, full, lo, size, a, g in zip(phase, padded, lows, sizes, axes, grid):
+            stop = min(g, len(range(p, full, a.stride)), len(range(p, lo + size, a.stride)))
             kept.append((len(range(p, lo, a.stride)), stop, p - lo, a.stride))
         if any(first >= stop for first, stop, _, _ in kept):
             continue
